@@ -1,0 +1,59 @@
+"""Route injection backends, behind one Protocol.
+
+An announcer holds the *desired* state (which services are announced) and
+makes the world match it, also after its own connection to the routing daemon
+was lost and came back. Callers say what they want; they never replay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:  # the ExaBGP helper lives in this package and must start fast
+    from anycastd.config import IPNetwork
+
+
+class Announcer(Protocol):
+    async def start(self) -> None:
+        """Start the backend. Nothing is announced yet."""
+        ...
+
+    async def set_announced(self, service: str, prefixes: Sequence[IPNetwork], announced: bool) -> None:
+        """Make ``service``'s prefixes announced or withdrawn; kept as desired state."""
+        ...
+
+    async def close(self) -> None:
+        """Withdraw everything and stop the backend."""
+        ...
+
+    def sessions(self) -> dict[str, str]:
+        """The BGP session state by neighbor address, as last reported."""
+        ...
+
+
+class InMemoryAnnouncer:
+    """For tests: records what is announced and every call made."""
+
+    def __init__(self) -> None:
+        self.announced: dict[str, tuple[IPNetwork, ...]] = {}
+        self.calls: list[tuple[str, bool]] = []
+        self.started = False
+        self.closed = False
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def set_announced(self, service: str, prefixes: Sequence[IPNetwork], announced: bool) -> None:
+        self.calls.append((service, announced))
+        if announced:
+            self.announced[service] = tuple(prefixes)
+        else:
+            self.announced.pop(service, None)
+
+    async def close(self) -> None:
+        self.announced.clear()
+        self.closed = True
+
+    def sessions(self) -> dict[str, str]:
+        return {}

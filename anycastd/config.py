@@ -1,0 +1,484 @@
+"""YAML configuration -> frozen, typed values, validated once.
+
+Theory of operation
+-------------------
+The file is composed into PyYAML nodes (not loaded straight into dicts) so
+that every value keeps the line it came from. ``_Reader`` walks the nodes with
+a key path (``services.dns.checks[0].timeout``) and collects every problem it
+meets instead of stopping at the first, so an operator fixes a file in one
+round. Nothing is returned unless the whole file is valid: ``load`` either
+gives a complete ``Config`` or raises ``ConfigError`` listing
+``file:line: key.path: problem`` lines.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import dns.exception
+import dns.name
+import dns.rcode
+import dns.rdatatype
+import yaml
+
+from anycastd.errors import ConfigError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DEFAULT_INTERFACE = "anycast0"
+DEFAULT_RUNTIME_DIR = Path("/run/anycastd")
+_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class DnsCheck:
+    address: IPAddress
+    port: int = 53
+    qname: str = "."
+    qtype: str = "SOA"
+    protocol: str = "udp"
+    rcode: str = "NOERROR"
+    answer: str | None = None
+    interval: float = 0.2
+    timeout: float = 0.15
+    rise: int = 3
+    fall: int = 3
+    fall_hard: int = 1
+    probe_service_addresses: bool = True
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    prefixes: tuple[IPNetwork, ...]
+    checks: tuple[DnsCheck, ...]
+    interface: str = DEFAULT_INTERFACE
+    allow_non_host_prefixes: bool = False
+
+    @property
+    def host_addresses(self) -> tuple[IPAddress, ...]:
+        """The service addresses a probe can query: one per host-route prefix."""
+        return tuple(p.network_address for p in self.prefixes if p.num_addresses == 1)
+
+
+@dataclass(frozen=True)
+class Neighbor:
+    address: IPAddress
+    peer_asn: int
+    local_address: IPAddress
+    hold_time: int = 3
+    md5_password: str | None = None
+
+
+@dataclass(frozen=True)
+class ExaBGPSettings:
+    command: tuple[str, ...] | None = None  # None: this Python's ``-m exabgp``
+    watchdog: float = 1.5
+
+
+@dataclass(frozen=True)
+class Config:
+    router_id: ipaddress.IPv4Address
+    local_asn: int
+    neighbors: tuple[Neighbor, ...]
+    services: tuple[Service, ...]
+    exabgp: ExaBGPSettings = ExaBGPSettings()
+    runtime_dir: Path = DEFAULT_RUNTIME_DIR
+    source: str = "<config>"
+
+    def service(self, name: str) -> Service:
+        for s in self.services:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+
+T = TypeVar("T")
+_MISSING = object()
+
+
+class _Reader:
+    """Turns composed YAML nodes into Python values, remembering each path's line."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.lines: dict[str, int] = {}
+        self.problems: list[str] = []
+        self._scalars = yaml.SafeLoader("")
+
+    def problem(self, path: str, message: str) -> None:
+        line = self._line(path)
+        where = f"{self.source}:{line}" if line else self.source
+        self.problems.append(f"{where}: {path}: {message}" if path else f"{where}: {message}")
+
+    def _line(self, path: str) -> int | None:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            cut = max(path.rfind("."), path.rfind("["))
+            path = path[:cut] if cut > 0 else ""
+        return self.lines.get("")
+
+    def value(self, node: yaml.Node, path: str) -> Any:
+        self.lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                key = self._scalars.construct_object(key_node)
+                child = f"{path}.{key}" if path else str(key)
+                if not isinstance(key, str):
+                    self.lines[child] = key_node.start_mark.line + 1
+                    self.problem(child, f"keys must be strings, got {key!r}")
+                    continue
+                if key in out:
+                    self.lines[child] = key_node.start_mark.line + 1
+                    what = f"service {key!r} is defined twice" if path == "services" else "duplicate key"
+                    self.problem(child, f"{what} (each name may appear once)")
+                    continue
+                out[key] = self.value(value_node, child)
+                self.lines[child] = key_node.start_mark.line + 1
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.value(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
+        return self._scalars.construct_object(node)
+
+    # typed access ---------------------------------------------------------
+
+    def mapping(self, data: Any, path: str, allowed: set[str]) -> dict[str, Any] | None:
+        if not isinstance(data, dict):
+            self.problem(path, f"must be a mapping, got {_kind(data)}")
+            return None
+        for key in sorted(set(data) - allowed):
+            self.problem(
+                f"{path}.{key}" if path else key, f"unknown key (expected one of: {', '.join(sorted(allowed))})"
+            )
+        return data
+
+    def field(
+        self,
+        data: dict[str, Any],
+        path: str,
+        key: str,
+        convert: Callable[[Any], T],
+        default: Any = _MISSING,
+    ) -> T | None:
+        child = f"{path}.{key}" if path else key
+        if key not in data:
+            if default is _MISSING:
+                self.problem(path, f"missing required key '{key}'")
+                return None
+            return default  # type: ignore[no-any-return]
+        try:
+            return convert(data[key])
+        except (ValueError, TypeError) as exc:
+            self.problem(child, str(exc))
+            return None
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _int(lo: int, hi: int) -> Callable[[Any], int]:
+    def convert(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"must be a whole number, got {value!r}")
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {lo} and {hi}, got {value}")
+        return value
+
+    return convert
+
+
+def _seconds(lo_exclusive: float, hi: float) -> Callable[[Any], float]:
+    def convert(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"must be a number of seconds, got {value!r}")
+        if value <= lo_exclusive:
+            raise ValueError(f"must be > {lo_exclusive:g}, got {value:g}")
+        if value > hi:
+            raise ValueError(f"must be at most {hi:g} seconds, got {value:g}")
+        return float(value)
+
+    return convert
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"must be a non-empty string, got {value!r}")
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, got {value!r}")
+    return value
+
+
+def _address(value: Any) -> IPAddress:
+    try:
+        return ipaddress.ip_address(str(value))
+    except ValueError:
+        raise ValueError(f"must be an IPv4 or IPv6 address, got {value!r}") from None
+
+
+def _ipv4(value: Any) -> ipaddress.IPv4Address:
+    try:
+        return ipaddress.IPv4Address(str(value))
+    except ValueError:
+        raise ValueError(f"must be an IPv4 address, got {value!r}") from None
+
+
+def _prefix(value: Any) -> IPNetwork:
+    if not isinstance(value, str) or "/" not in value:
+        raise ValueError(f"must be a prefix with a length such as 203.0.113.53/32, got {value!r}")
+    try:
+        return ipaddress.ip_network(value)
+    except ValueError as exc:
+        raise ValueError(f"is not a valid prefix: {exc}") from None
+
+
+def _qname(value: Any) -> str:
+    try:
+        return dns.name.from_text(_str(value)).to_text()
+    except dns.exception.DNSException as exc:
+        raise ValueError(f"is not a valid domain name: {exc}") from None
+
+
+def _qtype(value: Any) -> str:
+    try:
+        return dns.rdatatype.to_text(dns.rdatatype.from_text(_str(value)))
+    except dns.rdatatype.UnknownRdatatype:
+        raise ValueError(f"is not a DNS record type, got {value!r}") from None
+
+
+def _rcode(value: Any) -> str:
+    try:
+        return dns.rcode.to_text(dns.rcode.from_text(_str(value)))
+    except dns.rcode.UnknownRcode:
+        raise ValueError(f"is not a DNS response code such as NOERROR or NXDOMAIN, got {value!r}") from None
+
+
+def _choice(*options: str) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}, got {value!r}")
+        return str(value)
+
+    return convert
+
+
+def _ifname(value: Any) -> str:
+    if not isinstance(value, str) or not _IFNAME.match(value):
+        raise ValueError(f"must be an interface name of 1 to 15 letters, digits, '_', '.', '-', got {value!r}")
+    return value
+
+
+def _command(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"must be a non-empty list of strings (program and arguments), got {value!r}")
+    return tuple(value)
+
+
+def _path(value: Any) -> Path:
+    path = Path(_str(value))
+    if not path.is_absolute():
+        raise ValueError(f"must be an absolute path, got {value!r}")
+    return path
+
+
+_CHECK_KEYS = {
+    "address", "port", "qname", "qtype", "protocol", "rcode", "answer",
+    "interval", "timeout", "rise", "fall", "fall_hard", "probe_service_addresses",
+}  # fmt: skip
+
+
+def _check(r: _Reader, data: Any, path: str) -> DnsCheck | None:
+    m = r.mapping(data, path, _CHECK_KEYS)
+    if m is None:
+        return None
+    d = DnsCheck.__dataclass_fields__
+    values: dict[str, Any] = {
+        "address": r.field(m, path, "address", _address),
+        "port": r.field(m, path, "port", _int(1, 65535), d["port"].default),
+        "qname": r.field(m, path, "qname", _qname, d["qname"].default),
+        "qtype": r.field(m, path, "qtype", _qtype, d["qtype"].default),
+        "protocol": r.field(m, path, "protocol", _choice("udp", "tcp"), d["protocol"].default),
+        "rcode": r.field(m, path, "rcode", _rcode, d["rcode"].default),
+        "answer": r.field(m, path, "answer", _str, None),
+        "interval": r.field(m, path, "interval", _seconds(0, 3600), d["interval"].default),
+        "timeout": r.field(m, path, "timeout", _seconds(0, 60), d["timeout"].default),
+        "rise": r.field(m, path, "rise", _int(1, 1000), d["rise"].default),
+        "fall": r.field(m, path, "fall", _int(1, 1000), d["fall"].default),
+        "fall_hard": r.field(m, path, "fall_hard", _int(1, 1000), d["fall_hard"].default),
+        "probe_service_addresses": r.field(m, path, "probe_service_addresses", _bool, True),
+    }
+    interval, timeout = values["interval"], values["timeout"]
+    if interval is not None and timeout is not None and timeout >= interval:
+        r.problem(f"{path}.timeout", f"must be smaller than the interval ({interval:g} s), got {timeout:g}")
+        return None
+    if any(v is None for k, v in values.items() if k != "answer"):
+        return None
+    return DnsCheck(**values)
+
+
+def _service(r: _Reader, name: str, data: Any, path: str) -> Service | None:
+    if not _SERVICE_NAME.match(name):
+        r.problem(path, "service names are 1 to 63 letters, digits, '_', '.', '-', starting with a letter or digit")
+    m = r.mapping(data, path, {"prefixes", "checks", "interface", "allow_non_host_prefixes"})
+    if m is None:
+        return None
+    allow = r.field(m, path, "allow_non_host_prefixes", _bool, False)
+    interface = r.field(m, path, "interface", _ifname, DEFAULT_INTERFACE)
+    prefixes: list[IPNetwork] = []
+    raw_prefixes = m.get("prefixes")
+    if "prefixes" not in m:
+        r.problem(path, "missing required key 'prefixes'")
+    elif not isinstance(raw_prefixes, list) or not raw_prefixes:
+        r.problem(f"{path}.prefixes", f"must be a non-empty list of prefixes, got {_kind(raw_prefixes)}")
+    else:
+        for i, raw in enumerate(raw_prefixes):
+            p_path = f"{path}.prefixes[{i}]"
+            try:
+                prefix = _prefix(raw)
+            except ValueError as exc:
+                r.problem(p_path, str(exc))
+                continue
+            if prefix.num_addresses != 1 and not allow:
+                r.problem(
+                    p_path,
+                    f"{prefix} is not a host route (/32 or /128); set allow_non_host_prefixes: true if you mean it",
+                )
+            elif prefix in prefixes:
+                r.problem(p_path, f"{prefix} is listed twice")
+            prefixes.append(prefix)
+    checks: list[DnsCheck] = []
+    raw_checks = m.get("checks")
+    if "checks" not in m:
+        r.problem(path, "missing required key 'checks'")
+    elif not isinstance(raw_checks, list) or not raw_checks:
+        r.problem(f"{path}.checks", f"must be a non-empty list of checks, got {_kind(raw_checks)}")
+    else:
+        for i, raw in enumerate(raw_checks):
+            check = _check(r, raw, f"{path}.checks[{i}]")
+            if check is not None:
+                checks.append(check)
+    if allow is None or interface is None or not prefixes or not checks:
+        return None
+    return Service(name, tuple(prefixes), tuple(checks), interface, allow)
+
+
+def _neighbor(r: _Reader, data: Any, path: str) -> Neighbor | None:
+    m = r.mapping(data, path, {"address", "peer_asn", "local_address", "hold_time", "md5_password"})
+    if m is None:
+        return None
+    address = r.field(m, path, "address", _address)
+    peer_asn = r.field(m, path, "peer_asn", _int(1, 4294967295))
+    local = r.field(m, path, "local_address", _address)
+    hold = r.field(m, path, "hold_time", _int(0, 65535), 3)
+    md5 = r.field(m, path, "md5_password", _str, None)
+    if hold is not None and 0 < hold < 3:
+        r.problem(f"{path}.hold_time", f"must be 0 or at least 3 seconds (RFC 4271), got {hold}")
+        return None
+    if address is not None and local is not None and address.version != local.version:
+        r.problem(f"{path}.local_address", f"must be of the same family as address {address}, got {local}")
+        return None
+    if address is None or peer_asn is None or local is None or hold is None:
+        return None
+    return Neighbor(address, peer_asn, local, hold, md5)
+
+
+def _cross_checks(r: _Reader, config: Config) -> None:
+    admin: dict[IPAddress, str] = {}
+    for i, n in enumerate(config.neighbors):
+        admin[n.local_address] = f"neighbors[{i}].local_address"
+    for s in config.services:
+        for j, c in enumerate(s.checks):
+            admin.setdefault(c.address, f"services.{s.name}.checks[{j}].address")
+    families = {n.address.version for n in config.neighbors}
+    for s in config.services:
+        for i, p in enumerate(s.prefixes):
+            path = f"services.{s.name}.prefixes[{i}]"
+            for addr, where in admin.items():
+                if addr in p:
+                    r.problem(path, f"{p} contains the admin address {addr} ({where}); the service address must differ")
+            if p.version not in families:
+                r.problem(path, f"{p} is IPv{p.version} but no IPv{p.version} neighbor is configured to carry it")
+
+
+def parse(text: str, source: str = "<config>") -> Config:
+    """Validate ``text`` and return the configuration, or raise ConfigError."""
+    r = _Reader(source)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{source}{line}: not valid YAML: {problem}"]) from None
+    if node is None:
+        raise ConfigError([f"{source}: the file is empty"])
+    top = r.mapping(r.value(node, ""), "", {"router_id", "local_asn", "neighbors", "services", "exabgp", "runtime_dir"})
+    if top is None:
+        raise ConfigError(r.problems)
+    router_id = r.field(top, "", "router_id", _ipv4)
+    local_asn = r.field(top, "", "local_asn", _int(1, 4294967295))
+    runtime_dir = r.field(top, "", "runtime_dir", _path, DEFAULT_RUNTIME_DIR)
+    exabgp = ExaBGPSettings()
+    if "exabgp" in top:
+        e = r.mapping(top["exabgp"], "exabgp", {"command", "watchdog"})
+        if e is not None:
+            command = r.field(e, "exabgp", "command", _command, None)
+            watchdog = r.field(e, "exabgp", "watchdog", _seconds(0.3, 60), ExaBGPSettings.watchdog)
+            exabgp = ExaBGPSettings(command, watchdog if watchdog is not None else ExaBGPSettings.watchdog)
+    neighbors: list[Neighbor] = []
+    raw_neighbors = top.get("neighbors")
+    if not isinstance(raw_neighbors, list) or not raw_neighbors:
+        r.problem("neighbors", f"must be a non-empty list of BGP neighbors, got {_kind(raw_neighbors)}")
+    else:
+        for i, raw in enumerate(raw_neighbors):
+            n = _neighbor(r, raw, f"neighbors[{i}]")
+            if n is None:
+                continue
+            if any(n.address == other.address for other in neighbors):
+                r.problem(f"neighbors[{i}].address", f"neighbor {n.address} is listed twice")
+            neighbors.append(n)
+    services: list[Service] = []
+    raw_services = top.get("services")
+    if not isinstance(raw_services, dict) or not raw_services:
+        r.problem("services", f"must be a mapping of service name to service, got {_kind(raw_services)}")
+    else:
+        for name, raw in raw_services.items():
+            s = _service(r, name, raw, f"services.{name}")
+            if s is not None:
+                services.append(s)
+    if r.problems or router_id is None or local_asn is None or runtime_dir is None:
+        raise ConfigError(r.problems)
+    config = Config(router_id, local_asn, tuple(neighbors), tuple(services), exabgp, runtime_dir, source)
+    _cross_checks(r, config)
+    if r.problems:
+        raise ConfigError(r.problems)
+    return config
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a configuration file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{p}: cannot read the configuration: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{p}: the configuration is not UTF-8 text: {exc.reason}"]) from None
+    return parse(text, str(p))

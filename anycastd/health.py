@@ -1,0 +1,251 @@
+"""The health state machine: pure, no I/O, no clock.
+
+Theory of operation
+-------------------
+Each check of a service owns a ``CheckHealth``. The loop that runs the probe
+feeds every result, with the time it was taken, into it; the machine counts
+consecutive passes and failures and moves between four states::
+
+              pass (n < rise)                 fail (n < fall)
+      DOWN ----------------> RISING    UP -----------------> FALLING
+        ^  <----------------   |        ^  <-----------------   |
+        |      fail            |        |        pass           |
+        |                      | pass (n == rise)               |
+        |                      v                                |
+        |                     UP                                |
+        +------------------------------------------------------+
+                  fail (n == fall, or a hard failure)
+
+With ``rise == 1`` DOWN goes straight to UP; with ``fall == 1`` (or a hard
+failure, see below) UP goes straight to DOWN. A check starts DOWN, so nothing
+is announced until the first probes have passed ``rise`` times.
+
+Failures come in two kinds. A *hard* failure is unambiguous evidence that the
+resolver is gone (connection refused: nothing listens on the port); it needs
+only ``fall_hard`` consecutive hard failures. Any other failure (timeout, bad
+rcode, wrong answer, malformed response) needs ``fall`` consecutive failures,
+so that one lost packet does not move traffic.
+
+A ``ServiceHealth`` aggregates the checks of one service. Its state is the
+worst of its checks' states (DOWN < RISING < FALLING < UP) or MAINTENANCE
+while an operator has drained it. The service is announced exactly when its
+state is UP or FALLING: every check has passed ``rise`` times and none has
+failed ``fall`` times since. Whenever that changes, ``feed`` returns one
+``Announce`` or ``Withdraw`` for the caller to carry out.
+
+Illegal transitions of a check are bugs: ``CheckHealth`` raises
+``IllegalTransition`` and leaves its state unchanged.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from anycastd.errors import AnycastdError
+
+
+class State(enum.IntEnum):
+    """Ordered from worst to best, so a service is as healthy as its worst check."""
+
+    MAINTENANCE = 0
+    DOWN = 1
+    RISING = 2
+    FALLING = 3
+    UP = 4
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+ANNOUNCED_STATES = frozenset({State.UP, State.FALLING})
+
+#: Every move a check may make. Staying put is always allowed and not listed.
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.DOWN: frozenset({State.RISING, State.UP}),
+    State.RISING: frozenset({State.DOWN, State.UP}),
+    State.UP: frozenset({State.FALLING, State.DOWN}),
+    State.FALLING: frozenset({State.UP, State.DOWN}),
+    State.MAINTENANCE: frozenset(),
+}
+
+
+class Outcome(enum.Enum):
+    """What one probe said about the resolver."""
+
+    OK = "ok"
+    FAIL = "fail"  # ambiguous: timeout, bad rcode, wrong answer
+    HARD_FAIL = "hard_fail"  # unambiguous: nothing listens (connection refused)
+
+
+@dataclass(frozen=True)
+class Result:
+    """One probe's verdict, as the health core sees it."""
+
+    outcome: Outcome
+    reason: str
+
+
+class IllegalTransition(AnycastdError):
+    """A state machine was asked to make a move its transition table forbids."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    rise: int
+    fall: int
+    fall_hard: int
+
+    def __post_init__(self) -> None:
+        for name in ("rise", "fall", "fall_hard"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A change of state, with the reason a person reads in the log."""
+
+    name: str
+    old: State
+    new: State
+    reason: str
+    at: float
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.old} -> {self.new} ({self.reason})"
+
+
+@dataclass(frozen=True)
+class Announce:
+    service: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Withdraw:
+    service: str
+    reason: str
+
+
+Action = Announce | Withdraw
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one event changed: transitions to log and actions to carry out."""
+
+    transitions: tuple[Transition, ...] = ()
+    actions: tuple[Action, ...] = ()
+
+
+class CheckHealth:
+    """Rise/fall hysteresis for one check."""
+
+    def __init__(self, name: str, thresholds: Thresholds) -> None:
+        self.name = name
+        self.thresholds = thresholds
+        self._state = State.DOWN
+        self.passes = 0
+        self.fails = 0
+        self.hard_fails = 0
+        self.since: float | None = None
+        self.last_result: Result | None = None
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    def _move(self, new: State, reason: str, now: float) -> Transition | None:
+        old = self._state
+        if new == old:
+            return None
+        if new not in TRANSITIONS[old]:
+            raise IllegalTransition(f"{self.name}: {old} -> {new} is not allowed")
+        self._state = new
+        self.since = now
+        return Transition(self.name, old, new, reason, now)
+
+    def feed(self, result: Result, now: float) -> Transition | None:
+        """Count one probe result; return the transition it caused, if any."""
+        self.last_result = result
+        t = self.thresholds
+        if result.outcome is Outcome.OK:
+            self.passes += 1
+            self.fails = 0
+            self.hard_fails = 0
+            if self._state in ANNOUNCED_STATES or self.passes >= t.rise:
+                return self._move(State.UP, result.reason, now)
+            return self._move(State.RISING, result.reason, now)
+        self.passes = 0
+        self.fails += 1
+        self.hard_fails = self.hard_fails + 1 if result.outcome is Outcome.HARD_FAIL else 0
+        if self._state not in ANNOUNCED_STATES:
+            return self._move(State.DOWN, result.reason, now)
+        if self.fails >= t.fall or self.hard_fails >= t.fall_hard:
+            return self._move(State.DOWN, result.reason, now)
+        return self._move(State.FALLING, result.reason, now)
+
+
+@dataclass
+class ServiceHealth:
+    """The checks of one service and the operator's drain, as one verdict."""
+
+    name: str
+    checks: list[CheckHealth]
+    maintenance_reason: str | None = None
+    since: float | None = None
+    transitions: list[Transition] = field(default_factory=list)
+    history: int = 20
+
+    @classmethod
+    def create(cls, name: str, thresholds: Sequence[Thresholds]) -> ServiceHealth:
+        if not thresholds:
+            raise ValueError(f"service {name} needs at least one check")
+        checks = [CheckHealth(f"{name}/checks[{i}]", t) for i, t in enumerate(thresholds)]
+        return cls(name, checks)
+
+    @property
+    def state(self) -> State:
+        if self.maintenance_reason is not None:
+            return State.MAINTENANCE
+        return min(check.state for check in self.checks)
+
+    @property
+    def announced(self) -> bool:
+        return self.state in ANNOUNCED_STATES
+
+    def _decide(self, old: State, was: bool, reason: str, now: float, inner: Transition | None) -> Decision:
+        transitions = [inner] if inner else []
+        new = self.state
+        if new != old:
+            outer = Transition(self.name, old, new, reason, now)
+            transitions.append(outer)
+            self.since = now
+        self.transitions.extend(transitions)
+        del self.transitions[: -self.history]
+        actions: tuple[Action, ...] = ()
+        if self.announced and not was:
+            actions = (Announce(self.name, reason),)
+        elif was and not self.announced:
+            actions = (Withdraw(self.name, reason),)
+        return Decision(tuple(transitions), actions)
+
+    def feed(self, check: int, result: Result, now: float) -> Decision:
+        """Record the result of check number ``check`` taken at ``now``."""
+        old, was = self.state, self.announced
+        inner = self.checks[check].feed(result, now)
+        return self._decide(old, was, f"checks[{check}]: {result.reason}", now, inner)
+
+    def drain(self, reason: str, now: float) -> Decision:
+        """Enter maintenance: withdraw at once, whatever the probes say."""
+        old, was = self.state, self.announced
+        self.maintenance_reason = reason
+        return self._decide(old, was, f"maintenance: {reason}", now, None)
+
+    def undrain(self, now: float) -> Decision:
+        """Leave maintenance: announced again as soon as the checks are up."""
+        old, was = self.state, self.announced
+        self.maintenance_reason = None
+        return self._decide(old, was, "maintenance ended", now, None)

@@ -1,0 +1,190 @@
+"""The lab's daemons: FRR on the router, Unbound and anycastd on each server."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from anycastd.lab.topology import (
+    HEALTH_QNAME,
+    ROUTER_ASN,
+    SERVICE_V4,
+    SERVICE_V6,
+    WHOAMI_QNAME,
+    Lab,
+    Server,
+    run,
+    wait_until,
+)
+
+FRR_DIR = Path("/usr/lib/frr")
+
+
+def frr_bgp_config(lab: Lab) -> str:
+    """ECMP over eBGP: one path per server, hashed on the 5-tuple (see the sysctls in topology)."""
+    lines = [
+        "frr defaults datacenter",
+        "hostname lab-router",
+        "router bgp 65000",
+        " bgp router-id 198.51.100.1",
+        " no bgp ebgp-requires-policy",
+        " no bgp default ipv4-unicast",
+        " bgp bestpath as-path multipath-relax",
+        " neighbor SERVERS4 peer-group",
+        " neighbor SERVERS4 timers 1 3",
+        " neighbor SERVERS4 timers connect 1",
+        " neighbor SERVERS6 peer-group",
+        " neighbor SERVERS6 timers 1 3",
+        " neighbor SERVERS6 timers connect 1",
+    ]
+    for s in lab.server_list:
+        lines += [
+            f" neighbor {s.v4} remote-as {s.asn}",
+            f" neighbor {s.v4} peer-group SERVERS4",
+            f" neighbor {s.v6} remote-as {s.asn}",
+            f" neighbor {s.v6} peer-group SERVERS6",
+        ]
+    lines += [
+        " address-family ipv4 unicast",
+        "  neighbor SERVERS4 activate",
+        "  maximum-paths 16",
+        " exit-address-family",
+        " address-family ipv6 unicast",
+        "  neighbor SERVERS6 activate",
+        "  maximum-paths 16",
+        " exit-address-family",
+    ]
+    assert ROUTER_ASN == 65000
+    return "\n".join(lines) + "\n"
+
+
+def start_frr(lab: Lab, config: str, daemons: tuple[str, ...] = ("zebra", "bgpd")) -> None:
+    rdir = lab.workdir / "router"
+    for daemon in daemons:
+        # Each daemon gets only its own part, so none logs the others' lines as errors.
+        conf = rdir / f"{daemon}.conf"
+        conf.write_text(config if daemon != "zebra" else "hostname lab-router\n")
+        run("chown", "-R", "frr:frr", str(rdir))
+        argv = [
+            str(FRR_DIR / daemon),
+            "-d",
+            "-f", str(conf),
+            "-i", str(rdir / f"{daemon}.pid"),
+            "-z", str(rdir / "zserv.api"),
+            "--vty_socket", str(rdir),
+            "-u", "frr", "-g", "frr",
+            "--log", f"file:{rdir / daemon}.log",
+        ]  # fmt: skip
+        if daemon == "bgpd":
+            argv += ["-p", "179"]
+        lab.exec(lab.router, *argv)
+        if daemon == "zebra":
+            wait_until((rdir / "zserv.api").exists, 10, what="zebra's socket")
+
+
+def vtysh(lab: Lab, command: str) -> str:
+    return run("vtysh", "--vty_socket", str(lab.workdir / "router"), "-c", command).stdout
+
+
+def unbound_config(lab: Lab, server: Server) -> str:
+    sdir = lab.workdir / server.name
+    v4, v6 = SERVICE_V4.split("/")[0], SERVICE_V6.split("/")[0]
+    return f"""server:
+    verbosity: 1
+    num-threads: 1
+    interface: {server.v4}
+    interface: {server.v6}
+    interface: {v4}
+    interface: {v6}
+    # the service addresses are bound by anycastd, possibly after Unbound starts
+    ip-freebind: yes
+    do-daemonize: no
+    use-syslog: no
+    logfile: ""
+    chroot: ""
+    username: ""
+    directory: "{sdir}"
+    pidfile: "{sdir}/unbound.pid"
+    access-control: 0.0.0.0/0 allow
+    access-control: ::/0 allow
+    module-config: "iterator"
+    do-not-query-localhost: yes
+    local-zone: "example." static
+    local-data: '{HEALTH_QNAME} 0 IN TXT "healthy"'
+    local-data: '{WHOAMI_QNAME} 0 IN TXT "{server.name}"'
+remote-control:
+    control-enable: no
+"""
+
+
+def dig(lab: Lab, ns: str, address: str, qname: str = WHOAMI_QNAME, timeout: int = 1) -> str | None:
+    """The TXT answer from ``address`` as seen from ``ns``, or None."""
+    result = lab.exec(ns, "dig", "+short", f"+time={timeout}", "+tries=1", f"@{address}", qname, "TXT", check=False)
+    answer = result.stdout.strip().strip('"')
+    return answer if result.returncode == 0 and answer and not answer.startswith(";;") else None
+
+
+def start_unbound(lab: Lab, server: Server, wait: bool = True) -> None:
+    sdir = lab.workdir / server.name
+    sdir.mkdir(exist_ok=True)
+    conf = sdir / "unbound.conf"
+    conf.write_text(unbound_config(lab, server))
+    lab.spawn(f"unbound-{server.name}", lab.ns(server.name), ["unbound", "-d", "-c", str(conf)], sdir / "unbound.log")
+    if wait:
+        wait_until(
+            lambda: dig(lab, lab.ns(server.name), server.v4) == server.name, 10, what=f"Unbound on {server.name}"
+        )
+
+
+def anycastd_config(lab: Lab, server: Server, **check: object) -> str:
+    extra = "".join(f"\n        {k}: {v}" for k, v in check.items())
+    return f"""# anycastd on lab server {server.name}
+router_id: {server.v4}
+local_asn: {server.asn}
+runtime_dir: {lab.workdir / server.name / "run"}
+neighbors:
+  - address: {server.router_v4}
+    peer_asn: {ROUTER_ASN}
+    local_address: {server.v4}
+    hold_time: 3
+  - address: {server.router_v6}
+    peer_asn: {ROUTER_ASN}
+    local_address: {server.v6}
+    hold_time: 3
+services:
+  dns:
+    prefixes: [{SERVICE_V4}, {SERVICE_V6}]
+    interface: lo
+    checks:
+      - address: {server.v4}
+        qname: {HEALTH_QNAME}
+        qtype: TXT
+        answer: healthy{extra}
+"""
+
+
+def start_anycastd(lab: Lab, server: Server, config: str | None = None) -> subprocess.Popen[bytes]:
+    sdir = lab.workdir / server.name
+    sdir.mkdir(exist_ok=True)
+    path = sdir / "anycastd.yaml"
+    path.write_text(config or anycastd_config(lab, server))
+    return lab.spawn(
+        f"anycastd-{server.name}",
+        lab.ns(server.name),
+        [sys.executable, "-m", "anycastd", "run", "--config", str(path), "--log-level", "debug"],
+        sdir / "anycastd.log",
+    )
+
+
+def anycastd_key(server: Server) -> str:
+    return f"anycastd-{server.name}"
+
+
+def unbound_key(server: Server) -> str:
+    return f"unbound-{server.name}"
+
+
+def kill_unbound(lab: Lab, server: Server) -> None:
+    lab.stop(unbound_key(server), signal.SIGKILL)
