@@ -220,6 +220,13 @@ def _str(value: Any) -> str:
     return value
 
 
+def _md5(value: Any) -> str:
+    text = _str(value)
+    if len(text) > 80 or '"' in text or not all(33 <= ord(c) <= 126 for c in text):
+        raise ValueError("must be 1 to 80 printable ASCII characters without spaces or double quotes")
+    return text
+
+
 def _bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"must be true or false, got {value!r}")
@@ -387,7 +394,7 @@ def _neighbor(r: _Reader, data: Any, path: str) -> Neighbor | None:
     peer_asn = r.field(m, path, "peer_asn", _int(1, 4294967295))
     local = r.field(m, path, "local_address", _address)
     hold = r.field(m, path, "hold_time", _int(0, 65535), 3)
-    md5 = r.field(m, path, "md5_password", _str, None)
+    md5 = r.field(m, path, "md5_password", _md5, None)
     if hold is not None and 0 < hold < 3:
         r.problem(f"{path}.hold_time", f"must be 0 or at least 3 seconds (RFC 4271), got {hold}")
         return None

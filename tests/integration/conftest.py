@@ -1,0 +1,47 @@
+"""Integration tests run real FRR, ExaBGP and Unbound in network namespaces: root only."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from anycastd.lab.bgp import BgpLab
+from anycastd.lab.topology import reap_stale_labs
+
+NEEDED = ["ip", "vtysh", "unbound", "dig", "/usr/lib/frr/zebra", "/usr/lib/frr/bgpd"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.integration)
+            if os.geteuid() != 0:
+                item.add_marker(pytest.mark.skip(reason="needs root: creates network namespaces and runs FRR"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tools() -> None:
+    if os.geteuid() != 0:
+        return
+    missing = [tool for tool in NEEDED if shutil.which(tool) is None]
+    if missing:
+        pytest.fail(f"missing {', '.join(missing)}: run 'make deps' (installs frr, unbound, bind9-dnsutils)")
+    reap_stale_labs()
+
+
+@pytest.fixture(scope="module")
+def bgp_lab() -> Iterator[BgpLab]:
+    with BgpLab() as lab:
+        yield lab
+
+
+@pytest.fixture
+def lab(bgp_lab: BgpLab) -> BgpLab:
+    """The module's lab, healthy again: every daemon running, every path in the FIB."""
+    bgp_lab.restore()
+    return bgp_lab

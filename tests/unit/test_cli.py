@@ -1,0 +1,69 @@
+"""The commands as real subprocesses: output and exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.unit.test_config import GOOD
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", *args], check=False, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
+
+
+def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
+    path = tmp_path / "anycastd.yaml"
+    path.write_text(GOOD)
+    result = cli("anycastd", "check-config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{path}: OK (1 service(s), 2 neighbor(s))\n"
+
+
+def test_check_config_lists_every_problem_and_fails(tmp_path: Path) -> None:
+    path = tmp_path / "anycastd.yaml"
+    path.write_text(GOOD.replace("timeout: 0.25", "timeout: -1").replace("local_asn: 65001", "local_asn: x"))
+    result = cli("anycastd", "check-config", str(path))
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"{path}:2: local_asn: must be a whole number, got 'x'",
+        f"{path}:20: services.dns.checks[0].timeout: must be > 0, got -1",
+        f"{path}: 2 problem(s); nothing was changed",
+    ]
+
+
+def test_run_refuses_a_bad_config_before_touching_anything(tmp_path: Path) -> None:
+    path = tmp_path / "anycastd.yaml"
+    runtime = tmp_path / "run"
+    path.write_text(GOOD.replace("timeout: 0.25", "timeout: 9") + f"runtime_dir: {runtime}\n")
+    result = cli("anycastd", "run", "--config", str(path))
+    assert result.returncode == 1
+    assert "services.dns.checks[0].timeout: must be smaller than the interval" in result.stderr
+    assert not runtime.exists()
+
+
+def test_missing_config_file() -> None:
+    result = cli("anycastd", "check-config", "/nonexistent/anycastd.yaml")
+    assert result.returncode == 1
+    assert "/nonexistent/anycastd.yaml: cannot read the configuration: No such file or directory" in result.stderr
+
+
+def test_usage_errors_exit_2() -> None:
+    assert cli("anycastd").returncode == 2
+    assert cli("anycastd", "frobnicate").returncode == 2
+
+
+def test_version() -> None:
+    result = cli("anycastd", "--version")
+    assert result.returncode == 0 and result.stdout.startswith("anycastd ")
+
+
+def test_anycastctl_says_what_it_cannot_do_yet() -> None:
+    result = cli("anycastd.cli.anycastctl", "status")
+    assert result.returncode == 2
+    assert "needs the control socket" in result.stderr
+    assert cli("anycastd.cli.anycastctl").returncode == 2

@@ -1,0 +1,145 @@
+"""Probe classification against a tiny real DNS responder on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import socket
+import time
+
+import pytest
+
+from anycastd.checks.dns import DnsProber, ProbeResult, _os_failure, combine
+from anycastd.config import DnsCheck
+from anycastd.health import Outcome
+from tests.unit.responder import Responder, serve
+
+LOCAL = ipaddress.ip_address("127.0.0.1")
+
+
+def check(port: int, **kw: object) -> DnsCheck:
+    base: dict[str, object] = {
+        "address": LOCAL,
+        "port": port,
+        "qname": "health.example.",
+        "qtype": "TXT",
+        "answer": "healthy",
+        "timeout": 0.3,
+        "interval": 1.0,
+    }
+    return DnsCheck(**{**base, **kw})  # type: ignore[arg-type]
+
+
+async def probe(mode: str, **kw: object) -> ProbeResult:
+    async with serve(Responder(mode=mode)) as r:
+        return await DnsProber().probe(check(r.port, **kw), [])
+
+
+@pytest.mark.parametrize("protocol", ["udp", "tcp"])
+@pytest.mark.parametrize(
+    ("mode", "outcome", "reason"),
+    [
+        ("ok", Outcome.OK, "127.0.0.1: NOERROR in"),
+        ("servfail", Outcome.FAIL, "127.0.0.1: rcode SERVFAIL, expected NOERROR"),
+        ("wrong-answer", Outcome.FAIL, '127.0.0.1: answer "something-else" does not match healthy'),
+        ("garbage", Outcome.FAIL, "127.0.0.1: malformed response"),
+        ("silent", Outcome.FAIL, "127.0.0.1: timeout after 300 ms"),
+    ],
+)
+def test_classification(protocol: str, mode: str, outcome: Outcome, reason: str) -> None:
+    result = asyncio.run(probe(mode, protocol=protocol))
+    assert result.outcome is outcome
+    assert result.reason.startswith(reason), result.reason
+    if outcome is Outcome.OK:
+        assert result.latency is not None
+
+
+def test_udp_ignores_a_response_with_another_id() -> None:
+    result = asyncio.run(probe("wrong-id"))
+    assert result.reason == "127.0.0.1: timeout after 300 ms"
+
+
+def test_udp_resends_within_the_timeout_so_one_lost_packet_does_not_fail() -> None:
+    async def go() -> tuple[ProbeResult, int]:
+        async with serve(Responder(mode="drop-first")) as r:
+            result = await DnsProber().probe(check(r.port), [])
+            return result, r.queries
+
+    result, queries = asyncio.run(go())
+    assert result.ok, result.reason
+    assert queries == 2
+
+
+def test_expected_rcode_and_no_answer_check() -> None:
+    result = asyncio.run(probe("servfail", rcode="SERVFAIL", answer=None))
+    assert result.ok
+
+
+def test_answer_of_another_type_does_not_match() -> None:
+    result = asyncio.run(probe("ok", qtype="A", answer="192.0.2.1"))
+    assert result.outcome is Outcome.FAIL
+
+
+def closed_port() -> int:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return int(port)
+
+
+@pytest.mark.parametrize("protocol", ["udp", "tcp"])
+def test_dead_resolver_is_a_hard_failure_at_once(protocol: str) -> None:
+    started = time.monotonic()
+    result = asyncio.run(DnsProber().probe(check(closed_port(), protocol=protocol, timeout=5.0, interval=10.0), []))
+    assert result.outcome is Outcome.HARD_FAIL
+    assert result.reason == "127.0.0.1: connection refused"
+    # Not a timing assertion on speed: it proves the refusal, not the 5 s timeout, ended the probe.
+    assert time.monotonic() - started < 4.0
+
+
+def test_service_address_that_nobody_answers_fails_the_probe() -> None:
+    async def go() -> ProbeResult:
+        async with serve(Responder()) as r:
+            other = ipaddress.ip_address("127.0.0.2")  # nothing listens on this port there
+            return await DnsProber().probe(check(r.port), [other])
+
+    result = asyncio.run(go())
+    assert result.outcome is Outcome.HARD_FAIL
+    assert result.reason == "127.0.0.2: connection refused"
+
+
+def test_service_addresses_can_be_left_out() -> None:
+    async def go() -> ProbeResult:
+        async with serve(Responder()) as r:
+            return await DnsProber().probe(
+                check(r.port, probe_service_addresses=False), [ipaddress.ip_address("127.0.0.2")]
+            )
+
+    assert asyncio.run(go()).ok
+
+
+@pytest.mark.parametrize(
+    ("error", "outcome", "reason"),
+    [
+        (ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"), Outcome.HARD_FAIL, "a: connection refused"),
+        (OSError(errno.ECONNREFUSED, "Connection refused"), Outcome.HARD_FAIL, "a: connection refused"),
+        (OSError(errno.ENETUNREACH, "Network is unreachable"), Outcome.FAIL, "a: network is unreachable"),
+        (OSError("weird"), Outcome.FAIL, "a: weird"),
+    ],
+)
+def test_os_errors_become_results(error: OSError, outcome: Outcome, reason: str) -> None:
+    result = _os_failure(error, "a")
+    assert (result.outcome, result.reason) == (outcome, reason)
+
+
+def test_combine_worst_wins_and_pass_reports_slowest() -> None:
+    ok1 = ProbeResult(Outcome.OK, "a: NOERROR in 1 ms", 0.001, "a")
+    ok2 = ProbeResult(Outcome.OK, "b: NOERROR in 5 ms", 0.005, "b")
+    soft = ProbeResult(Outcome.FAIL, "c: timeout after 150 ms", None, "c")
+    hard = ProbeResult(Outcome.HARD_FAIL, "d: connection refused", None, "d")
+    assert combine([ok1, ok2]) is ok2
+    assert combine([ok1, soft]).reason == "c: timeout after 150 ms"
+    both = combine([soft, hard, ok1])
+    assert both.outcome is Outcome.HARD_FAIL and both.reason == "d: connection refused"

@@ -1,0 +1,148 @@
+"""The health core, table-driven: a sequence of results in, states and actions out."""
+
+from __future__ import annotations
+
+import pytest
+
+from anycastd.health import (
+    TRANSITIONS,
+    Announce,
+    CheckHealth,
+    IllegalTransition,
+    Outcome,
+    Result,
+    ServiceHealth,
+    State,
+    Thresholds,
+    Withdraw,
+)
+
+OK = Result(Outcome.OK, "NOERROR in 1 ms")
+FAIL = Result(Outcome.FAIL, "timeout after 150 ms")
+HARD = Result(Outcome.HARD_FAIL, "connection refused")
+
+D, R, U, F = State.DOWN, State.RISING, State.UP, State.FALLING
+
+# (rise, fall, fall_hard, results, states after each result)
+CASES = [
+    ("starts down, rises after rise passes", 3, 3, 1, [OK, OK, OK], [R, R, U]),
+    ("rise 1 goes straight up", 1, 3, 1, [OK], [U]),
+    ("a failure while rising starts over", 3, 3, 1, [OK, OK, FAIL, OK, OK, OK], [R, R, D, R, R, U]),
+    ("a failure while down stays down", 2, 3, 1, [FAIL, HARD, OK, OK], [D, D, R, U]),
+    ("soft failures fall after fall", 1, 3, 1, [OK, FAIL, FAIL, FAIL], [U, F, F, D]),
+    ("a pass while falling recovers", 1, 3, 1, [OK, FAIL, FAIL, OK, FAIL], [U, F, F, U, F]),
+    ("fall 1 goes straight down", 1, 1, 1, [OK, FAIL], [U, D]),
+    ("one hard failure is enough by default", 1, 3, 1, [OK, HARD], [U, D]),
+    ("hard failures count towards fall too", 1, 3, 5, [OK, HARD, FAIL, HARD], [U, F, F, D]),
+    ("fall_hard counts consecutive hard failures only", 1, 9, 2, [OK, HARD, FAIL, HARD, HARD], [U, F, F, F, D]),
+    ("up stays up on passes", 2, 3, 1, [OK, OK, OK, OK], [R, U, U, U]),
+]
+
+
+@pytest.mark.parametrize(
+    ("rise", "fall", "fall_hard", "results", "states"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_check_states(rise: int, fall: int, fall_hard: int, results: list[Result], states: list[State]) -> None:
+    check = CheckHealth("dns/checks[0]", Thresholds(rise, fall, fall_hard))
+    assert check.state is D
+    seen = []
+    for now, result in enumerate(results):
+        check.feed(result, float(now))
+        seen.append(check.state)
+    assert seen == states
+
+
+def test_transition_records_old_new_reason_and_time() -> None:
+    check = CheckHealth("dns/checks[0]", Thresholds(1, 3, 1))
+    t = check.feed(OK, 10.0)
+    assert t is not None and (t.old, t.new, t.at) == (D, U, 10.0)
+    assert str(t) == "dns/checks[0]: down -> up (NOERROR in 1 ms)"
+    assert check.since == 10.0
+    assert check.feed(OK, 11.0) is None  # no change, no transition
+    assert check.since == 10.0
+
+
+def test_illegal_transition_raises_and_leaves_state() -> None:
+    check = CheckHealth("c", Thresholds(3, 3, 1))
+    with pytest.raises(IllegalTransition, match="down -> falling"):
+        check._move(State.FALLING, "bug", 0.0)
+    assert check.state is D
+
+
+def test_transition_table_never_enters_maintenance_per_check() -> None:
+    assert all(State.MAINTENANCE not in targets for targets in TRANSITIONS.values())
+
+
+@pytest.mark.parametrize("bad", [{"rise": 0}, {"fall": 0}, {"fall_hard": 0}])
+def test_thresholds_must_be_positive(bad: dict[str, int]) -> None:
+    with pytest.raises(ValueError, match="must be >= 1"):
+        Thresholds(**{"rise": 1, "fall": 1, "fall_hard": 1, **bad})
+
+
+def service(n_checks: int = 1, rise: int = 2, fall: int = 2) -> ServiceHealth:
+    return ServiceHealth.create("dns", [Thresholds(rise, fall, 1)] * n_checks)
+
+
+def test_service_needs_a_check() -> None:
+    with pytest.raises(ValueError, match="at least one check"):
+        ServiceHealth.create("dns", [])
+
+
+def test_service_announces_once_when_rise_reached_and_withdraws_once() -> None:
+    s = service()
+    assert s.feed(0, OK, 1).actions == ()
+    d = s.feed(0, OK, 2)
+    assert d.actions == (Announce("dns", "checks[0]: NOERROR in 1 ms"),)
+    assert [str(t) for t in d.transitions] == [
+        "dns/checks[0]: rising -> up (NOERROR in 1 ms)",
+        "dns: rising -> up (checks[0]: NOERROR in 1 ms)",
+    ]
+    assert s.feed(0, OK, 3).actions == ()
+    assert s.feed(0, FAIL, 4).actions == ()  # falling: still announced
+    assert s.announced
+    assert s.feed(0, FAIL, 5).actions == (Withdraw("dns", "checks[0]: timeout after 150 ms"),)
+    assert s.feed(0, FAIL, 6).actions == ()
+    assert s.since == 5
+
+
+def test_service_is_as_healthy_as_its_worst_check() -> None:
+    s = service(n_checks=2, rise=1)
+    assert s.feed(0, OK, 1).actions == ()
+    assert s.state is D
+    assert s.feed(1, OK, 2).actions == (Announce("dns", "checks[1]: NOERROR in 1 ms"),)
+    s.feed(1, FAIL, 3)
+    assert s.state is F and s.announced
+    assert s.feed(1, HARD, 4).actions == (Withdraw("dns", "checks[1]: connection refused"),)
+
+
+def test_maintenance_withdraws_at_once_and_holds_against_passing_probes() -> None:
+    s = service(rise=1)
+    s.feed(0, OK, 1)
+    d = s.drain("kernel upgrade", 2)
+    assert d.actions == (Withdraw("dns", "maintenance: kernel upgrade"),)
+    assert s.state is State.MAINTENANCE
+    assert s.feed(0, OK, 3).actions == ()  # probes go on, nothing is announced
+    assert s.checks[0].state is U
+    assert s.undrain(4).actions == (Announce("dns", "maintenance ended"),)
+
+
+def test_undrain_of_an_unhealthy_service_announces_nothing() -> None:
+    s = service()
+    s.drain("x", 1)
+    d = s.undrain(2)
+    assert d.actions == ()
+    assert [str(t) for t in d.transitions] == ["dns: maintenance -> down (maintenance ended)"]
+
+
+def test_drain_while_down_changes_state_but_withdraws_nothing() -> None:
+    s = service()
+    assert s.drain("x", 1).actions == ()
+
+
+def test_history_is_bounded() -> None:
+    s = service(rise=1, fall=1)
+    s.history = 4
+    for now in range(10):
+        s.feed(0, OK if now % 2 else HARD, now)
+    assert len(s.transitions) == 4
+    assert s.transitions[-1].at == 9
