@@ -103,3 +103,15 @@ def test_nothing_is_announced_at_start_until_the_resolver_passes(lab: BgpLab) ->
     assert "s3" not in lab.server_paths()
     lab.start_resolver(s3, wait=False)
     lab.wait_server(s3, present=True, timeout=5)
+
+
+def test_sigterm_withdraws_stops_exabgp_and_exits_0(lab: BgpLab) -> None:
+    s2 = lab.servers[1]
+    exabgp = lab.exabgp_pid(s2)
+    assert exabgp is not None
+    proc = lab.lab.processes["anycastd-s2"]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=15) == 0
+    assert "s2" not in lab.server_paths(SERVICE_V4)
+    assert "s2" not in lab.server_paths(SERVICE_V6)
+    wait_until(lambda: dead(exabgp), 2, what="ExaBGP stopping with anycastd")

@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""How fast does the router's FIB follow a failure? Measured in the namespace lab.
+
+Each trial does one thing to one server (rotating over the servers) and times
+it from the action to the moment the router's kernel FIB changes, polled
+every 2 ms with pyroute2 in the router's namespace. The lab runs anycastd with
+its default check settings. Prints a table and writes it into
+docs/benchmarks.md between this script's markers.
+
+    python bench/failover.py [--trials N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import signal
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from anycastd.config import DnsCheck
+from anycastd.lab.bgp import BgpLab
+from anycastd.lab.topology import Server
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+START, END = "<!-- bench/failover.py:start -->", "<!-- bench/failover.py:end -->"
+
+
+def scenarios(lab: BgpLab) -> list[tuple[str, float | None, Callable[[Server], None], Callable[[Server], None], bool]]:
+    """(name, goal in s, action, undo, path present afterwards)."""
+    return [
+        (
+            "resolver killed (SIGKILL) -> path gone",
+            0.25,
+            lab.kill_resolver,
+            lambda s: lab.start_resolver(s, wait=False),
+            False,
+        ),
+        ("resolver restarted -> path back", 1.0, lambda s: lab.start_resolver(s, wait=False), lambda s: None, True),
+        (
+            "resolver frozen (SIGSTOP) -> path gone",
+            1.0,
+            lambda s: lab.signal_resolver(s, signal.SIGSTOP),
+            lambda s: None,
+            False,
+        ),
+        (
+            "resolver thawed (SIGCONT) -> path back",
+            1.0,
+            lambda s: lab.signal_resolver(s, signal.SIGCONT),
+            lambda s: None,
+            True,
+        ),
+        ("anycastd killed (SIGKILL) -> path gone", 1.0, lab.kill_anycastd, lab.start_anycastd, False),
+        (
+            "anycastd frozen (SIGSTOP) -> path gone",
+            3.0,
+            lambda s: lab.signal_anycastd(s, signal.SIGSTOP),
+            lambda s: lab.signal_anycastd(s, signal.SIGCONT),
+            False,
+        ),
+    ]
+
+
+def measure(lab: BgpLab, trials: int) -> list[tuple[str, float | None, list[float]]]:
+    rows = []
+    for name, goal, action, undo, present in scenarios(lab):
+        times = []
+        for trial in range(trials):
+            victim = lab.servers[trial % len(lab.servers)]
+            if name.startswith("resolver restarted"):
+                lab.kill_resolver(victim)
+                lab.wait_server(victim, present=False)
+            if name.startswith("resolver thawed"):
+                lab.signal_resolver(victim, signal.SIGSTOP)
+                lab.wait_server(victim, present=False)
+            time.sleep(random.uniform(0.2, 0.6))  # start at a random phase of the probe schedule
+            t0 = time.monotonic()
+            action(victim)
+            lab.wait_server(victim, present=present, timeout=20)
+            times.append(time.monotonic() - t0)
+            undo(victim)
+            lab.restore()
+            print(f"  {name}: trial {trial + 1}/{trials} on {victim.name}: {times[-1] * 1000:.0f} ms", flush=True)
+        rows.append((name, goal, times))
+    return rows
+
+
+def table(rows: list[tuple[str, float | None, list[float]]], trials: int) -> str:
+    out = [
+        f"| event -> router FIB change (n = {trials}) | median | min | max | goal | met |",
+        "|---|---:|---:|---:|---:|:---:|",
+    ]
+    for name, goal, times in rows:
+        med = statistics.median(times)
+        met = "yes" if goal is None or med <= goal else "**no**"
+        goal_text = f"<= {goal * 1000:.0f} ms" if goal else "-"
+        cells = [name, *(f"{t * 1000:.0f} ms" for t in (med, min(times), max(times))), goal_text, met]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def write_docs(body: str) -> None:
+    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
+    block = f"{START}\n{body}\n{END}"
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    DOCS.write_text(text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("bench/failover.py needs root (network namespaces)", file=sys.stderr)
+        return 1
+    print("building the lab ...", flush=True)
+    with BgpLab() as lab:
+        rows = measure(lab, args.trials)
+    d = DnsCheck.__dataclass_fields__
+    settings = ", ".join(f"{k} {d[k].default}" for k in ("interval", "timeout", "rise", "fall", "fall_hard"))
+    body = "\n".join(
+        [
+            "## Failover: from the event to the router's FIB (sidecar, BGP via ExaBGP)",
+            "",
+            f"Command: `python bench/failover.py --trials {args.trials}` (as root; `make bench` runs it).",
+            f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores, Linux {platform.release()}, "
+            f"Python {platform.python_version()}.",
+            f"anycastd defaults: check {settings}; exabgp.watchdog 1.5 s. Router: FRR, eBGP, hold time 3 s.",
+            "The FIB is polled every 2 ms with pyroute2 in the router's namespace; each trial starts at a random",
+            "phase of the probe schedule. 'Restarted' includes Unbound's own start-up time.",
+            "",
+            table(rows, args.trials),
+        ]
+    )
+    print()
+    print(body)
+    if not args.no_write:
+        write_docs(body)
+        print(f"\nwritten to {DOCS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

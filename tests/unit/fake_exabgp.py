@@ -1,0 +1,31 @@
+"""A stand-in for ExaBGP: runs the helper from the generated configuration, acknowledges commands.
+
+Usage (as anycastd runs ExaBGP): python fake_exabgp.py CONFIG. Every command it
+receives is appended to CONFIG + ".log"; a route whose prefix is 192.0.2.66/32
+is refused with "error". It reports every neighbor of the configuration "up".
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+config_path = sys.argv[1]
+with open(config_path) as f:
+    text = f.read()
+run = re.search(r"^\s*run (.*);$", text, re.M)
+assert run is not None
+neighbors = re.findall(r"^neighbor (\S+) \{", text, re.M)
+helper = subprocess.Popen(run.group(1).split(), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+assert helper.stdin is not None and helper.stdout is not None
+for n in neighbors:
+    helper.stdin.write(f"neighbor {n} up\n".encode())
+helper.stdin.flush()
+with open(config_path + ".log", "a") as log:
+    for raw in helper.stdout:
+        line = raw.decode().strip()
+        log.write(line + "\n")
+        log.flush()
+        helper.stdin.write(b"error\n" if "192.0.2.66/32" in line else b"done\n")
+        helper.stdin.flush()

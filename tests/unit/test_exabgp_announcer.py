@@ -1,0 +1,114 @@
+"""The ExaBGP supervisor against a stand-in ExaBGP (a real process tree, no BGP, no root)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import re
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from anycastd.announce.exabgp import ExaBGPAnnouncer
+from anycastd.config import Config, parse
+from anycastd.errors import AnnounceError
+from tests.unit.test_config import GOOD
+
+FAKE = Path(__file__).with_name("fake_exabgp.py")
+V4 = ipaddress.ip_network("203.0.113.53/32")
+V6 = ipaddress.ip_network("2001:db8::53/128")
+
+
+def config(tmp_path: Path) -> Config:
+    extra = f"runtime_dir: {tmp_path}\nexabgp:\n  command: [{sys.executable}, {FAKE}]\n  watchdog: 5\n"
+    return parse(GOOD + extra)
+
+
+def commands(announcer: ExaBGPAnnouncer) -> list[str]:
+    log = Path(str(announcer.config_path) + ".log")
+    return log.read_text().splitlines() if log.exists() else []
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+def test_announces_per_family_acknowledged_and_replays_after_exabgp_dies(tmp_path: Path) -> None:
+    async def go() -> None:
+        announcer = ExaBGPAnnouncer(config(tmp_path))
+        await announcer.start()
+        try:
+            await asyncio.wait_for(announcer.connected.wait(), 10)
+            await eventually(lambda: announcer.sessions() == {"192.0.2.9": "up", "2001:db8:0:1::1": "up"})
+            await announcer.set_announced("dns", [V4, V6], True)
+            assert commands(announcer) == [
+                "neighbor 2001:db8:0:1::1 announce route 2001:db8::53/128 next-hop self",
+                "neighbor 192.0.2.9 announce route 203.0.113.53/32 next-hop self",
+            ]
+            await announcer.set_announced("dns", [V4, V6], True)  # no change, nothing sent
+            assert len(commands(announcer)) == 2
+
+            first = announcer.pid
+            assert first is not None
+            os.kill(first, signal.SIGKILL)
+            await eventually(lambda: announcer.pid not in (None, first) and len(commands(announcer)) == 4)
+            assert announcer.restarts == 1
+            assert commands(announcer)[2:] == commands(announcer)[:2]  # the new ExaBGP got the same set
+
+            await announcer.set_announced("dns", [V4, V6], False)
+            assert commands(announcer)[4:] == [
+                "neighbor 2001:db8:0:1::1 withdraw route 2001:db8::53/128 next-hop self",
+                "neighbor 192.0.2.9 withdraw route 203.0.113.53/32 next-hop self",
+            ]
+        finally:
+            await announcer.close()
+        assert announcer.pid is None
+        assert not announcer.socket_path.exists()
+
+    asyncio.run(go())
+
+
+def test_an_error_acknowledgement_is_reported(tmp_path: Path) -> None:
+    async def go() -> None:
+        announcer = ExaBGPAnnouncer(config(tmp_path))
+        await announcer.start()
+        try:
+            await asyncio.wait_for(announcer.connected.wait(), 10)
+            with pytest.raises(
+                AnnounceError, match=re.escape("answered 'error' to 'neighbor 192.0.2.9 announce route 192.0.2.66/32")
+            ):
+                await announcer.set_announced("bad", [ipaddress.ip_network("192.0.2.66/32")], True)
+        finally:
+            await announcer.close()
+
+    asyncio.run(go())
+
+
+def test_desired_state_waits_for_exabgp(tmp_path: Path) -> None:
+    async def go() -> None:
+        announcer = ExaBGPAnnouncer(config(tmp_path))
+        await announcer.set_announced("dns", [V4], True)  # before start: kept, not sent
+        await announcer.start()
+        try:
+            await eventually(lambda: len(commands(announcer)) == 1)
+            assert commands(announcer) == ["neighbor 192.0.2.9 announce route 203.0.113.53/32 next-hop self"]
+        finally:
+            await announcer.close()
+
+    asyncio.run(go())
+
+
+def test_unusable_runtime_dir_is_an_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    announcer = ExaBGPAnnouncer(config(blocker / "sub"))
+    with pytest.raises(AnnounceError, match="cannot prepare ExaBGP in"):
+        asyncio.run(announcer.start())
