@@ -30,7 +30,10 @@ def route(lab: BgpLab, family: str, prefix: str) -> str:
 
 
 def spread(lab: BgpLab, address: str, count: int) -> None:
-    result = lab.queries(address, count)
+    result = lab.client_result(lab.client(address, count, timeline=True))
+    who = [name or "--" for _, name in result["timeline"]]
+    for row in range(0, len(who), 20):
+        say("   " + " ".join(f"{name:>2}" for name in who[row : row + 20]))
     answered: Counter[str] = Counter(result["answered"])
     width = 40
     for name in sorted({s.name for s in lab.servers} | set(answered)):
@@ -53,7 +56,7 @@ def main() -> int:
         say(route(lab, "-4", SERVICE_V4))
         say(route(lab, "-6", SERVICE_V6))
 
-        step("   60 queries from the client, each its own flow: who answered")
+        step("   60 queries from the client, each its own flow (new source port): who answered each")
         spread(lab, SERVICE_V4.split("/")[0], 60)
 
         victim = lab.servers[0]

@@ -6,7 +6,6 @@ import asyncio
 import errno
 import ipaddress
 import socket
-import time
 
 import pytest
 
@@ -91,12 +90,10 @@ def closed_port() -> int:
 
 @pytest.mark.parametrize("protocol", ["udp", "tcp"])
 def test_dead_resolver_is_a_hard_failure_at_once(protocol: str) -> None:
-    started = time.monotonic()
     result = asyncio.run(DnsProber().probe(check(closed_port(), protocol=protocol, timeout=5.0, interval=10.0), []))
+    # The refusal ended the probe (a 5 s timeout would say "timeout after 5000 ms").
     assert result.outcome is Outcome.HARD_FAIL
     assert result.reason == "127.0.0.1: connection refused"
-    # Not a timing assertion on speed: it proves the refusal, not the 5 s timeout, ended the probe.
-    assert time.monotonic() - started < 4.0
 
 
 def test_service_address_that_nobody_answers_fails_the_probe() -> None:
