@@ -161,6 +161,18 @@ class _Reader:
             )
         return data
 
+    def items(self, data: dict[str, Any], path: str, key: str, what: str) -> list[tuple[str, Any]]:
+        """The elements of the required, non-empty list ``key``, each with its own path."""
+        child = f"{path}.{key}" if path else key
+        if key not in data:
+            self.problem(path, f"missing required key '{key}'")
+            return []
+        value = data[key]
+        if not isinstance(value, list) or not value:
+            self.problem(child, f"must be a non-empty list of {what}, got {_kind(value)}")
+            return []
+        return [(f"{child}[{i}]", raw) for i, raw in enumerate(value)]
+
     def field(
         self,
         data: dict[str, Any],
@@ -349,38 +361,21 @@ def _service(r: _Reader, name: str, data: Any, path: str) -> Service | None:
     allow = r.field(m, path, "allow_non_host_prefixes", _bool, False)
     interface = r.field(m, path, "interface", _ifname, DEFAULT_INTERFACE)
     prefixes: list[IPNetwork] = []
-    raw_prefixes = m.get("prefixes")
-    if "prefixes" not in m:
-        r.problem(path, "missing required key 'prefixes'")
-    elif not isinstance(raw_prefixes, list) or not raw_prefixes:
-        r.problem(f"{path}.prefixes", f"must be a non-empty list of prefixes, got {_kind(raw_prefixes)}")
-    else:
-        for i, raw in enumerate(raw_prefixes):
-            p_path = f"{path}.prefixes[{i}]"
-            try:
-                prefix = _prefix(raw)
-            except ValueError as exc:
-                r.problem(p_path, str(exc))
-                continue
-            if prefix.num_addresses != 1 and not allow:
-                r.problem(
-                    p_path,
-                    f"{prefix} is not a host route (/32 or /128); set allow_non_host_prefixes: true if you mean it",
-                )
-            elif prefix in prefixes:
-                r.problem(p_path, f"{prefix} is listed twice")
-            prefixes.append(prefix)
-    checks: list[DnsCheck] = []
-    raw_checks = m.get("checks")
-    if "checks" not in m:
-        r.problem(path, "missing required key 'checks'")
-    elif not isinstance(raw_checks, list) or not raw_checks:
-        r.problem(f"{path}.checks", f"must be a non-empty list of checks, got {_kind(raw_checks)}")
-    else:
-        for i, raw in enumerate(raw_checks):
-            check = _check(r, raw, f"{path}.checks[{i}]")
-            if check is not None:
-                checks.append(check)
+    for p_path, raw in r.items(m, path, "prefixes", "prefixes"):
+        try:
+            prefix = _prefix(raw)
+        except ValueError as exc:
+            r.problem(p_path, str(exc))
+            continue
+        if prefix.num_addresses != 1 and not allow:
+            r.problem(
+                p_path,
+                f"{prefix} is not a host route (/32 or /128); set allow_non_host_prefixes: true if you mean it",
+            )
+        elif prefix in prefixes:
+            r.problem(p_path, f"{prefix} is listed twice")
+        prefixes.append(prefix)
+    checks = [c for c_path, raw in r.items(m, path, "checks", "checks") if (c := _check(r, raw, c_path))]
     if allow is None or interface is None or not prefixes or not checks:
         return None
     return Service(name, tuple(prefixes), tuple(checks), interface, allow)
@@ -450,17 +445,13 @@ def parse(text: str, source: str = "<config>") -> Config:
             watchdog = r.field(e, "exabgp", "watchdog", _seconds(0.3, 60), ExaBGPSettings.watchdog)
             exabgp = ExaBGPSettings(command, watchdog if watchdog is not None else ExaBGPSettings.watchdog)
     neighbors: list[Neighbor] = []
-    raw_neighbors = top.get("neighbors")
-    if not isinstance(raw_neighbors, list) or not raw_neighbors:
-        r.problem("neighbors", f"must be a non-empty list of BGP neighbors, got {_kind(raw_neighbors)}")
-    else:
-        for i, raw in enumerate(raw_neighbors):
-            n = _neighbor(r, raw, f"neighbors[{i}]")
-            if n is None:
-                continue
-            if any(n.address == other.address for other in neighbors):
-                r.problem(f"neighbors[{i}].address", f"neighbor {n.address} is listed twice")
-            neighbors.append(n)
+    for n_path, raw in r.items(top, "", "neighbors", "BGP neighbors"):
+        n = _neighbor(r, raw, n_path)
+        if n is None:
+            continue
+        if any(n.address == other.address for other in neighbors):
+            r.problem(f"{n_path}.address", f"neighbor {n.address} is listed twice")
+        neighbors.append(n)
     services: list[Service] = []
     raw_services = top.get("services")
     if not isinstance(raw_services, dict) or not raw_services:
