@@ -14,22 +14,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import random
 import signal
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
-from pathlib import Path
+
+from report import context, write_section
 
 from anycastd.config import DnsCheck
 from anycastd.lab.bgp import BgpLab
 from anycastd.lab.topology import Server
-
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-START, END = "<!-- bench/failover.py:start -->", "<!-- bench/failover.py:end -->"
 
 
 def scenarios(lab: BgpLab) -> list[tuple[str, float | None, Callable[[Server], None], Callable[[Server], None], bool]]:
@@ -106,17 +102,6 @@ def table(rows: list[tuple[str, float | None, list[float]]], trials: int) -> str
     return "\n".join(out)
 
 
-def write_docs(body: str) -> None:
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    block = f"{START}\n{body}\n{END}"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    DOCS.write_text(text)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=10)
@@ -135,8 +120,7 @@ def main() -> int:
             "## Failover: from the event to the router's FIB (sidecar, BGP via ExaBGP)",
             "",
             f"Command: `python bench/failover.py --trials {args.trials}` (as root; `make bench` runs it).",
-            f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores, Linux {platform.release()}, "
-            f"Python {platform.python_version()}.",
+            context(),
             f"anycastd defaults: check {settings}; exabgp.watchdog 1.5 s. Router: FRR, eBGP, hold time 3 s.",
             "The FIB is polled every 2 ms with pyroute2 in the router's namespace; each trial starts at a random",
             "phase of the probe schedule. 'Restarted' includes Unbound's own start-up time.",
@@ -147,8 +131,7 @@ def main() -> int:
     print()
     print(body)
     if not args.no_write:
-        write_docs(body)
-        print(f"\nwritten to {DOCS}")
+        write_section("bench/failover.py", body)
     return 0
 
 

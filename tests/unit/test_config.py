@@ -229,3 +229,9 @@ def test_duplicate_neighbors() -> None:
         "  - address: 192.0.2.9\n    peer_asn: 1\n    local_address: 192.0.2.10\n  - address: 2001:db8:0:1::1",
     )
     assert any("neighbor 192.0.2.9 is listed twice" in p for p in problems(text))
+
+
+def test_the_shipped_example_is_valid() -> None:
+    example = Path(__file__).parents[2] / "examples" / "anycastd.yaml"
+    config = load(example)
+    assert config.service("dns").checks[0].interval == 0.2

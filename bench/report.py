@@ -1,0 +1,31 @@
+"""Shared by the bench scripts: the run's context line and docs/benchmarks.md sections."""
+
+from __future__ import annotations
+
+import os
+import platform
+from datetime import UTC, datetime
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+
+
+def context() -> str:
+    return (
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores, Linux {platform.release()}, "
+        f"Python {platform.python_version()}."
+    )
+
+
+def write_section(script: str, body: str) -> None:
+    """Replace this script's section of docs/benchmarks.md (or append it), leaving the others alone."""
+    start, end = f"<!-- {script}:start -->", f"<!-- {script}:end -->"
+    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
+    block = f"{start}\n{body}\n{end}"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    DOCS.write_text(text)
+    print(f"\nwritten to {DOCS}")

@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""What anycastd costs on a server: CPU and memory at its default probe rate, in the lab.
+
+With the lab healthy, samples /proc for every process of each server's
+anycastd (anycastd itself, its ExaBGP, the ExaBGP helper) over a window and
+reports CPU as a share of one core and RSS. Prints a table and writes it into
+docs/benchmarks.md.
+
+    python bench/resources.py [--seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+from report import context, write_section
+
+from anycastd.lab import daemons
+from anycastd.lab.bgp import BgpLab
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def roles(lab: BgpLab) -> dict[str, list[int]]:
+    """pid lists by role, over all servers."""
+    out: dict[str, list[int]] = {"anycastd": [], "exabgp": [], "exabgp helper": []}
+    for s in lab.servers:
+        out["anycastd"].append(lab.lab.processes[daemons.anycastd_key(s)].pid)
+        exabgp = lab.exabgp_pid(s)
+        assert exabgp is not None
+        out["exabgp"].append(exabgp)
+        with open(f"/proc/{exabgp}/task/{exabgp}/children") as f:
+            out["exabgp helper"] += [int(p) for p in f.read().split()]
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("bench/resources.py needs root (network namespaces)", file=sys.stderr)
+        return 1
+    print("building the lab ...", flush=True)
+    with BgpLab() as lab:
+        time.sleep(5)  # past start-up: measure the steady state
+        pids = roles(lab)
+        before = {p: cpu_seconds(p) for ps in pids.values() for p in ps}
+        t0 = time.monotonic()
+        print(f"sampling for {args.seconds:g} s ...", flush=True)
+        time.sleep(args.seconds)
+        wall = time.monotonic() - t0
+        cpu = {p: (cpu_seconds(p) - before[p]) / wall * 100 for p in before}
+        rss = {p: rss_mb(p) for p in before}
+    rows = [
+        "| process (per server, n = 3 servers) | CPU, % of one core (mean / max) | RSS MB (mean / max) |",
+        "|---|---:|---:|",
+    ]
+    totals_cpu = [0.0] * len(pids["anycastd"])
+    totals_rss = [0.0] * len(pids["anycastd"])
+    for role, ps in pids.items():
+        c = [cpu[p] for p in ps]
+        r = [rss[p] for p in ps]
+        if role != "exabgp helper":
+            for i in range(len(ps)):
+                totals_cpu[i] += c[i]
+                totals_rss[i] += r[i]
+        rows.append(f"| {role} | {statistics.mean(c):.2f} / {max(c):.2f} | {statistics.mean(r):.1f} / {max(r):.1f} |")
+    helper_cpu = [cpu[p] for p in pids["exabgp helper"]]
+    helper_rss = [rss[p] for p in pids["exabgp helper"]]
+    all_cpu = [t + h for t, h in zip(totals_cpu, helper_cpu, strict=True)]
+    all_rss = [t + h for t, h in zip(totals_rss, helper_rss, strict=True)]
+    together = (
+        f"{statistics.mean(all_cpu):.2f} / {max(all_cpu):.2f} | {statistics.mean(all_rss):.1f} / {max(all_rss):.1f}"
+    )
+    rows.append(f"| all three together | {together} |")
+    body = "\n".join(
+        [
+            "## Cost on the server: CPU and memory at the default probe rate",
+            "",
+            f"Command: `python bench/resources.py --seconds {args.seconds:g}` (as root).",
+            context(),
+            "One service, one check with the defaults (a probe every 0.2 s, each querying the admin address and",
+            "both service addresses: 15 queries/s). CPU is utime + stime from /proc over the window, as a share",
+            "of one core; RSS is VmRSS at the end. The lab's three servers share the machine's 2 cores with the",
+            "router and Unbound.",
+            "",
+            "\n".join(rows),
+        ]
+    )
+    print()
+    print(body)
+    if not args.no_write:
+        write_section("bench/resources.py", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
