@@ -103,6 +103,10 @@ EXABGP_ENV = {
 }
 
 
+class AckTimeout(AnnounceError):
+    """ExaBGP stopped acknowledging commands."""
+
+
 class _Helper:
     """One connection from ExaBGP's helper: commands out, acks and events in."""
 
@@ -113,15 +117,15 @@ class _Helper:
         self.sent: set[IPNetwork] = set()
         self.closed = False
 
-    async def command(self, line: str) -> bool:
+    async def command(self, line: str, timeout: float = ACK_TIMEOUT) -> bool:
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.pending.append(future)
         self.writer.write(line.encode() + b"\n")
         try:
             await self.writer.drain()
-            return await asyncio.wait_for(future, ACK_TIMEOUT)
+            return await asyncio.wait_for(future, timeout)
         except TimeoutError:
-            raise AnnounceError(f"ExaBGP did not acknowledge '{line}' within {ACK_TIMEOUT:g} s") from None
+            raise AckTimeout(f"ExaBGP did not acknowledge '{line}' within {timeout:g} s") from None
         except (ConnectionError, OSError) as exc:
             raise AnnounceError(f"lost ExaBGP while sending '{line}': {exc}") from None
 
@@ -147,7 +151,9 @@ class ExaBGPAnnouncer:
         alive: Callable[[], bool] = lambda: True,
         *,
         restart_wait: tenacity.wait.wait_base | None = None,
+        ack_timeout: float = ACK_TIMEOUT,
     ) -> None:
+        self.ack_timeout = ack_timeout
         self.config = config
         self.alive = alive
         self.runtime_dir = config.runtime_dir
@@ -268,6 +274,12 @@ class ExaBGPAnnouncer:
         state.attempt_number = attempt
         return float(self._restart_wait(state))
 
+    def _kill(self) -> None:
+        proc = self._process
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+
     async def _stop_process(self) -> None:
         proc = self._process
         if proc is None or proc.returncode is not None:
@@ -352,7 +364,15 @@ class ExaBGPAnnouncer:
                     if neighbor.address.version != prefix.version:
                         continue
                     line = f"neighbor {neighbor.address} {verb} route {prefix} next-hop self"
-                    if not await helper.command(line):
+                    try:
+                        ok = await helper.command(line, self.ack_timeout)
+                    except AckTimeout:
+                        # A wedged ExaBGP may be holding routes we can no longer withdraw:
+                        # kill it, so its sessions close now and a fresh one is started.
+                        log.error("ExaBGP stopped answering; killing it so its sessions close")
+                        self._kill()
+                        raise
+                    if not ok:
                         raise AnnounceError(f"ExaBGP answered 'error' to '{line}'")
                 if verb == "announce":
                     helper.sent.add(prefix)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from anycastd.announce.exabgp import ExaBGPAnnouncer
+from anycastd.announce.exabgp import AckTimeout, ExaBGPAnnouncer
 from anycastd.config import Config, parse
 from anycastd.errors import AnnounceError
 from tests.unit.test_config import GOOD
@@ -86,6 +86,22 @@ def test_an_error_acknowledgement_is_reported(tmp_path: Path) -> None:
                 AnnounceError, match=re.escape("answered 'error' to 'neighbor 192.0.2.9 announce route 192.0.2.66/32")
             ):
                 await announcer.set_announced("bad", [ipaddress.ip_network("192.0.2.66/32")], True)
+        finally:
+            await announcer.close()
+
+    asyncio.run(go())
+
+
+def test_an_exabgp_that_stops_answering_is_killed_and_restarted(tmp_path: Path) -> None:
+    async def go() -> None:
+        announcer = ExaBGPAnnouncer(config(tmp_path), ack_timeout=0.5)
+        await announcer.start()
+        try:
+            await asyncio.wait_for(announcer.connected.wait(), 10)
+            first = announcer.pid
+            with pytest.raises(AckTimeout, match="did not acknowledge"):
+                await announcer.set_announced("wedged", [ipaddress.ip_network("192.0.2.67/32")], True)
+            await eventually(lambda: announcer.restarts == 1 and announcer.pid not in (None, first))
         finally:
             await announcer.close()
 
