@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from report import context, write_section
+from report import context, publish
 
 from anycastd.config import DnsCheck
 from anycastd.lab.bgp import BgpLab
@@ -115,7 +115,8 @@ def main() -> int:
         rows = measure(lab, args.trials)
     d = DnsCheck.__dataclass_fields__
     settings = ", ".join(f"{k} {d[k].default}" for k in ("interval", "timeout", "rise", "fall", "fall_hard"))
-    body = "\n".join(
+    publish(
+        "bench/failover.py",
         [
             "## Failover: from the event to the router's FIB (sidecar, BGP via ExaBGP)",
             "",
@@ -126,12 +127,9 @@ def main() -> int:
             "phase of the probe schedule. 'Restarted' includes Unbound's own start-up time.",
             "",
             table(rows, args.trials),
-        ]
+        ],
+        write=not args.no_write,
     )
-    print()
-    print(body)
-    if not args.no_write:
-        write_section("bench/failover.py", body)
     return 0
 
 

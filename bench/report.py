@@ -17,6 +17,15 @@ def context() -> str:
     )
 
 
+def publish(script: str, lines: list[str], write: bool) -> None:
+    """Print a section and, unless told not to, put it into docs/benchmarks.md."""
+    body = "\n".join(lines)
+    print()
+    print(body)
+    if write:
+        write_section(script, body)
+
+
 def write_section(script: str, body: str) -> None:
     """Replace this script's section of docs/benchmarks.md (or append it), leaving the others alone."""
     start, end = f"<!-- {script}:start -->", f"<!-- {script}:end -->"

@@ -17,7 +17,7 @@ import statistics
 import sys
 import time
 
-from report import context, write_section
+from report import context, publish
 
 from anycastd.lab import daemons
 from anycastd.lab.bgp import BgpLab
@@ -93,7 +93,8 @@ def main() -> int:
         f"{statistics.mean(all_cpu):.2f} / {max(all_cpu):.2f} | {statistics.mean(all_rss):.1f} / {max(all_rss):.1f}"
     )
     rows.append(f"| all three together | {together} |")
-    body = "\n".join(
+    publish(
+        "bench/resources.py",
         [
             "## Cost on the server: CPU and memory at the default probe rate",
             "",
@@ -105,12 +106,9 @@ def main() -> int:
             "router and Unbound.",
             "",
             "\n".join(rows),
-        ]
+        ],
+        write=not args.no_write,
     )
-    print()
-    print(body)
-    if not args.no_write:
-        write_section("bench/resources.py", body)
     return 0
 
 
