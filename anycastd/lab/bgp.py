@@ -133,14 +133,12 @@ class BgpLab:
     def restore(self) -> None:
         """Bring every daemon back and wait for all paths: each test starts from a healthy lab."""
         for s in self.servers:
-            proc = self.lab.processes.get(daemons.anycastd_key(s))
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGCONT)
+            if self.anycastd_running(s):
+                self.signal_anycastd(s, signal.SIGCONT)
             else:
                 self.start_anycastd(s)
-            unbound = self.lab.processes.get(daemons.unbound_key(s))
-            if unbound is not None and unbound.poll() is None:
-                unbound.send_signal(signal.SIGCONT)
+            if self.resolver_running(s):
+                self.signal_resolver(s, signal.SIGCONT)
             else:
                 self.start_resolver(s)
         self.wait_paths(len(self.servers), timeout=30)

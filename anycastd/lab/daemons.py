@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +26,7 @@ def frr_bgp_config(lab: Lab) -> str:
     lines = [
         "frr defaults datacenter",
         "hostname lab-router",
-        "router bgp 65000",
+        f"router bgp {ROUTER_ASN}",
         " bgp router-id 198.51.100.1",
         " no bgp ebgp-requires-policy",
         " no bgp default ipv4-unicast",
@@ -56,7 +55,6 @@ def frr_bgp_config(lab: Lab) -> str:
         "  maximum-paths 16",
         " exit-address-family",
     ]
-    assert ROUTER_ASN == 65000
     return "\n".join(lines) + "\n"
 
 
@@ -131,7 +129,7 @@ def start_unbound(lab: Lab, server: Server, wait: bool = True) -> None:
     sdir.mkdir(exist_ok=True)
     conf = sdir / "unbound.conf"
     conf.write_text(unbound_config(lab, server))
-    lab.spawn(f"unbound-{server.name}", lab.ns(server.name), ["unbound", "-d", "-c", str(conf)], sdir / "unbound.log")
+    lab.spawn(unbound_key(server), lab.ns(server.name), ["unbound", "-d", "-c", str(conf)], sdir / "unbound.log")
     if wait:
         wait_until(
             lambda: dig(lab, lab.ns(server.name), server.v4) == server.name, 10, what=f"Unbound on {server.name}"
@@ -171,7 +169,7 @@ def start_anycastd(lab: Lab, server: Server, config: str | None = None) -> subpr
     path = sdir / "anycastd.yaml"
     path.write_text(config or anycastd_config(lab, server))
     return lab.spawn(
-        f"anycastd-{server.name}",
+        anycastd_key(server),
         lab.ns(server.name),
         [sys.executable, "-m", "anycastd", "run", "--config", str(path), "--log-level", "debug"],
         sdir / "anycastd.log",
@@ -184,7 +182,3 @@ def anycastd_key(server: Server) -> str:
 
 def unbound_key(server: Server) -> str:
     return f"unbound-{server.name}"
-
-
-def kill_unbound(lab: Lab, server: Server) -> None:
-    lab.stop(unbound_key(server), signal.SIGKILL)

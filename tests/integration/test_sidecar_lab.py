@@ -10,6 +10,7 @@ import os
 import signal
 
 from anycastd.lab.bgp import BgpLab
+from anycastd.lab.daemons import anycastd_key
 from anycastd.lab.topology import SERVICE_V4, SERVICE_V6, wait_until
 
 #: anycastd's documented bound for a frozen controller (docs/architecture.md):
@@ -109,7 +110,7 @@ def test_sigterm_withdraws_stops_exabgp_and_exits_0(lab: BgpLab) -> None:
     s2 = lab.servers[1]
     exabgp = lab.exabgp_pid(s2)
     assert exabgp is not None
-    proc = lab.lab.processes["anycastd-s2"]
+    proc = lab.lab.processes[anycastd_key(s2)]
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=15) == 0
     assert "s2" not in lab.server_paths(SERVICE_V4)
