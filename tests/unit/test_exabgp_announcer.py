@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import os
 import re
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,17 @@ def commands(announcer: ExaBGPAnnouncer) -> list[str]:
     return log.read_text().splitlines() if log.exists() else []
 
 
+@contextlib.asynccontextmanager
+async def running(announcer: ExaBGPAnnouncer) -> AsyncIterator[ExaBGPAnnouncer]:
+    """Started, with the stand-in ExaBGP's helper connected; closed on the way out."""
+    await announcer.start()
+    try:
+        await asyncio.wait_for(announcer.connected.wait(), 10)
+        yield announcer
+    finally:
+        await announcer.close()
+
+
 async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not predicate():
@@ -44,9 +56,7 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> No
 def test_announces_per_family_acknowledged_and_replays_after_exabgp_dies(tmp_path: Path) -> None:
     async def go() -> None:
         announcer = ExaBGPAnnouncer(config(tmp_path))
-        await announcer.start()
-        try:
-            await asyncio.wait_for(announcer.connected.wait(), 10)
+        async with running(announcer):
             await eventually(lambda: announcer.sessions() == {"192.0.2.9": "up", "2001:db8:0:1::1": "up"})
             await announcer.set_announced("dns", [V4, V6], True)
             assert commands(announcer) == [
@@ -68,8 +78,6 @@ def test_announces_per_family_acknowledged_and_replays_after_exabgp_dies(tmp_pat
                 "neighbor 2001:db8:0:1::1 withdraw route 2001:db8::53/128 next-hop self",
                 "neighbor 192.0.2.9 withdraw route 203.0.113.53/32 next-hop self",
             ]
-        finally:
-            await announcer.close()
         assert announcer.pid is None
         assert not announcer.socket_path.exists()
 
@@ -79,15 +87,11 @@ def test_announces_per_family_acknowledged_and_replays_after_exabgp_dies(tmp_pat
 def test_an_error_acknowledgement_is_reported(tmp_path: Path) -> None:
     async def go() -> None:
         announcer = ExaBGPAnnouncer(config(tmp_path))
-        await announcer.start()
-        try:
-            await asyncio.wait_for(announcer.connected.wait(), 10)
+        async with running(announcer):
             with pytest.raises(
                 AnnounceError, match=re.escape("answered 'error' to 'neighbor 192.0.2.9 announce route 192.0.2.66/32")
             ):
                 await announcer.set_announced("bad", [ipaddress.ip_network("192.0.2.66/32")], True)
-        finally:
-            await announcer.close()
 
     asyncio.run(go())
 
@@ -95,15 +99,11 @@ def test_an_error_acknowledgement_is_reported(tmp_path: Path) -> None:
 def test_an_exabgp_that_stops_answering_is_killed_and_restarted(tmp_path: Path) -> None:
     async def go() -> None:
         announcer = ExaBGPAnnouncer(config(tmp_path), ack_timeout=0.5)
-        await announcer.start()
-        try:
-            await asyncio.wait_for(announcer.connected.wait(), 10)
+        async with running(announcer):
             first = announcer.pid
             with pytest.raises(AckTimeout, match="did not acknowledge"):
                 await announcer.set_announced("wedged", [ipaddress.ip_network("192.0.2.67/32")], True)
             await eventually(lambda: announcer.restarts == 1 and announcer.pid not in (None, first))
-        finally:
-            await announcer.close()
 
     asyncio.run(go())
 
@@ -112,12 +112,9 @@ def test_desired_state_waits_for_exabgp(tmp_path: Path) -> None:
     async def go() -> None:
         announcer = ExaBGPAnnouncer(config(tmp_path))
         await announcer.set_announced("dns", [V4], True)  # before start: kept, not sent
-        await announcer.start()
-        try:
+        async with running(announcer):
             await eventually(lambda: len(commands(announcer)) == 1)
             assert commands(announcer) == ["neighbor 192.0.2.9 announce route 203.0.113.53/32 next-hop self"]
-        finally:
-            await announcer.close()
 
     asyncio.run(go())
 
