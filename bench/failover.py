@@ -12,8 +12,6 @@ docs/benchmarks.md between this script's markers.
 
 from __future__ import annotations
 
-import argparse
-import os
 import random
 import signal
 import statistics
@@ -21,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from report import context, publish
+from report import arguments, context, publish
 
 from anycastd.config import DnsCheck
 from anycastd.lab.bgp import BgpLab
@@ -103,14 +101,9 @@ def table(rows: list[tuple[str, float | None, list[float]]], trials: int) -> str
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trials", type=int, default=10)
-    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("bench/failover.py needs root (network namespaces)", file=sys.stderr)
+    args = arguments(__doc__, "bench/failover.py", lambda p: p.add_argument("--trials", type=int, default=10))
+    if args is None:
         return 1
-    print("building the lab ...", flush=True)
     with BgpLab() as lab:
         rows = measure(lab, args.trials)
     d = DnsCheck.__dataclass_fields__

@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
+import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+
+
+def arguments(
+    doc: str | None, script: str, add: Callable[[argparse.ArgumentParser], None]
+) -> argparse.Namespace | None:
+    """Parse a bench script's arguments; None (after saying why) when not run as root."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add(parser)
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print(f"{script} needs root (network namespaces)", file=sys.stderr)
+        return None
+    print("building the lab ...", flush=True)
+    return args
 
 
 def context() -> str:

@@ -11,13 +11,12 @@ docs/benchmarks.md.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
 import time
 
-from report import context, publish
+from report import arguments, context, publish
 
 from anycastd.lab import daemons
 from anycastd.lab.bgp import BgpLab
@@ -53,14 +52,9 @@ def roles(lab: BgpLab) -> dict[str, list[int]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("bench/resources.py needs root (network namespaces)", file=sys.stderr)
+    args = arguments(__doc__, "bench/resources.py", lambda p: p.add_argument("--seconds", type=float, default=60.0))
+    if args is None:
         return 1
-    print("building the lab ...", flush=True)
     with BgpLab() as lab:
         time.sleep(5)  # past start-up: measure the steady state
         pids = roles(lab)
