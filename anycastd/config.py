@@ -13,6 +13,7 @@ gives a complete ``Config`` or raises ``ConfigError`` listing
 
 from __future__ import annotations
 
+import grp
 import ipaddress
 import re
 from collections.abc import Callable
@@ -33,6 +34,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DEFAULT_INTERFACE = "anycast0"
 DEFAULT_RUNTIME_DIR = Path("/run/anycastd")
+DEFAULT_STATE_DIR = Path("/var/lib/anycastd")
+CONTROL_SOCKET = "control.sock"
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -84,6 +87,26 @@ class ExaBGPSettings:
 
 
 @dataclass(frozen=True)
+class ControlSettings:
+    socket: Path | None = None  # None: control.sock in the runtime directory
+    group: str | None = None  # the group that may use anycastctl (mode 0660); None: root only
+
+
+@dataclass(frozen=True)
+class DrainSettings:
+    quiet: float = 1.0  # seconds without a query before a drain counts as done
+    timeout: float = 30.0  # default for `anycastctl withdraw --wait`
+    fallback: float = 5.0  # the fixed wait when traffic cannot be measured
+    grace: float = 3.0  # SIGTERM: longest wait after withdrawing everything
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    address: IPAddress
+    port: int = 9553
+
+
+@dataclass(frozen=True)
 class Config:
     router_id: ipaddress.IPv4Address
     local_asn: int
@@ -91,7 +114,20 @@ class Config:
     services: tuple[Service, ...]
     exabgp: ExaBGPSettings = ExaBGPSettings()
     runtime_dir: Path = DEFAULT_RUNTIME_DIR
+    state_dir: Path = DEFAULT_STATE_DIR
+    control: ControlSettings = ControlSettings()
+    drain: DrainSettings = DrainSettings()
+    metrics: MetricsSettings | None = None  # None: no metrics endpoint
     source: str = "<config>"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.control.socket or self.runtime_dir / CONTROL_SOCKET
+
+    def restart_only_changes(self, new: Config) -> list[str]:
+        """The settings that differ in ``new`` and that a reload cannot apply (only a restart can)."""
+        keys = ("router_id", "local_asn", "neighbors", "exabgp", "runtime_dir", "state_dir", "control", "metrics")
+        return [k for k in keys if getattr(self, k) != getattr(new, k)]
 
     def service(self, name: str) -> Service:
         for s in self.services:
@@ -213,11 +249,13 @@ def _int(lo: int, hi: int) -> Callable[[Any], int]:
     return convert
 
 
-def _seconds(lo_exclusive: float, hi: float) -> Callable[[Any], float]:
+def _seconds(lo_exclusive: float, hi: float, zero_ok: bool = False) -> Callable[[Any], float]:
     def convert(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"must be a number of seconds, got {value!r}")
-        if value <= lo_exclusive:
+        if zero_ok and value < 0:
+            raise ValueError(f"must be >= 0, got {value:g}")
+        if value <= lo_exclusive and not (zero_ok and value == 0):
             raise ValueError(f"must be > {lo_exclusive:g}, got {value:g}")
         if value > hi:
             raise ValueError(f"must be at most {hi:g} seconds, got {value:g}")
@@ -419,6 +457,62 @@ def _cross_checks(r: _Reader, config: Config) -> None:
                 r.problem(path, f"{p} is IPv{p.version} but no IPv{p.version} neighbor is configured to carry it")
 
 
+_TOP_KEYS = {
+    "router_id", "local_asn", "neighbors", "services", "exabgp",
+    "runtime_dir", "state_dir", "control", "drain", "metrics",
+}  # fmt: skip
+
+
+def _group(value: Any) -> str:
+    text = _str(value)
+    try:
+        grp.getgrnam(text)
+    except KeyError:
+        raise ValueError(
+            f"no such group {text!r} on this host (create it, or leave the key out for root only)"
+        ) from None
+    return text
+
+
+def _control(r: _Reader, top: dict[str, Any]) -> ControlSettings:
+    if "control" not in top:
+        return ControlSettings()
+    m = r.mapping(top["control"], "control", {"socket", "group"})
+    if m is None:
+        return ControlSettings()
+    return ControlSettings(r.field(m, "control", "socket", _path, None), r.field(m, "control", "group", _group, None))
+
+
+def _drain(r: _Reader, top: dict[str, Any]) -> DrainSettings:
+    d = DrainSettings()
+    if "drain" not in top:
+        return d
+    m = r.mapping(top["drain"], "drain", {"quiet", "timeout", "fallback", "grace"})
+    if m is None:
+        return d
+    values = {
+        "quiet": r.field(m, "drain", "quiet", _seconds(0, 600), d.quiet),
+        "timeout": r.field(m, "drain", "timeout", _seconds(0, 3600), d.timeout),
+        "fallback": r.field(m, "drain", "fallback", _seconds(0, 600), d.fallback),
+        "grace": r.field(m, "drain", "grace", _seconds(0, 600, zero_ok=True), d.grace),
+    }
+    return DrainSettings(**{k: v for k, v in values.items() if v is not None})
+
+
+def _metrics(r: _Reader, top: dict[str, Any]) -> MetricsSettings | None:
+    raw = top.get("metrics")
+    if raw is None or raw is False:
+        return None  # off unless asked for
+    m = r.mapping(raw, "metrics", {"address", "port"})
+    if m is None:
+        return None
+    address = r.field(m, "metrics", "address", _address, ipaddress.ip_address("127.0.0.1"))
+    port = r.field(m, "metrics", "port", _int(1, 65535), MetricsSettings.port)
+    if address is None or port is None:
+        return None
+    return MetricsSettings(address, port)
+
+
 def parse(text: str, source: str = "<config>") -> Config:
     """Validate ``text`` and return the configuration, or raise ConfigError."""
     r = _Reader(source)
@@ -431,12 +525,16 @@ def parse(text: str, source: str = "<config>") -> Config:
         raise ConfigError([f"{source}{line}: not valid YAML: {problem}"]) from None
     if node is None:
         raise ConfigError([f"{source}: the file is empty"])
-    top = r.mapping(r.value(node, ""), "", {"router_id", "local_asn", "neighbors", "services", "exabgp", "runtime_dir"})
+    top = r.mapping(r.value(node, ""), "", _TOP_KEYS)
     if top is None:
         raise ConfigError(r.problems)
     router_id = r.field(top, "", "router_id", _ipv4)
     local_asn = r.field(top, "", "local_asn", _int(1, 4294967295))
     runtime_dir = r.field(top, "", "runtime_dir", _path, DEFAULT_RUNTIME_DIR)
+    state_dir = r.field(top, "", "state_dir", _path, DEFAULT_STATE_DIR)
+    control = _control(r, top)
+    drain = _drain(r, top)
+    metrics = _metrics(r, top)
     exabgp = ExaBGPSettings()
     if "exabgp" in top:
         e = r.mapping(top["exabgp"], "exabgp", {"command", "watchdog"})
@@ -461,9 +559,21 @@ def parse(text: str, source: str = "<config>") -> Config:
             s = _service(r, name, raw, f"services.{name}")
             if s is not None:
                 services.append(s)
-    if r.problems or router_id is None or local_asn is None or runtime_dir is None:
+    if r.problems or router_id is None or local_asn is None or runtime_dir is None or state_dir is None:
         raise ConfigError(r.problems)
-    config = Config(router_id, local_asn, tuple(neighbors), tuple(services), exabgp, runtime_dir, source)
+    config = Config(
+        router_id,
+        local_asn,
+        tuple(neighbors),
+        tuple(services),
+        exabgp,
+        runtime_dir,
+        state_dir,
+        control,
+        drain,
+        metrics,
+        source,
+    )
     _cross_checks(r, config)
     if r.problems:
         raise ConfigError(r.problems)

@@ -1,10 +1,25 @@
 """The per-server daemon loop: probe, feed the health core, carry out its actions.
 
+Theory of operation
+-------------------
 Each check of each service runs in its own task on its own schedule. The
 tasks decide nothing: ``health.ServiceHealth`` decides, this module does.
 Every loop iteration also beats a ``Liveness``; the announcer heartbeats its
 watchdog only while every loop is beating, so a stuck loop withdraws routes
 (fail-closed) instead of leaving a stale announcement behind.
+
+The operator's side (``handle``: status, withdraw, announce, check) and
+``reload`` act on the same objects between two probe results, on the same
+event loop, so no lock is needed: a decision is always taken on a state no
+other task is halfway through changing.
+
+Maintenance is persisted *before* it is lifted and applied even when it
+cannot be persisted: in both cases a failure errs towards carrying no
+traffic, never towards announcing a node an operator took out.
+
+Stopping (SIGTERM) withdraws everything first, then waits until the service
+addresses have been quiet for ``drain.quiet`` (at most ``drain.grace``), then
+stops ExaBGP: a resolver stopped right after anycastd loses no queries.
 """
 
 from __future__ import annotations
@@ -13,15 +28,28 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from anycastd.address import Addresses
 from anycastd.announce import Announcer
 from anycastd.checks.dns import Prober, ProbeResult
-from anycastd.config import Config, DnsCheck, Service
-from anycastd.errors import AnnounceError
-from anycastd.health import Announce, Decision, ServiceHealth, State, Thresholds
+from anycastd.config import Config, DnsCheck, IPAddress, Service
+from anycastd.control import (
+    AnnounceRequest,
+    CheckRequest,
+    ControlError,
+    Peer,
+    Request,
+    StatusRequest,
+    WithdrawRequest,
+)
+from anycastd.drain import DrainReport, TrafficMeter, Verdict, wait_quiet
+from anycastd.errors import AddressError, AnnounceError, ConfigError
+from anycastd.health import Announce, Decision, ServiceHealth, State, Thresholds, Transition
+from anycastd.metrics import Metrics, ServiceView, View
+from anycastd.state import Maintenance, MaintenanceStore, StateError
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +58,7 @@ Sleep = Callable[[float], Awaitable[None]]
 
 #: Added to a check's interval + timeout before its loop counts as stalled.
 STALL_SLACK = 1.0
+STATUS_VERSION = 1
 
 
 class Liveness:
@@ -53,8 +82,13 @@ class Liveness:
 @dataclass
 class CheckStatus:
     last: ProbeResult | None = None
+    last_at: float | None = None
     probes: int = 0
     failures: int = 0
+
+
+def _loop_key(service: str, index: int) -> str:
+    return f"{service}/checks[{index}]"
 
 
 class Sidecar:
@@ -66,7 +100,11 @@ class Sidecar:
         prober: Prober,
         liveness: Liveness,
         *,
+        store: MaintenanceStore,
+        meter: TrafficMeter,
+        metrics: Metrics | None = None,
         clock: Clock = time.monotonic,
+        wall: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
         jitter: Callable[[float], float] = lambda interval: random.uniform(0, interval),  # noqa: S311 (spreading load, not secrecy)
     ) -> None:
@@ -75,57 +113,133 @@ class Sidecar:
         self.addresses = addresses
         self.prober = prober
         self.liveness = liveness
+        self.store = store
+        self.meter = meter
+        self.metrics = metrics or Metrics()
         self.clock = clock
+        self.wall = wall
         self.sleep = sleep
         self.jitter = jitter
-        self.health: dict[str, ServiceHealth] = {
-            s.name: ServiceHealth.create(s.name, [Thresholds(c.rise, c.fall, c.fall_hard) for c in s.checks])
-            for s in config.services
-        }
-        self.checks: dict[tuple[str, int], CheckStatus] = {
-            (s.name, i): CheckStatus() for s in config.services for i in range(len(s.checks))
-        }
+        self.health: dict[str, ServiceHealth] = {}
+        self.checks: dict[str, list[CheckStatus]] = {}
+        #: Persisted maintenance, by service name; may name services this configuration lacks.
+        self.maintenance: dict[str, Maintenance] = {}
+        self.state_problem: str | None = None
+        self._tasks: dict[str, list[asyncio.Task[None]]] = {}
+        self._crashed: asyncio.Future[None] | None = None  # set once run() has started the loops
+        self.metrics.watch(self.view)
+        for service in config.services:
+            self._init_service(service)
 
-    async def bind_addresses(self) -> None:
-        """Bind every service address; raises AddressError before anything else has started."""
-        for service in self.config.services:
-            await self.addresses.ensure(service.interface, service.prefixes)
+    # lifecycle ------------------------------------------------------------
+
+    def _init_service(self, service: Service) -> None:
+        thresholds = [Thresholds(c.rise, c.fall, c.fall_hard) for c in service.checks]
+        self.health[service.name] = ServiceHealth.create(service.name, thresholds)
+        self.checks[service.name] = [CheckStatus() for _ in service.checks]
+        if service.name in self.maintenance:
+            self.health[service.name].drain(self.maintenance[service.name].reason, self.clock())
+
+    def restore_maintenance(self) -> None:
+        """Load the persisted drains; an unreadable file withdraws everything (see anycastd.state)."""
+        try:
+            self.maintenance = self.store.load()
+        except StateError as exc:
+            self.state_problem = str(exc)
+            log.error(
+                "%s. Every service stays withdrawn until `anycastctl announce` (check the file first: an operator "
+                "may have drained this node)",
+                exc,
+            )
+            reason = f"maintenance state unreadable: {exc}"
+            self.maintenance = {s.name: Maintenance(reason, "anycastd", self.wall()) for s in self.config.services}
+        for name, m in self.maintenance.items():
+            if name in self.health:
+                self.health[name].drain(m.reason, self.clock())
+                log.warning("%s: in maintenance since %s (%s, by %s)", name, _iso(m.since), m.reason, m.who)
+            else:
+                log.warning("maintenance of %s is kept, but no such service is configured", name)
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.bind_addresses()
+        for service in self.config.services:
+            await self.addresses.ensure(service.interface, service.prefixes)
+        self.restore_maintenance()
         await self.announcer.start()
-        tasks = [
-            asyncio.create_task(self._check_loop(service, index, check), name=f"{service.name}/checks[{index}]")
-            for service in self.config.services
-            for index, check in enumerate(service.checks)
-        ]
+        self._crashed = asyncio.get_running_loop().create_future()
+        for service in self.config.services:
+            self._start_service(service)
+        stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
         try:
-            stopping = asyncio.create_task(stop.wait())
-            done, _ = await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task is not stopping:
-                    task.result()  # a loop only ends by raising: let it be seen
+            await asyncio.wait([stopping, self._crashed], return_when=asyncio.FIRST_COMPLETED)
+            if self._crashed.done():
+                self._crashed.result()  # a loop only ends by raising: let it be seen
         finally:
-            for task in [*tasks, stopping]:
-                task.cancel()
-            await asyncio.gather(*tasks, stopping, return_exceptions=True)
-            log.info("withdrawing everything and stopping ExaBGP")
-            await self.announcer.close()
+            stopping.cancel()
+            for name in list(self._tasks):
+                await self._stop_service(name)
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        announced = [s for s in self.config.services if self.health[s.name].announced]
+        log.info("withdrawing everything")
+        for service in announced:
+            try:
+                await self.announcer.set_announced(service.name, service.prefixes, False)
+            except AnnounceError as exc:
+                log.error("%s: could not withdraw: %s", service.name, exc)
+        grace = self.config.drain.grace
+        if announced and grace > 0:
+            report = await wait_quiet(
+                self.meter,
+                [a for s in announced for a in s.host_addresses],
+                quiet=min(self.config.drain.quiet, grace),
+                timeout=grace,
+                fallback=grace,
+                clock=self.clock,
+                sleep=self.sleep,
+            )
+            log.info("drain before exit: %s after %.2f s (%s)", report.verdict.value, report.waited, report.note)
+        log.info("stopping ExaBGP")
+        await self.announcer.close()
+        await self.meter.close()
+
+    def _start_service(self, service: Service) -> None:
+        tasks = []
+        for index, check in enumerate(service.checks):
+            task = asyncio.create_task(self._check_loop(service, index, check), name=_loop_key(service.name, index))
+            task.add_done_callback(self._on_loop_done)
+            tasks.append(task)
+        self._tasks[service.name] = tasks
+
+    def _on_loop_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._crashed is None or self._crashed.done():
+            return
+        exc = task.exception()
+        self._crashed.set_exception(exc or RuntimeError(f"{task.get_name()} ended"))
+
+    async def _stop_service(self, name: str) -> None:
+        tasks = self._tasks.pop(name, [])
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for index in range(len(tasks)):
+            self.liveness.forget(_loop_key(name, index))  # a stopped loop is not a stuck one
 
     async def _check_loop(self, service: Service, index: int, check: DnsCheck) -> None:
-        key = f"{service.name}/checks[{index}]"
+        key = _loop_key(service.name, index)
         stall_after = check.interval + check.timeout + STALL_SLACK
         self.liveness.beat(key, stall_after)
         # Spread the first probes so that many checks do not fire in step.
         await self.sleep(self.jitter(check.interval))
         next_at = self.clock()
-        status = self.checks[(service.name, index)]
+        status = self.checks[service.name][index]
         while True:
             self.liveness.beat(key, stall_after)
             result = await self.prober.probe(check, service.host_addresses)
-            status.last = result
+            status.last, status.last_at = result, self.clock()
             status.probes += 1
             status.failures += 0 if result.ok else 1
+            self.metrics.probe(service.name, index, result.ok, result.kind, result.latency)
             decision = self.health[service.name].feed(index, result.for_health(), self.clock())
             await self.apply(service, decision)
             next_at += check.interval
@@ -136,11 +250,206 @@ class Sidecar:
 
     async def apply(self, service: Service, decision: Decision) -> None:
         for transition in decision.transitions:
-            level = logging.WARNING if transition.new in (State.DOWN, State.FALLING) else logging.INFO
+            level = (
+                logging.WARNING if transition.new in (State.DOWN, State.FALLING, State.MAINTENANCE) else logging.INFO
+            )
             log.log(level, "%s", transition)
+            if transition.name == service.name:
+                self.metrics.transition(service.name, transition.new)
         for action in decision.actions:
             announced = isinstance(action, Announce)
             try:
                 await self.announcer.set_announced(service.name, service.prefixes, announced)
             except AnnounceError as exc:
                 log.error("%s: could not %s: %s", service.name, "announce" if announced else "withdraw", exc)
+
+    # reload ---------------------------------------------------------------
+
+    async def reload(self, new: Config) -> dict[str, list[str]]:
+        """Apply ``new``: unchanged services keep their state and routes; raise ConfigError and change nothing
+        if it asks for what only a restart can do, or if its addresses cannot be bound."""
+        restart = self.config.restart_only_changes(new)
+        if restart:
+            raise ConfigError(
+                [f"{new.source}: {key} changed; only a restart of anycastd applies that" for key in restart]
+            )
+        old = {s.name: s for s in self.config.services}
+        added = [s for s in new.services if s.name not in old]
+        changed = [s for s in new.services if s.name in old and old[s.name] != s]
+        removed = [name for name in old if name not in {s.name for s in new.services}]
+        try:
+            for service in [*added, *changed]:
+                await self.addresses.ensure(service.interface, service.prefixes)
+        except AddressError as exc:
+            raise ConfigError([f"{new.source}: {exc}"]) from None
+        for name in [*removed, *(s.name for s in changed)]:
+            await self._stop_service(name)
+            if self.health[name].announced:
+                try:
+                    await self.announcer.set_announced(name, old[name].prefixes, False)
+                except AnnounceError as exc:
+                    log.error("%s: could not withdraw: %s", name, exc)
+            del self.health[name], self.checks[name]
+        self.config = new
+        for service in [*added, *changed]:
+            self._init_service(service)
+            if self._crashed is not None:
+                self._start_service(service)
+        summary = {
+            "added": [s.name for s in added],
+            "changed": [s.name for s in changed],
+            "removed": removed,
+            "unchanged": [s.name for s in new.services if s.name in old and old[s.name] == s],
+        }
+        log.info("reloaded %s: %s", new.source, ", ".join(f"{k} {v}" for k, v in summary.items() if v) or "no change")
+        return summary
+
+    # control --------------------------------------------------------------
+
+    async def handle(self, request: Request, peer: Peer) -> dict[str, Any]:
+        if isinstance(request, StatusRequest):
+            return self.status(request.service)
+        if isinstance(request, WithdrawRequest):
+            return await self.withdraw(request, peer)
+        if isinstance(request, AnnounceRequest):
+            return await self.announce(request.service)
+        return await self.check(request)
+
+    def _targets(self, name: str | None) -> list[Service]:
+        if name is None:
+            return list(self.config.services)
+        try:
+            return [self.config.service(name)]
+        except KeyError:
+            known = ", ".join(s.name for s in self.config.services)
+            raise ControlError(f"no service {name!r} (configured: {known})") from None
+
+    async def withdraw(self, request: WithdrawRequest, peer: Peer) -> dict[str, Any]:
+        targets = self._targets(request.service)
+        who = peer.user + (f" (sudo by {request.user})" if request.user and request.user != peer.user else "")
+        now = self.wall()
+        for service in targets:
+            self.maintenance[service.name] = Maintenance(request.reason, who, now)
+        reply: dict[str, Any] = {"withdrawn": [s.name for s in targets]}
+        try:
+            self.store.save(self.maintenance)
+        except StateError as exc:
+            reply["warning"] = f"{exc}; withdrawn now, but a restart of anycastd would announce again"
+        for service in targets:
+            log.warning("%s: withdrawn for maintenance by %s: %s", service.name, who, request.reason)
+            await self.apply(service, self.health[service.name].drain(request.reason, self.clock()))
+        if request.wait:
+            report = await self.wait_drained(targets, request.timeout or self.config.drain.timeout)
+            reply["drain"] = report.to_json()
+        return reply
+
+    async def wait_drained(self, services: Sequence[Service], timeout: float) -> DrainReport:
+        addresses: list[IPAddress] = [a for s in services for a in s.host_addresses]
+        d = self.config.drain
+        report = await wait_quiet(
+            self.meter, addresses, quiet=d.quiet, timeout=timeout, fallback=d.fallback, clock=self.clock
+        )
+        level = logging.INFO if report.verdict is Verdict.DRAINED else logging.WARNING
+        log.log(level, "drain of %s: %s after %.2f s (%s)", ", ".join(s.name for s in services), report.verdict.value,
+                report.waited, report.note)  # fmt: skip
+        return report
+
+    async def announce(self, name: str | None) -> dict[str, Any]:
+        targets = self._targets(name)
+        lifted = [s for s in targets if s.name in self.maintenance]
+        remaining = {k: v for k, v in self.maintenance.items() if k not in {s.name for s in targets}}
+        try:
+            self.store.save(remaining)
+        except StateError as exc:
+            raise ControlError(f"{exc}; nothing was changed: the services stay withdrawn") from None
+        self.maintenance = remaining
+        if name is None:
+            self.state_problem = None
+        for service in lifted:
+            log.warning("%s: maintenance ended; announced again once its probes pass", service.name)
+            await self.apply(service, self.health[service.name].undrain(self.clock()))
+        return {
+            "announced": [s.name for s in lifted],
+            "not_in_maintenance": [s.name for s in targets if s not in lifted],
+        }
+
+    async def check(self, request: CheckRequest) -> dict[str, Any]:
+        service = self._targets(request.service)[0]
+        results = await asyncio.gather(*(self.prober.probe(c, service.host_addresses) for c in service.checks))
+        return {
+            "service": service.name,
+            "checks": [_result_json(i, r, None, self.wall) for i, r in enumerate(results)],
+        }
+
+    # reading --------------------------------------------------------------
+
+    def _wall_of(self, monotonic: float | None) -> str | None:
+        if monotonic is None:
+            return None
+        return _iso(self.wall() - (self.clock() - monotonic))
+
+    def status(self, name: str | None = None) -> dict[str, Any]:
+        confirmed = self.announcer.announced_prefixes()
+        services = []
+        for service in self._targets(name):
+            health = self.health[service.name]
+            m = self.maintenance.get(service.name)
+            checks = []
+            for i, (check, status) in enumerate(zip(service.checks, self.checks[service.name], strict=True)):
+                entry: dict[str, Any] = {
+                    "index": i,
+                    "address": str(check.address),
+                    "state": str(health.checks[i].state),
+                    "probes": status.probes,
+                    "failures": status.failures,
+                    "last": _result_json(i, status.last, self._wall_of(status.last_at), self.wall)
+                    if status.last
+                    else None,
+                }
+                checks.append(entry)
+            services.append(
+                {
+                    "name": service.name,
+                    "state": str(health.state),
+                    "announced": health.announced,
+                    "since": self._wall_of(health.since),
+                    "prefixes": [{"prefix": str(p), "announced": p in confirmed} for p in service.prefixes],
+                    "maintenance": {"reason": m.reason, "who": m.who, "since": _iso(m.since)} if m else None,
+                    "checks": checks,
+                    "transitions": [_transition_json(t, self._wall_of(t.at)) for t in health.transitions[-10:]],
+                }
+            )
+        return {
+            "version": STATUS_VERSION,
+            "config": self.config.source,
+            "problem": self.state_problem,
+            "services": services,
+            "bgp": self.announcer.sessions(),
+            "exabgp": self.announcer.describe(),
+        }
+
+    def view(self) -> View:
+        services = [
+            ServiceView(name, h.state, h.announced, h.state is State.MAINTENANCE) for name, h in self.health.items()
+        ]
+        return View(services, self.announcer.sessions(), int(self.announcer.describe().get("restarts", 0)))
+
+
+def _iso(unix: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(unix)) + f".{int(unix % 1 * 1000):03d}Z"
+
+
+def _result_json(index: int, result: ProbeResult, at: str | None, wall: Clock) -> dict[str, Any]:
+    return {
+        "check": index,
+        "ok": result.ok,
+        "outcome": result.outcome.value,
+        "kind": result.kind,
+        "reason": result.reason,
+        "latency_ms": round(result.latency * 1000, 3) if result.latency is not None else None,
+        "at": at or _iso(wall()),
+    }
+
+
+def _transition_json(t: Transition, at: str | None) -> dict[str, Any]:
+    return {"at": at, "name": t.name, "from": str(t.old), "to": str(t.new), "reason": t.reason}

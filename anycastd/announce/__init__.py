@@ -8,7 +8,7 @@ was lost and came back. Callers say what they want; they never replay.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # the ExaBGP helper lives in this package and must start fast
     from anycastd.config import IPNetwork
@@ -29,6 +29,14 @@ class Announcer(Protocol):
 
     def sessions(self) -> dict[str, str]:
         """The BGP session state by neighbor address, as last reported."""
+        ...
+
+    def announced_prefixes(self) -> frozenset[IPNetwork]:
+        """What the routing daemon has confirmed it announces now (not merely what is desired)."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """The backend's own state for `anycastctl status`: pid, restarts, connected."""
         ...
 
 
@@ -57,3 +65,9 @@ class InMemoryAnnouncer:
 
     def sessions(self) -> dict[str, str]:
         return {}
+
+    def announced_prefixes(self) -> frozenset[IPNetwork]:
+        return frozenset(p for prefixes in self.announced.values() for p in prefixes)
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "memory", "restarts": 0, "connected": self.started and not self.closed}

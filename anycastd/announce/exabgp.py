@@ -178,6 +178,8 @@ class ExaBGPAnnouncer:
         try:
             self.runtime_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
             tmp = self.config_path.with_suffix(".tmp")
+            tmp.touch(mode=0o600)  # it may hold MD5 passwords; the directory may be open to control.group
+            tmp.chmod(0o600)
             tmp.write_text(render_config(self.config, self.socket_path))
             os.replace(tmp, self.config_path)
             with contextlib.suppress(FileNotFoundError):
@@ -211,6 +213,13 @@ class ExaBGPAnnouncer:
 
     def sessions(self) -> dict[str, str]:
         return dict(self._sessions)
+
+    def announced_prefixes(self) -> frozenset[IPNetwork]:
+        helper = self._helper
+        return frozenset(helper.sent) if helper is not None else frozenset()
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "exabgp", "pid": self.pid, "restarts": self.restarts, "connected": self._helper is not None}
 
     @property
     def pid(self) -> int | None:

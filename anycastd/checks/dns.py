@@ -48,6 +48,9 @@ class ProbeResult:
     reason: str
     latency: float | None  # seconds until the answer, None when there was none
     target: str
+    #: A short, fixed word for the kind of failure (metrics label): ok, timeout, refused,
+    #: network, malformed, mismatch, rcode, answer.
+    kind: str = "ok"
 
     @property
     def ok(self) -> bool:
@@ -72,12 +75,14 @@ def classify(check: DnsCheck, query: dns.message.Message, wire: bytes, target: s
     try:
         response = dns.message.from_wire(wire)
     except dns.exception.DNSException as exc:
-        return ProbeResult(Outcome.FAIL, f"{target}: malformed response ({exc})", latency, target)
+        return ProbeResult(Outcome.FAIL, f"{target}: malformed response ({exc})", latency, target, "malformed")
     if not query.is_response(response):
-        return ProbeResult(Outcome.FAIL, f"{target}: the response does not answer the query", latency, target)
+        return ProbeResult(
+            Outcome.FAIL, f"{target}: the response does not answer the query", latency, target, "mismatch"
+        )
     rcode = dns.rcode.to_text(response.rcode())
     if rcode != check.rcode:
-        return ProbeResult(Outcome.FAIL, f"{target}: rcode {rcode}, expected {check.rcode}", latency, target)
+        return ProbeResult(Outcome.FAIL, f"{target}: rcode {rcode}, expected {check.rcode}", latency, target, "rcode")
     if check.answer is not None:
         rdtype = dns.rdatatype.from_text(check.qtype)
         seen: list[str] = []
@@ -94,7 +99,9 @@ def classify(check: DnsCheck, query: dns.message.Message, wire: bytes, target: s
             break
         else:
             got = ", ".join(seen) if seen else f"no {check.qtype} record"
-            return ProbeResult(Outcome.FAIL, f"{target}: answer {got} does not match {check.answer}", latency, target)
+            return ProbeResult(
+                Outcome.FAIL, f"{target}: answer {got} does not match {check.answer}", latency, target, "answer"
+            )
     return ProbeResult(Outcome.OK, f"{target}: {rcode} in {_ms(latency)}", latency, target)
 
 
@@ -115,9 +122,9 @@ class _Datagram(asyncio.DatagramProtocol):
 
 def _os_failure(exc: OSError, target: str) -> ProbeResult:
     if isinstance(exc, ConnectionRefusedError) or exc.errno == errno.ECONNREFUSED:
-        return ProbeResult(Outcome.HARD_FAIL, f"{target}: connection refused", None, target)
+        return ProbeResult(Outcome.HARD_FAIL, f"{target}: connection refused", None, target, "refused")
     reason = exc.strerror or str(exc)
-    return ProbeResult(Outcome.FAIL, f"{target}: {reason.lower()}", None, target)
+    return ProbeResult(Outcome.FAIL, f"{target}: {reason.lower()}", None, target, "network")
 
 
 async def query_udp(check: DnsCheck, query: dns.message.Message, address: IPAddress) -> ProbeResult:
@@ -146,7 +153,7 @@ async def query_udp(check: DnsCheck, query: dns.message.Message, address: IPAddr
             except OSError as exc:
                 return _os_failure(exc, target)
             return classify(check, query, data, target, time.monotonic() - started)
-        return ProbeResult(Outcome.FAIL, f"{target}: timeout after {_ms(check.timeout)}", None, target)
+        return ProbeResult(Outcome.FAIL, f"{target}: timeout after {_ms(check.timeout)}", None, target, "timeout")
     finally:
         transport.close()
         if not protocol.answer.done():
@@ -161,11 +168,11 @@ async def query_tcp(check: DnsCheck, query: dns.message.Message, address: IPAddr
     try:
         response = await dns.asyncquery.tcp(query, str(address), timeout=check.timeout, port=check.port)
     except dns.exception.Timeout:
-        return ProbeResult(Outcome.FAIL, f"{target}: timeout after {_ms(check.timeout)}", None, target)
+        return ProbeResult(Outcome.FAIL, f"{target}: timeout after {_ms(check.timeout)}", None, target, "timeout")
     except OSError as exc:
         return _os_failure(exc, target)
     except (dns.exception.DNSException, EOFError) as exc:
-        return ProbeResult(Outcome.FAIL, f"{target}: malformed response ({exc})", None, target)
+        return ProbeResult(Outcome.FAIL, f"{target}: malformed response ({exc})", None, target, "malformed")
     return classify(check, query, response.to_wire(), target, time.monotonic() - started)
 
 
@@ -176,7 +183,7 @@ def combine(results: Sequence[ProbeResult]) -> ProbeResult:
     if failed:
         first = failed[0]
         reason = "; ".join(r.reason for r in failed)
-        return ProbeResult(first.outcome, reason, first.latency, first.target)
+        return ProbeResult(first.outcome, reason, first.latency, first.target, first.kind)
     slowest = max(results, key=lambda r: r.latency or 0.0)
     return slowest
 

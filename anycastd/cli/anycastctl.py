@@ -1,30 +1,180 @@
-"""`anycastctl`: talk to a running anycastd.
+"""`anycastctl`: talk to a running anycastd over its control socket.
 
-The control socket (status, withdraw, announce) is not there yet; until it
-is, every command says so and exits non-zero rather than pretend.
+Exit codes: 0 done (for ``withdraw --wait``: drained), 1 error (anycastd said
+no, or could not be reached), 2 usage, 3 ``withdraw --wait`` timed out (the
+service is withdrawn but still receives queries), 4 ``check``: a probe failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+from pathlib import Path
+from typing import Any
 
 from anycastd import __version__
+from anycastd.config import CONTROL_SOCKET, DEFAULT_RUNTIME_DIR
+from anycastd.control import (
+    AnnounceRequest,
+    CheckRequest,
+    ControlError,
+    Request,
+    StatusRequest,
+    WithdrawRequest,
+    call,
+)
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_TIMED_OUT, EXIT_CHECK_FAILED = 0, 1, 2, 3, 4
+DEFAULT_SOCKET = DEFAULT_RUNTIME_DIR / CONTROL_SOCKET
+REPLY_TIMEOUT = 10.0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="anycastctl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"anycastctl {__version__}")
+    parser.add_argument(
+        "--socket",
+        type=Path,
+        default=Path(os.environ.get("ANYCASTD_SOCKET", str(DEFAULT_SOCKET))),
+        help=f"anycastd's control socket (default: $ANYCASTD_SOCKET or {DEFAULT_SOCKET})",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    status = sub.add_parser("status", help="state, routes, probes and BGP sessions")
+    status.add_argument("service", nargs="?")
+    status.add_argument("--json", action="store_true", help="the stable JSON form (see docs/operations.md)")
+    withdraw = sub.add_parser("withdraw", help="maintenance: withdraw now, and stay withdrawn until announce")
+    _target(withdraw)
+    withdraw.add_argument("--reason", required=True, help="why, for the log and for status (kept across restarts)")
+    withdraw.add_argument("--wait", action="store_true", help="return once no query has arrived for drain.quiet")
+    withdraw.add_argument("--timeout", type=float, help="give up waiting after this many seconds (drain.timeout)")
+    withdraw.add_argument("--json", action="store_true")
+    announce = sub.add_parser("announce", help="end maintenance: announced again once the probes pass")
+    _target(announce)
+    announce.add_argument("--json", action="store_true")
+    check = sub.add_parser("check", help="probe now and print the results (does not change any state)")
+    check.add_argument("service")
+    check.add_argument("--json", action="store_true")
+    return parser
+
+
+def _target(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("service", nargs="?")
+    group.add_argument("--all", action="store_true", help="every service")
+
+
+def _request(args: argparse.Namespace) -> Request:
+    if args.command == "status":
+        return StatusRequest(args.service)
+    if args.command == "withdraw":
+        user = os.environ.get("SUDO_USER", "")
+        return WithdrawRequest(args.service, args.reason, user, args.wait, args.timeout)
+    if args.command == "announce":
+        return AnnounceRequest(args.service)
+    return CheckRequest(args.service)
+
+
+def _ago(iso: str | None) -> str:
+    return iso.replace("T", " ")[:19] if iso else "-"
+
+
+def _probe(last: dict[str, Any] | None) -> str:
+    if last is None:
+        return "no probe yet"
+    latency = f" {last['latency_ms']:.1f} ms" if last["latency_ms"] is not None else ""
+    return f"{'ok' if last['ok'] else 'FAIL'}{latency}: {last['reason']}"
+
+
+def print_status(reply: dict[str, Any]) -> None:
+    rows = [("SERVICE", "STATE", "ANNOUNCED", "SINCE (UTC)")]
+    for s in reply["services"]:
+        rows.append((s["name"], s["state"], "yes" if s["announced"] else "no", _ago(s["since"])))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    for s in reply["services"]:
+        print(f"\n{s['name']}:")
+        print("  prefixes: " + ", ".join(f"{p['prefix']} {'announced' if p['announced'] else 'withdrawn'}"
+                                        for p in s["prefixes"]))  # fmt: skip
+        m = s["maintenance"]
+        if m:
+            print(f"  maintenance: {m['reason']} (by {m['who']}, since {_ago(m['since'])})")
+        for c in s["checks"]:
+            print(
+                f"  checks[{c['index']}] {c['address']}: {c['state']}, {c['probes']} probes, {c['failures']} failed;"
+                f" last {_probe(c['last'])}"
+            )
+        for t in s["transitions"][-5:]:
+            print(f"  {_ago(t['at'])}  {t['name']}: {t['from']} -> {t['to']} ({t['reason']})")
+    sessions = ", ".join(f"{n} {st}" for n, st in reply["bgp"].items()) or "none"
+    e = reply["exabgp"]
+    print(f"\nBGP: {sessions}; ExaBGP pid {e.get('pid') or '-'}, {e.get('restarts', 0)} restart(s)")
+    if reply.get("problem"):
+        print(f"\nPROBLEM: {reply['problem']}")
+
+
+def _print(args: argparse.Namespace, reply: dict[str, Any]) -> int:
+    if args.json:
+        json.dump(reply, sys.stdout, indent=2)
+        print()
+    if args.command == "status":
+        if not args.json:
+            print_status(reply)
+        return EXIT_OK
+    if args.command == "check":
+        failed = [c for c in reply["checks"] if not c["ok"]]
+        if not args.json:
+            for c in reply["checks"]:
+                print(f"{reply['service']} checks[{c['check']}]: {_probe(c)}")
+        return EXIT_CHECK_FAILED if failed else EXIT_OK
+    if "warning" in reply:
+        print(f"anycastctl: warning: {reply['warning']}", file=sys.stderr)
+    if args.command == "announce":
+        if not args.json:
+            for name in reply["announced"]:
+                print(f"{name}: maintenance ended; announced again once its probes pass")
+            for name in reply["not_in_maintenance"]:
+                print(f"{name}: was not in maintenance")
+        return EXIT_OK
+    if not args.json:
+        for name in reply["withdrawn"]:
+            print(f"{name}: withdrawn for maintenance")
+    drain = reply.get("drain")
+    if drain is None:
+        return EXIT_OK
+    if not args.json:
+        if drain["method"] == "timer":
+            print(f"anycastctl: {drain['note']}", file=sys.stderr)
+        verdict = "drained" if drain["drained"] else "NOT drained"
+        packets = f", {drain['packets']} packets after the withdrawal" if drain["packets"] is not None else ""
+        print(f"{verdict} after {drain['waited']:.2f} s ({drain['method']}: {drain['note']}{packets})")
+    return EXIT_OK if drain["drained"] else EXIT_TIMED_OUT
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="anycastctl", description="control a running anycastd")
-    parser.add_argument("--version", action="version", version=f"anycastctl {__version__}")
-    parser.add_argument("command", nargs="?", choices=["status", "withdraw", "announce", "check"])
-    parser.add_argument("args", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_usage(sys.stderr)
-        return 2
-    print(
-        f"anycastctl: '{args.command}' needs the control socket, which this version does not have yet", file=sys.stderr
-    )
-    return 2
+    args = _parser().parse_args(argv)
+    if getattr(args, "timeout", None) is not None and not 0 < args.timeout <= 3600:
+        print("anycastctl: --timeout must be between 0 and 3600 seconds", file=sys.stderr)
+        return EXIT_USAGE
+    if args.command in ("withdraw", "announce") and args.all:
+        args.service = None
+    request = _request(args)
+    timeout = REPLY_TIMEOUT
+    if isinstance(request, WithdrawRequest) and request.wait:
+        timeout += request.timeout or 3600.0  # the daemon ends the wait; this only guards against a hung daemon
+    try:
+        reply = call(args.socket, request, timeout)
+    except ControlError as exc:
+        print(f"anycastctl: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if not reply.get("ok"):
+        print(f"anycastctl: {reply.get('error', 'anycastd refused the request')}", file=sys.stderr)
+        return EXIT_ERROR
+    return _print(args, reply)
 
 
 if __name__ == "__main__":

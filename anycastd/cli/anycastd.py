@@ -13,8 +13,12 @@ from anycastd.address import NetlinkAddresses
 from anycastd.announce.exabgp import ExaBGPAnnouncer
 from anycastd.checks.dns import DnsProber
 from anycastd.config import Config, load
+from anycastd.control import ControlServer
+from anycastd.drain import NftablesMeter
 from anycastd.errors import AnycastdError, ConfigError
+from anycastd.metrics import Metrics
 from anycastd.sidecar import Liveness, Sidecar
+from anycastd.state import FileStore
 
 log = logging.getLogger("anycastd")
 
@@ -43,16 +47,54 @@ def _load(path: str) -> Config | None:
         return None
 
 
-async def _run(config: Config) -> None:
+async def _reload(sidecar: Sidecar, path: str) -> None:
+    """SIGHUP: the same validation as check-config; on any problem the running configuration stays."""
+    log.info("SIGHUP: reloading %s", path)
+    try:
+        await sidecar.reload(load(path))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("%s", problem)
+        log.error("reload refused: %d problem(s); the running configuration stays as it was", len(exc.problems))
+
+
+async def _run(config: Config, path: str) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: log.warning("SIGHUP: reloading is not supported yet; ignored"))
     liveness = Liveness()
+    metrics = Metrics()
     announcer = ExaBGPAnnouncer(config, alive=liveness)
-    sidecar = Sidecar(config, announcer, NetlinkAddresses(), DnsProber(), liveness)
-    await sidecar.run(stop)
+    sidecar = Sidecar(
+        config,
+        announcer,
+        NetlinkAddresses(),
+        DnsProber(),
+        liveness,
+        store=FileStore(config.state_dir),
+        meter=NftablesMeter(),
+        metrics=metrics,
+    )
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_hup() -> None:
+        task = asyncio.ensure_future(_reload(sidecar, path))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    control = ControlServer(config.control_socket, sidecar, config.control.group)
+    await control.start()
+    try:
+        if config.metrics is not None:
+            metrics.serve(config.metrics.address, config.metrics.port)
+        await sidecar.run(stop)
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+        await asyncio.gather(*reloads, return_exceptions=True)
+        await control.close()
+        metrics.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     if config is None:
         return EXIT_ERROR
     try:
-        asyncio.run(_run(config))
+        asyncio.run(_run(config, args.config))
     except AnycastdError as exc:
         log.error("%s", exc)
         return EXIT_ERROR

@@ -19,6 +19,7 @@ from anycastd.lab.topology import (
 )
 
 FRR_DIR = Path("/usr/lib/frr")
+METRICS_PORT = 9553
 
 
 def frr_bgp_config(lab: Lab) -> str:
@@ -142,6 +143,10 @@ def anycastd_config(lab: Lab, server: Server, **check: object) -> str:
 router_id: {server.v4}
 local_asn: {server.asn}
 runtime_dir: {lab.workdir / server.name / "run"}
+state_dir: {lab.workdir / server.name / "state"}
+metrics:
+  address: {server.v4}
+  port: {METRICS_PORT}
 neighbors:
   - address: {server.router_v4}
     peer_asn: {ROUTER_ASN}

@@ -62,8 +62,10 @@ def test_version() -> None:
     assert result.returncode == 0 and result.stdout.startswith("anycastd ")
 
 
-def test_anycastctl_says_what_it_cannot_do_yet() -> None:
-    result = cli("anycastd.cli.anycastctl", "status")
-    assert result.returncode == 2
-    assert "needs the control socket" in result.stderr
+def test_anycastctl_without_a_daemon_says_where_it_looked(tmp_path: Path) -> None:
+    result = cli("anycastd.cli.anycastctl", "--socket", str(tmp_path / "none.sock"), "status")
+    assert result.returncode == 1
+    assert result.stderr == f"anycastctl: no control socket at {tmp_path}/none.sock: is anycastd running? (or pass --socket)\n"
     assert cli("anycastd.cli.anycastctl").returncode == 2
+    assert cli("anycastd.cli.anycastctl", "withdraw", "dns").returncode == 2  # --reason is required
+    assert cli("anycastd.cli.anycastctl", "withdraw", "dns", "--all", "--reason", "x").returncode == 2

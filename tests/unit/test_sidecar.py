@@ -14,7 +14,9 @@ from anycastd.checks.dns import ProbeResult
 from anycastd.config import DnsCheck, IPAddress, parse
 from anycastd.errors import AnnounceError
 from anycastd.health import Outcome
+from anycastd.drain import InMemoryMeter
 from anycastd.sidecar import Liveness, Sidecar
+from anycastd.state import InMemoryStore
 from tests.unit.test_config import GOOD
 
 OK = ProbeResult(Outcome.OK, "NOERROR in 1 ms", 0.001, "192.0.2.10")
@@ -70,6 +72,8 @@ def run_sidecar(
             addresses,
             prober,
             Liveness(fake.clock),
+            store=InMemoryStore(),
+            meter=InMemoryMeter(),
             clock=fake.clock,
             sleep=fake.sleep,
             jitter=lambda _: 0.0,
@@ -83,7 +87,8 @@ def run_sidecar(
 
 def test_nothing_is_announced_until_rise_then_withdrawn_on_a_hard_failure() -> None:
     sidecar, announcer, prober, addresses = run_sidecar([OK, OK, OK, OK, HARD, OK, OK, OK])
-    assert announcer.calls == [("dns", True), ("dns", False), ("dns", True)]
+    # ... and the last withdrawal is the stop's, before ExaBGP is closed
+    assert announcer.calls == [("dns", True), ("dns", False), ("dns", True), ("dns", False)]
     # before each probe: was it announced? The first three must all be False.
     assert prober.announced_before == [False, False, False, True, True, False, False, False, True]
     assert addresses.bound == {
@@ -94,7 +99,7 @@ def test_nothing_is_announced_until_rise_then_withdrawn_on_a_hard_failure() -> N
         (ipaddress.ip_address("203.0.113.53"), ipaddress.ip_address("2001:db8::53")),
     )
     assert announcer.started and announcer.closed and announcer.announced == {}
-    status = sidecar.checks[("dns", 0)]
+    status = sidecar.checks["dns"][0]
     assert (status.probes, status.failures, status.last) == (8, 1, OK)  # the ninth never returned
 
 

@@ -1,0 +1,125 @@
+"""Prometheus metrics: probe results as they happen, state read at scrape time.
+
+Counters and the latency histogram are updated by the loop as probes finish.
+Everything that is a *state* (service state, announced, maintenance, BGP
+sessions) is read from the daemon when Prometheus scrapes, through a
+``View`` callback, so there is no second copy of the state to keep in step.
+Each ``Metrics`` has its own registry: no module-level singletons.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from anycastd.config import IPAddress
+from anycastd.errors import AnycastdError
+from anycastd.health import State
+
+log = logging.getLogger(__name__)
+
+#: DNS answers on a healthy LAN take well under a millisecond; a timeout is the top bucket.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class ServiceView:
+    name: str
+    state: State
+    announced: bool
+    maintenance: bool
+
+
+@dataclass(frozen=True)
+class View:
+    services: list[ServiceView] = field(default_factory=list)
+    sessions: dict[str, str] = field(default_factory=dict)
+    exabgp_restarts: int = 0
+
+
+class _StateCollector(Collector):
+    def __init__(self, view: Callable[[], View]) -> None:
+        self.view = view
+
+    def collect(self) -> Iterator[Metric]:
+        v = self.view()
+        state = GaugeMetricFamily(
+            "anycastd_service_state", "1 for the state the service is in, 0 for the others", labels=["service", "state"]
+        )
+        announced = GaugeMetricFamily(
+            "anycastd_service_announced", "1 while the service prefixes are announced", labels=["service"]
+        )
+        maintenance = GaugeMetricFamily(
+            "anycastd_service_maintenance", "1 while an operator has withdrawn the service", labels=["service"]
+        )
+        for s in v.services:
+            for st in State:
+                state.add_metric([s.name, str(st)], 1.0 if st is s.state else 0.0)
+            announced.add_metric([s.name], float(s.announced))
+            maintenance.add_metric([s.name], float(s.maintenance))
+        session = GaugeMetricFamily(
+            "anycastd_bgp_session_up", "1 while ExaBGP's session with the neighbor is up", labels=["neighbor"]
+        )
+        for neighbor, phase in sorted(v.sessions.items()):
+            session.add_metric([neighbor], 1.0 if phase == "up" else 0.0)
+        restarts = GaugeMetricFamily("anycastd_exabgp_restarts", "times ExaBGP had to be started again")
+        restarts.add_metric([], float(v.exabgp_restarts))
+        yield from (state, announced, maintenance, session, restarts)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.probe_seconds = Histogram(
+            "anycastd_probe_duration_seconds",
+            "time until a passing probe was answered",
+            ["service", "check"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.probe_failures = Counter(
+            "anycastd_probe_failures",
+            "failed probes by kind: timeout, refused, network, malformed, mismatch, rcode, answer",
+            ["service", "check", "reason"],
+            registry=self.registry,
+        )
+        self.transitions = Counter(
+            "anycastd_transitions",
+            "service state changes, by the state entered",
+            ["service", "to"],
+            registry=self.registry,
+        )
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def watch(self, view: Callable[[], View]) -> None:
+        self.registry.register(_StateCollector(view))
+
+    def probe(self, service: str, check: int, ok: bool, kind: str, latency: float | None) -> None:
+        if ok and latency is not None:
+            self.probe_seconds.labels(service, str(check)).observe(latency)
+        elif not ok:
+            self.probe_failures.labels(service, str(check), kind).inc()
+
+    def transition(self, service: str, to: State) -> None:
+        self.transitions.labels(service, str(to)).inc()
+
+    def serve(self, address: IPAddress, port: int) -> None:
+        try:
+            self._server, self._thread = start_http_server(port, str(address), registry=self.registry)
+        except OSError as exc:
+            raise AnycastdError(f"cannot serve metrics on {address} port {port}: {exc.strerror or exc}") from None
+        log.info("metrics at http://%s/metrics", f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}")
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
