@@ -73,8 +73,8 @@ class QuietWatch:
     def feed(self, count: int, now: float) -> Verdict:
         if self.last is None:
             self.baseline = self.last = count
-        elif count < self.last:  # the counters were reset: a new baseline, and not quiet
-            self.baseline = count - self.packets
+        elif count < self.last:  # the table was re-created: its counters began again from 0
+            self.baseline = -self.packets
             self.last, self.last_change = count, now
         elif count != self.last:
             self.last, self.last_change = count, now

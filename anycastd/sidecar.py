@@ -347,7 +347,13 @@ class Sidecar:
         addresses: list[IPAddress] = [a for s in services for a in s.host_addresses]
         d = self.config.drain
         report = await wait_quiet(
-            self.meter, addresses, quiet=d.quiet, timeout=timeout, fallback=d.fallback, clock=self.clock
+            self.meter,
+            addresses,
+            quiet=d.quiet,
+            timeout=timeout,
+            fallback=d.fallback,
+            clock=self.clock,
+            sleep=self.sleep,
         )
         level = logging.INFO if report.verdict is Verdict.DRAINED else logging.WARNING
         log.log(level, "drain of %s: %s after %.2f s (%s)", ", ".join(s.name for s in services), report.verdict.value,

@@ -65,7 +65,10 @@ def test_version() -> None:
 def test_anycastctl_without_a_daemon_says_where_it_looked(tmp_path: Path) -> None:
     result = cli("anycastd.cli.anycastctl", "--socket", str(tmp_path / "none.sock"), "status")
     assert result.returncode == 1
-    assert result.stderr == f"anycastctl: no control socket at {tmp_path}/none.sock: is anycastd running? (or pass --socket)\n"
+    assert (
+        result.stderr
+        == f"anycastctl: no control socket at {tmp_path}/none.sock: is anycastd running? (or pass --socket)\n"
+    )
     assert cli("anycastd.cli.anycastctl").returncode == 2
     assert cli("anycastd.cli.anycastctl", "withdraw", "dns").returncode == 2  # --reason is required
     assert cli("anycastd.cli.anycastctl", "withdraw", "dns", "--all", "--reason", "x").returncode == 2

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
+import itertools
 from collections.abc import Sequence
 
 import pytest
+from prometheus_client import generate_latest
 
 from anycastd.address import InMemoryAddresses
 from anycastd.announce import InMemoryAnnouncer
 from anycastd.checks.dns import ProbeResult
-from anycastd.config import DnsCheck, IPAddress, parse
-from anycastd.errors import AnnounceError
-from anycastd.health import Outcome
+from anycastd.config import DnsCheck, DrainSettings, IPAddress, parse
+from anycastd.control import AnnounceRequest, CheckRequest, ControlError, Peer, WithdrawRequest
 from anycastd.drain import InMemoryMeter
+from anycastd.errors import AnnounceError, ConfigError
+from anycastd.health import Outcome, State
 from anycastd.sidecar import Liveness, Sidecar
-from anycastd.state import InMemoryStore
+from anycastd.state import InMemoryStore, Maintenance
 from tests.unit.test_config import GOOD
 
 OK = ProbeResult(Outcome.OK, "NOERROR in 1 ms", 0.001, "192.0.2.10")
@@ -56,7 +60,7 @@ class ScriptedProber:
 
 
 def run_sidecar(
-    results: list[ProbeResult], announcer: InMemoryAnnouncer | None = None
+    results: list[ProbeResult], announcer: InMemoryAnnouncer | None = None, store: InMemoryStore | None = None
 ) -> tuple[Sidecar, InMemoryAnnouncer, ScriptedProber, InMemoryAddresses]:
     config = parse(GOOD)
     announcer = announcer or InMemoryAnnouncer()
@@ -72,7 +76,7 @@ def run_sidecar(
             addresses,
             prober,
             Liveness(fake.clock),
-            store=InMemoryStore(),
+            store=store if store is not None else InMemoryStore(),
             meter=InMemoryMeter(),
             clock=fake.clock,
             sleep=fake.sleep,
@@ -134,3 +138,205 @@ def test_liveness_expires_when_a_loop_stops_beating() -> None:
     assert not live()
     live.forget("dns/checks[0]")
     assert live()
+
+
+# the operator's side: maintenance, drains, reload, status, metrics --------------
+
+TWO = (
+    GOOD
+    + """\
+  ntp:
+    prefixes: [203.0.113.123/32]
+    checks:
+      - address: 192.0.2.10
+"""
+)
+ROOT = Peer(pid=1, uid=0)
+
+
+class Probes:
+    """A prober that answers OK for every check; counts calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def probe(self, check: DnsCheck, service_addresses: Sequence[IPAddress]) -> ProbeResult:
+        self.calls += 1
+        return OK
+
+
+def make(
+    text: str = GOOD, store: InMemoryStore | None = None, meter: InMemoryMeter | None = None
+) -> tuple[Sidecar, InMemoryAnnouncer, InMemoryStore, FakeTime]:
+    fake = FakeTime()
+    announcer = InMemoryAnnouncer()
+    store = store if store is not None else InMemoryStore()
+    sidecar = Sidecar(
+        parse(text, "anycastd.yaml"),
+        announcer,
+        InMemoryAddresses(),
+        Probes(),
+        Liveness(fake.clock),
+        store=store,
+        meter=meter or InMemoryMeter(),
+        clock=fake.clock,
+        wall=lambda: 1795000000.0 + fake.now,
+        sleep=fake.sleep,
+    )
+    return sidecar, announcer, store, fake
+
+
+async def bring_up(sidecar: Sidecar, name: str) -> None:
+    service = sidecar.config.service(name)
+    for _ in range(service.checks[0].rise):
+        await sidecar.apply(service, sidecar.health[name].feed(0, OK.for_health(), sidecar.clock()))
+
+
+def test_a_persisted_drain_is_honoured_from_the_first_probe() -> None:
+    store = InMemoryStore({"dns": Maintenance("kernel upgrade", "root", 1.0)})
+    sidecar, announcer, _, _ = run_sidecar([OK] * 6, store=store)
+    assert announcer.calls == []  # the probes passed, but nothing was ever announced
+    assert sidecar.health["dns"].state is State.MAINTENANCE
+
+
+def test_an_unreadable_state_file_keeps_everything_withdrawn_and_says_why() -> None:
+    sidecar, announcer, _, _ = run_sidecar([OK] * 6, store=InMemoryStore(broken="maintenance.json: not JSON"))
+    assert announcer.calls == []
+    status = sidecar.status()
+    assert status["problem"] == "maintenance.json: not JSON"
+    assert status["services"][0]["maintenance"]["reason"] == "maintenance state unreadable: maintenance.json: not JSON"
+
+
+def test_withdraw_persists_who_and_why_then_announce_lifts_it() -> None:
+    async def go() -> None:
+        sidecar, announcer, store, _ = make()
+        await bring_up(sidecar, "dns")
+        assert announcer.calls == [("dns", True)]
+        reply = await sidecar.handle(WithdrawRequest("dns", "kernel upgrade", "alice"), ROOT)
+        assert reply == {"withdrawn": ["dns"]}
+        assert announcer.calls[-1] == ("dns", False)
+        assert store.drained["dns"].reason == "kernel upgrade"
+        assert store.drained["dns"].who == "root (sudo by alice)"
+        svc = sidecar.status("dns")["services"][0]
+        assert (svc["state"], svc["announced"], svc["maintenance"]["who"]) == (
+            "maintenance",
+            False,
+            "root (sudo by alice)",
+        )
+        assert svc["transitions"][-1]["to"] == "maintenance"
+        # the probes keep passing, but it stays withdrawn
+        await bring_up(sidecar, "dns")
+        assert announcer.calls[-1] == ("dns", False)
+        reply = await sidecar.handle(AnnounceRequest("dns"), ROOT)
+        assert reply == {"announced": ["dns"], "not_in_maintenance": []}
+        assert store.drained == {} and announcer.calls[-1] == ("dns", True)
+        assert (await sidecar.handle(AnnounceRequest(None), ROOT))["not_in_maintenance"] == ["dns"]
+
+    asyncio.run(go())
+
+
+def test_a_drain_that_cannot_be_saved_still_withdraws_and_warns() -> None:
+    async def go() -> None:
+        sidecar, announcer, store, _ = make()
+        await bring_up(sidecar, "dns")
+        store.broken = "disk full"
+        reply = await sidecar.handle(WithdrawRequest(None, "x"), ROOT)
+        assert reply["warning"] == "disk full; withdrawn now, but a restart of anycastd would announce again"
+        assert announcer.calls[-1] == ("dns", False)
+        with pytest.raises(ControlError, match="disk full; nothing was changed: the services stay withdrawn"):
+            await sidecar.handle(AnnounceRequest("dns"), ROOT)
+        assert sidecar.health["dns"].state is State.MAINTENANCE and announcer.announced == {}
+
+    asyncio.run(go())
+
+
+def test_unknown_service_names_the_configured_ones() -> None:
+    sidecar, _, _, _ = make(TWO)
+    with pytest.raises(ControlError, match=r"no service 'dsn' \(configured: dns, ntp\)"):
+        asyncio.run(sidecar.handle(WithdrawRequest("dsn", "typo"), ROOT))
+    assert sidecar.maintenance == {}
+
+
+def test_withdraw_wait_reports_the_measured_drain() -> None:
+    async def go() -> None:
+        counts = itertools.chain([100, 140, 141], itertools.repeat(141))
+        sidecar, _, _, fake = make(meter=InMemoryMeter(lambda _: next(counts)))
+        await bring_up(sidecar, "dns")
+        started = fake.now
+        reply = await sidecar.handle(WithdrawRequest("dns", "x", wait=True), ROOT)
+        assert reply["drain"]["drained"] is True and reply["drain"]["method"] == "nftables"
+        assert reply["drain"]["packets"] == 41
+        assert fake.now - started == pytest.approx(0.2 + sidecar.config.drain.quiet)
+        sidecar.config = dataclasses.replace(sidecar.config, drain=DrainSettings(timeout=0.5))
+        counts = itertools.count(200, 7)  # never quiet
+        reply = await sidecar.handle(WithdrawRequest("dns", "x", wait=True), ROOT)
+        assert reply["drain"]["verdict"] == "timed_out" and reply["drain"]["packets"] > 0
+
+    asyncio.run(go())
+
+
+def test_check_probes_now_without_moving_the_state() -> None:
+    async def go() -> None:
+        sidecar, _, _, _ = make()
+        reply = await sidecar.handle(CheckRequest("dns"), ROOT)
+        assert reply["checks"][0]["ok"] is True and reply["checks"][0]["latency_ms"] == 1.0
+        assert sidecar.health["dns"].checks[0].passes == 0
+
+    asyncio.run(go())
+
+
+def test_reload_keeps_unchanged_services_and_restarts_changed_ones() -> None:
+    async def go() -> None:
+        sidecar, announcer, _, _ = make(TWO)
+        await bring_up(sidecar, "dns")
+        await bring_up(sidecar, "ntp")
+        calls = len(announcer.calls)
+        new = parse(TWO + "        rise: 2\n", "anycastd.yaml")
+        assert new.service("dns") == sidecar.config.service("dns") and new.service("ntp").checks[0].rise == 2
+        summary = await sidecar.reload(new)
+        assert summary == {"added": [], "changed": ["ntp"], "removed": [], "unchanged": ["dns"]}
+        assert announcer.calls[calls:] == [("ntp", False)]  # dns untouched: no flap
+        assert sidecar.health["dns"].announced and sidecar.health["ntp"].state is State.DOWN
+        await bring_up(sidecar, "ntp")  # its new checks pass rise (2) times: announced again
+        assert announcer.calls[-1] == ("ntp", True)
+        summary = await sidecar.reload(parse(GOOD, "anycastd.yaml"))
+        assert summary == {"added": [], "changed": [], "removed": ["ntp"], "unchanged": ["dns"]}
+        assert "ntp" not in sidecar.health and announcer.calls[-1] == ("ntp", False)
+        summary = await sidecar.reload(parse(TWO, "anycastd.yaml"))
+        assert summary["added"] == ["ntp"] and sidecar.health["ntp"].state is State.DOWN
+        assert announcer.announced.keys() == {"dns"}
+
+    asyncio.run(go())
+
+
+def test_reload_refuses_what_only_a_restart_can_do_and_changes_nothing() -> None:
+    async def go() -> None:
+        sidecar, announcer, _, _ = make(TWO)
+        await bring_up(sidecar, "dns")
+        before = sidecar.config
+        with pytest.raises(ConfigError) as info:
+            await sidecar.reload(parse(GOOD.replace("local_asn: 65001", "local_asn: 65002"), "new.yaml"))
+        assert info.value.problems == ["new.yaml: local_asn changed; only a restart of anycastd applies that"]
+        assert sidecar.config is before and "ntp" in sidecar.health and announcer.calls == [("dns", True)]
+
+    asyncio.run(go())
+
+
+def test_metrics_read_the_live_state() -> None:
+    async def go() -> bytes:
+        sidecar, _, _, _ = make()
+        await bring_up(sidecar, "dns")
+        sidecar.metrics.probe("dns", 0, True, "ok", 0.0007)
+        sidecar.metrics.probe("dns", 0, False, "timeout", None)
+        await sidecar.handle(WithdrawRequest("dns", "x"), ROOT)
+        return generate_latest(sidecar.metrics.registry)
+
+    text = asyncio.run(go()).decode()
+    assert 'anycastd_service_state{service="dns",state="maintenance"} 1.0' in text
+    assert 'anycastd_service_state{service="dns",state="up"} 0.0' in text
+    assert 'anycastd_service_announced{service="dns"} 0.0' in text
+    assert 'anycastd_service_maintenance{service="dns"} 1.0' in text
+    assert 'anycastd_probe_failures_total{check="0",reason="timeout",service="dns"} 1.0' in text
+    assert 'anycastd_probe_duration_seconds_bucket{check="0",le="0.001",service="dns"} 1.0' in text
+    assert 'anycastd_transitions_total{service="dns",to="maintenance"} 1.0' in text
+    assert 'anycastd_transitions_total{service="dns",to="up"} 1.0' in text

@@ -1,0 +1,320 @@
+"""The control protocol and server: every request decodes or is refused whole; bad clients hurt nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from anycastd import control
+from anycastd.control import (
+    AnnounceRequest,
+    CheckRequest,
+    ControlError,
+    ControlServer,
+    Peer,
+    ProtocolError,
+    Request,
+    StatusRequest,
+    WithdrawRequest,
+    decode,
+    encode,
+)
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        StatusRequest(),
+        StatusRequest("dns"),
+        WithdrawRequest("dns", "kernel upgrade", "alice", True, 12.5),
+        WithdrawRequest(None, "rack move"),
+        AnnounceRequest(None),
+        AnnounceRequest("dns"),
+        CheckRequest("dns"),
+    ],
+)
+def test_every_request_survives_the_wire(request_: Request) -> None:
+    line = encode(request_)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert decode(line) == request_
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (b"hello", "not a JSON request"),
+        (b"\xff\xfe", "not a JSON request"),
+        (b"[1, 2]", "a request is a JSON object with a 'command'"),
+        (b'{"command": "reboot"}', "unknown command 'reboot' (expected one of: status, withdraw, announce, check)"),
+        (b"{}", "unknown command None"),
+        (b'{"command": "status", "verbose": true}', "status: unknown field(s) verbose"),
+        (b'{"command": "status", "service": 5}', "'service' must be a service name, got 5"),
+        (b'{"command": "status", "service": "../etc"}', "'service' must be a service name"),
+        (b'{"command": "check"}', "'service' must be a service name, got None"),
+        (b'{"command": "withdraw", "service": "dns"}', "withdraw: 'reason' must be 1 to 200 printable characters"),
+        (b'{"command": "withdraw", "service": "dns", "reason": "  "}', "'reason' must be 1 to 200"),
+        (b'{"command": "withdraw", "service": "dns", "reason": "a\\nb"}', "'reason' must be 1 to 200"),
+        (b'{"command": "withdraw", "service": "dns", "reason": "' + b"x" * 201 + b'"}', "'reason' must be 1 to 200"),
+        (b'{"command": "withdraw", "service": "dns", "reason": "r", "wait": "yes"}', "'wait' must be true or false"),
+        (b'{"command": "withdraw", "service": "dns", "reason": "r", "timeout": 0}', "'timeout' must be a number"),
+        (b'{"command": "withdraw", "service": "dns", "reason": "r", "timeout": true}', "'timeout' must be a number"),
+        (b'{"command": "withdraw", "service": "dns", "reason": "r", "timeout": 1e9}', "'timeout' must be a number"),
+        (b'{"command": "withdraw", "service": "dns", "reason": "r", "user": 7}', "'user' must be a short printable"),
+    ],
+)
+def test_malformed_requests_are_refused_with_a_reason(line: bytes, message: str) -> None:
+    with pytest.raises(ProtocolError, match=None) as info:
+        decode(line)
+    assert message in str(info.value)
+
+
+class FakeController:
+    """Answers from a script; records what reached it (only decoded requests can)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[Request, Peer]] = []
+        self.replies: dict[str, dict[str, Any]] = {}
+
+    async def handle(self, request: Request, peer: Peer) -> dict[str, Any]:
+        self.seen.append((request, peer))
+        if isinstance(request, CheckRequest) and request.service == "nope":
+            raise ControlError("no service 'nope' (configured: dns)")
+        if isinstance(request, CheckRequest) and request.service == "bug":
+            raise RuntimeError("a bug")
+        return self.replies.get(type(request).__name__, {"echo": type(request).__name__})
+
+
+class Served:
+    """A ControlServer on its own event loop in a thread, as the daemon runs it."""
+
+    def __init__(self, path: Path, controller: FakeController) -> None:
+        self.path = path
+        self.controller = controller
+        self.loop = asyncio.new_event_loop()
+        self.server = ControlServer(path, controller)
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> Served:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(5)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.close(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    with Served(tmp_path / "control.sock", FakeController()) as s:
+        yield s
+
+
+def raw(path: Path, payload: bytes, shut: bool = True) -> bytes:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(str(path))
+        sock.sendall(payload)
+        if shut:
+            sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        return data
+
+
+def replies(data: bytes) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in data.splitlines()]
+
+
+def test_garbage_gets_an_error_and_the_next_request_on_the_same_connection_is_served(served: Served) -> None:
+    out = replies(raw(served.path, b'nonsense\n{"command": "status"}\n\n{"command":"check","service":"nope"}\n'))
+    assert out[0] == {"ok": False, "error": "not a JSON request (Expecting value: line 1 column 1 (char 0))"}
+    assert out[1] == {"ok": True, "echo": "StatusRequest"}
+    assert out[2] == {"ok": False, "error": "no service 'nope' (configured: dns)"}
+    assert [type(r).__name__ for r, _ in served.controller.seen] == ["StatusRequest", "CheckRequest"]
+
+
+def test_a_bug_in_a_handler_is_an_error_reply_not_a_dead_daemon(served: Served) -> None:
+    assert replies(raw(served.path, b'{"command":"check","service":"bug"}\n')) == [
+        {"ok": False, "error": "internal error; see anycastd's log"}
+    ]
+    assert replies(raw(served.path, b'{"command":"status"}\n'))[0]["ok"] is True
+
+
+def test_a_half_written_request_is_dropped_unread(served: Served) -> None:
+    assert raw(served.path, b'{"command": "withdraw", "service": "dns", "rea') == b""
+    assert served.controller.seen == []
+
+
+def test_an_oversize_line_closes_the_connection(served: Served) -> None:
+    out = replies(raw(served.path, b"x" * (control.MAX_LINE + 10) + b"\n"))
+    assert out == [{"ok": False, "error": f"request longer than {control.MAX_LINE} bytes; closing"}]
+    assert served.controller.seen == []
+
+
+def test_a_silent_client_is_dropped(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(control, "IDLE_TIMEOUT", 0.2)
+    assert replies(raw(served.path, b"", shut=False)) == [{"ok": False, "error": "no request within 0.2 s; closing"}]
+
+
+def test_the_peer_is_who_the_kernel_says(served: Served) -> None:
+    raw(served.path, b'{"command":"status"}\n')
+    _, peer = served.controller.seen[0]
+    assert peer.uid == os.getuid() and peer.pid == os.getpid()
+
+
+def test_socket_mode_and_a_second_daemon_is_refused(served: Served) -> None:
+    assert served.path.stat().st_mode & 0o777 == 0o660
+    second = ControlServer(served.path, FakeController())
+    with pytest.raises(ControlError, match="another anycastd is already serving"):
+        asyncio.run(second.start())
+    assert served.path.exists()  # the first one's socket was left alone
+
+
+def test_a_stale_socket_file_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "control.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
+        dead.bind(str(path))  # bound, never listening: what a killed daemon leaves
+    with Served(path, FakeController()):
+        assert replies(raw(path, b'{"command":"status"}\n'))[0]["ok"] is True
+    assert not path.exists()
+
+
+# anycastctl as a real subprocess against a served socket ----------------------
+
+STATUS = {
+    "version": 1,
+    "config": "/etc/anycastd/anycastd.yaml",
+    "problem": None,
+    "services": [
+        {
+            "name": "dns",
+            "state": "maintenance",
+            "announced": False,
+            "since": "2026-11-22T10:00:00.000Z",
+            "prefixes": [{"prefix": "203.0.113.53/32", "announced": False}],
+            "maintenance": {"reason": "kernel upgrade", "who": "root (sudo by alice)", "since": "2026-11-22T10:00:00Z"},
+            "checks": [
+                {
+                    "index": 0,
+                    "address": "192.0.2.10",
+                    "state": "up",
+                    "probes": 12,
+                    "failures": 1,
+                    "last": {"ok": True, "reason": "192.0.2.10: NOERROR in 1 ms", "latency_ms": 0.61},
+                }
+            ],
+            "transitions": [
+                {
+                    "at": "2026-11-22T10:00:00.000Z",
+                    "name": "dns",
+                    "from": "up",
+                    "to": "maintenance",
+                    "reason": "maintenance: kernel upgrade",
+                }
+            ],
+        }
+    ],
+    "bgp": {"192.0.2.9": "up"},
+    "exabgp": {"backend": "exabgp", "pid": 4242, "restarts": 0, "connected": True},
+}
+
+
+def ctl(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "anycastd.cli.anycastctl", "--socket", str(path), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+        env={"PATH": "/usr/bin:/bin", "SUDO_USER": "alice"},
+    )
+
+
+def test_anycastctl_status_table_and_json(served: Served) -> None:
+    served.controller.replies["StatusRequest"] = STATUS
+    human = ctl(served.path, "status")
+    assert human.returncode == 0, human.stderr
+    lines = human.stdout.splitlines()
+    assert lines[0].split() == ["SERVICE", "STATE", "ANNOUNCED", "SINCE", "(UTC)"]
+    assert lines[1].split() == ["dns", "maintenance", "no", "2026-11-22", "10:00:00"]
+    assert "  prefixes: 203.0.113.53/32 withdrawn" in lines
+    assert "  maintenance: kernel upgrade (by root (sudo by alice), since 2026-11-22 10:00:00)" in lines
+    assert "  checks[0] 192.0.2.10: up, 12 probes, 1 failed; last ok 0.6 ms: 192.0.2.10: NOERROR in 1 ms" in lines
+    assert lines[-1] == "BGP: 192.0.2.9 up; ExaBGP pid 4242, 0 restart(s)"
+    machine = ctl(served.path, "status", "dns", "--json")
+    assert json.loads(machine.stdout) == {"ok": True, **STATUS}
+    assert served.controller.seen[-1][0] == StatusRequest("dns")
+
+
+def test_anycastctl_withdraw_sends_who_and_waits(served: Served) -> None:
+    served.controller.replies["WithdrawRequest"] = {
+        "withdrawn": ["dns"],
+        "drain": {"drained": True, "method": "nftables", "waited": 1.52, "packets": 37, "note": "no packet for 1 s"},
+    }
+    result = ctl(served.path, "withdraw", "dns", "--reason", "kernel upgrade", "--wait", "--timeout", "20")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        "dns: withdrawn for maintenance\n"
+        "drained after 1.52 s (nftables: no packet for 1 s, 37 packets after the withdrawal)\n"
+    )
+    assert served.controller.seen[-1][0] == WithdrawRequest("dns", "kernel upgrade", "alice", True, 20.0)
+
+
+def test_anycastctl_withdraw_timed_out_exits_3(served: Served) -> None:
+    served.controller.replies["WithdrawRequest"] = {
+        "withdrawn": ["dns"],
+        "drain": {"drained": False, "method": "nftables", "waited": 5.0, "packets": 900, "note": "still receiving"},
+    }
+    result = ctl(served.path, "withdraw", "--all", "--reason", "x", "--wait")
+    assert result.returncode == 3
+    assert "NOT drained after 5.00 s" in result.stdout
+    assert served.controller.seen[-1][0].service is None  # type: ignore[union-attr]
+
+
+def test_anycastctl_timer_fallback_is_said_out_loud(served: Served) -> None:
+    note = "could not measure traffic (no nft); waited the fixed drain.fallback of 5 s instead"
+    served.controller.replies["WithdrawRequest"] = {
+        "withdrawn": ["dns"],
+        "warning": "cannot save the maintenance state",
+        "drain": {"drained": True, "method": "timer", "waited": 5.0, "packets": None, "note": note},
+    }
+    result = ctl(served.path, "withdraw", "dns", "--reason", "x", "--wait")
+    assert result.returncode == 0
+    assert f"anycastctl: {note}" in result.stderr
+    assert "anycastctl: warning: cannot save the maintenance state" in result.stderr
+
+
+def test_anycastctl_check_exit_codes(served: Served) -> None:
+    served.controller.replies["CheckRequest"] = {
+        "service": "dns",
+        "checks": [{"check": 0, "ok": False, "reason": "192.0.2.10: connection refused", "latency_ms": None}],
+    }
+    result = ctl(served.path, "check", "dns")
+    assert (result.returncode, result.stdout) == (4, "dns checks[0]: FAIL: 192.0.2.10: connection refused\n")
+    refused = ctl(served.path, "check", "nope")
+    assert (refused.returncode, refused.stderr) == (1, "anycastctl: no service 'nope' (configured: dns)\n")
+
+
+def test_anycastctl_announce(served: Served) -> None:
+    served.controller.replies["AnnounceRequest"] = {"announced": ["dns"], "not_in_maintenance": ["ntp"]}
+    result = ctl(served.path, "announce", "--all")
+    assert result.returncode == 0
+    assert (
+        result.stdout == "dns: maintenance ended; announced again once its probes pass\nntp: was not in maintenance\n"
+    )
+    assert ctl(served.path, "withdraw", "dns", "--reason", "x", "--timeout", "-1").returncode == 2

@@ -1,0 +1,51 @@
+"""The maintenance file: round trip, atomic replacement, and every way it can be broken."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from anycastd.state import FILE_NAME, FileStore, Maintenance, StateError
+
+DRAINED = {"dns": Maintenance("kernel upgrade", "root (sudo by alice)", 1795000000.5)}
+
+
+def test_round_trip_and_nothing_left_behind(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "state")
+    assert store.load() == {}  # a fresh install: no maintenance
+    store.save(DRAINED)
+    assert store.load() == DRAINED
+    assert os.listdir(tmp_path / "state") == [FILE_NAME]
+    store.save({})
+    assert store.load() == {}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "not JSON"),
+        (b'{"version": 1, "drained": {"dns": {"reas', "not JSON"),
+        (b"\xff\xfe", "cannot read"),
+        (b"[]", "not a version 1 maintenance file"),
+        (b'{"version": 2, "drained": {}}', "not a version 1 maintenance file"),
+        (b'{"version": 1, "drained": []}', "'drained' must be a mapping"),
+        (b'{"version": 1, "drained": {"dns": {"reason": "x", "who": "y"}}}', "the entry for 'dns' needs reason"),
+        (b'{"version": 1, "drained": {"dns": {"reason": "x", "who": "y", "since": true}}}', "the entry for 'dns'"),
+    ],
+)
+def test_a_corrupt_file_is_an_error_not_an_empty_state(tmp_path: Path, content: bytes, message: str) -> None:
+    (tmp_path / FILE_NAME).write_bytes(content)
+    with pytest.raises(StateError, match=message):
+        FileStore(tmp_path).load()
+
+
+def test_an_unwritable_directory_is_an_error_and_the_old_file_stays(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    store.save(DRAINED)
+    blocker = tmp_path / "blocked"
+    blocker.write_text("a file where a directory should be")
+    with pytest.raises(StateError, match="cannot save the maintenance state"):
+        FileStore(blocker).save({})
+    assert store.load() == DRAINED
