@@ -189,6 +189,7 @@ class ControlServer:
         self.group = group
         self._server: asyncio.Server | None = None
         self._clients: set[asyncio.Task[Any]] = set()
+        self._closed = False
 
     async def start(self) -> None:
         if await _answers(self.path):
@@ -200,7 +201,7 @@ class ControlServer:
             self.path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
-            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=MAX_LINE)
+            self._server = await asyncio.start_unix_server(self._accept, path=str(self.path), limit=MAX_LINE)
             gid = grp.getgrnam(self.group).gr_gid if self.group else 0
             os.chown(self.path, 0 if os.geteuid() == 0 else -1, gid if os.geteuid() == 0 else -1)
             os.chmod(self.path, 0o660)
@@ -212,6 +213,7 @@ class ControlServer:
         log.info("control socket at %s", self.path)
 
     async def close(self) -> None:
+        self._closed = True
         if self._server is not None:
             self._server.close()
         for task in list(self._clients):
@@ -222,14 +224,21 @@ class ControlServer:
                 self.path.unlink()
             self._server = None
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Not a coroutine: every connection is registered the moment it exists, so that
+        # close() can always find it (a handler task not yet started would leak its socket).
+        if self._closed:
+            writer.close()
+            return
         if len(self._clients) >= MAX_CLIENTS:
             writer.write(_reply({"ok": False, "error": f"busy: {MAX_CLIENTS} clients already connected"}))
-            await _close(writer)
+            writer.close()
             return
+        task = asyncio.ensure_future(self._serve(reader, writer))
         self._clients.add(task)
+        task.add_done_callback(self._clients.discard)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = _peer(writer)
         try:
             while True:
@@ -252,7 +261,6 @@ class ControlServer:
         except (ConnectionError, OSError):
             pass
         finally:
-            self._clients.discard(task)
             await _close(writer)
 
     async def _answer(self, line: bytes, peer: Peer) -> dict[str, Any]:
@@ -269,9 +277,11 @@ class ControlServer:
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError, OSError):
-        await writer.drain()
-    writer.close()
+    try:
+        with contextlib.suppress(ConnectionError, OSError):
+            await writer.drain()
+    finally:
+        writer.close()  # also when cancelled while draining: the transport must not leak
     with contextlib.suppress(ConnectionError, OSError):
         await writer.wait_closed()
 
