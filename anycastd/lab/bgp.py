@@ -113,6 +113,41 @@ class BgpLab:
         proc = self.lab.processes.get(daemons.unbound_key(server))
         return proc is not None and proc.poll() is None
 
+    # operating anycastd -----------------------------------------------------
+
+    def anycastctl(self, server: Server, *args: str) -> subprocess.CompletedProcess[str]:
+        return daemons.anycastctl(self.lab, server, *args)
+
+    def anycastctl_ready(self, server: Server, timeout: float = 10.0) -> None:
+        """Wait until anycastd on ``server`` answers on its control socket."""
+        what = f"anycastd on {server.name} answering"
+        wait_until(lambda: self.anycastctl(server, "status").returncode == 0, timeout, what=what)
+
+    def log_size(self, server: Server) -> int:
+        _, logfile, _ = daemons.anycastd_paths(self.lab, server)
+        return logfile.stat().st_size
+
+    def log_since(self, server: Server, offset: int) -> str:
+        _, logfile, _ = daemons.anycastd_paths(self.lab, server)
+        with logfile.open("rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+
+    def reload_anycastd(self, server: Server, config: str, expect: str, timeout: float = 10.0) -> str:
+        """Write ``config``, send SIGHUP, and wait for ``expect`` in the log; returns what was logged."""
+        path, _, _ = daemons.anycastd_paths(self.lab, server)
+        offset = self.log_size(server)
+        path.write_text(config)
+        self.signal_anycastd(server, signal.SIGHUP)
+        wait_until(lambda: expect in self.log_since(server, offset), timeout, what=f"'{expect}' in the log")
+        return self.log_since(server, offset)
+
+    def metrics(self, server: Server) -> str:
+        """anycastd's Prometheus page, fetched over HTTP inside the server's namespace."""
+        url = f"http://{server.v4}:{daemons.METRICS_PORT}/metrics"
+        code = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5).read().decode())"
+        return self.lab.exec(self.lab.ns(server.name), sys.executable, "-c", code).stdout
+
     def exabgp_pid(self, server: Server) -> int | None:
         """The ExaBGP process anycastd runs on ``server``, found by its command line."""
         pids = run("ip", "netns", "pids", self.lab.ns(server.name), check=False).stdout.split()
@@ -133,6 +168,9 @@ class BgpLab:
     def restore(self) -> None:
         """Bring every daemon back and wait for all paths: each test starts from a healthy lab."""
         for s in self.servers:
+            config, _, _ = daemons.anycastd_paths(self.lab, s)
+            if self.anycastd_running(s) and config.read_text() != daemons.anycastd_config(self.lab, s):
+                self.lab.stop(daemons.anycastd_key(s), signal.SIGKILL)  # a test changed its configuration
             if self.anycastd_running(s):
                 self.signal_anycastd(s, signal.SIGCONT)
             else:
@@ -141,6 +179,10 @@ class BgpLab:
                 self.signal_resolver(s, signal.SIGCONT)
             else:
                 self.start_resolver(s)
+        for s in self.servers:  # end any maintenance a test began: it is persisted, also across restarts
+            self.anycastctl_ready(s)
+            if self.anycastctl(s, "announce", "--all").returncode != 0:
+                raise RuntimeError(f"anycastctl announce --all failed on {s.name}")
         self.wait_paths(len(self.servers), timeout=30)
 
     def client(self, address: str, count: int, rate: float = 0.0, timeline: bool = False) -> subprocess.Popen[str]:

@@ -168,17 +168,29 @@ services:
 """
 
 
-def start_anycastd(lab: Lab, server: Server, config: str | None = None) -> subprocess.Popen[bytes]:
+def anycastd_paths(lab: Lab, server: Server) -> tuple[Path, Path, Path]:
+    """The config file, log file and control socket of anycastd on ``server``."""
     sdir = lab.workdir / server.name
-    sdir.mkdir(exist_ok=True)
-    path = sdir / "anycastd.yaml"
+    return sdir / "anycastd.yaml", sdir / "anycastd.log", sdir / "run" / "control.sock"
+
+
+def start_anycastd(lab: Lab, server: Server, config: str | None = None) -> subprocess.Popen[bytes]:
+    (lab.workdir / server.name).mkdir(exist_ok=True)
+    path, logfile, _ = anycastd_paths(lab, server)
     path.write_text(config or anycastd_config(lab, server))
     return lab.spawn(
         anycastd_key(server),
         lab.ns(server.name),
         [sys.executable, "-m", "anycastd", "run", "--config", str(path), "--log-level", "debug"],
-        sdir / "anycastd.log",
+        logfile,
     )
+
+
+def anycastctl(lab: Lab, server: Server, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real CLI, run in ``server``'s namespace against its anycastd."""
+    _, _, sock = anycastd_paths(lab, server)
+    argv = [sys.executable, "-m", "anycastd.cli.anycastctl", "--socket", str(sock), *args]
+    return lab.exec(lab.ns(server.name), *argv, check=False)
 
 
 def anycastd_key(server: Server) -> str:

@@ -8,6 +8,8 @@ RTA_GATEWAY / RTA_MULTIPATH attributes, which is what is read here.
 from __future__ import annotations
 
 import ipaddress
+import threading
+import time
 from types import TracebackType
 
 from pyroute2 import NetNS
@@ -43,3 +45,44 @@ class Fib:
             gateway = route.get("gateway")
             return frozenset({str(gateway)}) if gateway else frozenset()
         return frozenset()
+
+
+class FibWatch:
+    """Records every change of one prefix's nexthops, sampled every 2 ms in a thread of its own.
+
+    A flap shorter than the sampling period could be missed; FRR installs
+    routes far slower than that, so any withdraw-and-announce shows up.
+    """
+
+    def __init__(self, netns: str, prefix: str, period: float = 0.002) -> None:
+        self.netns = netns
+        self.prefix = prefix
+        self.period = period
+        self.changes: list[tuple[float, frozenset[str]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._ready = threading.Event()
+
+    def __enter__(self) -> FibWatch:
+        self._thread.start()
+        self._ready.wait(5)
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        with Fib(self.netns) as fib:  # a netlink socket is not shared between threads
+            last: frozenset[str] | None = None
+            while not self._stop.is_set():
+                hops = fib.nexthops(self.prefix)
+                if hops != last:
+                    self.changes.append((time.monotonic(), hops))
+                    last = hops
+                self._ready.set()
+                time.sleep(self.period)
+
+    def seen(self) -> list[frozenset[str]]:
+        """Every distinct nexthop set in order; one element means nothing changed."""
+        return [hops for _, hops in self.changes]
