@@ -40,6 +40,7 @@ demo: deps venv
 bench: deps venv
 	$(PY) bench/failover.py
 	$(PY) bench/resources.py
+	$(PY) bench/drain.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
