@@ -235,3 +235,41 @@ def test_the_shipped_example_is_valid() -> None:
     example = Path(__file__).parents[2] / "examples" / "anycastd.yaml"
     config = load(example)
     assert config.service("dns").checks[0].interval == 0.2
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("drain: {grace: -1}", "anycastd.yaml:21: drain.grace: must be >= 0, got -1"),
+        ("drain: {quiet: x}", "anycastd.yaml:21: drain.quiet: must be a number of seconds, got 'x'"),
+        (
+            "drain: {quite: 1}",
+            "anycastd.yaml:21: drain.quite: unknown key (expected one of: fallback, grace, quiet, timeout)",
+        ),
+        ("metrics: {port: 70000}", "anycastd.yaml:21: metrics.port: must be between 1 and 65535, got 70000"),
+        (
+            "metrics: {address: localhost}",
+            "anycastd.yaml:21: metrics.address: must be an IPv4 or IPv6 address, got 'localhost'",
+        ),
+        ("control: {group: no-such-group-here}", "anycastd.yaml:21: control.group: no such group 'no-such-group-here'"),
+        (
+            "control: {socket: run/control.sock}",
+            "anycastd.yaml:21: control.socket: must be an absolute path, got 'run/control.sock'",
+        ),
+        ("state_dir: var/lib", "anycastd.yaml:21: state_dir: must be an absolute path, got 'var/lib'"),
+    ],
+)
+def test_operating_settings_are_checked(extra: str, expected: str) -> None:
+    assert problems(GOOD + extra + "\n")[0].startswith(expected)
+
+
+def test_operating_settings_defaults_and_what_a_reload_cannot_change() -> None:
+    c = parse(GOOD)
+    assert (c.drain.quiet, c.drain.timeout, c.drain.fallback, c.drain.grace) == (1.0, 30.0, 5.0, 3.0)
+    assert c.metrics is None and str(c.control_socket) == "/run/anycastd/control.sock"
+    assert str(c.state_dir) == "/var/lib/anycastd"
+    tuned = parse(GOOD + "metrics: {port: 9100}\ndrain: {grace: 0}\ncontrol: {socket: /tmp/a.sock, group: root}\n")
+    assert tuned.metrics is not None and str(tuned.metrics.address) == "127.0.0.1" and tuned.metrics.port == 9100
+    assert tuned.drain.grace == 0 and str(tuned.control_socket) == "/tmp/a.sock"
+    assert c.restart_only_changes(tuned) == ["control", "metrics"]  # drain applies live
+    assert c.restart_only_changes(parse(GOOD.replace("interval: 0.5", "interval: 0.4"))) == []
