@@ -189,16 +189,7 @@ class Sidecar:
                 log.error("%s: could not withdraw: %s", service.name, exc)
         grace = self.config.drain.grace
         if announced and grace > 0:
-            report = await wait_quiet(
-                self.meter,
-                [a for s in announced for a in s.host_addresses],
-                quiet=min(self.config.drain.quiet, grace),
-                timeout=grace,
-                fallback=grace,
-                clock=self.clock,
-                sleep=self.sleep,
-            )
-            log.info("drain before exit: %s after %.2f s (%s)", report.verdict.value, report.waited, report.note)
+            await self.wait_drained(announced, quiet=min(self.config.drain.quiet, grace), timeout=grace, fallback=grace)
         log.info("stopping ExaBGP")
         await self.announcer.close()
         await self.meter.close()
@@ -339,25 +330,30 @@ class Sidecar:
             log.warning("%s: withdrawn for maintenance by %s: %s", service.name, who, request.reason)
             await self.apply(service, self.health[service.name].drain(request.reason, self.clock()))
         if request.wait:
-            report = await self.wait_drained(targets, request.timeout or self.config.drain.timeout)
+            d = self.config.drain
+            report = await self.wait_drained(
+                targets, quiet=d.quiet, timeout=request.timeout or d.timeout, fallback=d.fallback
+            )
             reply["drain"] = report.to_json()
         return reply
 
-    async def wait_drained(self, services: Sequence[Service], timeout: float) -> DrainReport:
+    async def wait_drained(
+        self, services: Sequence[Service], *, quiet: float, timeout: float, fallback: float
+    ) -> DrainReport:
+        """Wait until the services' addresses are quiet (see anycastd.drain), and log how it went."""
         addresses: list[IPAddress] = [a for s in services for a in s.host_addresses]
-        d = self.config.drain
         report = await wait_quiet(
             self.meter,
             addresses,
-            quiet=d.quiet,
+            quiet=quiet,
             timeout=timeout,
-            fallback=d.fallback,
+            fallback=fallback,
             clock=self.clock,
             sleep=self.sleep,
         )
+        names = ", ".join(s.name for s in services)
         level = logging.INFO if report.verdict is Verdict.DRAINED else logging.WARNING
-        log.log(level, "drain of %s: %s after %.2f s (%s)", ", ".join(s.name for s in services), report.verdict.value,
-                report.waited, report.note)  # fmt: skip
+        log.log(level, "drain of %s: %s after %.2f s (%s)", names, report.verdict.value, report.waited, report.note)
         return report
 
     async def announce(self, name: str | None) -> dict[str, Any]:

@@ -98,8 +98,8 @@ def print_status(reply: dict[str, Any]) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     for s in reply["services"]:
         print(f"\n{s['name']}:")
-        print("  prefixes: " + ", ".join(f"{p['prefix']} {'announced' if p['announced'] else 'withdrawn'}"
-                                        for p in s["prefixes"]))  # fmt: skip
+        prefixes = (f"{p['prefix']} {'announced' if p['announced'] else 'withdrawn'}" for p in s["prefixes"])
+        print("  prefixes: " + ", ".join(prefixes))
         m = s["maintenance"]
         if m:
             print(f"  maintenance: {m['reason']} (by {m['who']}, since {_ago(m['since'])})")

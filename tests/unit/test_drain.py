@@ -11,6 +11,7 @@ import pytest
 
 from anycastd.config import IPAddress
 from anycastd.drain import InMemoryMeter, MeterError, QuietWatch, Verdict, nft_ruleset, parse_counters, wait_quiet
+from tests.unit.fake_time import FakeTime
 
 
 @pytest.mark.parametrize(
@@ -28,17 +29,6 @@ def test_quiet_watch(readings: list[tuple[int, float]], verdicts: list[str], pac
     watch = QuietWatch(quiet=1.0, timeout=5.0, started=0.0)
     assert [watch.feed(count, now).value for count, now in readings] == verdicts
     assert watch.packets == packets
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 ADDRS: list[IPAddress] = [ipaddress.ip_address("203.0.113.53")]

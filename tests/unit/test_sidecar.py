@@ -21,23 +21,12 @@ from anycastd.errors import AnnounceError, ConfigError
 from anycastd.health import Outcome, State
 from anycastd.sidecar import Liveness, Sidecar
 from anycastd.state import InMemoryStore, Maintenance
+from tests.unit.fake_time import FakeTime
 from tests.unit.test_config import GOOD
 
 OK = ProbeResult(Outcome.OK, "NOERROR in 1 ms", 0.001, "192.0.2.10")
 SOFT = ProbeResult(Outcome.FAIL, "timeout after 250 ms", None, "192.0.2.10")
 HARD = ProbeResult(Outcome.HARD_FAIL, "connection refused", None, "192.0.2.10")
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
-        await asyncio.sleep(0)
 
 
 class ScriptedProber:
