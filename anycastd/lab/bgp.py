@@ -31,7 +31,7 @@ class BgpLab:
     def __enter__(self) -> BgpLab:
         self.lab.__enter__()
         try:
-            daemons.start_frr(self.lab, daemons.frr_bgp_config(self.lab))
+            daemons.start_frr(self.lab, daemons.frr_bgp_config())
             for s in self.servers:
                 daemons.start_unbound(self.lab, s)
                 daemons.start_anycastd(self.lab, s)
@@ -84,6 +84,13 @@ class BgpLab:
 
     def vtysh(self, command: str) -> str:
         return daemons.vtysh(self.lab, command)
+
+    def vtysh_config(self, lines: str) -> None:
+        """Apply configuration lines on the router, as an operator at the vtysh prompt would."""
+        argv = ["vtysh", "--vty_socket", str(self.lab.workdir / "router"), "-c", "configure terminal"]
+        for line in lines.splitlines():
+            argv += ["-c", line]
+        run(*argv)
 
     # failures -------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from anycastd.lab.topology import (
     WHOAMI_QNAME,
     Lab,
     Server,
+    frr_file,
     run,
     wait_until,
 )
@@ -22,41 +23,9 @@ FRR_DIR = Path("/usr/lib/frr")
 METRICS_PORT = 9553
 
 
-def frr_bgp_config(lab: Lab) -> str:
-    """ECMP over eBGP: one path per server, hashed on the 5-tuple (see the sysctls in topology)."""
-    lines = [
-        "frr defaults datacenter",
-        "hostname lab-router",
-        f"router bgp {ROUTER_ASN}",
-        " bgp router-id 198.51.100.1",
-        " no bgp ebgp-requires-policy",
-        " no bgp default ipv4-unicast",
-        " bgp bestpath as-path multipath-relax",
-        " neighbor SERVERS4 peer-group",
-        " neighbor SERVERS4 timers 1 3",
-        " neighbor SERVERS4 timers connect 1",
-        " neighbor SERVERS6 peer-group",
-        " neighbor SERVERS6 timers 1 3",
-        " neighbor SERVERS6 timers connect 1",
-    ]
-    for s in lab.server_list:
-        lines += [
-            f" neighbor {s.v4} remote-as {s.asn}",
-            f" neighbor {s.v4} peer-group SERVERS4",
-            f" neighbor {s.v6} remote-as {s.asn}",
-            f" neighbor {s.v6} peer-group SERVERS6",
-        ]
-    lines += [
-        " address-family ipv4 unicast",
-        "  neighbor SERVERS4 activate",
-        "  maximum-paths 16",
-        " exit-address-family",
-        " address-family ipv6 unicast",
-        "  neighbor SERVERS6 activate",
-        "  maximum-paths 16",
-        " exit-address-family",
-    ]
-    return "\n".join(lines) + "\n"
+def frr_bgp_config() -> str:
+    """frr/bgp/frr.conf as users copy it: ECMP over eBGP, the prefix filter, 1/3 s timers."""
+    return frr_file("bgp/frr.conf").read_text()
 
 
 def start_frr(lab: Lab, config: str, daemons: tuple[str, ...] = ("zebra", "bgpd")) -> None:
@@ -64,7 +33,7 @@ def start_frr(lab: Lab, config: str, daemons: tuple[str, ...] = ("zebra", "bgpd"
     for daemon in daemons:
         # Each daemon gets only its own part, so none logs the others' lines as errors.
         conf = rdir / f"{daemon}.conf"
-        conf.write_text(config if daemon != "zebra" else "hostname lab-router\n")
+        conf.write_text(config if daemon != "zebra" else "hostname anycast-router\n")
         run("chown", "-R", "frr:frr", str(rdir))
         argv = [
             str(FRR_DIR / daemon),

@@ -41,6 +41,26 @@ ROUTER_ASN = 65000
 HEALTH_QNAME = "health.example."
 WHOAMI_QNAME = "whoami.example."
 NS_PREFIX = "acd"
+#: The router configurations users copy (frr/ in the source tree); the lab runs these very files.
+FRR_CONFIGS = Path(__file__).resolve().parents[2] / "frr"
+
+
+def frr_file(relative: str) -> Path:
+    path = FRR_CONFIGS / relative
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the lab runs from a source checkout, which has frr/")
+    return path
+
+
+def sysctls(path: Path) -> list[str]:
+    """``key=value`` for every setting in a sysctl.d file."""
+    out = []
+    for raw in path.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            key, _, value = line.partition("=")
+            out.append(f"{key.strip()}={value.strip()}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -170,12 +190,7 @@ class Lab:
             self.exec(name, "ip", "link", "set", "lo", "up")
             for key in ("net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"):
                 self.exec(name, "sysctl", "-qw", key)
-        for key in (
-            "net.ipv4.ip_forward=1",
-            "net.ipv6.conf.all.forwarding=1",
-            "net.ipv4.fib_multipath_hash_policy=1",
-            "net.ipv6.fib_multipath_hash_policy=1",
-        ):
+        for key in sysctls(frr_file("sysctl.d/90-anycastd-router.conf")):
             self.exec(self.router, "sysctl", "-qw", key)
         for s in self.server_list:
             self._link(s.name, (s.router_v4, s.router_v6), (s.v4, s.v6), prefix4=29)

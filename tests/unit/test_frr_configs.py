@@ -1,0 +1,34 @@
+"""frr/ holds what users copy; the lab runs it. These checks keep the two from drifting apart."""
+
+from __future__ import annotations
+
+import re
+
+from anycastd.lab.topology import ROUTER_ASN, SERVICE_V4, SERVICE_V6, Server, frr_file, sysctls
+
+
+def test_the_bgp_config_peers_with_exactly_the_lab_servers() -> None:
+    text = frr_file("bgp/frr.conf").read_text()
+    assert re.search(rf"^router bgp {ROUTER_ASN}$", text, re.MULTILINE)
+    peers = dict(re.findall(r"^ neighbor (\S+) remote-as (\d+)$", text, re.MULTILINE))
+    expected = {a: str(s.asn) for s in (Server(i) for i in (1, 2, 3)) for a in (s.v4, s.v6)}
+    assert peers == expected
+
+
+def test_the_prefix_lists_admit_the_service_addresses_as_host_routes_only() -> None:
+    text = frr_file("bgp/frr.conf").read_text()
+    assert "ip prefix-list ANYCAST-SERVICES-V4 seq 10 permit 203.0.113.0/24 ge 32" in text
+    assert "ipv6 prefix-list ANYCAST-SERVICES-V6 seq 10 permit 2001:db8::/64 ge 128" in text
+    assert SERVICE_V4.startswith("203.0.113.") and SERVICE_V6.startswith("2001:db8::")
+    for family in ("DNS4", "DNS6"):
+        assert f"  neighbor {family} maximum-prefix 16" in text
+        assert f"  neighbor {family} route-map TO-DNS out" in text
+
+
+def test_router_sysctls() -> None:
+    assert sysctls(frr_file("sysctl.d/90-anycastd-router.conf")) == [
+        "net.ipv4.ip_forward=1",
+        "net.ipv6.conf.all.forwarding=1",
+        "net.ipv4.fib_multipath_hash_policy=1",
+        "net.ipv6.fib_multipath_hash_policy=1",
+    ]
