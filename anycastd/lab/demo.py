@@ -6,10 +6,12 @@ end, also on Ctrl-C or failure.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 from collections import Counter
+from typing import Any
 
 from anycastd.lab.bgp import BgpLab
 from anycastd.lab.topology import SERVICE_V4, SERVICE_V6, run
@@ -29,18 +31,78 @@ def route(lab: BgpLab, family: str, prefix: str) -> str:
     return "\n".join("   " + line for line in out.rstrip().splitlines()) or "   (no route)"
 
 
-def spread(lab: BgpLab, address: str, count: int) -> None:
-    result = lab.client_result(lab.client(address, count, timeline=True))
-    who = [name or "--" for _, name in result["timeline"]]
-    for row in range(0, len(who), 20):
-        say("   " + " ".join(f"{name:>2}" for name in who[row : row + 20]))
+RATE = 1000  # queries/s from the client while things break
+
+
+def distribution(lab: BgpLab, result: dict[str, Any]) -> None:
     answered: Counter[str] = Counter(result["answered"])
-    width = 40
+    total = sum(answered.values()) + result["lost"]
     for name in sorted({s.name for s in lab.servers} | set(answered)):
         n = answered.get(name, 0)
-        bar = "#" * round(width * n / count)
-        say(f"   {name:>3}  {n:4d}  {bar}")
-    say(f"   lost {result['lost']} of {count}")
+        say(f"   {name:>3}  {n:5d}  {'#' * round(40 * n / max(total, 1))}")
+    say(f"   lost {result['lost']} of {total}")
+
+
+Summary = list[tuple[str, str, str]]
+
+
+def healthy(lab: BgpLab, address: str, summary: Summary) -> None:
+    step("1. Three healthy servers: the router's ECMP routes (its kernel, via FRR/BGP)")
+    say(route(lab, "-4", SERVICE_V4))
+    say(route(lab, "-6", SERVICE_V6))
+    say(f"   1000 queries from the client at {RATE}/s, each its own flow (new source port):")
+    result = lab.client_result(lab.client(address, 1000, RATE))
+    distribution(lab, result)
+    summary.append(("three healthy servers", f"1000 queries over {len(result['answered'])}", str(result["lost"])))
+
+
+def unplanned(lab: BgpLab, address: str, summary: Summary) -> None:
+    victim = lab.servers[0]
+    step(f"2. Unplanned: Unbound on {victim.name} is killed (SIGKILL) under {RATE} queries/s")
+    load = lab.client(address, RATE * 4, RATE)
+    time.sleep(1.0)
+    lab.kill_resolver(victim)
+    gone = lab.wait_server(victim, present=False, timeout=10)
+    say(f"   {victim.name}'s path left the router's FIB {gone * 1000:.0f} ms after the kill")
+    result = lab.client_result(load)
+    distribution(lab, result)
+    say("   (the queries lost are those the router still sent to the dead resolver before the path left)")
+    summary.append((f"{victim.name}'s resolver killed", f"path gone in {gone * 1000:.0f} ms", str(result["lost"])))
+
+
+def planned(lab: BgpLab, address: str, summary: Summary) -> None:
+    drained = lab.servers[1]
+    step(f"3. Planned: `anycastctl withdraw dns --wait` on {drained.name}, then its Unbound is stopped")
+    say(
+        f"   ({lab.servers[0].name} is still down from step 2: {drained.name} and {lab.servers[2].name} carry the load)"
+    )
+    load = lab.client(address, RATE * 5, RATE)
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    out = lab.anycastctl(drained, "withdraw", "dns", "--reason", "demo: planned maintenance", "--wait", "--json")
+    if out.returncode != 0:
+        raise RuntimeError(f"anycastctl withdraw failed: {out.stderr}")
+    drain = json.loads(out.stdout)["drain"]
+    say(
+        f"   anycastctl returned after {time.monotonic() - t0:.2f} s: {drain['note']}, measured with "
+        f"{drain['method']} ({drain['packets']} packets still arrived after the withdrawal)"
+    )
+    lab.kill_resolver(drained)
+    say(f"   Unbound on {drained.name} stopped; the load goes on")
+    result = lab.client_result(load)
+    distribution(lab, result)
+    summary.append(
+        (f"{drained.name} drained, then stopped", f"--wait took {drain['waited']:.2f} s", str(result["lost"]))
+    )
+
+
+def restored(lab: BgpLab, summary: Summary) -> None:
+    step("4. Everything restored: resolvers started, maintenance ended (anycastctl announce)")
+    t0 = time.monotonic()
+    lab.restore()
+    say(f"   three paths again {time.monotonic() - t0:.1f} s later")
+    say(route(lab, "-4", SERVICE_V4))
+    summary.append(("restored", f"{len(lab.paths())} paths", "-"))
 
 
 def main() -> int:
@@ -48,32 +110,20 @@ def main() -> int:
         say("make demo needs root: it creates network namespaces and runs FRR, Unbound and ExaBGP in them")
         return 1
     started = time.monotonic()
+    summary: Summary = []
     step("Building the lab: FRR router, 3 DNS servers (Unbound + anycastd + ExaBGP), 1 client")
     with BgpLab() as lab:
         say(f"   up in {time.monotonic() - started:.1f} s; every server announces {SERVICE_V4} and {SERVICE_V6}")
-
-        step("1. The router's ECMP routes to the service address (its kernel, via FRR/BGP)")
-        say(route(lab, "-4", SERVICE_V4))
-        say(route(lab, "-6", SERVICE_V6))
-
-        step("   60 queries from the client, each its own flow (new source port): who answered each")
-        spread(lab, SERVICE_V4.split("/")[0], 60)
-
-        victim = lab.servers[0]
-        step(f"2. Killing Unbound on {victim.name} (SIGKILL)")
-        lab.kill_resolver(victim)
-        gone = lab.wait_server(victim, present=False, timeout=10)
-        say(f"   {victim.name}'s path left the router's FIB {gone * 1000:.0f} ms after the kill")
-        say(route(lab, "-4", SERVICE_V4))
-        spread(lab, SERVICE_V4.split("/")[0], 60)
-
-        step(f"3. Starting Unbound on {victim.name} again")
-        t0 = time.monotonic()
-        lab.start_resolver(victim, wait=False)
-        lab.wait_server(victim, present=True, timeout=10)
-        say(f"   back in the FIB {(time.monotonic() - t0) * 1000:.0f} ms after the restart (rise = 3 probes)")
-        say(route(lab, "-4", SERVICE_V4))
-
+        address = SERVICE_V4.split("/")[0]
+        healthy(lab, address, summary)
+        unplanned(lab, address, summary)
+        planned(lab, address, summary)
+        restored(lab, summary)
+        step("Summary (every number measured in this run)")
+        rows = [("step", "measured", "lost"), *summary]
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        for row in rows:
+            say("   " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
         step("Tearing down")
         tag = lab.lab.tag
     left = [line for line in run("ip", "netns", "list").stdout.splitlines() if line.startswith(f"{tag}-")]
