@@ -137,6 +137,23 @@ services:
 """
 
 
+def extra_service(server: Server, name: str, prefixes: list[str], allow_non_host: bool = False) -> str:
+    """YAML for one more service on ``server`` (append to anycastd_config): checked on the admin
+    address only, since the resolver does not listen on these prefixes."""
+    allow = "\n    allow_non_host_prefixes: true" if allow_non_host else ""
+    return f"""\
+  {name}:
+    prefixes: [{", ".join(prefixes)}]{allow}
+    interface: lo
+    checks:
+      - address: {server.v4}
+        qname: {HEALTH_QNAME}
+        qtype: TXT
+        answer: healthy
+        probe_service_addresses: false
+"""
+
+
 def anycastd_paths(lab: Lab, server: Server) -> tuple[Path, Path, Path]:
     """The config file, log file and control socket of anycastd on ``server``."""
     sdir = lab.workdir / server.name

@@ -69,23 +69,10 @@ def test_maintenance_survives_a_restart_of_anycastd(lab: BgpLab) -> None:
     lab.wait_server(s1, present=True, timeout=5)
 
 
-EXTRA = """\
-  extra:
-    prefixes: [203.0.113.54/32]
-    interface: lo
-    checks:
-      - address: {v4}
-        qname: health.example.
-        qtype: TXT
-        answer: healthy
-        probe_service_addresses: false
-"""
-
-
 def test_reload_changed_unchanged_and_invalid_without_a_flap(lab: BgpLab) -> None:
     s1 = lab.servers[0]
     base = daemons.anycastd_config(lab.lab, s1)
-    two = base + EXTRA.format(v4=s1.v4)
+    two = base + daemons.extra_service(s1, "extra", ["203.0.113.54/32"])
     lab.reload_anycastd(s1, two, expect="reloaded")
     wait_until(lambda: s1.v4 in lab.paths("203.0.113.54/32"), 10, what="the added service's route")
     with FibWatch(lab.lab.router, SERVICE_V4) as dns, FibWatch(lab.lab.router, "203.0.113.54/32") as extra:

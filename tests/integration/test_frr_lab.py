@@ -9,19 +9,6 @@ from anycastd.lab import daemons
 from anycastd.lab.bgp import BgpLab
 from anycastd.lab.topology import SERVICE_V4, wait_until
 
-ROGUE = """\
-  rogue:
-    prefixes: [198.51.100.99/32, 203.0.113.128/25]
-    allow_non_host_prefixes: true
-    interface: lo
-    checks:
-      - address: {v4}
-        qname: health.example.
-        qtype: TXT
-        answer: healthy
-        probe_service_addresses: false
-"""
-
 
 def test_the_router_took_every_line_of_frr_conf(lab: BgpLab) -> None:
     running = lab.vtysh("show running-config")
@@ -41,7 +28,8 @@ def test_the_router_took_every_line_of_frr_conf(lab: BgpLab) -> None:
 
 def test_a_server_announcing_outside_the_service_range_is_ignored(lab: BgpLab) -> None:
     s1 = lab.servers[0]
-    config = daemons.anycastd_config(lab.lab, s1) + ROGUE.format(v4=s1.v4)
+    rogue = daemons.extra_service(s1, "rogue", ["198.51.100.99/32", "203.0.113.128/25"], allow_non_host=True)
+    config = daemons.anycastd_config(lab.lab, s1) + rogue
     lab.reload_anycastd(s1, config, expect="reloaded")
 
     def sent() -> bool:
