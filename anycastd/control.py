@@ -202,12 +202,13 @@ class ControlServer:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
             self._server = await asyncio.start_unix_server(self._accept, path=str(self.path), limit=MAX_LINE)
-            gid = grp.getgrnam(self.group).gr_gid if self.group else 0
-            os.chown(self.path, 0 if os.geteuid() == 0 else -1, gid if os.geteuid() == 0 else -1)
             os.chmod(self.path, 0o660)
-            if self.group and os.geteuid() == 0:
-                # Members of the group must be able to reach the socket through its directory.
-                os.chown(self.path.parent, 0, gid)
+            if os.geteuid() == 0:  # otherwise (tests, a non-root trial run) the caller's ids stay
+                gid = grp.getgrnam(self.group).gr_gid if self.group else 0
+                os.chown(self.path, 0, gid)
+                if self.group:
+                    # Members of the group must be able to reach the socket through its directory.
+                    os.chown(self.path.parent, 0, gid)
         except (OSError, KeyError) as exc:
             raise ControlError(f"cannot serve the control socket {self.path}: {exc}") from None
         log.info("control socket at %s", self.path)
@@ -267,9 +268,7 @@ class ControlServer:
         try:
             request = decode(line)
             return {"ok": True, **await self.controller.handle(request, peer)}
-        except ControlError as exc:
-            return {"ok": False, "error": str(exc)}
-        except AnycastdError as exc:
+        except AnycastdError as exc:  # ControlError and every other error meant for a person
             return {"ok": False, "error": str(exc)}
         except Exception:  # a bug must not take the daemon down through its socket
             log.exception("control request %r failed", line[:200])
