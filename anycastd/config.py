@@ -17,7 +17,7 @@ import grp
 import ipaddress
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -361,13 +361,17 @@ _CHECK_KEYS = {
 }  # fmt: skip
 
 
-def _check(r: _Reader, data: Any, path: str) -> DnsCheck | None:
-    m = r.mapping(data, path, _CHECK_KEYS)
+#: The router's checks are templates: each server's admin address is filled in (see RoutedService.checks_for).
+_TEMPLATE_ADDRESS = ipaddress.ip_address("0.0.0.0")  # noqa: S104 (a placeholder, never bound or queried)
+
+
+def _check(r: _Reader, data: Any, path: str, template: bool = False) -> DnsCheck | None:
+    m = r.mapping(data, path, _CHECK_KEYS - {"address", "probe_service_addresses"} if template else _CHECK_KEYS)
     if m is None:
         return None
     d = DnsCheck.__dataclass_fields__
     values: dict[str, Any] = {
-        "address": r.field(m, path, "address", _address),
+        "address": _TEMPLATE_ADDRESS if template else r.field(m, path, "address", _address),
         "port": r.field(m, path, "port", _int(1, 65535), d["port"].default),
         "qname": r.field(m, path, "qname", _qname, d["qname"].default),
         "qtype": r.field(m, path, "qtype", _qtype, d["qtype"].default),
@@ -379,7 +383,8 @@ def _check(r: _Reader, data: Any, path: str) -> DnsCheck | None:
         "rise": r.field(m, path, "rise", _int(1, 1000), d["rise"].default),
         "fall": r.field(m, path, "fall", _int(1, 1000), d["fall"].default),
         "fall_hard": r.field(m, path, "fall_hard", _int(1, 1000), d["fall_hard"].default),
-        "probe_service_addresses": r.field(m, path, "probe_service_addresses", _bool, True),
+        # The router reaches the service address through the very routes it manages: it probes admin addresses.
+        "probe_service_addresses": False if template else r.field(m, path, "probe_service_addresses", _bool, True),
     }
     interval, timeout = values["interval"], values["timeout"]
     if interval is not None and timeout is not None and timeout >= interval:
@@ -390,6 +395,25 @@ def _check(r: _Reader, data: Any, path: str) -> DnsCheck | None:
     return DnsCheck(**values)
 
 
+def _prefixes(r: _Reader, m: dict[str, Any], path: str, allow_non_host: bool) -> list[IPNetwork]:
+    prefixes: list[IPNetwork] = []
+    for p_path, raw in r.items(m, path, "prefixes", "prefixes"):
+        try:
+            prefix = _prefix(raw)
+        except ValueError as exc:
+            r.problem(p_path, str(exc))
+            continue
+        if prefix.num_addresses != 1 and not allow_non_host:
+            r.problem(
+                p_path,
+                f"{prefix} is not a host route (/32 or /128); set allow_non_host_prefixes: true if you mean it",
+            )
+        elif prefix in prefixes:
+            r.problem(p_path, f"{prefix} is listed twice")
+        prefixes.append(prefix)
+    return prefixes
+
+
 def _service(r: _Reader, name: str, data: Any, path: str) -> Service | None:
     if not _SERVICE_NAME.match(name):
         r.problem(path, "service names are 1 to 63 letters, digits, '_', '.', '-', starting with a letter or digit")
@@ -398,21 +422,7 @@ def _service(r: _Reader, name: str, data: Any, path: str) -> Service | None:
         return None
     allow = r.field(m, path, "allow_non_host_prefixes", _bool, False)
     interface = r.field(m, path, "interface", _ifname, DEFAULT_INTERFACE)
-    prefixes: list[IPNetwork] = []
-    for p_path, raw in r.items(m, path, "prefixes", "prefixes"):
-        try:
-            prefix = _prefix(raw)
-        except ValueError as exc:
-            r.problem(p_path, str(exc))
-            continue
-        if prefix.num_addresses != 1 and not allow:
-            r.problem(
-                p_path,
-                f"{prefix} is not a host route (/32 or /128); set allow_non_host_prefixes: true if you mean it",
-            )
-        elif prefix in prefixes:
-            r.problem(p_path, f"{prefix} is listed twice")
-        prefixes.append(prefix)
+    prefixes = _prefixes(r, m, path, bool(allow))
     checks = [c for c_path, raw in r.items(m, path, "checks", "checks") if (c := _check(r, raw, c_path))]
     if allow is None or interface is None or not prefixes or not checks:
         return None
@@ -513,8 +523,7 @@ def _metrics(r: _Reader, top: dict[str, Any]) -> MetricsSettings | None:
     return MetricsSettings(address, port)
 
 
-def parse(text: str, source: str = "<config>") -> Config:
-    """Validate ``text`` and return the configuration, or raise ConfigError."""
+def _top(text: str, source: str, keys: set[str]) -> tuple[_Reader, dict[str, Any]]:
     r = _Reader(source)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -525,8 +534,17 @@ def parse(text: str, source: str = "<config>") -> Config:
         raise ConfigError([f"{source}{line}: not valid YAML: {problem}"]) from None
     if node is None:
         raise ConfigError([f"{source}: the file is empty"])
-    top = r.mapping(r.value(node, ""), "", _TOP_KEYS)
+    top = r.mapping(r.value(node, ""), "", keys)
     if top is None:
+        raise ConfigError(r.problems)
+    return r, top
+
+
+def parse(text: str, source: str = "<config>") -> Config:
+    """Validate ``text`` and return the configuration, or raise ConfigError."""
+    r, top = _top(text, source, _TOP_KEYS)
+    if "router" in top and "neighbors" not in top:
+        r.problem("router", "this is an `anycastd router` configuration; run `anycastd router --config FILE`")
         raise ConfigError(r.problems)
     router_id = r.field(top, "", "router_id", _ipv4)
     local_asn = r.field(top, "", "local_asn", _int(1, 4294967295))
@@ -580,13 +598,219 @@ def parse(text: str, source: str = "<config>") -> Config:
     return config
 
 
-def load(path: str | Path) -> Config:
-    """Read and validate a configuration file."""
+def _read(path: str | Path) -> str:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        return p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{p}: cannot read the configuration: {exc.strerror or exc}"]) from None
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{p}: the configuration is not UTF-8 text: {exc.reason}"]) from None
-    return parse(text, str(p))
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a configuration file."""
+    return parse(_read(path), str(path))
+
+
+# the router-side variant ----------------------------------------------------------------------------------
+
+DEFAULT_ROUTE_TAG = 5353
+DEFAULT_ROUTER_STATE_DIR = Path("/var/lib/anycastd-router")
+WHEN_ALL_DOWN = ("keep", "withdraw")
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    address: IPAddress  # the admin address: what is probed
+    nexthops: tuple[IPAddress, ...]  # at most one per family; the static routes point here
+
+    def nexthop_for(self, prefix: IPNetwork) -> IPAddress:
+        return next(n for n in self.nexthops if n.version == prefix.version)
+
+
+@dataclass(frozen=True)
+class RoutedService:
+    name: str
+    prefixes: tuple[IPNetwork, ...]
+    checks: tuple[DnsCheck, ...]  # templates: the address is each server's
+    servers: tuple[Server, ...]
+
+    def checks_for(self, server: Server) -> tuple[DnsCheck, ...]:
+        return tuple(replace(c, address=server.address) for c in self.checks)
+
+    def server(self, name: str) -> Server:
+        return next(s for s in self.servers if s.name == name)
+
+
+@dataclass(frozen=True)
+class VtyshSettings:
+    command: tuple[str, ...] = ("vtysh",)
+    timeout: float = 5.0  # seconds one vtysh call may take
+    resync: float = 10.0  # seconds between reads of FRR that repair drift (FRR restarted, a hand edit)
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    services: tuple[RoutedService, ...]
+    vtysh: VtyshSettings = VtyshSettings()
+    tag: int = DEFAULT_ROUTE_TAG
+    when_all_down: str = "keep"
+    runtime_dir: Path = DEFAULT_RUNTIME_DIR
+    state_dir: Path = DEFAULT_ROUTER_STATE_DIR
+    control: ControlSettings = ControlSettings()
+    metrics: MetricsSettings | None = None
+    source: str = "<config>"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.control.socket or self.runtime_dir / CONTROL_SOCKET
+
+    def service(self, name: str) -> RoutedService:
+        for s in self.services:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    @property
+    def server_names(self) -> list[str]:
+        return sorted({server.name for s in self.services for server in s.servers})
+
+
+_SERVER_KEYS = {"name", "address", "nexthops", "weight"}
+
+
+def _server(r: _Reader, data: Any, path: str) -> Server | None:
+    m = r.mapping(data, path, _SERVER_KEYS)
+    if m is None:
+        return None
+    name = r.field(m, path, "name", _str)
+    if name is not None and not _SERVICE_NAME.match(name):
+        r.problem(
+            f"{path}.name",
+            "server names are 1 to 63 letters, digits, '_', '.', '-', starting with one of the first two",
+        )
+        name = None
+    address = r.field(m, path, "address", _address)
+    if "weight" in m and m["weight"] != 1:
+        r.problem(
+            f"{path}.weight",
+            "FRR's staticd installs equal-cost paths only, so every server weighs 1; remove the key "
+            "(to give a server more traffic, give it more service addresses)",
+        )
+    nexthops: list[IPAddress] = []
+    if "nexthops" in m:
+        raw = m["nexthops"]
+        if not isinstance(raw, list) or not raw:
+            r.problem(f"{path}.nexthops", f"must be a non-empty list of addresses, got {_kind(raw)}")
+            return None
+        for i, item in enumerate(raw):
+            try:
+                nexthop = _address(item)
+            except ValueError as exc:
+                r.problem(f"{path}.nexthops[{i}]", str(exc))
+                continue
+            if any(n.version == nexthop.version for n in nexthops):
+                r.problem(f"{path}.nexthops[{i}]", f"a second IPv{nexthop.version} nexthop; give one per family")
+                continue
+            nexthops.append(nexthop)
+    elif address is not None:
+        nexthops.append(address)  # the usual case: the admin address is on the link to the router
+    if name is None or address is None or not nexthops:
+        return None
+    return Server(name, address, tuple(nexthops))
+
+
+def _routed_service(r: _Reader, name: str, data: Any, path: str) -> RoutedService | None:
+    if not _SERVICE_NAME.match(name):
+        r.problem(path, "service names are 1 to 63 letters, digits, '_', '.', '-', starting with a letter or digit")
+    m = r.mapping(data, path, {"prefixes", "checks", "servers", "allow_non_host_prefixes"})
+    if m is None:
+        return None
+    allow = r.field(m, path, "allow_non_host_prefixes", _bool, False)
+    prefixes = _prefixes(r, m, path, bool(allow))
+    if "checks" in m:
+        checks = [c for c_path, raw in r.items(m, path, "checks", "checks") if (c := _check(r, raw, c_path, True))]
+    else:
+        checks = [DnsCheck(_TEMPLATE_ADDRESS, probe_service_addresses=False)]
+    servers: list[Server] = []
+    for s_path, raw in r.items(m, path, "servers", "servers"):
+        server = _server(r, raw, s_path)
+        if server is None:
+            continue
+        for other in servers:
+            if other.name == server.name:
+                r.problem(f"{s_path}.name", f"server {server.name!r} is listed twice in this service")
+            elif other.address == server.address:
+                r.problem(f"{s_path}.address", f"{server.address} is already the address of server {other.name!r}")
+        for prefix in prefixes:
+            if not any(n.version == prefix.version for n in server.nexthops):
+                r.problem(
+                    f"{s_path}.nexthops",
+                    f"server {server.name!r} has no IPv{prefix.version} nexthop for {prefix}; add one to nexthops",
+                )
+        for address in (server.address, *server.nexthops):
+            for prefix in prefixes:
+                if address in prefix:
+                    r.problem(
+                        f"{s_path}",
+                        f"{address} is inside the service prefix {prefix}; the server's own "
+                        "addresses must differ from the service address",
+                    )
+        servers.append(server)
+    if not prefixes or not checks or not servers or allow is None:
+        return None
+    return RoutedService(name, tuple(prefixes), tuple(checks), tuple(servers))
+
+
+def _vtysh(r: _Reader, raw: dict[str, Any]) -> VtyshSettings:
+    d = VtyshSettings()
+    command = r.field(raw, "router", "vtysh", _command, d.command)
+    timeout = r.field(raw, "router", "vtysh_timeout", _seconds(0, 120), d.timeout)
+    resync = r.field(raw, "router", "resync", _seconds(0, 3600), d.resync)
+    return VtyshSettings(command or d.command, timeout or d.timeout, resync or d.resync)
+
+
+_ROUTER_TOP_KEYS = {"router", "services", "runtime_dir", "state_dir", "control", "metrics"}
+_ROUTER_KEYS = {"vtysh", "vtysh_timeout", "resync", "tag", "when_all_down"}
+
+
+def parse_router(text: str, source: str = "<config>") -> RouterConfig:
+    """Validate an `anycastd router` configuration and return it, or raise ConfigError."""
+    r, top = _top(text, source, _ROUTER_TOP_KEYS)
+    raw_router = top.get("router", {})
+    m = r.mapping(raw_router, "router", _ROUTER_KEYS) if raw_router is not None else {}
+    m = m if m is not None else {}
+    vtysh = _vtysh(r, m)
+    tag = r.field(m, "router", "tag", _int(1, 4294967295), DEFAULT_ROUTE_TAG)
+    when_all_down = r.field(m, "router", "when_all_down", _choice(*WHEN_ALL_DOWN), "keep")
+    runtime_dir = r.field(top, "", "runtime_dir", _path, DEFAULT_RUNTIME_DIR)
+    state_dir = r.field(top, "", "state_dir", _path, DEFAULT_ROUTER_STATE_DIR)
+    control = _control(r, top)
+    metrics = _metrics(r, top)
+    services: list[RoutedService] = []
+    raw_services = top.get("services")
+    if not isinstance(raw_services, dict) or not raw_services:
+        r.problem("services", f"must be a mapping of service name to service, got {_kind(raw_services)}")
+    else:
+        for name, raw in raw_services.items():
+            s = _routed_service(r, name, raw, f"services.{name}")
+            if s is not None:
+                services.append(s)
+    owner: dict[IPNetwork, str] = {}
+    for s in services:
+        for i, prefix in enumerate(s.prefixes):
+            if prefix in owner:
+                r.problem(
+                    f"services.{s.name}.prefixes[{i}]", f"{prefix} is already a prefix of service {owner[prefix]!r}"
+                )
+            owner.setdefault(prefix, s.name)
+    if r.problems or tag is None or when_all_down is None or runtime_dir is None or state_dir is None:
+        raise ConfigError(r.problems)
+    return RouterConfig(tuple(services), vtysh, tag, when_all_down, runtime_dir, state_dir, control, metrics, source)
+
+
+def load_router(path: str | Path) -> RouterConfig:
+    """Read and validate an `anycastd router` configuration file."""
+    return parse_router(_read(path), str(path))

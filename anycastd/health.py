@@ -152,6 +152,9 @@ class CheckHealth:
         self.hard_fails = 0
         self.since: float | None = None
         self.last_result: Result | None = None
+        #: The check has given a verdict: it reached UP, or failed enough to count as down. A restarted
+        #: router-side prober waits for every server's verdict before it changes a route.
+        self.decided = False
 
     @property
     def state(self) -> State:
@@ -176,11 +179,14 @@ class CheckHealth:
             self.fails = 0
             self.hard_fails = 0
             if self._state in ANNOUNCED_STATES or self.passes >= t.rise:
+                self.decided = True
                 return self._move(State.UP, result.reason, now)
             return self._move(State.RISING, result.reason, now)
         self.passes = 0
         self.fails += 1
         self.hard_fails = self.hard_fails + 1 if result.outcome is Outcome.HARD_FAIL else 0
+        if self.fails >= t.fall or self.hard_fails >= t.fall_hard:
+            self.decided = True
         if self._state not in ANNOUNCED_STATES:
             return self._move(State.DOWN, result.reason, now)
         if self.fails >= t.fall or self.hard_fails >= t.fall_hard:
@@ -215,6 +221,11 @@ class ServiceHealth:
     @property
     def announced(self) -> bool:
         return self.state in ANNOUNCED_STATES
+
+    @property
+    def decided(self) -> bool:
+        """Every check has given a verdict (see ``CheckHealth.decided``); maintenance needs none."""
+        return self.maintenance_reason is not None or all(check.decided for check in self.checks)
 
     def _decide(self, old: State, was: bool, reason: str, now: float, inner: Transition | None) -> Decision:
         transitions = [inner] if inner else []

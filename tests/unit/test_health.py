@@ -146,3 +146,37 @@ def test_history_is_bounded() -> None:
         s.feed(0, OK if now % 2 else HARD, now)
     assert len(s.transitions) == 4
     assert s.transitions[-1].at == 9
+
+
+# (rise, fall, fall_hard, results, decided after each result)
+DECIDED = [
+    ("undecided until rise passes", 3, 3, 1, [OK, OK, OK], [False, False, True]),
+    ("undecided until fall failures", 3, 3, 2, [FAIL, FAIL, FAIL], [False, False, True]),
+    ("fall_hard hard failures decide", 3, 3, 2, [HARD, HARD], [False, True]),
+    ("a verdict once given stays given", 1, 1, 1, [FAIL, OK, FAIL, OK], [True, True, True, True]),
+    ("a pass resets the count towards a down verdict", 3, 2, 5, [FAIL, OK, FAIL, FAIL], [False, False, False, True]),
+]
+
+
+@pytest.mark.parametrize(
+    ("rise", "fall", "fall_hard", "results", "decided"), [c[1:] for c in DECIDED], ids=[c[0] for c in DECIDED]
+)
+def test_check_decided(rise: int, fall: int, fall_hard: int, results: list[Result], decided: list[bool]) -> None:
+    check = CheckHealth("dns/s1/checks[0]", Thresholds(rise, fall, fall_hard))
+    assert not check.decided
+    seen = []
+    for now, result in enumerate(results):
+        check.feed(result, float(now))
+        seen.append(check.decided)
+    assert seen == decided
+
+
+def test_service_is_decided_when_every_check_is_or_in_maintenance() -> None:
+    service = ServiceHealth.create("dns/s1", [Thresholds(1, 1, 1), Thresholds(1, 1, 1)])
+    service.feed(0, OK, 0.0)
+    assert not service.decided
+    service.feed(1, FAIL, 0.1)
+    assert service.decided
+    fresh = ServiceHealth.create("dns/s2", [Thresholds(3, 3, 1)])
+    fresh.drain("disk swap", 0.0)
+    assert fresh.decided
