@@ -67,11 +67,13 @@ class WithdrawRequest:
     user: str = ""  # who the client says it is acting for (SUDO_USER); the daemon adds the socket's uid
     wait: bool = False
     timeout: float | None = None  # None: drain.timeout from the configuration
+    server: str | None = None  # `anycastd router`: drain this server (in every service it serves)
 
 
 @dataclass(frozen=True)
 class AnnounceRequest:
     service: str | None  # None: every service
+    server: str | None = None  # `anycastd router`: end this server's maintenance
 
 
 @dataclass(frozen=True)
@@ -95,12 +97,19 @@ def encode(request: Request) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode() + b"\n"
 
 
-def _service(value: Any, required: bool) -> str | None:
+def _service(value: Any, required: bool, what: str = "service") -> str | None:
     if value is None and not required:
         return None
     if not isinstance(value, str) or not _NAME.match(value):
-        raise ProtocolError(f"'service' must be a service name, got {value!r}")
+        raise ProtocolError(f"'{what}' must be a {what} name, got {value!r}")
     return value
+
+
+def _server(data: dict[str, Any], command: str, service: str | None) -> str | None:
+    server = _service(data.get("server"), required=False, what="server")
+    if server is not None and service is not None:
+        raise ProtocolError(f"{command}: give a service or a server, not both")
+    return server
 
 
 def decode(line: bytes) -> Request:
@@ -121,7 +130,8 @@ def decode(line: bytes) -> Request:
     if cls is StatusRequest:
         return StatusRequest(_service(data.get("service"), required=False))
     if cls is AnnounceRequest:
-        return AnnounceRequest(_service(data.get("service"), required=False))
+        service = _service(data.get("service"), required=False)
+        return AnnounceRequest(service, _server(data, "announce", service))
     if cls is CheckRequest:
         return CheckRequest(_service(data.get("service"), required=True) or "")
     reason, user, wait, timeout = data.get("reason"), data.get("user", ""), data.get("wait", False), data.get("timeout")
@@ -135,12 +145,14 @@ def decode(line: bytes) -> Request:
         isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= MAX_WAIT
     ):
         raise ProtocolError(f"withdraw: 'timeout' must be a number of seconds in (0, {MAX_WAIT:g}]")
+    service = _service(data.get("service"), required=False)
     return WithdrawRequest(
-        _service(data.get("service"), required=False),
+        service,
         reason.strip(),
         user,
         wait,
         float(timeout) if timeout is not None else None,
+        _server(data, "withdraw", service),
     )
 
 

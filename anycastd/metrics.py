@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from anycastd.checks.dns import ProbeResult
 from anycastd.config import IPAddress
 from anycastd.errors import AnycastdError
 from anycastd.health import State
@@ -74,9 +75,31 @@ class _StateCollector(Collector):
         yield from (state, announced, maintenance, session, restarts)
 
 
-class Metrics:
+class _Endpoint:
+    """A registry of one's own and the HTTP endpoint that serves it."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def serve(self, address: IPAddress, port: int) -> None:
+        try:
+            self._server, self._thread = start_http_server(port, str(address), registry=self.registry)
+        except OSError as exc:
+            raise AnycastdError(f"cannot serve metrics on {address} port {port}: {exc.strerror or exc}") from None
+        log.info("metrics at http://%s/metrics", f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}")
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+class Metrics(_Endpoint):
+    def __init__(self) -> None:
+        super().__init__()
         self.probe_seconds = Histogram(
             "anycastd_probe_duration_seconds",
             "time until a passing probe was answered",
@@ -96,8 +119,6 @@ class Metrics:
             ["service", "to"],
             registry=self.registry,
         )
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
 
     def watch(self, view: Callable[[], View]) -> None:
         self.registry.register(_StateCollector(view))
@@ -111,15 +132,88 @@ class Metrics:
     def transition(self, service: str, to: State) -> None:
         self.transitions.labels(service, str(to)).inc()
 
-    def serve(self, address: IPAddress, port: int) -> None:
-        try:
-            self._server, self._thread = start_http_server(port, str(address), registry=self.registry)
-        except OSError as exc:
-            raise AnycastdError(f"cannot serve metrics on {address} port {port}: {exc.strerror or exc}") from None
-        log.info("metrics at http://%s/metrics", f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}")
 
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+# the router-side variant ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerView:
+    service: str
+    server: str
+    state: State
+    healthy: bool
+    routed: bool  # FRR holds the server's routes (as last read back)
+    maintenance: bool
+
+
+@dataclass(frozen=True)
+class RouterView:
+    servers: list[ServerView] = field(default_factory=list)
+    degraded: dict[str, bool] = field(default_factory=dict)  # by service: no healthy server, last set kept
+    frr_ok: bool = True
+
+
+class _RouterCollector(Collector):
+    def __init__(self, view: Callable[[], RouterView]) -> None:
+        self.view = view
+
+    def collect(self) -> Iterator[Metric]:
+        v = self.view()
+        labels = ["service", "server"]
+        state = GaugeMetricFamily(
+            "anycastd_server_state", "1 for the state the server is in, 0 for the others", labels=[*labels, "state"]
+        )
+        healthy = GaugeMetricFamily("anycastd_server_healthy", "1 while the server passes its probes", labels=labels)
+        routed = GaugeMetricFamily("anycastd_server_routed", "1 while FRR holds a route via the server", labels=labels)
+        maintenance = GaugeMetricFamily(
+            "anycastd_server_maintenance", "1 while an operator has drained the server", labels=labels
+        )
+        for s in v.servers:
+            for st in State:
+                state.add_metric([s.service, s.server, str(st)], 1.0 if st is s.state else 0.0)
+            healthy.add_metric([s.service, s.server], float(s.healthy))
+            routed.add_metric([s.service, s.server], float(s.routed))
+            maintenance.add_metric([s.service, s.server], float(s.maintenance))
+        degraded = GaugeMetricFamily(
+            "anycastd_service_degraded",
+            "1 while no server of the service passes its probes (the last healthy set is kept, or nothing)",
+            labels=["service"],
+        )
+        for name, flag in sorted(v.degraded.items()):
+            degraded.add_metric([name], float(flag))
+        frr = GaugeMetricFamily("anycastd_frr_in_sync", "1 while FRR holds the routes anycastd wants")
+        frr.add_metric([], float(v.frr_ok))
+        yield from (state, healthy, routed, maintenance, degraded, frr)
+
+
+class RouterMetrics(_Endpoint):
+    def __init__(self) -> None:
+        super().__init__()
+        self.probe_seconds = Histogram(
+            "anycastd_probe_duration_seconds",
+            "time until a passing probe was answered",
+            ["service", "server", "check"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.probe_failures = Counter(
+            "anycastd_probe_failures",
+            "failed probes by kind: timeout, refused, network, malformed, mismatch, rcode, answer",
+            ["service", "server", "check", "reason"],
+            registry=self.registry,
+        )
+        self.route_changes = Counter(
+            "anycastd_route_changes", "static route lines applied to FRR, by kind", ["kind"], registry=self.registry
+        )
+        self.sync_failures = Counter(
+            "anycastd_frr_sync_failures", "FRR could not be read or refused a change", registry=self.registry
+        )
+
+    def watch(self, view: Callable[[], RouterView]) -> None:
+        self.registry.register(_RouterCollector(view))
+
+    def probe(self, service: str, server: str, check: int, result: ProbeResult) -> None:
+        if result.ok and result.latency is not None:
+            self.probe_seconds.labels(service, server, str(check)).observe(result.latency)
+        elif not result.ok:
+            self.probe_failures.labels(service, server, str(check), result.kind).inc()

@@ -298,6 +298,8 @@ class Sidecar:
     # control --------------------------------------------------------------
 
     async def handle(self, request: Request, peer: Peer) -> dict[str, Any]:
+        if getattr(request, "server", None) is not None:
+            raise ControlError("this anycastd is a sidecar, it drains services; --server is for `anycastd router`")
         if isinstance(request, StatusRequest):
             return self.status(request.service)
         if isinstance(request, WithdrawRequest):

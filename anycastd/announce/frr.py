@@ -1,0 +1,167 @@
+"""FRR's static routes through vtysh, for `anycastd router`.
+
+Theory of operation
+-------------------
+Every call goes to staticd alone (``vtysh -d staticd``): when staticd is not
+running, vtysh then fails instead of printing a configuration without any
+static route, which would read as "anycastd owns nothing" and be wrong.
+
+A change is one vtysh invocation: ``configure terminal``, every ``ip route``
+and ``no ip route`` line, ``end``. vtysh stops at the first line FRR refuses
+and exits non-zero; FRR's words (the ``%`` lines) become the error. The
+caller reads the routes back afterwards and compares: this adapter only
+says what FRR said, it never decides whether the result is right.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from anycastd.config import VtyshSettings
+from anycastd.errors import AnnounceError
+from anycastd.routes import Installed, StaticRoute, parse_running_config
+
+log = logging.getLogger(__name__)
+
+#: FRR says this, and exits 0, when asked to remove a route it does not have: the removal is done already.
+_ALREADY_GONE = "Refusing to remove a non-existent route"
+
+
+class RouteError(AnnounceError):
+    """FRR could not be read or refused a change to its static routes."""
+
+
+class StaticRoutes(Protocol):
+    async def read(self) -> list[Installed]:
+        """The static routes staticd holds now."""
+        ...
+
+    async def apply(self, commands: Sequence[str]) -> None:
+        """Run configuration lines in one go; raise RouteError with FRR's words if it refuses one."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """The backend's own state for `anycastctl status`."""
+        ...
+
+
+class VtyshRoutes:
+    def __init__(self, settings: VtyshSettings) -> None:
+        self.settings = settings
+        self.calls = 0
+        self.last_error: str | None = None
+        self.last_duration: float | None = None
+
+    async def _run(self, args: Sequence[str]) -> str:
+        argv = [*self.settings.command, "-d", "staticd", *args]
+        started = time.monotonic()
+        self.calls += 1
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+        except OSError as exc:
+            raise RouteError(f"cannot run {argv[0]}: {exc.strerror or exc} (set router.vtysh)") from None
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), self.settings.timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise RouteError(f"vtysh gave no answer within {self.settings.timeout:g} s (is FRR stuck?)") from None
+        finally:
+            self.last_duration = time.monotonic() - started
+        text = out.decode(errors="replace")
+        if proc.returncode != 0:
+            said = _said(text) or f"exit status {proc.returncode}"
+            raise RouteError(f"vtysh failed: {said}")
+        return text
+
+    async def read(self) -> list[Installed]:
+        try:
+            return parse_running_config(await self._run(["-c", "show running-config"]))
+        except RouteError as exc:
+            self.last_error = str(exc)
+            raise
+
+    async def apply(self, commands: Sequence[str]) -> None:
+        args = ["-c", "configure terminal"]
+        for line in commands:
+            args += ["-c", line]
+        args += ["-c", "end"]
+        try:
+            text = await self._run(args)
+            refused = [line for line in text.splitlines() if line.startswith("%") and _ALREADY_GONE not in line]
+            if refused:
+                raise RouteError("FRR refused: " + "; ".join(line.lstrip("% ") for line in refused))
+        except RouteError as exc:
+            self.last_error = str(exc)
+            raise
+        self.last_error = None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": "vtysh",
+            "command": list(self.settings.command),
+            "calls": self.calls,
+            "last_call_ms": round(self.last_duration * 1000, 1) if self.last_duration is not None else None,
+            "last_error": self.last_error,
+        }
+
+
+def _said(text: str) -> str:
+    """What FRR said, in one line, without vtysh's banners."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return "; ".join(lines[-5:])
+
+
+class InMemoryRoutes:
+    """For tests: staticd as a list, with the failures a real one has."""
+
+    def __init__(self, installed: Sequence[Installed] = ()) -> None:
+        self.installed = list(installed)
+        self.applied: list[list[str]] = []
+        self.reads = 0
+        self.broken: str | None = None  # every call fails with this
+        self.refuse_after: int | None = None  # apply this many lines, then refuse (vtysh stops there)
+        self.ignore = False  # accept changes but keep nothing (FRR lost them)
+
+    async def read(self) -> list[Installed]:
+        self.reads += 1
+        if self.broken:
+            raise RouteError(self.broken)
+        return list(self.installed)
+
+    async def apply(self, commands: Sequence[str]) -> None:
+        if self.broken:
+            raise RouteError(self.broken)
+        self.applied.append(list(commands))
+        for i, line in enumerate(commands):
+            if self.refuse_after is not None and i >= self.refuse_after:
+                raise RouteError(f"FRR refused: Unknown command: {line}")
+            if self.ignore:
+                continue
+            self._one(line)
+
+    def _one(self, line: str) -> None:
+        words = line.split()
+        remove = words[0] == "no"
+        words = words[1:] if remove else words
+        route = parse_running_config(" ".join(words))[0]
+        self.installed = [i for i in self.installed if i.route != route.route]
+        if not remove:
+            self.installed.append(route)
+
+    def routes(self, tag: int | None = None) -> set[StaticRoute]:
+        return {i.route for i in self.installed if tag is None or i.tag == tag}
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "memory", "calls": len(self.applied) + self.reads, "last_error": self.broken}

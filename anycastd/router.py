@@ -1,0 +1,519 @@
+"""`anycastd router`: probe every server from the router, keep FRR's static ECMP routes in step.
+
+Theory of operation
+-------------------
+Every check of every server of every service runs in its own task on its
+own schedule, with the sidecar's probes and the sidecar's health core: one
+``ServiceHealth`` per (service, server). When a server's verdict changes,
+its task only marks the routes *dirty*.
+
+One task, the syncer, owns FRR. Woken by a dirty mark (or every
+``router.resync`` seconds, to repair drift such as a restarted FRR), it
+asks ``anycastd.routes`` which servers carry each service and what must
+change, applies the change as one vtysh call, reads FRR back and compares.
+A mismatch or a refusal is retried (tenacity) and then reported; the probes
+go on, and the next sync repairs what is left. Because one task does every
+change, two changes never race, and a burst of verdicts becomes one call.
+
+Nothing changes until every server of a service has given a verdict, so a
+restart keeps the routes as they are. Stopping leaves the routes as the
+last sync made them: the servers keep their traffic while anycastd is away
+(docs/operations.md says how to remove them).
+
+Drains are by server: `anycastctl withdraw --server ns1` takes ns1 out of
+every service it serves, and is persisted like the sidecar's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import tenacity
+
+from anycastd.announce.frr import RouteError, StaticRoutes
+from anycastd.checks.dns import Prober
+from anycastd.config import DnsCheck, RoutedService, RouterConfig, Server
+from anycastd.control import AnnounceRequest, CheckRequest, ControlError, Peer, Request, StatusRequest, WithdrawRequest
+from anycastd.health import Decision, ServiceHealth, State, Thresholds
+from anycastd.metrics import RouterMetrics, RouterView, ServerView
+from anycastd.routes import (
+    Change,
+    Choice,
+    Installed,
+    Selection,
+    StaticRoute,
+    desired_routes,
+    reconcile,
+    servers_routed,
+)
+from anycastd.sidecar import CheckStatus, _iso, _result_json, _transition_json
+from anycastd.state import Maintenance, MaintenanceStore, StateError
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+STATUS_VERSION = 1
+SYNC_ATTEMPTS = 3
+
+
+@dataclass
+class Member:
+    """One server within one service: its health and its checks' last results."""
+
+    service: RoutedService
+    server: Server
+    checks: tuple[DnsCheck, ...]
+    health: ServiceHealth
+    status: list[CheckStatus]
+
+    @property
+    def key(self) -> str:
+        return f"{self.service.name}/{self.server.name}"
+
+
+class Router:
+    def __init__(
+        self,
+        config: RouterConfig,
+        routes: StaticRoutes,
+        prober: Prober,
+        *,
+        store: MaintenanceStore,
+        metrics: RouterMetrics | None = None,
+        clock: Clock = time.monotonic,
+        wall: Clock = time.time,
+        sleep: Sleep = asyncio.sleep,
+        jitter: Callable[[float], float] = lambda interval: random.uniform(0, interval),  # noqa: S311 (spreading load, not secrecy)
+        retry_wait: tenacity.wait.wait_base | None = None,
+    ) -> None:
+        self.config = config
+        self.routes = routes
+        self.prober = prober
+        self.store = store
+        self.metrics = metrics or RouterMetrics()
+        self.clock = clock
+        self.wall = wall
+        self.sleep = sleep
+        self.jitter = jitter
+        self.retry_wait = retry_wait or tenacity.wait_exponential(multiplier=0.05, max=0.5)
+        self.members: dict[str, list[Member]] = {}
+        for service in config.services:
+            self.members[service.name] = []
+            for server in service.servers:
+                checks = service.checks_for(server)
+                thresholds = [Thresholds(c.rise, c.fall, c.fall_hard) for c in checks]
+                health = ServiceHealth.create(f"{service.name}/{server.name}", thresholds)
+                status = [CheckStatus() for _ in checks]
+                self.members[service.name].append(Member(service, server, checks, health, status))
+        keep = config.when_all_down == "keep"
+        self.selections = {s.name: Selection(s.name, keep) for s in config.services}
+        self.choices: dict[str, Choice | None] = {s.name: None for s in config.services}
+        self.maintenance: dict[str, Maintenance] = {}  # by server name
+        self.state_problem: str | None = None
+        self.installed: list[Installed] = []
+        self.frr_known = False  # FRR has been read at least once
+        self.frr_problem: str | None = None
+        self.conflicts: tuple[StaticRoute, ...] = ()
+        self.last_sync: float | None = None
+        self._dirty = asyncio.Event()
+        self._requested = 0
+        self._completed = 0
+        self._synced = asyncio.Condition()
+        self._stopping = False
+        self.metrics.watch(self.view)
+
+    # lifecycle ------------------------------------------------------------
+
+    @property
+    def owned(self) -> frozenset[StaticRoute]:
+        return frozenset(i.route for i in self.installed if i.tag == self.config.tag)
+
+    def restore_maintenance(self) -> None:
+        """Load the persisted drains; an unreadable file drains every server (see anycastd.state)."""
+        try:
+            self.maintenance = self.store.load()
+        except StateError as exc:
+            self.state_problem = str(exc)
+            log.error("%s. Every server stays drained until `anycastctl announce --all`", exc)
+            reason = f"maintenance state unreadable: {exc}"
+            self.maintenance = {n: Maintenance(reason, "anycastd", self.wall()) for n in self.config.server_names}
+        for name, m in self.maintenance.items():
+            members = self._members_of(name)
+            for member in members:
+                member.health.drain(m.reason, self.clock())
+            if members:
+                log.warning("%s: drained since %s (%s, by %s)", name, _iso(m.since), m.reason, m.who)
+            else:
+                log.warning("maintenance of %s is kept, but no such server is configured", name)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.restore_maintenance()
+        await self._read_frr()
+        for service in self.config.services:
+            held = servers_routed(service, self.owned)
+            self.selections[service.name].last = held
+            if held:
+                log.info(
+                    "%s: FRR holds routes via %s; kept until every server has a verdict", service.name, _names(held)
+                )
+        tasks = [
+            asyncio.create_task(self._check_loop(member, index), name=f"{member.key}/checks[{index}]")
+            for members in self.members.values()
+            for member in members
+            for index in range(len(member.checks))
+        ]
+        syncer = asyncio.create_task(self._sync_loop(), name="syncer")
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            done, _ = await asyncio.wait([stopping, syncer, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stopping:
+                    task.result()  # a loop only ends by raising: let it be seen
+        finally:
+            stopping.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._stopping = True
+            self._dirty.set()
+            await asyncio.gather(syncer, return_exceptions=True)  # let a change in progress finish
+            log.info("stopped; FRR keeps the routes as they are: %s", _routes(self.owned) or "none")
+
+    async def _check_loop(self, member: Member, index: int) -> None:
+        check = member.checks[index]
+        await self.sleep(self.jitter(check.interval))
+        next_at = self.clock()
+        status = member.status[index]
+        while True:
+            result = await self.prober.probe(check, ())
+            status.last, status.last_at = result, self.clock()
+            status.probes += 1
+            status.failures += 0 if result.ok else 1
+            self.metrics.probe(member.service.name, member.server.name, index, result)
+            self._apply(member.health.feed(index, result.for_health(), self.clock()))
+            next_at += check.interval
+            delay = next_at - self.clock()
+            if delay < 0:  # a probe ran late: do not burst to catch up
+                next_at, delay = self.clock(), 0.0
+            await self.sleep(delay)
+
+    def _apply(self, decision: Decision) -> None:
+        for t in decision.transitions:
+            level = logging.WARNING if t.new in (State.DOWN, State.FALLING, State.MAINTENANCE) else logging.INFO
+            log.log(level, "%s", t)
+        if decision.actions or not all(c is not None for c in self.choices.values()):
+            self.request_sync()
+
+    # syncing FRR ------------------------------------------------------------
+
+    def request_sync(self) -> int:
+        """Ask the syncer for a pass; the number returned is reached by ``completed`` once it has run."""
+        self._requested += 1
+        self._dirty.set()
+        return self._requested
+
+    async def wait_synced(self, ticket: int, timeout: float) -> bool:
+        """Wait until a sync asked for no earlier than ``ticket`` has run; True if FRR then matched."""
+        async with self._synced:
+            try:
+                await asyncio.wait_for(self._synced.wait_for(lambda: self._completed >= ticket), timeout)
+            except TimeoutError:
+                return False
+        return self.frr_problem is None
+
+    async def _sync_loop(self) -> None:
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):  # the periodic resync: repairs drift nobody reported
+                await asyncio.wait_for(self._dirty.wait(), self.config.vtysh.resync)
+            self._dirty.clear()
+            ticket = self._requested
+            await self.sync()
+            async with self._synced:
+                self._completed = ticket
+                self._synced.notify_all()
+
+    def _choose(self) -> None:
+        for service in self.config.services:
+            members = self.members[service.name]
+            if not all(m.health.decided for m in members):
+                continue  # keep what FRR has until every server has a verdict
+            healthy = [m.server.name for m in members if m.health.announced]
+            drained = [m.server.name for m in members if m.health.state is State.MAINTENANCE]
+            old = self.choices[service.name]
+            new = self.selections[service.name].choose(healthy, drained)
+            self.choices[service.name] = new
+            if new.degraded and (old is None or old.degraded != new.degraded):
+                log.error("%s: DEGRADED: %s", service.name, new.degraded)
+            elif old is not None and old.degraded and not new.degraded:
+                log.warning("%s: no longer degraded: %s carry it", service.name, _names(new.servers))
+
+    async def _read_frr(self) -> bool:
+        try:
+            self.installed = await self.routes.read()
+        except RouteError as exc:
+            self._frr_failed(f"cannot read FRR's static routes: {exc}")
+            return False
+        self.frr_known = True
+        return True
+
+    def _frr_failed(self, problem: str) -> None:
+        if problem != self.frr_problem:
+            log.error("%s; the probes go on and the next sync tries again", problem)
+        self.frr_problem = problem
+        self.metrics.sync_failures.inc()
+
+    async def sync(self) -> None:
+        """One pass: decide, change FRR if it differs, read it back, retry a mismatch, report."""
+        self._choose()
+        if not self.frr_known and not await self._read_frr():
+            return
+        desired = desired_routes(self.config.services, self.choices, self.owned)
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(SYNC_ATTEMPTS),
+            wait=self.retry_wait,
+            sleep=self.sleep,
+            retry=tenacity.retry_if_exception_type(RouteError),
+            reraise=True,
+        )
+        change = Change()
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    if attempt.retry_state.attempt_number > 1:
+                        self.installed = await self.routes.read()
+                    change = reconcile(self.installed, desired, self.config.tag)
+                    if change:
+                        await self._change(change)
+                        self.installed = await self.routes.read()
+                        left = reconcile(self.installed, desired, self.config.tag)
+                        if left:
+                            raise RouteError(f"FRR does not hold what was asked: {_describe(left)}")
+        except RouteError as exc:
+            self.frr_known = False  # read afresh next time
+            self._frr_failed(f"{exc} (after {SYNC_ATTEMPTS} attempts)")
+            return
+        if self.frr_problem is not None:
+            log.warning("FRR is in step again")
+        self.frr_problem = None
+        self.last_sync = self.clock()
+        if change.conflicts != self.conflicts and change.conflicts:
+            log.error(
+                "routes configured by hand without tag %d are left alone, and anycastd does not manage them: %s",
+                self.config.tag,
+                _routes(change.conflicts),
+            )
+        self.conflicts = change.conflicts
+
+    async def _change(self, change: Change) -> None:
+        log.info("FRR: %s", _describe(change))
+        await self.routes.apply(change.commands(self.config.tag))
+        self.metrics.route_changes.labels("add").inc(len(change.add))
+        self.metrics.route_changes.labels("remove").inc(len(change.remove))
+
+    # control ----------------------------------------------------------------
+
+    async def handle(self, request: Request, peer: Peer) -> dict[str, Any]:
+        if isinstance(request, StatusRequest):
+            return self.status(request.service)
+        if isinstance(request, WithdrawRequest):
+            return await self.withdraw(request, peer)
+        if isinstance(request, AnnounceRequest):
+            return await self.announce(request)
+        return await self.check(request)
+
+    def _members_of(self, server: str) -> list[Member]:
+        return [m for members in self.members.values() for m in members if m.server.name == server]
+
+    def _server(self, name: str | None, verb: str) -> str:
+        known = ", ".join(self.config.server_names)
+        if name is None:
+            raise ControlError(f"anycastd router {verb}s servers, not services: name one with --server ({known})")
+        if not self._members_of(name):
+            raise ControlError(f"no server {name!r} (configured: {known})")
+        return name
+
+    def _services(self, name: str | None) -> list[RoutedService]:
+        if name is None:
+            return list(self.config.services)
+        try:
+            return [self.config.service(name)]
+        except KeyError:
+            known = ", ".join(s.name for s in self.config.services)
+            raise ControlError(f"no service {name!r} (configured: {known})") from None
+
+    async def withdraw(self, request: WithdrawRequest, peer: Peer) -> dict[str, Any]:
+        name = self._server(request.server, "drain")
+        who = peer.user + (f" (sudo by {request.user})" if request.user and request.user != peer.user else "")
+        self.maintenance[name] = Maintenance(request.reason, who, self.wall())
+        reply: dict[str, Any] = {"withdrawn": [name]}
+        try:
+            self.store.save(self.maintenance)
+        except StateError as exc:
+            reply["warning"] = f"{exc}; drained now, but a restart of anycastd would route to it again"
+        log.warning("%s: drained by %s: %s", name, who, request.reason)
+        started = self.clock()
+        for member in self._members_of(name):
+            self._apply(member.health.drain(request.reason, self.clock()))
+        self._choose()  # so that the reply can say what the drain leaves
+        ticket = self.request_sync()
+        if request.wait:
+            ok = await self.wait_synced(ticket, request.timeout or self.config.vtysh.timeout * (SYNC_ATTEMPTS + 1))
+            gone = not any(
+                r.nexthop in m.server.nexthops and r.prefix in m.service.prefixes
+                for m in self._members_of(name)
+                for r in self.owned
+            )
+            reply["drain"] = {
+                "drained": ok and gone,
+                "verdict": "drained" if ok and gone else "timeout",
+                "method": "route",
+                "waited": round(self.clock() - started, 3),
+                "packets": None,
+                "note": f"FRR holds no route via {name}: new queries no longer reach it"
+                if ok and gone
+                else f"FRR could not be brought in step: {self.frr_problem or 'no sync finished in time'}",
+            }
+        empty = [s for s, c in self.choices.items() if c is not None and not c.servers]
+        if empty:
+            reply["warning"] = (
+                reply.get("warning", "") + f"{', '.join(empty)}: no server carries it now; its route is gone"
+            ).strip()
+        return reply
+
+    async def announce(self, request: AnnounceRequest) -> dict[str, Any]:
+        if request.service is not None:
+            raise ControlError("anycastd router announces servers, not services: use --server NAME or --all")
+        names = [self._server(request.server, "announce")] if request.server else list(self.maintenance)
+        lifted = [n for n in names if n in self.maintenance]
+        remaining = {k: v for k, v in self.maintenance.items() if k not in lifted}
+        try:
+            self.store.save(remaining)
+        except StateError as exc:
+            raise ControlError(f"{exc}; nothing was changed: the servers stay drained") from None
+        self.maintenance = remaining
+        if request.server is None:
+            self.state_problem = None
+        for name in lifted:
+            log.warning("%s: maintenance ended; routed again once its probes pass", name)
+            for member in self._members_of(name):
+                self._apply(member.health.undrain(self.clock()))
+        self.request_sync()
+        return {"announced": lifted, "not_in_maintenance": [n for n in names if n not in lifted]}
+
+    async def check(self, request: CheckRequest) -> dict[str, Any]:
+        service = self._services(request.service)[0]
+        members = self.members[service.name]
+        jobs = [(m, i, c) for m in members for i, c in enumerate(m.checks)]
+        results = await asyncio.gather(*(self.prober.probe(c, ()) for _, _, c in jobs))
+        return {
+            "service": service.name,
+            "checks": [
+                {**_result_json(i, r, None, self.wall), "server": m.server.name}
+                for (m, i, _), r in zip(jobs, results, strict=True)
+            ],
+        }
+
+    # reading ----------------------------------------------------------------
+
+    def _wall_of(self, monotonic: float | None) -> str | None:
+        if monotonic is None:
+            return None
+        return _iso(self.wall() - (self.clock() - monotonic))
+
+    def _member_json(self, m: Member, routed: frozenset[str]) -> dict[str, Any]:
+        maint = self.maintenance.get(m.server.name)
+        return {
+            "name": m.server.name,
+            "address": str(m.server.address),
+            "nexthops": [str(n) for n in m.server.nexthops],
+            "state": str(m.health.state),
+            "healthy": m.health.announced,
+            "routed": m.server.name in routed,
+            "since": self._wall_of(m.health.since),
+            "maintenance": {"reason": maint.reason, "who": maint.who, "since": _iso(maint.since)} if maint else None,
+            "checks": [
+                {
+                    "index": i,
+                    "state": str(m.health.checks[i].state),
+                    "probes": st.probes,
+                    "failures": st.failures,
+                    "last": _result_json(i, st.last, self._wall_of(st.last_at), self.wall) if st.last else None,
+                }
+                for i, st in enumerate(m.status)
+            ],
+            "transitions": [_transition_json(t, self._wall_of(t.at)) for t in m.health.transitions[-5:]],
+        }
+
+    def status(self, name: str | None = None) -> dict[str, Any]:
+        services = []
+        for service in self._services(name):
+            routed = servers_routed(service, self.owned)
+            choice = self.choices[service.name]
+            services.append(
+                {
+                    "name": service.name,
+                    "prefixes": [str(p) for p in service.prefixes],
+                    "decided": choice is not None,
+                    "degraded": choice.degraded if choice else None,
+                    "routed_via": sorted(routed),
+                    "servers": [self._member_json(m, routed) for m in self.members[service.name]],
+                }
+            )
+        return {
+            "version": STATUS_VERSION,
+            "mode": "router",
+            "config": self.config.source,
+            "problem": self.state_problem,
+            "services": services,
+            "frr": {
+                **self.routes.describe(),
+                "tag": self.config.tag,
+                "in_sync": self.frr_problem is None,
+                "problem": self.frr_problem,
+                "last_sync": self._wall_of(self.last_sync),
+                "conflicts": [str(r) for r in self.conflicts],
+            },
+        }
+
+    def view(self) -> RouterView:
+        servers = []
+        for service in self.config.services:
+            routed = servers_routed(service, self.owned)
+            for m in self.members[service.name]:
+                servers.append(
+                    ServerView(
+                        service.name,
+                        m.server.name,
+                        m.health.state,
+                        m.health.announced,
+                        m.server.name in routed,
+                        m.health.state is State.MAINTENANCE,
+                    )
+                )
+        degraded = {s: c is not None and c.degraded is not None for s, c in self.choices.items()}
+        return RouterView(servers, degraded, self.frr_problem is None)
+
+
+def _names(names: frozenset[str]) -> str:
+    return ", ".join(sorted(names)) or "none"
+
+
+def _routes(routes: frozenset[StaticRoute] | tuple[StaticRoute, ...]) -> str:
+    return ", ".join(str(r) for r in sorted(routes, key=StaticRoute.sort_key))
+
+
+def _describe(change: Change) -> str:
+    parts = []
+    if change.remove:
+        parts.append("remove " + _routes(change.remove))
+    if change.add:
+        parts.append("add " + _routes(change.add))
+    return "; ".join(parts) or "no change"

@@ -1,0 +1,175 @@
+"""The router-side variant's decisions: which static routes should exist. Pure: no I/O, no clock.
+
+Theory of operation
+-------------------
+``anycastd router`` keeps FRR's static routes to each service prefix equal
+to "one route via each healthy server". Two decisions live here, apart
+from the loop that probes and the adapter that runs vtysh:
+
+*Which servers carry a service* (``Selection``). While at least one server
+is healthy and not drained, exactly those do. When none is, a router
+without a route drops every query (a black hole), which is worse than
+sending queries to servers that may be failing: so with the ``keep``
+policy the last healthy set stays, minus any server an operator drained,
+and the service is marked *degraded*. ``withdraw`` removes the routes
+instead. Nothing is decided until every server has given a verdict
+(``ServiceHealth.decided``): a restarted anycastd must not remove a route
+only because its first probe has not passed ``rise`` times yet.
+
+*What to change in FRR* (``reconcile``). FRR is read back as a list of
+static routes with their tags. A route carrying anycastd's tag is
+anycastd's: it is removed when not wanted, whatever its prefix. A route
+without the tag is the operator's and is never touched, not even when
+anycastd wants the same prefix and nexthop: FRR keys a static route by
+prefix and nexthop, so adding ours would re-tag theirs, and removing ours
+would remove theirs. Such a route is reported as a conflict instead.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from anycastd.config import IPAddress, IPNetwork, RoutedService
+
+
+@dataclass(frozen=True)
+class StaticRoute:
+    prefix: IPNetwork
+    nexthop: IPAddress
+
+    def sort_key(self) -> tuple[int, int, int, int]:
+        """IPv4 before IPv6 (ipaddress refuses to compare across families)."""
+        return (self.prefix.version, int(self.prefix.network_address), self.prefix.prefixlen, int(self.nexthop))
+
+    def __str__(self) -> str:
+        return f"{self.prefix} via {self.nexthop}"
+
+    def command(self, tag: int) -> str:
+        family = "ip" if self.prefix.version == 4 else "ipv6"
+        return f"{family} route {self.prefix} {self.nexthop} tag {tag}"
+
+    def no_command(self, tag: int) -> str:
+        return "no " + self.command(tag)
+
+
+@dataclass(frozen=True)
+class Installed:
+    """One static route as FRR's running configuration shows it."""
+
+    route: StaticRoute
+    tag: int | None
+
+
+def parse_running_config(text: str) -> list[Installed]:
+    """The default VRF's static routes with a gateway address, from `show running-config` of staticd.
+
+    Lines inside a ``vrf`` block are indented and skipped; routes to an interface or
+    a blackhole have no gateway address and are never anycastd's, so they are skipped too.
+    """
+    found = []
+    for line in text.splitlines():
+        words = line.split()
+        if line[:1].isspace() or len(words) < 4 or words[0] not in ("ip", "ipv6") or words[1] != "route":
+            continue
+        try:
+            prefix = ipaddress.ip_network(words[2])
+            nexthop = ipaddress.ip_address(words[3])
+        except ValueError:
+            continue
+        tag = None
+        if "tag" in words[4:]:
+            at = words.index("tag", 4)
+            tag = int(words[at + 1]) if at + 1 < len(words) and words[at + 1].isdigit() else None
+        found.append(Installed(StaticRoute(prefix, nexthop), tag))
+    return found
+
+
+def routes_via(service: RoutedService, servers: Iterable[str]) -> frozenset[StaticRoute]:
+    """One route per service prefix via each named server (its nexthop of the prefix's family)."""
+    chosen = set(servers)
+    return frozenset(
+        StaticRoute(prefix, server.nexthop_for(prefix))
+        for server in service.servers
+        if server.name in chosen
+        for prefix in service.prefixes
+    )
+
+
+def servers_routed(service: RoutedService, owned: Iterable[StaticRoute]) -> frozenset[str]:
+    """The servers that have every one of the service's routes among ``owned``."""
+    have = set(owned)
+    return frozenset(s.name for s in service.servers if routes_via(service, [s.name]) <= have)
+
+
+@dataclass(frozen=True)
+class Change:
+    add: tuple[StaticRoute, ...] = ()
+    remove: tuple[StaticRoute, ...] = ()
+    #: Wanted routes that exist without anycastd's tag: the operator's, left alone.
+    conflicts: tuple[StaticRoute, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.add or self.remove)
+
+    def commands(self, tag: int) -> list[str]:
+        """Removals first: a server leaving is the urgent half of a change."""
+        return [r.no_command(tag) for r in self.remove] + [r.command(tag) for r in self.add]
+
+
+def reconcile(installed: Sequence[Installed], desired: Iterable[StaticRoute], tag: int) -> Change:
+    """What turns ``installed`` into ``desired`` without touching a route anycastd does not own."""
+    wanted = set(desired)
+    owned = {i.route for i in installed if i.tag == tag}
+    foreign = {i.route for i in installed if i.tag != tag}
+    return Change(
+        add=tuple(sorted(wanted - owned - foreign, key=StaticRoute.sort_key)),
+        remove=tuple(sorted(owned - wanted, key=StaticRoute.sort_key)),
+        conflicts=tuple(sorted(wanted & foreign, key=StaticRoute.sort_key)),
+    )
+
+
+@dataclass(frozen=True)
+class Choice:
+    servers: frozenset[str]
+    #: Why the service is degraded (no healthy server), or None.
+    degraded: str | None = None
+
+
+@dataclass
+class Selection:
+    """Which servers carry one service; remembers the last healthy set for the ``keep`` policy."""
+
+    service: str
+    keep_when_all_down: bool = True
+    last: frozenset[str] = field(default_factory=frozenset)
+
+    def choose(self, healthy: Iterable[str], drained: Iterable[str]) -> Choice:
+        out = set(drained)
+        up = frozenset(healthy) - out
+        if up:
+            self.last = up
+            return Choice(up)
+        kept = self.last - out
+        if self.keep_when_all_down and kept:
+            names = ", ".join(sorted(kept))
+            return Choice(kept, f"no server passes its probes; keeping the last healthy set ({names})")
+        if self.keep_when_all_down and self.last:
+            return Choice(frozenset(), "every server of the last healthy set is drained: the service has no route")
+        return Choice(frozenset(), "no server passes its probes: the service has no route")
+
+
+def desired_routes(
+    services: Sequence[RoutedService], choices: Mapping[str, Choice | None], owned: Iterable[StaticRoute]
+) -> frozenset[StaticRoute]:
+    """The routes wanted now. A service without a choice yet (not every verdict in) keeps what it has."""
+    have = set(owned)
+    wanted: set[StaticRoute] = set()
+    for service in services:
+        choice = choices.get(service.name)
+        if choice is None:
+            wanted |= {r for r in have if r.prefix in service.prefixes}
+        else:
+            wanted |= routes_via(service, choice.servers)
+    return frozenset(wanted)

@@ -1,0 +1,152 @@
+"""The router-side decisions: parsing FRR's view, reconciling it, choosing the servers that carry a service."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from anycastd.config import parse_router
+from anycastd.routes import (
+    Choice,
+    Installed,
+    Selection,
+    StaticRoute,
+    desired_routes,
+    parse_running_config,
+    reconcile,
+    routes_via,
+    servers_routed,
+)
+
+TAG = 5353
+CONFIG = parse_router("""\
+services:
+  dns:
+    prefixes: [203.0.113.53/32, 2001:db8::53/128]
+    servers:
+      - {name: ns1, address: 192.0.2.2, nexthops: [192.0.2.2, "2001:db8:0:1::2"]}
+      - {name: ns2, address: 192.0.2.10, nexthops: [192.0.2.10, "2001:db8:0:2::2"]}
+      - {name: ns3, address: 192.0.2.18, nexthops: [192.0.2.18, "2001:db8:0:3::2"]}
+""")
+DNS = CONFIG.service("dns")
+
+
+def route(prefix: str, nexthop: str) -> StaticRoute:
+    return StaticRoute(ipaddress.ip_network(prefix), ipaddress.ip_address(nexthop))
+
+
+V4_NS1 = route("203.0.113.53/32", "192.0.2.2")
+V6_NS1 = route("2001:db8::53/128", "2001:db8:0:1::2")
+V4_NS2 = route("203.0.113.53/32", "192.0.2.10")
+
+RUNNING = """\
+Building configuration...
+
+Current configuration:
+!
+frr version 8.4.4
+hostname r1
+!
+ip route 203.0.113.53/32 192.0.2.2 tag 5353
+ipv6 route 2001:db8::53/128 2001:db8:0:1::2 tag 5353
+ip route 198.51.100.0/24 192.0.2.9
+ip route 198.51.100.0/25 Null0 tag 5353
+ip route 203.0.113.53/32 192.0.2.10 10 tag 77
+ip route 203.0.113.54/32 192.0.2.2 tag
+!
+vrf blue
+ ip route 203.0.113.53/32 192.0.2.18 tag 5353
+exit-vrf
+!
+end
+"""
+
+
+def test_parse_running_config_reads_default_vrf_gateway_routes_with_tags() -> None:
+    assert parse_running_config(RUNNING) == [
+        Installed(V4_NS1, TAG),
+        Installed(V6_NS1, TAG),
+        Installed(route("198.51.100.0/24", "192.0.2.9"), None),
+        Installed(V4_NS2, 77),
+        Installed(route("203.0.113.54/32", "192.0.2.2"), None),
+    ]
+
+
+def test_commands_are_frr_syntax() -> None:
+    assert V4_NS1.command(TAG) == "ip route 203.0.113.53/32 192.0.2.2 tag 5353"
+    assert V6_NS1.no_command(TAG) == "no ipv6 route 2001:db8::53/128 2001:db8:0:1::2 tag 5353"
+    assert str(V4_NS1) == "203.0.113.53/32 via 192.0.2.2"
+
+
+def test_routes_via_uses_each_servers_nexthop_of_the_prefix_family() -> None:
+    assert routes_via(DNS, ["ns1"]) == {V4_NS1, V6_NS1}
+    assert routes_via(DNS, ["ns1", "nope"]) == {V4_NS1, V6_NS1}
+    assert servers_routed(DNS, [V4_NS1, V6_NS1, V4_NS2]) == {"ns1"}  # ns2 lacks its IPv6 route
+
+
+def test_reconcile_adds_and_removes_only_its_own_routes() -> None:
+    installed = [
+        Installed(V4_NS1, TAG),
+        Installed(route("203.0.113.99/32", "192.0.2.2"), TAG),  # owned, no longer configured
+        Installed(route("198.51.100.0/24", "192.0.2.9"), None),  # the operator's
+    ]
+    change = reconcile(installed, {V4_NS1, V6_NS1, V4_NS2}, TAG)
+    assert change.add == (V4_NS2, V6_NS1)  # IPv4 first
+    assert change.remove == (route("203.0.113.99/32", "192.0.2.2"),)
+    assert not change.conflicts
+    assert change.commands(TAG)[0].startswith("no ip route 203.0.113.99/32")
+    assert bool(change)
+
+
+def test_a_wanted_route_the_operator_made_is_a_conflict_never_touched() -> None:
+    installed = [Installed(V4_NS2, 77), Installed(V4_NS1, None)]
+    change = reconcile(installed, {V4_NS1}, TAG)
+    assert not change and change.conflicts == (V4_NS1,)
+    assert reconcile(installed, set(), TAG).commands(TAG) == []
+
+
+def test_nothing_to_do_is_false() -> None:
+    assert not reconcile([Installed(V4_NS1, TAG)], {V4_NS1}, TAG)
+
+
+# (healthy, drained, keep, expected servers, degraded?)
+SELECTIONS = [
+    ("the healthy servers carry it", ["ns1", "ns2"], [], True, {"ns1", "ns2"}, False),
+    ("a drained server does not", ["ns1", "ns2"], ["ns2"], True, {"ns1"}, False),
+    ("all failed: the last healthy set stays", [], [], True, {"ns1", "ns2", "ns3"}, True),
+    ("all failed, one drained: the rest of the last set", [], ["ns3"], True, {"ns1", "ns2"}, True),
+    ("all failed and all drained: nothing", [], ["ns1", "ns2", "ns3"], True, set(), True),
+    ("withdraw policy: nothing", [], [], False, set(), True),
+]
+
+
+@pytest.mark.parametrize(
+    ("healthy", "drained", "keep", "expected", "degraded"),
+    [c[1:] for c in SELECTIONS],
+    ids=[c[0] for c in SELECTIONS],
+)
+def test_selection(healthy: list[str], drained: list[str], keep: bool, expected: set[str], degraded: bool) -> None:
+    selection = Selection("dns", keep)
+    selection.choose(["ns1", "ns2", "ns3"], [])
+    choice = selection.choose(healthy, drained)
+    assert choice.servers == expected
+    assert (choice.degraded is not None) is degraded
+
+
+def test_selection_without_history_has_nothing_to_keep() -> None:
+    choice = Selection("dns").choose([], [])
+    assert choice == Choice(frozenset(), "no server passes its probes: the service has no route")
+
+
+def test_a_recovered_server_alone_replaces_the_kept_set() -> None:
+    selection = Selection("dns", last=frozenset({"ns1", "ns2"}))
+    assert selection.choose([], []).servers == {"ns1", "ns2"}
+    assert selection.choose(["ns3"], []) == Choice(frozenset({"ns3"}))
+    assert selection.last == {"ns3"}
+
+
+def test_desired_routes_keeps_an_undecided_service_as_it_is() -> None:
+    owned = {V4_NS1, route("203.0.113.99/32", "192.0.2.2")}
+    assert desired_routes([DNS], {"dns": None}, owned) == {V4_NS1}
+    assert desired_routes([DNS], {"dns": Choice(frozenset({"ns2"}))}, owned) == routes_via(DNS, ["ns2"])
