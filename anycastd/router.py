@@ -184,7 +184,7 @@ class Router:
             await asyncio.gather(*tasks, return_exceptions=True)
             self._stopping = True
             self._dirty.set()
-            await asyncio.gather(syncer, return_exceptions=True)  # let a change in progress finish
+            await asyncio.gather(syncer, return_exceptions=True)  # a change in progress finishes, none starts
             log.info("stopped; FRR keeps the routes as they are: %s", _routes(self.owned) or "none")
 
     async def _check_loop(self, member: Member, index: int) -> None:
@@ -233,6 +233,8 @@ class Router:
         while not self._stopping:
             with contextlib.suppress(TimeoutError):  # the periodic resync: repairs drift nobody reported
                 await asyncio.wait_for(self._dirty.wait(), self.config.vtysh.resync)
+            if self._stopping:
+                break  # stopping leaves FRR as the last pass made it
             self._dirty.clear()
             ticket = self._requested
             await self.sync()

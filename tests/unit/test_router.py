@@ -1,0 +1,388 @@
+"""`anycastd router` with in-memory FRR, scripted probes and a fake clock: no network, no sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+import pytest
+import tenacity
+from prometheus_client import generate_latest
+
+from anycastd.announce.frr import InMemoryRoutes
+from anycastd.checks.dns import ProbeResult
+from anycastd.config import DnsCheck, IPAddress, RouterConfig, parse_router
+from anycastd.control import AnnounceRequest, CheckRequest, ControlError, Peer, StatusRequest, WithdrawRequest
+from anycastd.health import Outcome, State
+from anycastd.router import Router
+from anycastd.routes import Installed, StaticRoute
+from anycastd.state import InMemoryStore, Maintenance
+from tests.unit.fake_time import FakeTime
+
+TAG = 5353
+TEXT = """\
+router:
+  tag: 5353
+services:
+  dns:
+    prefixes: [203.0.113.53/32, 2001:db8::53/128]
+    checks: [{rise: 2, fall: 2}]
+    servers:
+      - {name: ns1, address: 192.0.2.2, nexthops: [192.0.2.2, "2001:db8:0:1::2"]}
+      - {name: ns2, address: 192.0.2.10, nexthops: [192.0.2.10, "2001:db8:0:2::2"]}
+      - {name: ns3, address: 192.0.2.18, nexthops: [192.0.2.18, "2001:db8:0:3::2"]}
+"""
+CONFIG = parse_router(TEXT)
+ADDRESS = {"ns1": "192.0.2.2", "ns2": "192.0.2.10", "ns3": "192.0.2.18"}
+NEXTHOPS = {
+    "ns1": ("192.0.2.2", "2001:db8:0:1::2"),
+    "ns2": ("192.0.2.10", "2001:db8:0:2::2"),
+    "ns3": ("192.0.2.18", "2001:db8:0:3::2"),
+}
+PEER = Peer(pid=1, uid=0)
+
+
+def ok(server: str) -> ProbeResult:
+    return ProbeResult(Outcome.OK, "NOERROR in 1 ms", 0.001, ADDRESS[server])
+
+
+def hard(server: str) -> ProbeResult:
+    return ProbeResult(Outcome.HARD_FAIL, f"{ADDRESS[server]}: connection refused", None, ADDRESS[server], "refused")
+
+
+def soft(server: str) -> ProbeResult:
+    return ProbeResult(Outcome.FAIL, f"{ADDRESS[server]}: timeout", None, ADDRESS[server], "timeout")
+
+
+def via(*servers: str) -> set[StaticRoute]:
+    out = set()
+    for server in servers:
+        v4, v6 = NEXTHOPS[server]
+        out.add(StaticRoute(ipaddress.ip_network("203.0.113.53/32"), ipaddress.ip_address(v4)))
+        out.add(StaticRoute(ipaddress.ip_network("2001:db8::53/128"), ipaddress.ip_address(v6)))
+    return out
+
+
+def owned(*servers: str) -> list[Installed]:
+    return [Installed(r, TAG) for r in via(*servers)]
+
+
+class Prober:
+    """Answers for each server what the test says it is now."""
+
+    def __init__(self) -> None:
+        self.now: dict[str, Callable[[str], ProbeResult]] = dict.fromkeys(ADDRESS, ok)
+        self.asked: list[str] = []
+
+    async def probe(self, check: DnsCheck, service_addresses: Sequence[IPAddress]) -> ProbeResult:
+        assert not service_addresses  # the router probes admin addresses only
+        server = next(n for n, a in ADDRESS.items() if a == str(check.address))
+        self.asked.append(server)
+        return self.now[server](server)
+
+
+def make(
+    frr: InMemoryRoutes | None = None, config: RouterConfig = CONFIG, store: InMemoryStore | None = None
+) -> tuple[Router, InMemoryRoutes, Prober, InMemoryStore]:
+    frr = frr or InMemoryRoutes()
+    store = store if store is not None else InMemoryStore()
+    prober = Prober()
+    fake = FakeTime()
+    router = Router(
+        config,
+        frr,
+        prober,
+        store=store,
+        clock=fake.clock,
+        wall=lambda: 1_800_000_000.0,
+        sleep=fake.sleep,
+        jitter=lambda _: 0.0,
+        retry_wait=tenacity.wait_none(),
+    )
+    return router, frr, prober, store
+
+
+async def rounds(router: Router, prober: Prober, n: int = 1) -> None:
+    """n probes of every server, each fed to the health core, then one sync (what the loops and syncer do)."""
+    for _ in range(n):
+        for members in router.members.values():
+            for m in members:
+                result = await prober.probe(m.checks[0], ())
+                router._apply(m.health.feed(0, result.for_health(), router.clock()))
+    await router.sync()
+
+
+def run(coro: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(coro())
+
+
+def test_healthy_servers_get_one_tagged_route_each_in_one_vtysh_call() -> None:
+    async def go() -> None:
+        router, frr, prober, _ = make()
+        await rounds(router, prober)
+        assert frr.applied == []  # rise is 2: no verdict yet, nothing changes
+        await rounds(router, prober)
+        assert frr.routes(TAG) == via("ns1", "ns2", "ns3")
+        assert len(frr.applied) == 1 and len(frr.applied[0]) == 6
+        assert frr.applied[0][0] == "ip route 203.0.113.53/32 192.0.2.2 tag 5353"
+        await rounds(router, prober, 3)
+        assert len(frr.applied) == 1  # nothing new: no call
+
+    run(go)
+
+
+def test_a_failed_server_leaves_and_comes_back() -> None:
+    async def go() -> None:
+        router, frr, prober, _ = make()
+        await rounds(router, prober, 2)
+        prober.now["ns2"] = hard
+        await rounds(router, prober)
+        assert frr.routes(TAG) == via("ns1", "ns3")
+        assert frr.applied[-1] == [
+            "no ip route 203.0.113.53/32 192.0.2.10 tag 5353",
+            "no ipv6 route 2001:db8::53/128 2001:db8:0:2::2 tag 5353",
+        ]
+        prober.now["ns2"] = soft
+        await rounds(router, prober, 3)
+        prober.now["ns2"] = ok
+        await rounds(router, prober, 2)
+        assert frr.routes(TAG) == via("ns1", "ns2", "ns3")
+        status = router.status()["services"][0]
+        assert status["routed_via"] == ["ns1", "ns2", "ns3"] and status["degraded"] is None
+
+    run(go)
+
+
+def test_a_restart_changes_nothing_it_waits_for_every_verdict() -> None:
+    async def go() -> None:
+        frr = InMemoryRoutes(owned("ns1", "ns2"))
+        router, frr, prober, _ = make(frr)
+        stop = asyncio.Event()
+        prober.now["ns3"] = soft
+        task = asyncio.create_task(router.run(stop))
+        for _ in range(200):
+            await asyncio.sleep(0)
+            if all(m.health.decided for m in router.members["dns"]):
+                break
+        for _ in range(50):
+            await asyncio.sleep(0)
+        stop.set()
+        await task
+        assert frr.applied == []
+        assert frr.routes(TAG) == via("ns1", "ns2")
+        assert router.choices["dns"] is not None and router.choices["dns"].servers == {"ns1", "ns2"}
+
+    run(go)
+
+
+def test_stopping_leaves_the_routes_as_they_are(caplog: pytest.LogCaptureFixture) -> None:
+    async def go() -> None:
+        router, frr, _, _ = make()
+        stop = asyncio.Event()
+        task = asyncio.create_task(router.run(stop))
+        for _ in range(500):
+            await asyncio.sleep(0)
+            if frr.routes(TAG) == via("ns1", "ns2", "ns3"):
+                break
+        stop.set()
+        await task
+        assert frr.routes(TAG) == via("ns1", "ns2", "ns3")
+        assert not any(line.startswith("no ") for call in frr.applied for line in call)
+
+    caplog.set_level("INFO")
+    run(go)
+    assert "FRR keeps the routes as they are: 203.0.113.53/32 via 192.0.2.2" in caplog.text
+
+
+def test_when_every_server_fails_the_last_healthy_set_stays_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    async def go() -> None:
+        router, frr, prober, _ = make()
+        await rounds(router, prober, 2)
+        prober.now["ns3"] = hard
+        await rounds(router, prober)
+        prober.now.update(ns1=hard, ns2=soft)
+        await rounds(router, prober, 3)
+        assert frr.routes(TAG) == via("ns1", "ns2")
+        status = router.status()["services"][0]
+        assert "keeping the last healthy set (ns1, ns2)" in status["degraded"]
+        metrics = generate_latest(router.metrics.registry).decode()
+        assert 'anycastd_service_degraded{service="dns"} 1.0' in metrics
+        assert 'anycastd_server_healthy{server="ns1",service="dns"} 0.0' in metrics
+        assert 'anycastd_server_routed{server="ns1",service="dns"} 1.0' in metrics
+        prober.now["ns3"] = ok
+        await rounds(router, prober, 2)
+        assert frr.routes(TAG) == via("ns3")
+        assert router.status()["services"][0]["degraded"] is None
+
+    run(go)
+    assert "dns: DEGRADED: no server passes its probes; keeping the last healthy set (ns1, ns2)" in caplog.text
+    assert "dns: no longer degraded: ns3 carry it" in caplog.text
+
+
+def test_the_withdraw_policy_removes_every_route() -> None:
+    async def go() -> None:
+        router, frr, prober, _ = make(config=parse_router(TEXT.replace("tag: 5353", "when_all_down: withdraw")))
+        await rounds(router, prober, 2)
+        prober.now.update(ns1=hard, ns2=hard, ns3=hard)
+        await rounds(router, prober)
+        assert frr.routes(TAG) == set()
+
+    run(go)
+
+
+def test_routes_it_does_not_own_are_never_touched(caplog: pytest.LogCaptureFixture) -> None:
+    mine_stale = Installed(StaticRoute(ipaddress.ip_network("203.0.113.99/32"), ipaddress.ip_address("192.0.2.2")), TAG)
+    theirs = Installed(StaticRoute(ipaddress.ip_network("198.51.100.0/24"), ipaddress.ip_address("192.0.2.9")), None)
+    by_hand = Installed(next(iter(sorted(via("ns1"), key=StaticRoute.sort_key))), None)  # ns1's IPv4 route, untagged
+
+    async def go() -> None:
+        router, frr, prober, _ = make(InMemoryRoutes([mine_stale, theirs, by_hand]))
+        await rounds(router, prober, 2)
+        assert theirs in frr.installed and by_hand in frr.installed
+        assert mine_stale not in frr.installed
+        assert frr.routes(TAG) == via("ns1", "ns2", "ns3") - {by_hand.route}
+        assert router.status()["frr"]["conflicts"] == ["203.0.113.53/32 via 192.0.2.2"]
+        prober.now["ns1"] = hard
+        await rounds(router, prober)
+        assert by_hand in frr.installed  # still the operator's
+
+    run(go)
+    assert "routes configured by hand without tag 5353 are left alone" in caplog.text
+
+
+def test_frr_failing_is_reported_with_its_words_and_repaired_later(caplog: pytest.LogCaptureFixture) -> None:
+    async def go() -> None:
+        router, frr, prober, _ = make()
+        frr.broken = "vtysh failed: staticd is not running"
+        await rounds(router, prober, 2)
+        assert router.status()["frr"]["problem"].startswith("cannot read FRR's static routes: vtysh failed: staticd")
+        assert "anycastd_frr_in_sync 0.0" in generate_latest(router.metrics.registry).decode()
+        frr.broken = None
+        await rounds(router, prober)
+        assert frr.routes(TAG) == via("ns1", "ns2", "ns3")
+        assert router.status()["frr"]["in_sync"]
+
+    run(go)
+    assert "staticd is not running; the probes go on and the next sync tries again" in caplog.text
+
+
+def test_a_refused_or_lost_change_is_retried_then_reported() -> None:
+    async def go() -> None:
+        router, frr, prober, _ = make()
+        frr.refuse_after = 2
+        await rounds(router, prober, 2)
+        assert len(frr.applied) == 3  # stopped at line 3 each time, two lines landed per attempt
+        assert frr.routes(TAG) == via("ns1", "ns2", "ns3")  # 2 + 2 + 2 lines: done on the third attempt
+        router2, frr2, prober2, _ = make()
+        frr2.ignore = True
+        await rounds(router2, prober2, 2)
+        assert len(frr2.applied) == 3
+        assert "FRR does not hold what was asked: add 203.0.113.53/32 via 192.0.2.2" in router2.frr_problem
+
+    run(go)
+
+
+def test_draining_a_server_removes_its_routes_persists_and_waits_for_frr() -> None:
+    async def go() -> None:
+        router, frr, prober, store = make()
+        await rounds(router, prober, 2)
+        syncer = asyncio.create_task(router._sync_loop())
+        reply = await router.withdraw(WithdrawRequest(None, "kernel upgrade", "alice", True, 5, "ns2"), PEER)
+        assert reply["withdrawn"] == ["ns2"] and reply["drain"]["drained"]
+        assert reply["drain"]["method"] == "route"
+        assert frr.routes(TAG) == via("ns1", "ns3")
+        assert store.drained["ns2"].reason == "kernel upgrade"
+        await rounds(router, prober, 3)
+        assert frr.routes(TAG) == via("ns1", "ns3")  # healthy, but drained
+        server = router.status()["services"][0]["servers"][1]
+        assert (server["state"], server["routed"], server["maintenance"]["who"]) == (
+            "maintenance",
+            False,
+            "root (sudo by alice)",
+        )
+        reply = await router.announce(AnnounceRequest(None, "ns2"))
+        assert reply == {"announced": ["ns2"], "not_in_maintenance": []}
+        await rounds(router, prober, 2)
+        assert frr.routes(TAG) == via("ns1", "ns2", "ns3") and "ns2" not in store.drained
+        router._stopping = True
+        router._dirty.set()
+        await syncer
+
+    run(go)
+
+
+def test_draining_the_last_server_warns_that_the_service_has_no_route() -> None:
+    async def go() -> None:
+        router, frr, prober, _ = make()
+        await rounds(router, prober, 2)
+        prober.now.update(ns1=hard, ns2=hard)
+        await rounds(router, prober)
+        reply = await router.withdraw(WithdrawRequest(None, "swap disk", server="ns3"), PEER)
+        assert "dns: no server carries it now" in reply["warning"]
+        await router.sync()
+        assert frr.routes(TAG) == set()
+
+    run(go)
+
+
+CONTROL_MISTAKES = [
+    (
+        WithdrawRequest("dns", "x"),
+        "anycastd router drains servers, not services: name one with --server (ns1, ns2, ns3)",
+    ),
+    (WithdrawRequest(None, "x", server="ns9"), "no server 'ns9' (configured: ns1, ns2, ns3)"),
+    (AnnounceRequest("dns"), "anycastd router announces servers, not services"),
+    (AnnounceRequest(None, "ns9"), "no server 'ns9'"),
+    (StatusRequest("nope"), "no service 'nope' (configured: dns)"),
+    (CheckRequest("nope"), "no service 'nope'"),
+]
+
+
+@pytest.mark.parametrize(("request_", "expected"), CONTROL_MISTAKES, ids=[c[1][:30] for c in CONTROL_MISTAKES])
+def test_control_mistakes_are_refused_and_change_nothing(request_: Any, expected: str) -> None:
+    async def go() -> None:
+        router, _, _, store = make()
+        with pytest.raises(ControlError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+            await router.handle(request_, PEER)
+        assert router.maintenance == {} and store.saves == 0
+
+    run(go)
+
+
+def test_a_persisted_drain_holds_from_the_start_and_announce_all_lifts_it() -> None:
+    async def go() -> None:
+        store = InMemoryStore({"ns1": Maintenance("rack move", "bob", 1.0)})
+        router, frr, prober, _ = make(store=store)
+        router.restore_maintenance()
+        await rounds(router, prober, 2)
+        assert frr.routes(TAG) == via("ns2", "ns3")
+        reply = await router.handle(AnnounceRequest(None), PEER)
+        assert reply["announced"] == ["ns1"]
+        await rounds(router, prober, 2)
+        assert frr.routes(TAG) == via("ns1", "ns2", "ns3")
+
+    run(go)
+
+
+def test_an_unreadable_state_file_drains_every_server() -> None:
+    async def go() -> None:
+        router, frr, prober, _ = make(store=InMemoryStore(broken="maintenance.json: not JSON"))
+        router.restore_maintenance()
+        await rounds(router, prober, 2)
+        assert frr.routes(TAG) == set() and router.status()["problem"] == "maintenance.json: not JSON"
+        assert all(m.health.state is State.MAINTENANCE for m in router.members["dns"])
+
+    run(go)
+
+
+def test_check_probes_every_server_and_changes_nothing() -> None:
+    async def go() -> None:
+        router, frr, prober, _ = make()
+        prober.now["ns2"] = hard
+        reply = await router.handle(CheckRequest("dns"), PEER)
+        assert [(c["server"], c["ok"]) for c in reply["checks"]] == [("ns1", True), ("ns2", False), ("ns3", True)]
+        assert frr.applied == [] and all(m.status[0].probes == 0 for m in router.members["dns"])
+
+    run(go)
