@@ -542,9 +542,13 @@ def _top(text: str, source: str, keys: set[str]) -> tuple[_Reader, dict[str, Any
 
 def parse(text: str, source: str = "<config>") -> Config:
     """Validate ``text`` and return the configuration, or raise ConfigError."""
-    r, top = _top(text, source, _TOP_KEYS)
-    if "router" in top and "neighbors" not in top:
-        r.problem("router", "this is an `anycastd router` configuration; run `anycastd router --config FILE`")
+    r, top = _top(text, source, _TOP_KEYS | {"router"})
+    if "router" in top:
+        r.problem(
+            "router",
+            "this is an `anycastd router` configuration: check it with `anycastd check-config --router FILE`, "
+            "run it with `anycastd router --config FILE`",
+        )
         raise ConfigError(r.problems)
     router_id = r.field(top, "", "router_id", _ipv4)
     local_asn = r.field(top, "", "local_asn", _int(1, 4294967295))

@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
 def _target(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("service", nargs="?")
-    group.add_argument("--all", action="store_true", help="every service")
+    group.add_argument("--all", action="store_true", help="every service (anycastd router: every server)")
+    group.add_argument("--server", metavar="NAME", help="anycastd router: this server, in every service it serves")
 
 
 def _request(args: argparse.Namespace) -> Request:
@@ -72,9 +74,9 @@ def _request(args: argparse.Namespace) -> Request:
         return StatusRequest(args.service)
     if args.command == "withdraw":
         user = os.environ.get("SUDO_USER", "")
-        return WithdrawRequest(args.service, args.reason, user, args.wait, args.timeout)
+        return WithdrawRequest(args.service, args.reason, user, args.wait, args.timeout, args.server)
     if args.command == "announce":
-        return AnnounceRequest(args.service)
+        return AnnounceRequest(args.service, args.server)
     return CheckRequest(args.service)
 
 
@@ -89,13 +91,51 @@ def _probe(last: dict[str, Any] | None) -> str:
     return f"{'ok' if last['ok'] else 'FAIL'}{latency}: {last['reason']}"
 
 
+def _table(rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def print_router_status(reply: dict[str, Any]) -> None:
+    rows = [("SERVICE", "SERVER", "STATE", "HEALTHY", "ROUTED", "SINCE (UTC)", "LAST PROBE")]
+    for s in reply["services"]:
+        for v in s["servers"]:
+            last = v["checks"][0]["last"] if v["checks"] else None
+            rows.append(
+                (s["name"], v["name"], v["state"], "yes" if v["healthy"] else "no", "yes" if v["routed"] else "no",
+                 _ago(v["since"]), _probe(last))
+            )  # fmt: skip
+    _table(rows)
+    for s in reply["services"]:
+        print(f"\n{s['name']}: {', '.join(s['prefixes'])} via {', '.join(s['routed_via']) or 'NO SERVER'}")
+        if not s["decided"]:
+            print("  waiting for every server's first verdict; FRR's routes are kept as they are")
+        if s["degraded"]:
+            print(f"  DEGRADED: {s['degraded']}")
+        for v in s["servers"]:
+            m = v["maintenance"]
+            if m:
+                print(f"  {v['name']}: maintenance: {m['reason']} (by {m['who']}, since {_ago(m['since'])})")
+            for t in v["transitions"][-2:]:
+                print(f"  {_ago(t['at'])}  {t['name']}: {t['from']} -> {t['to']} ({t['reason']})")
+    f = reply["frr"]
+    sync = "in step" if f["in_sync"] else f"NOT in step: {f['problem']}"
+    print(f"\nFRR (tag {f['tag']}): {sync}; last sync {_ago(f['last_sync'])}, {f['calls']} vtysh call(s)")
+    if f["conflicts"]:
+        print(f"  left alone (configured by hand without tag {f['tag']}): {', '.join(f['conflicts'])}")
+    if reply.get("problem"):
+        print(f"\nPROBLEM: {reply['problem']}")
+
+
 def print_status(reply: dict[str, Any]) -> None:
+    if reply.get("mode") == "router":
+        print_router_status(reply)
+        return
     rows = [("SERVICE", "STATE", "ANNOUNCED", "SINCE (UTC)")]
     for s in reply["services"]:
         rows.append((s["name"], s["state"], "yes" if s["announced"] else "no", _ago(s["since"])))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    _table(rows)
     for s in reply["services"]:
         print(f"\n{s['name']}:")
         prefixes = (f"{p['prefix']} {'announced' if p['announced'] else 'withdrawn'}" for p in s["prefixes"])
@@ -129,7 +169,8 @@ def _print(args: argparse.Namespace, reply: dict[str, Any]) -> int:
         failed = [c for c in reply["checks"] if not c["ok"]]
         if not args.json:
             for c in reply["checks"]:
-                print(f"{reply['service']} checks[{c['check']}]: {_probe(c)}")
+                server = f" {c['server']}" if "server" in c else ""
+                print(f"{reply['service']}{server} checks[{c['check']}]: {_probe(c)}")
         return EXIT_CHECK_FAILED if failed else EXIT_OK
     if "warning" in reply:
         print(f"anycastctl: warning: {reply['warning']}", file=sys.stderr)
@@ -142,7 +183,7 @@ def _print(args: argparse.Namespace, reply: dict[str, Any]) -> int:
         return EXIT_OK
     if not args.json:
         for name in reply["withdrawn"]:
-            print(f"{name}: withdrawn for maintenance")
+            print(f"{name}: {'drained' if args.server else 'withdrawn'} for maintenance")
     drain = reply.get("drain")
     if drain is None:
         return EXIT_OK
@@ -160,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "timeout", None) is not None and not 0 < args.timeout <= 3600:
         print("anycastctl: --timeout must be between 0 and 3600 seconds", file=sys.stderr)
         return EXIT_USAGE
-    if args.command in ("withdraw", "announce") and args.all:
+    if args.command in ("withdraw", "announce") and (args.all or args.server):
         args.service = None
     request = _request(args)
     timeout = REPLY_TIMEOUT

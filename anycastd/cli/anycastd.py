@@ -1,4 +1,4 @@
-"""`anycastd`: run the sidecar, or check a configuration file."""
+"""`anycastd`: run the sidecar (`run`) or the router-side prober (`router`), or check a configuration file."""
 
 from __future__ import annotations
 
@@ -7,22 +7,27 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from anycastd import __version__
 from anycastd.address import NetlinkAddresses
 from anycastd.announce.exabgp import ExaBGPAnnouncer
+from anycastd.announce.frr import VtyshRoutes
 from anycastd.checks.dns import DnsProber
-from anycastd.config import Config, load
+from anycastd.config import Config, RouterConfig, load, load_router
 from anycastd.control import ControlServer
 from anycastd.drain import NftablesMeter
 from anycastd.errors import AnycastdError, ConfigError
-from anycastd.metrics import Metrics
+from anycastd.metrics import Metrics, RouterMetrics
+from anycastd.router import Router
 from anycastd.sidecar import Liveness, Sidecar
 from anycastd.state import FileStore
 
 log = logging.getLogger("anycastd")
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+T = TypeVar("T")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,14 +37,18 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="announce the service addresses while the local resolver is healthy")
     run.add_argument("--config", "-c", default="/etc/anycastd/anycastd.yaml", help="configuration file")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    router = sub.add_parser("router", help="on a router with FRR: keep static routes via each healthy server")
+    router.add_argument("--config", "-c", default="/etc/anycastd/router.yaml", help="configuration file")
+    router.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
+    check.add_argument("--router", action="store_true", help="the file is an `anycastd router` configuration")
     check.add_argument("file")
     return parser
 
 
-def _load(path: str) -> Config | None:
+def _load(path: str, loader: Callable[[str], T]) -> T | None:
     try:
-        return load(path)
+        return loader(path)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -97,25 +106,66 @@ async def _run(config: Config, path: str) -> None:
         metrics.close()
 
 
+async def _run_router(config: RouterConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(
+        signal.SIGHUP,
+        lambda: log.warning("SIGHUP: anycastd router does not reload; restart it (the routes stay as they are)"),
+    )
+    metrics = RouterMetrics()
+    router = Router(config, VtyshRoutes(config.vtysh), DnsProber(), store=FileStore(config.state_dir), metrics=metrics)
+    control = ControlServer(config.control_socket, router, config.control.group)
+    await control.start()
+    try:
+        if config.metrics is not None:
+            metrics.serve(config.metrics.address, config.metrics.port)
+        await router.run(stop)
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+        await control.close()
+        metrics.close()
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    if args.router:
+        router = _load(args.file, load_router)
+        if router is None:
+            return EXIT_ERROR
+        servers = len(router.server_names)
+        print(f"{args.file}: OK ({len(router.services)} service(s), {servers} server(s); router)")
+        return EXIT_OK
+    config = _load(args.file, load)
+    if config is None:
+        return EXIT_ERROR
+    print(f"{args.file}: OK ({len(config.services)} service(s), {len(config.neighbors)} neighbor(s))")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
-        config = _load(args.file)
-        if config is None:
-            return EXIT_ERROR
-        print(f"{args.file}: OK ({len(config.services)} service(s), {len(config.neighbors)} neighbor(s))")
-        return EXIT_OK
+        return _check_config(args)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     logging.getLogger("pyroute2").setLevel(logging.WARNING)  # its debug is a netlink packet trace
-    config = _load(args.config)
-    if config is None:
-        return EXIT_ERROR
+    if args.command == "router":
+        router = _load(args.config, load_router)
+        if router is None:
+            return EXIT_ERROR
+        runner: Coroutine[Any, Any, None] = _run_router(router)
+    else:
+        config = _load(args.config, load)
+        if config is None:
+            return EXIT_ERROR
+        runner = _run(config, args.config)
     try:
-        asyncio.run(_run(config, args.config))
+        asyncio.run(runner)
     except AnycastdError as exc:
         log.error("%s", exc)
         return EXIT_ERROR
