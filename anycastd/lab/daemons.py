@@ -1,4 +1,4 @@
-"""The lab's daemons: FRR on the router, Unbound and anycastd on each server."""
+"""The lab's daemons: FRR on the router, Unbound and anycastd on each server, or `anycastd router`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from anycastd.lab.topology import (
+    CLIENT_ROUTER_V4,
     HEALTH_QNAME,
     ROUTER_ASN,
     SERVICE_V4,
@@ -185,3 +186,66 @@ def anycastd_key(server: Server) -> str:
 
 def unbound_key(server: Server) -> str:
     return f"unbound-{server.name}"
+
+
+# the router-side variant -----------------------------------------------------------------------------------
+
+ROUTER_KEY = "anycastd-router"
+
+
+def frr_static_config() -> str:
+    """frr/static/frr.conf as users copy it: zebra and staticd, no BGP."""
+    return frr_file("static/frr.conf").read_text()
+
+
+def bind_service_addresses(lab: Lab, server: Server) -> None:
+    """What an operator does once on a server of the router-side variant: the service address on lo."""
+    ns = lab.ns(server.name)
+    lab.exec(ns, "ip", "addr", "add", SERVICE_V4, "dev", "lo")
+    lab.exec(ns, "ip", "-6", "addr", "add", SERVICE_V6, "dev", "lo")
+
+
+def router_paths(lab: Lab) -> tuple[Path, Path, Path]:
+    """The config file, log file and control socket of `anycastd router` on the router."""
+    rdir = lab.workdir / "router"
+    return rdir / "anycastd-router.yaml", rdir / "anycastd-router.log", rdir / "run" / "control.sock"
+
+
+def router_config(lab: Lab, resync: float = 1.0, when_all_down: str = "keep") -> str:
+    servers = "".join(
+        f"\n      - {{name: {s.name}, address: {s.v4}, nexthops: [{s.v4}, '{s.v6}']}}" for s in lab.server_list
+    )
+    rdir = lab.workdir / "router"
+    return f"""# anycastd router on the lab router
+router:
+  vtysh: [vtysh, --vty_socket, {rdir}]
+  resync: {resync}
+  when_all_down: {when_all_down}
+runtime_dir: {rdir / "run"}
+state_dir: {rdir / "state"}
+metrics:
+  address: {CLIENT_ROUTER_V4}
+  port: {METRICS_PORT}
+services:
+  dns:
+    prefixes: [{SERVICE_V4}, {SERVICE_V6}]
+    checks:
+      - qname: {HEALTH_QNAME}
+        qtype: TXT
+        answer: healthy
+    servers:{servers}
+"""
+
+
+def start_anycastd_router(lab: Lab, config: str | None = None) -> subprocess.Popen[bytes]:
+    path, logfile, _ = router_paths(lab)
+    path.write_text(config or router_config(lab))
+    argv = [sys.executable, "-m", "anycastd", "router", "--config", str(path), "--log-level", "debug"]
+    return lab.spawn(ROUTER_KEY, lab.router, argv, logfile)
+
+
+def anycastctl_router(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real CLI against `anycastd router`, run in the router's namespace."""
+    _, _, sock = router_paths(lab)
+    argv = [sys.executable, "-m", "anycastd.cli.anycastctl", "--socket", str(sock), *args]
+    return lab.exec(lab.router, *argv, check=False)

@@ -1,0 +1,103 @@
+"""The router-side lab, ready to use: FRR with zebra and staticd, `anycastd router`, Unbound only on the servers.
+
+The servers run no BGP and no anycastd: each has the service address on
+``lo`` and a resolver listening on it. `anycastd router` in the router's
+namespace probes them and keeps FRR's static routes in step.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+from anycastd.lab import daemons
+from anycastd.lab.base import DnsLab
+from anycastd.lab.fib import Fib
+from anycastd.lab.topology import CLIENT_ROUTER_V4, run, wait_until
+from anycastd.routes import Installed, parse_running_config
+
+
+class StaticLab(DnsLab):
+    def __enter__(self) -> StaticLab:
+        self.lab.__enter__()
+        try:
+            daemons.start_frr(self.lab, daemons.frr_static_config(), ("zebra", "staticd"))
+            for s in self.servers:
+                daemons.bind_service_addresses(self.lab, s)
+                daemons.start_unbound(self.lab, s)
+            daemons.start_anycastd_router(self.lab)
+            self.fib = Fib(self.lab.router)
+            self.wait_paths(len(self.servers), timeout=60)
+        except BaseException as exc:
+            self.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    # anycastd router --------------------------------------------------------
+
+    def running(self) -> bool:
+        proc = self.lab.processes.get(daemons.ROUTER_KEY)
+        return proc is not None and proc.poll() is None
+
+    def start_anycastd(self, config: str | None = None) -> None:
+        daemons.start_anycastd_router(self.lab, config)
+
+    def stop_anycastd(self, sig: int = signal.SIGTERM) -> None:
+        self.lab.stop(daemons.ROUTER_KEY, sig)
+
+    def anycastctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return daemons.anycastctl_router(self.lab, *args)
+
+    def anycastctl_ready(self, timeout: float = 10.0) -> None:
+        wait_until(lambda: self.anycastctl("status").returncode == 0, timeout, what="anycastd router answering")
+
+    def log_size(self) -> int:
+        _, logfile, _ = daemons.router_paths(self.lab)
+        return logfile.stat().st_size
+
+    def log_since(self, offset: int) -> str:
+        _, logfile, _ = daemons.router_paths(self.lab)
+        with logfile.open("rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+
+    def metrics(self) -> str:
+        url = f"http://{CLIENT_ROUTER_V4}:{daemons.METRICS_PORT}/metrics"
+        code = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5).read().decode())"
+        return self.lab.exec(self.lab.router, sys.executable, "-c", code).stdout
+
+    def static_routes(self) -> list[Installed]:
+        """What staticd holds, as anycastd itself reads it."""
+        return parse_running_config(self.vtysh_staticd("show running-config"))
+
+    def vtysh_staticd(self, command: str) -> str:
+        return run("vtysh", "--vty_socket", str(self.lab.workdir / "router"), "-d", "staticd", "-c", command).stdout
+
+    # FRR's own failures -------------------------------------------------------
+
+    def kill_staticd(self) -> None:
+        pid = int((self.lab.workdir / "router" / "staticd.pid").read_text())
+        run("kill", "-9", str(pid))
+
+    def start_staticd(self) -> None:
+        daemons.start_frr(self.lab, daemons.frr_static_config(), ("staticd",))
+
+    def restore(self) -> None:
+        """Every resolver and anycastd router running, no server drained, every path in the FIB."""
+        if not (self.lab.workdir / "router" / "staticd.vty").exists():
+            self.start_staticd()
+        path, _, _ = daemons.router_paths(self.lab)
+        if self.running() and path.read_text() != daemons.router_config(self.lab):
+            self.stop_anycastd(signal.SIGKILL)  # a test changed its configuration
+        if not self.running():
+            self.start_anycastd()
+        for s in self.servers:
+            if self.resolver_running(s):
+                self.signal_resolver(s, signal.SIGCONT)
+            else:
+                self.start_resolver(s)
+        self.anycastctl_ready()
+        if self.anycastctl("announce", "--all").returncode != 0:
+            raise RuntimeError("anycastctl announce --all failed on the router")
+        self.wait_paths(len(self.servers), timeout=30)
