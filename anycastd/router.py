@@ -27,7 +27,6 @@ every service it serves, and is persisted like the sidecar's.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -231,13 +230,16 @@ class Router:
 
     async def _sync_loop(self) -> None:
         while not self._stopping:
-            with contextlib.suppress(TimeoutError):  # the periodic resync: repairs drift nobody reported
+            try:
                 await asyncio.wait_for(self._dirty.wait(), self.config.vtysh.resync)
+                periodic = False
+            except TimeoutError:
+                periodic = True  # the periodic resync: reads FRR afresh, repairs drift nobody reported
             if self._stopping:
                 break  # stopping leaves FRR as the last pass made it
             self._dirty.clear()
             ticket = self._requested
-            await self.sync()
+            await self.sync(fresh=periodic)
             async with self._synced:
                 self._completed = ticket
                 self._synced.notify_all()
@@ -272,10 +274,14 @@ class Router:
         self.frr_problem = problem
         self.metrics.sync_failures.inc()
 
-    async def sync(self) -> None:
-        """One pass: decide, change FRR if it differs, read it back, retry a mismatch, report."""
+    async def sync(self, fresh: bool = False) -> None:
+        """One pass: decide, change FRR if it differs, read it back, retry a mismatch, report.
+
+        FRR is read first only when ``fresh`` or when the last read failed; otherwise the
+        read-back of the last change stands, and the change costs one vtysh call.
+        """
         self._choose()
-        if not self.frr_known and not await self._read_frr():
+        if (fresh or not self.frr_known) and not await self._read_frr():
             return
         desired = desired_routes(self.config.services, self.choices, self.owned)
         retrying = tenacity.AsyncRetrying(

@@ -82,6 +82,8 @@ class VtyshRoutes:
         text = out.decode(errors="replace")
         if proc.returncode != 0:
             said = _said(text) or f"exit status {proc.returncode}"
+            if "failed to connect" in text:
+                raise RouteError(f"staticd is not running, or its vty socket is out of reach (vtysh: {said})")
             raise RouteError(f"vtysh failed: {said}")
         return text
 

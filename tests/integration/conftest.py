@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from anycastd.lab.bgp import BgpLab
+from anycastd.lab.static import StaticLab
 from anycastd.lab.topology import reap_stale_labs
 
-NEEDED = ["ip", "vtysh", "unbound", "dig", "/usr/lib/frr/zebra", "/usr/lib/frr/bgpd"]
+NEEDED = ["ip", "vtysh", "unbound", "dig", "/usr/lib/frr/zebra", "/usr/lib/frr/bgpd", "/usr/lib/frr/staticd"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -45,3 +46,16 @@ def lab(bgp_lab: BgpLab) -> BgpLab:
     """The module's lab, healthy again: every daemon running, every path in the FIB."""
     bgp_lab.restore()
     return bgp_lab
+
+
+@pytest.fixture(scope="module")
+def static_lab() -> Iterator[StaticLab]:
+    with StaticLab() as lab:
+        yield lab
+
+
+@pytest.fixture
+def router_lab(static_lab: StaticLab) -> StaticLab:
+    """The module's router-side lab, healthy again: resolvers and anycastd router running, every path in the FIB."""
+    static_lab.restore()
+    return static_lab
