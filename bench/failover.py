@@ -22,12 +22,15 @@ from collections.abc import Callable
 from report import arguments, context, publish
 
 from anycastd.config import DnsCheck
+from anycastd.lab.base import DnsLab
 from anycastd.lab.bgp import BgpLab
 from anycastd.lab.topology import Server
 
+Scenario = tuple[str, float | None, Callable[[Server], None], Callable[[Server], None], bool]
 
-def scenarios(lab: BgpLab) -> list[tuple[str, float | None, Callable[[Server], None], Callable[[Server], None], bool]]:
-    """(name, goal in s, action, undo, path present afterwards)."""
+
+def resolver_scenarios(lab: DnsLab) -> list[Scenario]:
+    """What happens to a resolver, for either variant: (name, goal in s, action, undo, path present afterwards)."""
     return [
         (
             "resolver killed (SIGKILL) -> path gone",
@@ -51,6 +54,13 @@ def scenarios(lab: BgpLab) -> list[tuple[str, float | None, Callable[[Server], N
             lambda s: None,
             True,
         ),
+    ]
+
+
+def scenarios(lab: BgpLab) -> list[Scenario]:
+    """The resolver's failures, and the sidecar's own."""
+    return [
+        *resolver_scenarios(lab),
         ("anycastd killed (SIGKILL) -> path gone", 1.0, lab.kill_anycastd, lab.start_anycastd, False),
         (
             "anycastd frozen (SIGSTOP) -> path gone",
@@ -62,9 +72,9 @@ def scenarios(lab: BgpLab) -> list[tuple[str, float | None, Callable[[Server], N
     ]
 
 
-def measure(lab: BgpLab, trials: int) -> list[tuple[str, float | None, list[float]]]:
+def measure(lab: DnsLab, trials: int, cases: list[Scenario]) -> list[tuple[str, float | None, list[float]]]:
     rows = []
-    for name, goal, action, undo, present in scenarios(lab):
+    for name, goal, action, undo, present in cases:
         times = []
         for trial in range(trials):
             victim = lab.servers[trial % len(lab.servers)]
@@ -105,7 +115,7 @@ def main() -> int:
     if args is None:
         return 1
     with BgpLab() as lab:
-        rows = measure(lab, args.trials)
+        rows = measure(lab, args.trials, scenarios(lab))
     d = DnsCheck.__dataclass_fields__
     settings = ", ".join(f"{k} {d[k].default}" for k in ("interval", "timeout", "rise", "fall", "fall_hard"))
     publish(

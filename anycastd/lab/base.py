@@ -35,6 +35,10 @@ class DnsLab:
             self.fib = None
         self.lab.__exit__(kind, exc, tb)
 
+    def restore(self) -> None:
+        """Every daemon running, nothing drained, every path in the FIB: each test starts from a healthy lab."""
+        raise NotImplementedError
+
     # what the router holds ------------------------------------------------
 
     def paths(self, prefix: str = SERVICE_V4) -> frozenset[str]:

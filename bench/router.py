@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""`anycastd router`: how fast the router's FIB follows a resolver, and what probing 32 servers costs.
+
+Part 1 runs the router-side lab (FRR zebra + staticd, anycastd router on the
+router, Unbound on three servers) and times each resolver event to the
+router's FIB change, polled every 2 ms, as bench/failover.py does for the
+sidecar.
+
+Part 2 points anycastd router at 32 servers probed 10 times a second each:
+32 admin addresses on one server namespace, answered by one Unbound (a
+lightweight stand-in; only anycastd's own cost is measured). CPU is read
+from /proc over a window, after start-up.
+
+    python bench/router.py [--trials N] [--seconds S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+from failover import measure, resolver_scenarios, table
+from report import arguments, context, publish
+from resources import cpu_seconds, rss_mb
+
+from anycastd.config import DnsCheck
+from anycastd.lab import daemons
+from anycastd.lab.static import StaticLab
+from anycastd.lab.topology import HEALTH_QNAME, SERVICE_V4, Lab, wait_until
+
+FARM = 32
+FARM_ROUTER = "192.0.2.129/26"  # the router's side of the farm's extra subnet, on s1's link
+PROBES_PER_SECOND = 10
+
+
+def farm_addresses() -> list[str]:
+    return [f"192.0.2.{130 + i}" for i in range(FARM)]
+
+
+def farm_unbound(lab: Lab) -> str:
+    sdir = lab.workdir / "s1"
+    interfaces = "".join(f"    interface: {a}\n" for a in farm_addresses())
+    return f"""server:
+{interfaces}    verbosity: 0
+    num-threads: 1
+    do-daemonize: no
+    use-syslog: no
+    logfile: ""
+    chroot: ""
+    username: ""
+    directory: "{sdir}"
+    pidfile: "{sdir}/farm.pid"
+    access-control: 0.0.0.0/0 allow
+    module-config: "iterator"
+    local-zone: "example." static
+    local-data: '{HEALTH_QNAME} 0 IN TXT "healthy"'
+remote-control:
+    control-enable: no
+"""
+
+
+def farm_router_config(lab: Lab) -> str:
+    rdir = lab.workdir / "router"
+    interval = 1 / PROBES_PER_SECOND
+    servers = "".join(f"\n      - {{name: f{i + 1}, address: {a}}}" for i, a in enumerate(farm_addresses()))
+    return f"""router:
+  vtysh: [vtysh, --vty_socket, {rdir}]
+runtime_dir: {rdir / "run"}
+state_dir: {rdir / "state"}
+services:
+  dns:
+    prefixes: [{SERVICE_V4}]
+    checks:
+      - qname: {HEALTH_QNAME}
+        qtype: TXT
+        answer: healthy
+        interval: {interval}
+        timeout: {interval * 0.8:.2f}
+    servers:{servers}
+"""
+
+
+def farm_cost(seconds: float) -> dict[str, float]:
+    with Lab(servers=1) as lab:
+        s1 = lab.ns("s1")
+        lab.exec(lab.router, "ip", "addr", "add", FARM_ROUTER, "dev", "s1")
+        for a in farm_addresses():
+            lab.exec(s1, "ip", "addr", "add", f"{a}/26", "dev", "eth0")
+        conf = lab.workdir / "s1"
+        conf.mkdir(exist_ok=True)
+        (conf / "farm.conf").write_text(farm_unbound(lab))
+        lab.spawn("farm", s1, ["unbound", "-d", "-c", str(conf / "farm.conf")], conf / "farm.log")
+        daemons.start_frr(lab, daemons.frr_static_config(), ("zebra", "staticd"))
+        proc = daemons.start_anycastd_router(lab, farm_router_config(lab))
+
+        def routed() -> int:
+            reply = daemons.anycastctl_router(lab, "status", "--json")
+            if reply.returncode != 0:
+                return 0
+            return len(json.loads(reply.stdout)["services"][0]["routed_via"])
+
+        wait_until(lambda: routed() == FARM, 60, what=f"{FARM} servers routed")
+        time.sleep(3)  # steady state
+        probes_before, failures_before = _counts(lab)
+        cpu_before = cpu_seconds(proc.pid)
+        t0 = time.monotonic()
+        print(f"sampling anycastd router probing {FARM} servers for {seconds:g} s ...", flush=True)
+        time.sleep(seconds)
+        wall = time.monotonic() - t0
+        cpu = (cpu_seconds(proc.pid) - cpu_before) / wall * 100
+        probes, failures = _counts(lab)
+        rate = (probes - probes_before) / wall
+        failures -= failures_before
+        return {"cpu": cpu, "rss": rss_mb(proc.pid), "rate": rate, "failures": failures, "wall": wall}
+
+
+def _counts(lab: Lab) -> tuple[int, int]:
+    """Probes run and probes failed so far, over every server, from `anycastctl status --json`."""
+    status = json.loads(daemons.anycastctl_router(lab, "status", "--json").stdout)
+    checks = [c for v in status["services"][0]["servers"] for c in v["checks"]]
+    return sum(c["probes"] for c in checks), sum(c["failures"] for c in checks)
+
+
+def main() -> int:
+    def add(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--trials", type=int, default=10)
+        p.add_argument("--seconds", type=float, default=60.0)
+
+    args = arguments(__doc__, "bench/router.py", add)
+    if args is None:
+        return 1
+    with StaticLab() as lab:
+        rows = measure(lab, args.trials, resolver_scenarios(lab))
+    cost = farm_cost(args.seconds)
+    d = DnsCheck.__dataclass_fields__
+    settings = ", ".join(f"{k} {d[k].default}" for k in ("interval", "timeout", "rise", "fall", "fall_hard"))
+    met = "yes" if cost["cpu"] <= 5.0 else "**no**"
+    publish(
+        "bench/router.py",
+        [
+            "## Router-side variant: `anycastd router`, static routes in FRR",
+            "",
+            f"Command: `python bench/router.py --trials {args.trials} --seconds {args.seconds:g}` "
+            "(as root; `make bench` runs it).",
+            context(),
+            f"anycastd router defaults: check {settings}; one vtysh call per change, read back after it.",
+            "Router: FRR zebra + staticd (frr/static/frr.conf); the servers run Unbound only. The FIB is polled",
+            "every 2 ms; each trial starts at a random phase of the probe schedule.",
+            "",
+            table(rows, args.trials),
+            "",
+            f"Probing {FARM} servers at {PROBES_PER_SECOND} probes/s each (interval {1 / PROBES_PER_SECOND:g} s), "
+            f"sampled over {cost['wall']:.0f} s:",
+            "",
+            "| measure | value | goal | met |",
+            "|---|---:|---:|:---:|",
+            f"| probes per second, achieved | {cost['rate']:.0f} | {FARM * PROBES_PER_SECOND} | - |",
+            f"| failed probes in the window | {cost['failures']:.0f} | - | - |",
+            f"| anycastd router CPU, % of one core | {cost['cpu']:.2f} | <= 5 | {met} |",
+            f"| anycastd router RSS | {cost['rss']:.0f} MB | - | - |",
+        ],
+        write=not args.no_write,
+    )
+    print(f"median killed: {statistics.median(rows[0][2]) * 1000:.0f} ms", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
