@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import secrets
+import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +34,8 @@ import dns.asyncquery
 import dns.exception
 import dns.message
 import dns.rcode
+import dns.rdata
+import dns.rdataclass
 import dns.rdatatype
 
 from anycastd.config import DnsCheck, IPAddress
@@ -105,19 +109,105 @@ def classify(check: DnsCheck, query: dns.message.Message, wire: bytes, target: s
     return ProbeResult(Outcome.OK, f"{target}: {rcode} in {_ms(latency)}", latency, target)
 
 
-class _Datagram(asyncio.DatagramProtocol):
-    def __init__(self, query_id: int) -> None:
-        self.query_id = query_id
-        self.answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+class _Channel(asyncio.DatagramProtocol):
+    """One connected UDP socket to one resolver address, shared by every probe of it.
+
+    Responses are handed to the waiting probe by message id; anything else is
+    ignored. An ICMP port unreachable arrives as ``error_received`` without
+    saying which query caused it, so it fails every probe waiting on this
+    socket: they all asked the same address, which has nothing listening.
+    """
+
+    def __init__(self) -> None:
+        self.pending: dict[int, asyncio.Future[bytes]] = {}
+        self.transport: asyncio.DatagramTransport | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: object) -> None:
-        # A stray datagram with another id is not our answer; keep waiting.
-        if len(data) >= 2 and int.from_bytes(data[:2], "big") == self.query_id and not self.answer.done():
-            self.answer.set_result(data)
+        if len(data) >= 2:
+            waiter = self.pending.get(int.from_bytes(data[:2], "big"))
+            if waiter is not None and not waiter.done():
+                waiter.set_result(data)
 
     def error_received(self, exc: Exception) -> None:
-        if not self.answer.done():
-            self.answer.set_exception(exc)
+        for waiter in self.pending.values():
+            if not waiter.done():
+                waiter.set_exception(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.error_received(exc or ConnectionResetError("socket closed"))
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    """What a check sends and expects, prepared once: probing then costs no dnspython work when all is well."""
+
+    query: dns.message.Message  # for the slow path (classify), which explains a failure
+    tail: bytes  # the query's wire form after its 2-byte id
+    question: bytes  # the question section as sent (name, type, class)
+    rcode: int
+    rdtype: int
+    rdata: bytes | None  # the expected answer's wire form, when it can be compared byte for byte
+
+
+#: Record types whose wire form holds no domain name, so no compression: byte comparison is exact.
+_FLAT_TYPES = frozenset({dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.TXT})
+
+
+def compile_check(check: DnsCheck) -> _Compiled:
+    query = dns.message.make_query(check.qname, check.qtype)
+    query.id = 0
+    wire = query.to_wire()
+    rdtype = dns.rdatatype.from_text(check.qtype)
+    rdata = None
+    if check.answer is not None and rdtype in _FLAT_TYPES:
+        try:
+            rdata = dns.rdata.from_text(dns.rdataclass.IN, rdtype, check.answer).to_wire()
+        except dns.exception.DNSException:
+            rdata = None  # the slow path compares text
+    return _Compiled(query, wire[2:], wire[12:], dns.rcode.from_text(check.rcode), rdtype, rdata)
+
+
+def _skip_name(wire: bytes, at: int) -> int:
+    while True:
+        length = wire[at]
+        if length & 0xC0 == 0xC0:
+            return at + 2
+        if length & 0xC0:
+            raise ValueError("bad label")
+        at += 1 + length
+        if length == 0:
+            return at
+
+
+def fast_accept(c: _Compiled, query_id: int, wire: bytes, want_answer: bool) -> bool:
+    """True only for a well-formed response that passes: the id, QR, opcode, rcode and question match,
+    the expected answer is present, and the sections add up to the length. False means "ask classify",
+    never "failed": the slow path decides and explains."""
+    try:
+        if len(wire) < 12 or int.from_bytes(wire[:2], "big") != query_id:
+            return False
+        flags, qd, an, ns, ar = struct.unpack_from("!HHHHH", wire, 2)
+        if flags & 0xFA00 != 0x8000 or flags & 0x000F != c.rcode or c.rcode > 15 or qd != 1:
+            return False  # not QR, or an opcode, TC or rcode other than expected
+        at = 12 + len(c.question)
+        if wire[12:at] != c.question:
+            return False
+        found = not want_answer
+        for index in range(an + ns + ar):
+            at = _skip_name(wire, at)
+            rdtype, _, _, rdlen = struct.unpack_from("!HHIH", wire, at)
+            at += 10
+            if index < an and rdtype == c.rdtype and wire[at : at + rdlen] == c.rdata:
+                found = True
+            at += rdlen
+        return found and at == len(wire)
+    except (IndexError, ValueError, struct.error):
+        return False
 
 
 def _os_failure(exc: OSError, target: str) -> ProbeResult:
@@ -127,39 +217,47 @@ def _os_failure(exc: OSError, target: str) -> ProbeResult:
     return ProbeResult(Outcome.FAIL, f"{target}: {reason.lower()}", None, target, "network")
 
 
-async def query_udp(check: DnsCheck, query: dns.message.Message, address: IPAddress) -> ProbeResult:
+async def query_udp(channel: _Channel, check: DnsCheck, c: _Compiled, address: IPAddress) -> ProbeResult:
+    """One query over ``channel``, sent up to UDP_SENDS times within the timeout, timed with loop timers."""
     target = str(address)
-    wire = query.to_wire()
     loop = asyncio.get_running_loop()
+    query_id = secrets.randbits(16)
+    while query_id in channel.pending:
+        query_id = secrets.randbits(16)
+    wire = query_id.to_bytes(2, "big") + c.tail
+    waiter: asyncio.Future[bytes] = loop.create_future()
+    channel.pending[query_id] = waiter
+    assert channel.transport is not None
+    transport = channel.transport
+
+    def send() -> None:
+        if not waiter.done() and not channel.closed:
+            transport.sendto(wire)
+
+    def expire() -> None:
+        if not waiter.done():
+            waiter.set_result(b"")  # no answer: empty, which no response is
+
+    gap = check.timeout / UDP_SENDS
+    timers = [loop.call_later(gap * i, send) for i in range(1, UDP_SENDS)]
+    timers.append(loop.call_later(check.timeout, expire))
     started = time.monotonic()
+    send()
     try:
-        transport, protocol = await loop.create_datagram_endpoint(
-            lambda: _Datagram(query.id), remote_addr=(str(address), check.port)
-        )
+        data = await waiter
     except OSError as exc:
         return _os_failure(exc, target)
-    try:
-        gap = check.timeout / UDP_SENDS
-        for attempt in range(UDP_SENDS):
-            transport.sendto(wire)
-            remaining = check.timeout - (time.monotonic() - started)
-            wait = remaining if attempt == UDP_SENDS - 1 else min(gap, remaining)
-            if wait <= 0:
-                break
-            try:
-                data = await asyncio.wait_for(asyncio.shield(protocol.answer), wait)
-            except TimeoutError:
-                continue
-            except OSError as exc:
-                return _os_failure(exc, target)
-            return classify(check, query, data, target, time.monotonic() - started)
-        return ProbeResult(Outcome.FAIL, f"{target}: timeout after {_ms(check.timeout)}", None, target, "timeout")
     finally:
-        transport.close()
-        if not protocol.answer.done():
-            protocol.answer.cancel()
-        elif not protocol.answer.cancelled():
-            protocol.answer.exception()  # retrieved, so asyncio does not warn about it
+        for timer in timers:
+            timer.cancel()
+        del channel.pending[query_id]
+    if not data:
+        return ProbeResult(Outcome.FAIL, f"{target}: timeout after {_ms(check.timeout)}", None, target, "timeout")
+    latency = time.monotonic() - started
+    if fast_accept(c, query_id, data, check.answer is not None):
+        return ProbeResult(Outcome.OK, f"{target}: {check.rcode} in {_ms(latency)}", latency, target)
+    c.query.id = query_id
+    return classify(check, c.query, data, target, latency)
 
 
 async def query_tcp(check: DnsCheck, query: dns.message.Message, address: IPAddress) -> ProbeResult:
@@ -189,13 +287,45 @@ def combine(results: Sequence[ProbeResult]) -> ProbeResult:
 
 
 class DnsProber:
-    """The real prober: dnspython over the network."""
+    """The real prober: dnspython over the network, one long-lived UDP socket per resolver address."""
+
+    def __init__(self) -> None:
+        self._compiled: dict[DnsCheck, _Compiled] = {}
+        self._channels: dict[tuple[IPAddress, int], _Channel] = {}
+
+    async def _channel(self, address: IPAddress, port: int) -> _Channel:
+        channel = self._channels.get((address, port))
+        if channel is None or channel.closed:
+            _, channel = await asyncio.get_running_loop().create_datagram_endpoint(
+                _Channel, remote_addr=(str(address), port)
+            )
+            self._channels[(address, port)] = channel
+        return channel
+
+    async def _udp(self, check: DnsCheck, c: _Compiled, address: IPAddress) -> ProbeResult:
+        try:
+            channel = await self._channel(address, check.port)
+        except OSError as exc:
+            return _os_failure(exc, str(address))
+        return await query_udp(channel, check, c, address)
 
     async def probe(self, check: DnsCheck, service_addresses: Sequence[IPAddress]) -> ProbeResult:
-        query = dns.message.make_query(check.qname, check.qtype)
+        c = self._compiled.get(check)
+        if c is None:
+            c = self._compiled[check] = compile_check(check)
         targets = [check.address]
         if check.probe_service_addresses:
             targets += [a for a in service_addresses if a != check.address]
-        run = query_udp if check.protocol == "udp" else query_tcp
-        results = await asyncio.gather(*(run(check, query, a) for a in targets))
+        if check.protocol == "tcp":
+            results = await asyncio.gather(*(query_tcp(check, c.query, a) for a in targets))
+        elif len(targets) == 1:
+            return await self._udp(check, c, targets[0])  # the router's case: no gather, no extra task
+        else:
+            results = await asyncio.gather(*(self._udp(check, c, a) for a in targets))
         return combine(results)
+
+    def close(self) -> None:
+        for channel in self._channels.values():
+            if channel.transport is not None:
+                channel.transport.close()
+        self._channels.clear()

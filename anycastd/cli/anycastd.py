@@ -75,11 +75,12 @@ async def _run(config: Config, path: str) -> None:
     liveness = Liveness()
     metrics = Metrics()
     announcer = ExaBGPAnnouncer(config, alive=liveness)
+    prober = DnsProber()
     sidecar = Sidecar(
         config,
         announcer,
         NetlinkAddresses(),
-        DnsProber(),
+        prober,
         liveness,
         store=FileStore(config.state_dir),
         meter=NftablesMeter(),
@@ -104,6 +105,7 @@ async def _run(config: Config, path: str) -> None:
         await asyncio.gather(*reloads, return_exceptions=True)
         await control.close()
         metrics.close()
+        prober.close()
 
 
 async def _run_router(config: RouterConfig) -> None:
@@ -116,7 +118,8 @@ async def _run_router(config: RouterConfig) -> None:
         lambda: log.warning("SIGHUP: anycastd router does not reload; restart it (the routes stay as they are)"),
     )
     metrics = RouterMetrics()
-    router = Router(config, VtyshRoutes(config.vtysh), DnsProber(), store=FileStore(config.state_dir), metrics=metrics)
+    prober = DnsProber()
+    router = Router(config, VtyshRoutes(config.vtysh), prober, store=FileStore(config.state_dir), metrics=metrics)
     control = ControlServer(config.control_socket, router, config.control.group)
     await control.start()
     try:
@@ -127,6 +130,7 @@ async def _run_router(config: RouterConfig) -> None:
         loop.remove_signal_handler(signal.SIGHUP)
         await control.close()
         metrics.close()
+        prober.close()
 
 
 def _check_config(args: argparse.Namespace) -> int:

@@ -6,11 +6,15 @@ import asyncio
 import errno
 import ipaddress
 import socket
+from collections.abc import Sequence
 
+import dns.message
+import dns.rcode
+import dns.rrset
 import pytest
 
-from anycastd.checks.dns import DnsProber, ProbeResult, _os_failure, combine
-from anycastd.config import DnsCheck
+from anycastd.checks.dns import DnsProber, ProbeResult, _os_failure, classify, combine, compile_check, fast_accept
+from anycastd.config import DnsCheck, IPAddress
 from anycastd.health import Outcome
 from tests.unit.responder import Responder, serve
 
@@ -30,9 +34,18 @@ def check(port: int, **kw: object) -> DnsCheck:
     return DnsCheck(**{**base, **kw})  # type: ignore[arg-type]
 
 
+async def probe_once(c: DnsCheck, service_addresses: Sequence[IPAddress] = ()) -> ProbeResult:
+    """One probe with a prober of its own, whose sockets are closed afterwards."""
+    prober = DnsProber()
+    try:
+        return await prober.probe(c, service_addresses)
+    finally:
+        prober.close()
+
+
 async def probe(mode: str, **kw: object) -> ProbeResult:
     async with serve(Responder(mode=mode)) as r:
-        return await DnsProber().probe(check(r.port, **kw), [])
+        return await probe_once(check(r.port, **kw))
 
 
 @pytest.mark.parametrize("protocol", ["udp", "tcp"])
@@ -62,7 +75,7 @@ def test_udp_ignores_a_response_with_another_id() -> None:
 def test_udp_resends_within_the_timeout_so_one_lost_packet_does_not_fail() -> None:
     async def go() -> tuple[ProbeResult, int]:
         async with serve(Responder(mode="drop-first")) as r:
-            result = await DnsProber().probe(check(r.port), [])
+            result = await probe_once(check(r.port))
             return result, r.queries
 
     result, queries = asyncio.run(go())
@@ -90,7 +103,7 @@ def closed_port() -> int:
 
 @pytest.mark.parametrize("protocol", ["udp", "tcp"])
 def test_dead_resolver_is_a_hard_failure_at_once(protocol: str) -> None:
-    result = asyncio.run(DnsProber().probe(check(closed_port(), protocol=protocol, timeout=5.0, interval=10.0), []))
+    result = asyncio.run(probe_once(check(closed_port(), protocol=protocol, timeout=5.0, interval=10.0)))
     # The refusal ended the probe (a 5 s timeout would say "timeout after 5000 ms").
     assert result.outcome is Outcome.HARD_FAIL
     assert result.reason == "127.0.0.1: connection refused"
@@ -100,7 +113,7 @@ def test_service_address_that_nobody_answers_fails_the_probe() -> None:
     async def go() -> ProbeResult:
         async with serve(Responder()) as r:
             other = ipaddress.ip_address("127.0.0.2")  # nothing listens on this port there
-            return await DnsProber().probe(check(r.port), [other])
+            return await probe_once(check(r.port), [other])
 
     result = asyncio.run(go())
     assert result.outcome is Outcome.HARD_FAIL
@@ -110,9 +123,7 @@ def test_service_address_that_nobody_answers_fails_the_probe() -> None:
 def test_service_addresses_can_be_left_out() -> None:
     async def go() -> ProbeResult:
         async with serve(Responder()) as r:
-            return await DnsProber().probe(
-                check(r.port, probe_service_addresses=False), [ipaddress.ip_address("127.0.0.2")]
-            )
+            return await probe_once(check(r.port, probe_service_addresses=False), [ipaddress.ip_address("127.0.0.2")])
 
     assert asyncio.run(go()).ok
 
@@ -140,3 +151,68 @@ def test_combine_worst_wins_and_pass_reports_slowest() -> None:
     assert combine([ok1, soft]).reason == "c: timeout after 150 ms"
     both = combine([soft, hard, ok1])
     assert both.outcome is Outcome.HARD_FAIL and both.reason == "d: connection refused"
+
+
+def _response(c: DnsCheck, query_id: int, edit: str) -> bytes:
+    """A response to the check's query, spoiled as ``edit`` says."""
+    query = dns.message.make_query(c.qname, c.qtype)
+    query.id = query_id
+    response = dns.message.make_response(query)
+    if edit != "no answer":
+        rdtype = "A" if edit == "other type" else c.qtype
+        text = "192.0.2.1" if edit == "other type" else ('"sick"' if edit == "other answer" else '"healthy"')
+        response.answer.append(dns.rrset.from_text(c.qname, 0, "IN", rdtype, text))
+    if edit == "servfail":
+        response.set_rcode(dns.rcode.SERVFAIL)
+    wire = bytearray(response.to_wire())
+    if edit == "wrong id":
+        wire[0] ^= 0xFF
+    if edit == "not a response":
+        wire[2] &= 0x7F
+    if edit == "truncated flag":
+        wire[2] |= 0x02
+    if edit == "other question":
+        wire[13] ^= 0x20 if wire[13] < 0x60 else 0x01
+    if edit == "trailing junk":
+        wire += b"\x00\x01"
+    if edit == "cut short":
+        del wire[-3:]
+    return bytes(wire)
+
+
+# edit -> does the fast path accept it? (everything it refuses goes to classify, which explains)
+FAST = [
+    ("proper", True),
+    ("no answer", False),
+    ("other type", False),
+    ("other answer", False),
+    ("servfail", False),
+    ("wrong id", False),
+    ("not a response", False),
+    ("truncated flag", False),
+    ("other question", False),
+    ("trailing junk", False),
+    ("cut short", False),
+]
+
+
+@pytest.mark.parametrize(("edit", "accepted"), FAST, ids=[f[0] for f in FAST])
+def test_the_fast_path_accepts_only_what_classify_passes(edit: str, accepted: bool) -> None:
+    c = check(53)
+    compiled = compile_check(c)
+    wire = _response(c, 4242, edit)
+    assert fast_accept(compiled, 4242, wire, want_answer=True) is accepted
+    compiled.query.id = 4242
+    if accepted:  # the fast path never passes what the slow one fails
+        assert classify(c, compiled.query, wire, "192.0.2.10", 0.001).ok
+
+
+def test_the_fast_path_needs_no_answer_when_none_is_asked_for() -> None:
+    c = check(53, answer=None)
+    wire = _response(c, 7, "no answer")
+    assert fast_accept(compile_check(c), 7, wire, want_answer=False)
+
+
+def test_answers_of_types_with_names_go_to_the_slow_path() -> None:
+    c = check(53, qtype="NS", answer="ns1.example.")
+    assert compile_check(c).rdata is None  # compression makes byte comparison wrong: classify compares text
