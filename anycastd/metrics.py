@@ -208,12 +208,18 @@ class RouterMetrics(_Endpoint):
         self.sync_failures = Counter(
             "anycastd_frr_sync_failures", "FRR could not be read or refused a change", registry=self.registry
         )
+        self._latency: dict[tuple[str, str, int], Histogram] = {}
 
     def watch(self, view: Callable[[], RouterView]) -> None:
         self.registry.register(_RouterCollector(view))
 
     def probe(self, service: str, server: str, check: int, result: ProbeResult) -> None:
         if result.ok and result.latency is not None:
-            self.probe_seconds.labels(service, server, str(check)).observe(result.latency)
+            # Hundreds of probes a second on a router: look each label set up once.
+            key = (service, server, check)
+            child = self._latency.get(key)
+            if child is None:
+                child = self._latency[key] = self.probe_seconds.labels(service, server, str(check))
+            child.observe(result.latency)
         elif not result.ok:
             self.probe_failures.labels(service, server, str(check), result.kind).inc()

@@ -230,30 +230,37 @@ async def query_udp(channel: _Channel, check: DnsCheck, c: _Compiled, address: I
     assert channel.transport is not None
     transport = channel.transport
 
-    def send() -> None:
-        if not waiter.done() and not channel.closed:
-            transport.sendto(wire)
-
-    def expire() -> None:
-        if not waiter.done():
-            waiter.set_result(b"")  # no answer: empty, which no response is
-
     gap = check.timeout / UDP_SENDS
-    timers = [loop.call_later(gap * i, send) for i in range(1, UDP_SENDS)]
-    timers.append(loop.call_later(check.timeout, expire))
-    started = time.monotonic()
+    sends = 0
+    timer: asyncio.TimerHandle | None = None
+
+    def send() -> None:
+        # One timer at a time: a resend while sends remain, then the expiry. Most answers come
+        # before the first resend is due, so a probe costs one timer, not UDP_SENDS + 1.
+        nonlocal sends, timer
+        if waiter.done():
+            return
+        if sends == UDP_SENDS:
+            waiter.set_result(b"")  # no answer: empty, which no response is
+            return
+        if not channel.closed:
+            transport.sendto(wire)
+        sends += 1
+        timer = loop.call_at(started + gap * sends, send)
+
+    started = loop.time()  # time.monotonic, as the rest of anycastd uses
     send()
     try:
         data = await waiter
     except OSError as exc:
         return _os_failure(exc, target)
     finally:
-        for timer in timers:
+        if timer is not None:
             timer.cancel()
         del channel.pending[query_id]
     if not data:
         return ProbeResult(Outcome.FAIL, f"{target}: timeout after {_ms(check.timeout)}", None, target, "timeout")
-    latency = time.monotonic() - started
+    latency = loop.time() - started
     if fast_accept(c, query_id, data, check.answer is not None):
         return ProbeResult(Outcome.OK, f"{target}: {check.rcode} in {_ms(latency)}", latency, target)
     c.query.id = query_id
@@ -294,19 +301,19 @@ class DnsProber:
         self._channels: dict[tuple[IPAddress, int], _Channel] = {}
 
     async def _channel(self, address: IPAddress, port: int) -> _Channel:
-        channel = self._channels.get((address, port))
-        if channel is None or channel.closed:
-            _, channel = await asyncio.get_running_loop().create_datagram_endpoint(
-                _Channel, remote_addr=(str(address), port)
-            )
-            self._channels[(address, port)] = channel
+        _, channel = await asyncio.get_running_loop().create_datagram_endpoint(
+            _Channel, remote_addr=(str(address), port)
+        )
+        self._channels[(address, port)] = channel
         return channel
 
     async def _udp(self, check: DnsCheck, c: _Compiled, address: IPAddress) -> ProbeResult:
-        try:
-            channel = await self._channel(address, check.port)
-        except OSError as exc:
-            return _os_failure(exc, str(address))
+        channel = self._channels.get((address, check.port))
+        if channel is None or channel.closed:
+            try:
+                channel = await self._channel(address, check.port)
+            except OSError as exc:
+                return _os_failure(exc, str(address))
         return await query_udp(channel, check, c, address)
 
     async def probe(self, check: DnsCheck, service_addresses: Sequence[IPAddress]) -> ProbeResult:
