@@ -72,3 +72,18 @@ def test_anycastctl_without_a_daemon_says_where_it_looked(tmp_path: Path) -> Non
     assert cli("anycastd.cli.anycastctl").returncode == 2
     assert cli("anycastd.cli.anycastctl", "withdraw", "dns").returncode == 2  # --reason is required
     assert cli("anycastd.cli.anycastctl", "withdraw", "dns", "--all", "--reason", "x").returncode == 2
+
+
+def test_check_config_router(tmp_path: Path) -> None:
+    example = Path(__file__).parents[2] / "examples" / "anycastd-router.yaml"
+    result = cli("anycastd", "check-config", "--router", str(example))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{example}: OK (1 service(s), 3 server(s); router)\n"
+    wrong = cli("anycastd", "check-config", str(example))
+    assert wrong.returncode == 1
+    assert "check it with `anycastd check-config --router FILE`" in wrong.stderr
+    bad = tmp_path / "router.yaml"
+    bad.write_text(example.read_text().replace("when_all_down: keep", "when_all_down: drop"))
+    refused = cli("anycastd", "router", "--config", str(bad))
+    assert refused.returncode == 1
+    assert f"{bad}:10: router.when_all_down: must be one of keep, withdraw, got 'drop'" in refused.stderr

@@ -41,6 +41,8 @@ from anycastd.control import (
         AnnounceRequest(None),
         AnnounceRequest("dns"),
         CheckRequest("dns"),
+        WithdrawRequest(None, "kernel upgrade", "alice", True, 5.0, "ns2"),
+        AnnounceRequest(None, "ns2"),
     ],
 )
 def test_every_request_survives_the_wire(request_: Request) -> None:
@@ -58,6 +60,11 @@ def test_every_request_survives_the_wire(request_: Request) -> None:
         (b'{"command": "reboot"}', "unknown command 'reboot' (expected one of: status, withdraw, announce, check)"),
         (b"{}", "unknown command None"),
         (b'{"command": "status", "verbose": true}', "status: unknown field(s) verbose"),
+        (
+            b'{"command": "announce", "service": "dns", "server": "ns1"}',
+            "announce: give a service or a server, not both",
+        ),
+        (b'{"command": "announce", "server": "../x"}', "'server' must be a server name, got '../x'"),
         (b'{"command": "status", "service": 5}', "'service' must be a service name, got 5"),
         (b'{"command": "status", "service": "../etc"}', "'service' must be a service name"),
         (b'{"command": "check"}', "'service' must be a service name, got None"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from anycastd.router import Router
 from anycastd.routes import Installed, StaticRoute
 from anycastd.state import InMemoryStore, Maintenance
 from tests.unit.fake_time import FakeTime
+from tests.unit.test_control import Served, ctl
 
 TAG = 5353
 TEXT = """\
@@ -386,3 +388,32 @@ def test_check_probes_every_server_and_changes_nothing() -> None:
         assert frr.applied == [] and all(m.status[0].probes == 0 for m in router.members["dns"])
 
     run(go)
+
+
+def test_anycastctl_against_a_router_status_drain_and_check(tmp_path: Path) -> None:
+    """The real CLI, as a subprocess, against a Router served on a real control socket."""
+    router, frr, prober, _ = make()
+    with Served(tmp_path / "control.sock", router) as served:  # type: ignore[arg-type]
+
+        def on_loop(coro: Coroutine[Any, Any, Any]) -> Any:
+            return asyncio.run_coroutine_threadsafe(coro, served.loop).result(10)
+
+        on_loop(rounds(router, prober, 2))
+        prober.now["ns3"] = hard
+        on_loop(rounds(router, prober))
+        table = ctl(served.path, "status")
+        assert table.returncode == 0, table.stderr
+        lines = table.stdout.splitlines()
+        assert lines[0].split()[:5] == ["SERVICE", "SERVER", "STATE", "HEALTHY", "ROUTED"]
+        assert lines[3].split()[:5] == ["dns", "ns3", "down", "no", "no"]
+        assert "dns: 203.0.113.53/32, 2001:db8::53/128 via ns1, ns2" in lines
+        assert lines[-1].startswith("FRR (tag 5353): in step; last sync")
+        drained = ctl(served.path, "withdraw", "--server", "ns2", "--reason", "swap disk")
+        assert drained.returncode == 0 and drained.stdout == "ns2: drained for maintenance\n"
+        on_loop(router.sync())
+        assert frr.routes(TAG) == via("ns1")
+        refused = ctl(served.path, "withdraw", "--all", "--reason", "x")
+        assert refused.returncode == 1 and "drains servers, not services" in refused.stderr
+        check = ctl(served.path, "check", "dns")
+        assert check.returncode == 4  # ns3 fails
+        assert "dns ns3 checks[0]: FAIL: 192.0.2.18: connection refused" in check.stdout
