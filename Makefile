@@ -41,6 +41,7 @@ bench: deps venv
 	$(PY) bench/failover.py
 	$(PY) bench/resources.py
 	$(PY) bench/drain.py
+	$(PY) bench/router.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
