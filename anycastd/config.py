@@ -523,6 +523,15 @@ def _metrics(r: _Reader, top: dict[str, Any]) -> MetricsSettings | None:
     return MetricsSettings(address, port)
 
 
+def _services(r: _Reader, top: dict[str, Any], parse_one: Callable[[_Reader, str, Any, str], T | None]) -> list[T]:
+    """The ``services`` mapping, each entry read by ``parse_one`` (a sidecar's or a router's service)."""
+    raw_services = top.get("services")
+    if not isinstance(raw_services, dict) or not raw_services:
+        r.problem("services", f"must be a mapping of service name to service, got {_kind(raw_services)}")
+        return []
+    return [s for name, raw in raw_services.items() if (s := parse_one(r, name, raw, f"services.{name}")) is not None]
+
+
 def _top(text: str, source: str, keys: set[str]) -> tuple[_Reader, dict[str, Any]]:
     r = _Reader(source)
     try:
@@ -572,15 +581,7 @@ def parse(text: str, source: str = "<config>") -> Config:
         if any(n.address == other.address for other in neighbors):
             r.problem(f"{n_path}.address", f"neighbor {n.address} is listed twice")
         neighbors.append(n)
-    services: list[Service] = []
-    raw_services = top.get("services")
-    if not isinstance(raw_services, dict) or not raw_services:
-        r.problem("services", f"must be a mapping of service name to service, got {_kind(raw_services)}")
-    else:
-        for name, raw in raw_services.items():
-            s = _service(r, name, raw, f"services.{name}")
-            if s is not None:
-                services.append(s)
+    services = _services(r, top, _service)
     if r.problems or router_id is None or local_asn is None or runtime_dir is None or state_dir is None:
         raise ConfigError(r.problems)
     config = Config(
@@ -793,15 +794,7 @@ def parse_router(text: str, source: str = "<config>") -> RouterConfig:
     state_dir = r.field(top, "", "state_dir", _path, DEFAULT_ROUTER_STATE_DIR)
     control = _control(r, top)
     metrics = _metrics(r, top)
-    services: list[RoutedService] = []
-    raw_services = top.get("services")
-    if not isinstance(raw_services, dict) or not raw_services:
-        r.problem("services", f"must be a mapping of service name to service, got {_kind(raw_services)}")
-    else:
-        for name, raw in raw_services.items():
-            s = _routed_service(r, name, raw, f"services.{name}")
-            if s is not None:
-                services.append(s)
+    services = _services(r, top, _routed_service)
     owner: dict[IPNetwork, str] = {}
     for s in services:
         for i, prefix in enumerate(s.prefixes):

@@ -30,7 +30,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,13 +52,12 @@ from anycastd.routes import (
     reconcile,
     servers_routed,
 )
-from anycastd.sidecar import CheckStatus, _iso, _result_json, _transition_json
+from anycastd.sidecar import Clock, Sleep
 from anycastd.state import Maintenance, MaintenanceStore, StateError
+from anycastd.status import CheckStatus, iso, result_json, transition_json
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], float]
-Sleep = Callable[[float], Awaitable[None]]
 STATUS_VERSION = 1
 SYNC_ATTEMPTS = 3
 #: Servers start their schedules in steps of this many seconds. Probes that fall due in the same step
@@ -157,7 +156,7 @@ class Router:
             for member in members:
                 member.health.drain(m.reason, self.clock())
             if members:
-                log.warning("%s: drained since %s (%s, by %s)", name, _iso(m.since), m.reason, m.who)
+                log.warning("%s: drained since %s (%s, by %s)", name, iso(m.since), m.reason, m.who)
             else:
                 log.warning("maintenance of %s is kept, but no such server is configured", name)
 
@@ -432,7 +431,7 @@ class Router:
         return {
             "service": service.name,
             "checks": [
-                {**_result_json(i, r, None, self.wall), "server": m.server.name}
+                {**result_json(i, r, None, self.wall), "server": m.server.name}
                 for (m, i, _), r in zip(jobs, results, strict=True)
             ],
         }
@@ -442,7 +441,7 @@ class Router:
     def _wall_of(self, monotonic: float | None) -> str | None:
         if monotonic is None:
             return None
-        return _iso(self.wall() - (self.clock() - monotonic))
+        return iso(self.wall() - (self.clock() - monotonic))
 
     def _member_json(self, m: Member, routed: frozenset[str]) -> dict[str, Any]:
         maint = self.maintenance.get(m.server.name)
@@ -454,18 +453,18 @@ class Router:
             "healthy": m.health.announced,
             "routed": m.server.name in routed,
             "since": self._wall_of(m.health.since),
-            "maintenance": {"reason": maint.reason, "who": maint.who, "since": _iso(maint.since)} if maint else None,
+            "maintenance": {"reason": maint.reason, "who": maint.who, "since": iso(maint.since)} if maint else None,
             "checks": [
                 {
                     "index": i,
                     "state": str(m.health.checks[i].state),
                     "probes": st.probes,
                     "failures": st.failures,
-                    "last": _result_json(i, st.last, self._wall_of(st.last_at), self.wall) if st.last else None,
+                    "last": result_json(i, st.last, self._wall_of(st.last_at), self.wall) if st.last else None,
                 }
                 for i, st in enumerate(m.status)
             ],
-            "transitions": [_transition_json(t, self._wall_of(t.at)) for t in m.health.transitions[-5:]],
+            "transitions": [transition_json(t, self._wall_of(t.at)) for t in m.health.transitions[-5:]],
         }
 
     def status(self, name: str | None = None) -> dict[str, Any]:

@@ -29,12 +29,11 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from anycastd.address import Addresses
 from anycastd.announce import Announcer
-from anycastd.checks.dns import Prober, ProbeResult
+from anycastd.checks.dns import Prober
 from anycastd.config import Config, DnsCheck, IPAddress, Service
 from anycastd.control import (
     AnnounceRequest,
@@ -47,9 +46,10 @@ from anycastd.control import (
 )
 from anycastd.drain import DrainReport, TrafficMeter, Verdict, wait_quiet
 from anycastd.errors import AddressError, AnnounceError, ConfigError
-from anycastd.health import Announce, Decision, ServiceHealth, State, Thresholds, Transition
+from anycastd.health import Announce, Decision, ServiceHealth, State, Thresholds
 from anycastd.metrics import Metrics, ServiceView, View
 from anycastd.state import Maintenance, MaintenanceStore, StateError
+from anycastd.status import CheckStatus, iso, result_json, transition_json
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +77,6 @@ class Liveness:
     def __call__(self) -> bool:
         now = self.clock()
         return all(deadline >= now for deadline in self._deadlines.values())
-
-
-@dataclass
-class CheckStatus:
-    last: ProbeResult | None = None
-    last_at: float | None = None
-    probes: int = 0
-    failures: int = 0
 
 
 def _loop_key(service: str, index: int) -> str:
@@ -156,7 +148,7 @@ class Sidecar:
         for name, m in self.maintenance.items():
             if name in self.health:
                 self.health[name].drain(m.reason, self.clock())
-                log.warning("%s: in maintenance since %s (%s, by %s)", name, _iso(m.since), m.reason, m.who)
+                log.warning("%s: in maintenance since %s (%s, by %s)", name, iso(m.since), m.reason, m.who)
             else:
                 log.warning("maintenance of %s is kept, but no such service is configured", name)
 
@@ -382,7 +374,7 @@ class Sidecar:
         results = await asyncio.gather(*(self.prober.probe(c, service.host_addresses) for c in service.checks))
         return {
             "service": service.name,
-            "checks": [_result_json(i, r, None, self.wall) for i, r in enumerate(results)],
+            "checks": [result_json(i, r, None, self.wall) for i, r in enumerate(results)],
         }
 
     # reading --------------------------------------------------------------
@@ -390,7 +382,7 @@ class Sidecar:
     def _wall_of(self, monotonic: float | None) -> str | None:
         if monotonic is None:
             return None
-        return _iso(self.wall() - (self.clock() - monotonic))
+        return iso(self.wall() - (self.clock() - monotonic))
 
     def status(self, name: str | None = None) -> dict[str, Any]:
         confirmed = self.announcer.announced_prefixes()
@@ -406,7 +398,7 @@ class Sidecar:
                     "state": str(health.checks[i].state),
                     "probes": status.probes,
                     "failures": status.failures,
-                    "last": _result_json(i, status.last, self._wall_of(status.last_at), self.wall)
+                    "last": result_json(i, status.last, self._wall_of(status.last_at), self.wall)
                     if status.last
                     else None,
                 }
@@ -418,9 +410,9 @@ class Sidecar:
                     "announced": health.announced,
                     "since": self._wall_of(health.since),
                     "prefixes": [{"prefix": str(p), "announced": p in confirmed} for p in service.prefixes],
-                    "maintenance": {"reason": m.reason, "who": m.who, "since": _iso(m.since)} if m else None,
+                    "maintenance": {"reason": m.reason, "who": m.who, "since": iso(m.since)} if m else None,
                     "checks": checks,
-                    "transitions": [_transition_json(t, self._wall_of(t.at)) for t in health.transitions[-10:]],
+                    "transitions": [transition_json(t, self._wall_of(t.at)) for t in health.transitions[-10:]],
                 }
             )
         return {
@@ -437,23 +429,3 @@ class Sidecar:
             ServiceView(name, h.state, h.announced, h.state is State.MAINTENANCE) for name, h in self.health.items()
         ]
         return View(services, self.announcer.sessions(), int(self.announcer.describe().get("restarts", 0)))
-
-
-def _iso(unix: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(unix)) + f".{int(unix % 1 * 1000):03d}Z"
-
-
-def _result_json(index: int, result: ProbeResult, at: str | None, wall: Clock) -> dict[str, Any]:
-    return {
-        "check": index,
-        "ok": result.ok,
-        "outcome": result.outcome.value,
-        "kind": result.kind,
-        "reason": result.reason,
-        "latency_ms": round(result.latency * 1000, 3) if result.latency is not None else None,
-        "at": at or _iso(wall()),
-    }
-
-
-def _transition_json(t: Transition, at: str | None) -> dict[str, Any]:
-    return {"at": at, "name": t.name, "from": str(t.old), "to": str(t.new), "reason": t.reason}

@@ -31,7 +31,7 @@ from resources import cpu_seconds, rss_mb
 from anycastd.config import DnsCheck
 from anycastd.lab import daemons
 from anycastd.lab.static import StaticLab
-from anycastd.lab.topology import HEALTH_QNAME, SERVICE_V4, Lab, wait_until
+from anycastd.lab.topology import HEALTH_QNAME, SERVICE_V4, Lab, Server, wait_until
 
 FARM = 32
 FARM_ROUTER = "192.0.2.129/26"  # the router's side of the farm's extra subnet, on s1's link
@@ -40,28 +40,6 @@ PROBES_PER_SECOND = 10
 
 def farm_addresses() -> list[str]:
     return [f"192.0.2.{130 + i}" for i in range(FARM)]
-
-
-def farm_unbound(lab: Lab) -> str:
-    sdir = lab.workdir / "s1"
-    interfaces = "".join(f"    interface: {a}\n" for a in farm_addresses())
-    return f"""server:
-{interfaces}    verbosity: 0
-    num-threads: 1
-    do-daemonize: no
-    use-syslog: no
-    logfile: ""
-    chroot: ""
-    username: ""
-    directory: "{sdir}"
-    pidfile: "{sdir}/farm.pid"
-    access-control: 0.0.0.0/0 allow
-    module-config: "iterator"
-    local-zone: "example." static
-    local-data: '{HEALTH_QNAME} 0 IN TXT "healthy"'
-remote-control:
-    control-enable: no
-"""
 
 
 def farm_router_config(lab: Lab) -> str:
@@ -93,7 +71,7 @@ def farm_cost(seconds: float) -> dict[str, float]:
             lab.exec(s1, "ip", "addr", "add", f"{a}/26", "dev", "eth0")
         conf = lab.workdir / "s1"
         conf.mkdir(exist_ok=True)
-        (conf / "farm.conf").write_text(farm_unbound(lab))
+        (conf / "farm.conf").write_text(daemons.unbound_config(lab, Server(1), farm_addresses()))
         lab.spawn("farm", s1, ["unbound", "-d", "-c", str(conf / "farm.conf")], conf / "farm.log")
         daemons.start_frr(lab, daemons.frr_static_config(), ("zebra", "staticd"))
         proc = daemons.start_anycastd_router(lab, farm_router_config(lab))

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from anycastd import __version__
@@ -16,7 +16,7 @@ from anycastd.announce.exabgp import ExaBGPAnnouncer
 from anycastd.announce.frr import VtyshRoutes
 from anycastd.checks.dns import DnsProber
 from anycastd.config import Config, RouterConfig, load, load_router
-from anycastd.control import ControlServer
+from anycastd.control import Controller, ControlServer
 from anycastd.drain import NftablesMeter
 from anycastd.errors import AnycastdError, ConfigError
 from anycastd.metrics import Metrics, RouterMetrics
@@ -94,18 +94,30 @@ async def _run(config: Config, path: str) -> None:
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
-    control = ControlServer(config.control_socket, sidecar, config.control.group)
+    try:
+        await _serve(config, sidecar, metrics, lambda: sidecar.run(stop))
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+        await asyncio.gather(*reloads, return_exceptions=True)
+        prober.close()
+
+
+async def _serve(
+    config: Config | RouterConfig,
+    daemon: Controller,
+    metrics: Metrics | RouterMetrics,
+    run: Callable[[], Awaitable[None]],
+) -> None:
+    """Run ``run()`` with the control socket and (if configured) the metrics endpoint up; close both after."""
+    control = ControlServer(config.control_socket, daemon, config.control.group)
     await control.start()
     try:
         if config.metrics is not None:
             metrics.serve(config.metrics.address, config.metrics.port)
-        await sidecar.run(stop)
+        await run()
     finally:
-        loop.remove_signal_handler(signal.SIGHUP)
-        await asyncio.gather(*reloads, return_exceptions=True)
         await control.close()
         metrics.close()
-        prober.close()
 
 
 async def _run_router(config: RouterConfig) -> None:
@@ -120,16 +132,10 @@ async def _run_router(config: RouterConfig) -> None:
     metrics = RouterMetrics()
     prober = DnsProber()
     router = Router(config, VtyshRoutes(config.vtysh), prober, store=FileStore(config.state_dir), metrics=metrics)
-    control = ControlServer(config.control_socket, router, config.control.group)
-    await control.start()
     try:
-        if config.metrics is not None:
-            metrics.serve(config.metrics.address, config.metrics.port)
-        await router.run(stop)
+        await _serve(config, router, metrics, lambda: router.run(stop))
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
-        await control.close()
-        metrics.close()
         prober.close()
 
 

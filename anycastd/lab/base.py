@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from anycastd.lab import daemons
 from anycastd.lab.fib import Fib
@@ -34,6 +34,21 @@ class DnsLab:
             self.fib.close()
             self.fib = None
         self.lab.__exit__(kind, exc, tb)
+
+    def __enter__(self) -> Self:
+        self.lab.__enter__()
+        try:
+            self.start_daemons()
+            self.fib = Fib(self.lab.router)
+            self.wait_paths(len(self.servers), timeout=60)
+        except BaseException as exc:
+            self.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    def start_daemons(self) -> None:
+        """The variant's daemons on the router and the servers; the lab is built."""
+        raise NotImplementedError
 
     def restore(self) -> None:
         """Every daemon running, nothing drained, every path in the FIB: each test starts from a healthy lab."""

@@ -12,24 +12,15 @@ import sys
 
 from anycastd.lab import daemons
 from anycastd.lab.base import DnsLab
-from anycastd.lab.fib import Fib
 from anycastd.lab.topology import Server, run, wait_until
 
 
 class BgpLab(DnsLab):
-    def __enter__(self) -> BgpLab:
-        self.lab.__enter__()
-        try:
-            daemons.start_frr(self.lab, daemons.frr_bgp_config())
-            for s in self.servers:
-                daemons.start_unbound(self.lab, s)
-                daemons.start_anycastd(self.lab, s)
-            self.fib = Fib(self.lab.router)
-            self.wait_paths(len(self.servers), timeout=60)
-        except BaseException as exc:
-            self.__exit__(type(exc), exc, exc.__traceback__)
-            raise
-        return self
+    def start_daemons(self) -> None:
+        daemons.start_frr(self.lab, daemons.frr_bgp_config())
+        for s in self.servers:
+            daemons.start_unbound(self.lab, s)
+            daemons.start_anycastd(self.lab, s)
 
     # anycastd's failures -----------------------------------------------------
 

@@ -57,17 +57,15 @@ def vtysh(lab: Lab, command: str) -> str:
     return run("vtysh", "--vty_socket", str(lab.workdir / "router"), "-c", command).stdout
 
 
-def unbound_config(lab: Lab, server: Server) -> str:
+def unbound_config(lab: Lab, server: Server, interfaces: list[str] | None = None) -> str:
+    """Unbound on ``server``: by default on its admin and service addresses."""
     sdir = lab.workdir / server.name
     v4, v6 = SERVICE_V4.split("/")[0], SERVICE_V6.split("/")[0]
+    listen = "".join(f"    interface: {a}\n" for a in interfaces or [server.v4, server.v6, v4, v6])
     return f"""server:
     verbosity: 1
     num-threads: 1
-    interface: {server.v4}
-    interface: {server.v6}
-    interface: {v4}
-    interface: {v6}
-    # the service addresses are bound by anycastd, possibly after Unbound starts
+{listen}    # the service addresses are bound by anycastd, possibly after Unbound starts
     ip-freebind: yes
     do-daemonize: no
     use-syslog: no

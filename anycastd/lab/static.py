@@ -13,26 +13,17 @@ import sys
 
 from anycastd.lab import daemons
 from anycastd.lab.base import DnsLab
-from anycastd.lab.fib import Fib
 from anycastd.lab.topology import CLIENT_ROUTER_V4, run, wait_until
 from anycastd.routes import Installed, parse_running_config
 
 
 class StaticLab(DnsLab):
-    def __enter__(self) -> StaticLab:
-        self.lab.__enter__()
-        try:
-            daemons.start_frr(self.lab, daemons.frr_static_config(), ("zebra", "staticd"))
-            for s in self.servers:
-                daemons.bind_service_addresses(self.lab, s)
-                daemons.start_unbound(self.lab, s)
-            daemons.start_anycastd_router(self.lab)
-            self.fib = Fib(self.lab.router)
-            self.wait_paths(len(self.servers), timeout=60)
-        except BaseException as exc:
-            self.__exit__(type(exc), exc, exc.__traceback__)
-            raise
-        return self
+    def start_daemons(self) -> None:
+        daemons.start_frr(self.lab, daemons.frr_static_config(), ("zebra", "staticd"))
+        for s in self.servers:
+            daemons.bind_service_addresses(self.lab, s)
+            daemons.start_unbound(self.lab, s)
+        daemons.start_anycastd_router(self.lab)
 
     # anycastd router --------------------------------------------------------
 

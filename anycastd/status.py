@@ -1,0 +1,45 @@
+"""What both daemons report about their probes: counters per check, and the JSON of results and transitions.
+
+The sidecar and `anycastd router` share these so that `anycastctl status --json` spells a
+probe result and a transition the same way in both modes (docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from anycastd.checks.dns import ProbeResult
+from anycastd.health import Transition
+
+Clock = Callable[[], float]
+
+
+@dataclass
+class CheckStatus:
+    last: ProbeResult | None = None
+    last_at: float | None = None
+    probes: int = 0
+    failures: int = 0
+
+
+def iso(unix: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(unix)) + f".{int(unix % 1 * 1000):03d}Z"
+
+
+def result_json(index: int, result: ProbeResult, at: str | None, wall: Clock) -> dict[str, Any]:
+    return {
+        "check": index,
+        "ok": result.ok,
+        "outcome": result.outcome.value,
+        "kind": result.kind,
+        "reason": result.reason,
+        "latency_ms": round(result.latency * 1000, 3) if result.latency is not None else None,
+        "at": at or iso(wall()),
+    }
+
+
+def transition_json(t: Transition, at: str | None) -> dict[str, Any]:
+    return {"at": at, "name": t.name, "from": str(t.old), "to": str(t.new), "reason": t.reason}
