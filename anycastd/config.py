@@ -414,9 +414,13 @@ def _prefixes(r: _Reader, m: dict[str, Any], path: str, allow_non_host: bool) ->
     return prefixes
 
 
-def _service(r: _Reader, name: str, data: Any, path: str) -> Service | None:
+def _service_name(r: _Reader, name: str, path: str) -> None:
     if not _SERVICE_NAME.match(name):
         r.problem(path, "service names are 1 to 63 letters, digits, '_', '.', '-', starting with a letter or digit")
+
+
+def _service(r: _Reader, name: str, data: Any, path: str) -> Service | None:
+    _service_name(r, name, path)
     m = r.mapping(data, path, {"prefixes", "checks", "interface", "allow_non_host_prefixes"})
     if m is None:
         return None
@@ -728,8 +732,7 @@ def _server(r: _Reader, data: Any, path: str) -> Server | None:
 
 
 def _routed_service(r: _Reader, name: str, data: Any, path: str) -> RoutedService | None:
-    if not _SERVICE_NAME.match(name):
-        r.problem(path, "service names are 1 to 63 letters, digits, '_', '.', '-', starting with a letter or digit")
+    _service_name(r, name, path)
     m = r.mapping(data, path, {"prefixes", "checks", "servers", "allow_non_host_prefixes"})
     if m is None:
         return None

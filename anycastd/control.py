@@ -28,9 +28,10 @@ import pwd
 import re
 import socket
 import struct
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from anycastd.errors import AnycastdError
 
@@ -157,6 +158,25 @@ def decode(line: bytes) -> Request:
 
 
 # the daemon's side -----------------------------------------------------------
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+N = TypeVar("N", bound=_Named)
+
+
+def by_name(services: Sequence[N], name: str | None) -> list[N]:
+    """The service called ``name``, or every service for None; an unknown name is the client's error."""
+    if name is None:
+        return list(services)
+    found = [s for s in services if s.name == name]
+    if not found:
+        known = ", ".join(s.name for s in services)
+        raise ControlError(f"no service {name!r} (configured: {known})")
+    return found
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,23 @@ class _Endpoint:
             raise AnycastdError(f"cannot serve metrics on {address} port {port}: {exc.strerror or exc}") from None
         log.info("metrics at http://%s/metrics", f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}")
 
+    def _probe_metrics(self, labels: list[str]) -> tuple[Histogram, Counter]:
+        """Probe latency and failures, the same names in both daemons; the router adds a server label."""
+        seconds = Histogram(
+            "anycastd_probe_duration_seconds",
+            "time until a passing probe was answered",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        failures = Counter(
+            "anycastd_probe_failures",
+            "failed probes by kind: timeout, refused, network, malformed, mismatch, rcode, answer",
+            [*labels, "reason"],
+            registry=self.registry,
+        )
+        return seconds, failures
+
     def close(self) -> None:
         if self._server is not None:
             self._server.shutdown()
@@ -100,19 +117,7 @@ class _Endpoint:
 class Metrics(_Endpoint):
     def __init__(self) -> None:
         super().__init__()
-        self.probe_seconds = Histogram(
-            "anycastd_probe_duration_seconds",
-            "time until a passing probe was answered",
-            ["service", "check"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.probe_failures = Counter(
-            "anycastd_probe_failures",
-            "failed probes by kind: timeout, refused, network, malformed, mismatch, rcode, answer",
-            ["service", "check", "reason"],
-            registry=self.registry,
-        )
+        self.probe_seconds, self.probe_failures = self._probe_metrics(["service", "check"])
         self.transitions = Counter(
             "anycastd_transitions",
             "service state changes, by the state entered",
@@ -189,19 +194,7 @@ class _RouterCollector(Collector):
 class RouterMetrics(_Endpoint):
     def __init__(self) -> None:
         super().__init__()
-        self.probe_seconds = Histogram(
-            "anycastd_probe_duration_seconds",
-            "time until a passing probe was answered",
-            ["service", "server", "check"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.probe_failures = Counter(
-            "anycastd_probe_failures",
-            "failed probes by kind: timeout, refused, network, malformed, mismatch, rcode, answer",
-            ["service", "server", "check", "reason"],
-            registry=self.registry,
-        )
+        self.probe_seconds, self.probe_failures = self._probe_metrics(["service", "server", "check"])
         self.route_changes = Counter(
             "anycastd_route_changes", "static route lines applied to FRR, by kind", ["kind"], registry=self.registry
         )

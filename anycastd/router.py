@@ -39,7 +39,16 @@ import tenacity
 from anycastd.announce.frr import RouteError, StaticRoutes
 from anycastd.checks.dns import Prober
 from anycastd.config import DnsCheck, RoutedService, RouterConfig, Server
-from anycastd.control import AnnounceRequest, CheckRequest, ControlError, Peer, Request, StatusRequest, WithdrawRequest
+from anycastd.control import (
+    AnnounceRequest,
+    CheckRequest,
+    ControlError,
+    Peer,
+    Request,
+    StatusRequest,
+    WithdrawRequest,
+    by_name,
+)
 from anycastd.health import Decision, ServiceHealth, State, Thresholds
 from anycastd.metrics import RouterMetrics, RouterView, ServerView
 from anycastd.routes import (
@@ -356,13 +365,7 @@ class Router:
         return name
 
     def _services(self, name: str | None) -> list[RoutedService]:
-        if name is None:
-            return list(self.config.services)
-        try:
-            return [self.config.service(name)]
-        except KeyError:
-            known = ", ".join(s.name for s in self.config.services)
-            raise ControlError(f"no service {name!r} (configured: {known})") from None
+        return by_name(self.config.services, name)
 
     async def withdraw(self, request: WithdrawRequest, peer: Peer) -> dict[str, Any]:
         name = self._server(request.server, "drain")

@@ -43,6 +43,7 @@ from anycastd.control import (
     Request,
     StatusRequest,
     WithdrawRequest,
+    by_name,
 )
 from anycastd.drain import DrainReport, TrafficMeter, Verdict, wait_quiet
 from anycastd.errors import AddressError, AnnounceError, ConfigError
@@ -301,13 +302,7 @@ class Sidecar:
         return await self.check(request)
 
     def _targets(self, name: str | None) -> list[Service]:
-        if name is None:
-            return list(self.config.services)
-        try:
-            return [self.config.service(name)]
-        except KeyError:
-            known = ", ".join(s.name for s in self.config.services)
-            raise ControlError(f"no service {name!r} (configured: {known})") from None
+        return by_name(self.config.services, name)
 
     async def withdraw(self, request: WithdrawRequest, peer: Peer) -> dict[str, Any]:
         targets = self._targets(request.service)
