@@ -30,8 +30,9 @@ from resources import cpu_seconds, rss_mb
 
 from anycastd.config import DnsCheck
 from anycastd.lab import daemons
+from anycastd.lab.clab import STATIC_TOPOLOGY
 from anycastd.lab.static import StaticLab
-from anycastd.lab.topology import HEALTH_QNAME, SERVICE_V4, Lab, Server, wait_until
+from anycastd.lab.topology import HEALTH_QNAME, SERVICE_V4, Lab, wait_until
 
 FARM = 32
 FARM_ROUTER = "192.0.2.129/26"  # the router's side of the farm's extra subnet, on s1's link
@@ -64,14 +65,15 @@ services:
 
 
 def farm_cost(seconds: float) -> dict[str, float]:
-    with Lab(servers=1) as lab:
-        s1 = lab.ns("s1")
-        lab.exec(lab.router, "ip", "addr", "add", FARM_ROUTER, "dev", "s1")
+    with Lab(STATIC_TOPOLOGY) as lab:
+        server = lab.server_list[0]
+        s1 = lab.ns(server.name)
+        lab.exec(lab.router, "ip", "addr", "add", FARM_ROUTER, "dev", lab.topology.uplink(server.name)[1].interface)
         for a in farm_addresses():
-            lab.exec(s1, "ip", "addr", "add", f"{a}/26", "dev", "eth0")
-        conf = lab.workdir / "s1"
+            lab.exec(s1, "ip", "addr", "add", f"{a}/26", "dev", server.interface)
+        conf = lab.workdir / server.name
         conf.mkdir(exist_ok=True)
-        (conf / "farm.conf").write_text(daemons.unbound_config(lab, Server(1), farm_addresses()))
+        (conf / "farm.conf").write_text(daemons.unbound_config(lab, server, farm_addresses()))
         lab.spawn("farm", s1, ["unbound", "-d", "-c", str(conf / "farm.conf")], conf / "farm.log")
         daemons.start_frr(lab, daemons.frr_static_config(), ("zebra", "staticd"))
         proc = daemons.start_anycastd_router(lab, farm_router_config(lab))

@@ -15,14 +15,17 @@ import time
 from types import TracebackType
 from typing import Any, Self
 
-from anycastd.lab import daemons
+from anycastd.lab import clab, daemons
 from anycastd.lab.fib import Fib
 from anycastd.lab.topology import SERVICE_V4, SERVICE_V6, Lab, Server, run, wait_until
 
 
 class DnsLab:
-    def __init__(self, servers: int = 3, keep_dir: bool = False) -> None:
-        self.lab = Lab(servers=servers, keep_dir=keep_dir)
+    #: the containerlab topology file this variant's lab is built from
+    TOPOLOGY = clab.BGP_TOPOLOGY
+
+    def __init__(self, keep_dir: bool = False) -> None:
+        self.lab = Lab(self.TOPOLOGY, keep_dir=keep_dir)
         self.fib: Fib | None = None
 
     @property
@@ -101,16 +104,16 @@ class DnsLab:
     # resolvers ------------------------------------------------------------
 
     def kill_resolver(self, server: Server) -> None:
-        self.lab.stop(daemons.unbound_key(server), signal.SIGKILL)
+        self.lab.stop(daemons.resolver_key(server), signal.SIGKILL)
 
     def start_resolver(self, server: Server, wait: bool = True) -> None:
-        daemons.start_unbound(self.lab, server, wait=wait)
+        daemons.start_resolver(self.lab, server, wait=wait)
 
     def signal_resolver(self, server: Server, sig: int) -> None:
-        self.lab.signal(daemons.unbound_key(server), sig)
+        self.lab.signal(daemons.resolver_key(server), sig)
 
     def resolver_running(self, server: Server) -> bool:
-        proc = self.lab.processes.get(daemons.unbound_key(server))
+        proc = self.lab.processes.get(daemons.resolver_key(server))
         return proc is not None and proc.poll() is None
 
     # the client -------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The sidecar lab, ready to use: FRR with BGP ECMP, Unbound and anycastd on every server.
+"""The sidecar lab, ready to use: FRR with BGP ECMP, a resolver (BIND or Unbound) and anycastd on every server.
 
 Tests, benchmarks and the demo drive the lab through this one class, so they
 all exercise the same topology and the same failure actions.
@@ -19,7 +19,7 @@ class BgpLab(DnsLab):
     def start_daemons(self) -> None:
         daemons.start_frr(self.lab, daemons.frr_bgp_config())
         for s in self.servers:
-            daemons.start_unbound(self.lab, s)
+            daemons.start_resolver(self.lab, s)
             daemons.start_anycastd(self.lab, s)
 
     # anycastd's failures -----------------------------------------------------

@@ -1,4 +1,4 @@
-"""The lab's daemons: FRR on the router, Unbound and anycastd on each server, or `anycastd router`."""
+"""The lab's daemons: FRR on the router, BIND or Unbound and anycastd on each server, or `anycastd router`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from anycastd.lab.topology import (
-    CLIENT_ROUTER_V4,
     HEALTH_QNAME,
     ROUTER_ASN,
     SERVICE_V4,
@@ -21,6 +20,7 @@ from anycastd.lab.topology import (
 )
 
 FRR_DIR = Path("/usr/lib/frr")
+ZONE_FILE = "/etc/bind/db.example"  # where a BIND server's zone is bound in the topology file
 METRICS_PORT = 9553
 
 
@@ -93,19 +93,55 @@ def dig(lab: Lab, ns: str, address: str, qname: str = WHOAMI_QNAME, timeout: int
     return answer if result.returncode == 0 and answer and not answer.startswith(";;") else None
 
 
-def start_unbound(lab: Lab, server: Server, wait: bool = True) -> None:
+def named_config(lab: Lab, server: Server) -> str:
+    """BIND on ``server``: every address, the service addresses included once anycastd binds them
+    (BIND rescans its interfaces when addresses change). The zone is the very file the topology
+    binds into the container; only the paths of BIND's own files differ."""
+    sdir = lab.workdir / server.name
+    zone = lab.topology.node(server.name).bound(ZONE_FILE)
+    if zone is None:
+        raise RuntimeError(f"{server.name} runs BIND: bind its zone at {ZONE_FILE} in {lab.topology_file}")
+    return f"""options {{
+    directory "{sdir}";
+    pid-file "{sdir}/named.pid";
+    session-keyfile "{sdir}/session.key";
+    managed-keys-directory "{sdir}";
+    listen-on {{ any; }};
+    listen-on-v6 {{ any; }};
+    recursion no;
+    dnssec-validation no;
+}};
+controls {{ }};
+zone "example." {{
+    type primary;
+    file "{zone}";
+}};
+"""
+
+
+def start_resolver(lab: Lab, server: Server, wait: bool = True) -> None:
+    """The resolver the topology file gives ``server`` (BIND or Unbound), in the foreground."""
     sdir = lab.workdir / server.name
     sdir.mkdir(exist_ok=True)
-    conf = sdir / "unbound.conf"
-    conf.write_text(unbound_config(lab, server))
-    lab.spawn(unbound_key(server), lab.ns(server.name), ["unbound", "-d", "-c", str(conf)], sdir / "unbound.log")
+    if server.resolver == "bind":
+        conf = sdir / "named.conf"
+        conf.write_text(named_config(lab, server))
+        argv = ["named", "-g", "-n", "1", "-c", str(conf)]
+    else:
+        conf = sdir / "unbound.conf"
+        conf.write_text(unbound_config(lab, server))
+        argv = ["unbound", "-d", "-c", str(conf)]
+    lab.spawn(resolver_key(server), lab.ns(server.name), argv, sdir / f"{server.resolver}.log")
     if wait:
         wait_until(
-            lambda: dig(lab, lab.ns(server.name), server.v4) == server.name, 10, what=f"Unbound on {server.name}"
+            lambda: dig(lab, lab.ns(server.name), server.v4) == server.name,
+            10,
+            what=f"{server.resolver} on {server.name}",
         )
 
 
 def anycastd_config(lab: Lab, server: Server, **check: object) -> str:
+    assert server.asn is not None, f"{server.name} has no anycastd.yaml in {lab.topology_file}"
     extra = "".join(f"\n        {k}: {v}" for k, v in check.items())
     return f"""# anycastd on lab server {server.name}
 router_id: {server.v4}
@@ -182,8 +218,8 @@ def anycastd_key(server: Server) -> str:
     return f"anycastd-{server.name}"
 
 
-def unbound_key(server: Server) -> str:
-    return f"unbound-{server.name}"
+def resolver_key(server: Server) -> str:
+    return f"resolver-{server.name}"
 
 
 # the router-side variant -----------------------------------------------------------------------------------
@@ -194,13 +230,6 @@ ROUTER_KEY = "anycastd-router"
 def frr_static_config() -> str:
     """frr/static/frr.conf as users copy it: zebra and staticd, no BGP."""
     return frr_file("static/frr.conf").read_text()
-
-
-def bind_service_addresses(lab: Lab, server: Server) -> None:
-    """What an operator does once on a server of the router-side variant: the service address on lo."""
-    ns = lab.ns(server.name)
-    lab.exec(ns, "ip", "addr", "add", SERVICE_V4, "dev", "lo")
-    lab.exec(ns, "ip", "-6", "addr", "add", SERVICE_V6, "dev", "lo")
 
 
 def router_paths(lab: Lab) -> tuple[Path, Path, Path]:
@@ -222,7 +251,7 @@ router:
 runtime_dir: {rdir / "run"}
 state_dir: {rdir / "state"}
 metrics:
-  address: {CLIENT_ROUTER_V4}
+  address: {lab.client_addresses()[1]}
   port: {METRICS_PORT}
 services:
   dns:

@@ -58,7 +58,7 @@ def healthy(lab: BgpLab, address: str, summary: Summary) -> None:
 
 def unplanned(lab: BgpLab, address: str, summary: Summary) -> None:
     victim = lab.servers[0]
-    step(f"2. Unplanned: Unbound on {victim.name} is killed (SIGKILL) under {RATE} queries/s")
+    step(f"2. Unplanned: {victim.resolver_name} on {victim.name} is killed (SIGKILL) under {RATE} queries/s")
     load = lab.client(address, RATE * 4, RATE)
     time.sleep(1.0)
     lab.kill_resolver(victim)
@@ -72,7 +72,7 @@ def unplanned(lab: BgpLab, address: str, summary: Summary) -> None:
 
 def planned(lab: BgpLab, address: str, summary: Summary) -> None:
     drained = lab.servers[1]
-    step(f"3. Planned: `anycastctl withdraw dns --wait` on {drained.name}, then its Unbound is stopped")
+    step(f"3. Planned: `anycastctl withdraw dns --wait` on {drained.name}, then its {drained.resolver_name} is stopped")
     say(
         f"   ({lab.servers[0].name} is still down from step 2: {drained.name} and {lab.servers[2].name} carry the load)"
     )
@@ -88,7 +88,7 @@ def planned(lab: BgpLab, address: str, summary: Summary) -> None:
         f"{drain['method']} ({drain['packets']} packets still arrived after the withdrawal)"
     )
     lab.kill_resolver(drained)
-    say(f"   Unbound on {drained.name} stopped; the load goes on")
+    say(f"   {drained.resolver_name} on {drained.name} stopped; the load goes on")
     result = lab.client_result(load)
     distribution(lab, result)
     summary.append(
@@ -107,12 +107,14 @@ def restored(lab: BgpLab, summary: Summary) -> None:
 
 def main() -> int:
     if os.geteuid() != 0:
-        say("make demo needs root: it creates network namespaces and runs FRR, Unbound and ExaBGP in them")
+        say("make demo needs root: it creates network namespaces and runs FRR, BIND, Unbound and ExaBGP in them")
         return 1
     started = time.monotonic()
     summary: Summary = []
-    step("Building the lab: FRR router, 3 DNS servers (Unbound + anycastd + ExaBGP), 1 client")
+    step(f"Building the lab from containerlab/{BgpLab.TOPOLOGY.name}: FRR router, DNS servers, client")
     with BgpLab() as lab:
+        kinds = ", ".join(f"{s.name} {s.resolver_name}" for s in lab.servers)
+        say(f"   servers: {kinds}; each with anycastd and ExaBGP")
         say(f"   up in {time.monotonic() - started:.1f} s; every server announces {SERVICE_V4} and {SERVICE_V6}")
         address = SERVICE_V4.split("/")[0]
         healthy(lab, address, summary)

@@ -1,7 +1,8 @@
-"""The router-side lab, ready to use: FRR with zebra and staticd, `anycastd router`, Unbound only on the servers.
+"""The router-side lab, ready to use: FRR with zebra and staticd, `anycastd router`, resolvers only on the servers.
 
 The servers run no BGP and no anycastd: each has the service address on
-``lo`` and a resolver listening on it. `anycastd router` in the router's
+``lo`` (an exec line of containerlab/anycast-dns-static.clab.yml) and a
+resolver, BIND or Unbound, listening on it. `anycastd router` in the router's
 namespace probes them and keeps FRR's static routes in step.
 """
 
@@ -11,18 +12,19 @@ import signal
 import subprocess
 import sys
 
-from anycastd.lab import daemons
+from anycastd.lab import clab, daemons
 from anycastd.lab.base import DnsLab
-from anycastd.lab.topology import CLIENT_ROUTER_V4, run, wait_until
+from anycastd.lab.topology import run, wait_until
 from anycastd.routes import Installed, parse_running_config
 
 
 class StaticLab(DnsLab):
+    TOPOLOGY = clab.STATIC_TOPOLOGY
+
     def start_daemons(self) -> None:
         daemons.start_frr(self.lab, daemons.frr_static_config(), ("zebra", "staticd"))
         for s in self.servers:
-            daemons.bind_service_addresses(self.lab, s)
-            daemons.start_unbound(self.lab, s)
+            daemons.start_resolver(self.lab, s)
         daemons.start_anycastd_router(self.lab)
 
     # anycastd router --------------------------------------------------------
@@ -54,7 +56,7 @@ class StaticLab(DnsLab):
             return f.read().decode(errors="replace")
 
     def metrics(self) -> str:
-        url = f"http://{CLIENT_ROUTER_V4}:{daemons.METRICS_PORT}/metrics"
+        url = f"http://{self.lab.client_addresses()[1]}:{daemons.METRICS_PORT}/metrics"
         code = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5).read().decode())"
         return self.lab.exec(self.lab.router, sys.executable, "-c", code).stdout
 

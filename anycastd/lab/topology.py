@@ -1,10 +1,15 @@
-"""The network-namespace lab: one FRR router, DNS servers, a client.
+"""The network-namespace lab: the containerlab reference topology, built in namespaces.
 
 Theory of operation
 -------------------
-Every node is a network namespace named ``acd<pid>-<node>``, where ``<pid>``
-is the process that built it, so two labs never collide and a lab whose
-builder died (SIGKILL, a crashed CI job) is recognised and removed by the
+The nodes, links and addresses come from a containerlab topology file
+(``containerlab/*.clab.yml``, read by ``clab``), the same file operators
+deploy with Docker: a namespace per node, a veth per link, and each node's
+``exec`` lines run in its namespace, so the two labs cannot drift apart.
+
+Every node is a network namespace named ``acd<pid>-<topology>-<node>``, where
+``<pid>`` is the process that built it, so no two labs collide (one process may
+run both variants at once) and a lab whose builder died (SIGKILL, a crashed CI job) is recognised and removed by the
 next one. Links are point-to-point veths (this kernel has no bridge type);
 addresses come from the documentation ranges only, and no namespace has a
 route to anything outside the lab.
@@ -13,8 +18,8 @@ Tear-down does not trust bookkeeping: it kills every process still inside
 each namespace (``ip netns pids``), stopped ones included, and then deletes
 the namespace. It runs from ``Lab.__exit__``, so also when a test fails.
 
-This module is test and demo infrastructure: it drives ``ip``, FRR's daemons
-and Unbound as an operator would, from the command line.
+This module is test and demo infrastructure: it drives ``ip``, FRR's daemons,
+BIND and Unbound as an operator would, from the command line.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from anycastd import config
+from anycastd.lab import clab
+
 log = logging.getLogger(__name__)
 
 SERVICE_V4 = "203.0.113.53/32"
@@ -42,7 +50,7 @@ HEALTH_QNAME = "health.example."
 WHOAMI_QNAME = "whoami.example."
 NS_PREFIX = "acd"
 #: The router configurations users copy (frr/ in the source tree); the lab runs these very files.
-FRR_CONFIGS = Path(__file__).resolve().parents[2] / "frr"
+FRR_CONFIGS = clab.ROOT / "frr"
 
 
 def frr_file(relative: str) -> Path:
@@ -52,48 +60,38 @@ def frr_file(relative: str) -> Path:
     return path
 
 
-def sysctls(path: Path) -> list[str]:
-    """``key=value`` for every setting in a sysctl.d file."""
-    out = []
-    for raw in path.read_text().splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if line:
-            key, _, value = line.partition("=")
-            out.append(f"{key.strip()}={value.strip()}")
-    return out
-
-
 @dataclass(frozen=True)
 class Server:
-    index: int  # 1-based
+    """A DNS server node of the topology file, with what the lab needs to know of it."""
+
+    name: str
+    resolver: str  # "bind" or "unbound"
+    interface: str  # its end of the link to the router
+    v4: str  # its admin addresses
+    v6: str
+    router_v4: str  # the router's end of the link
+    router_v6: str
+    asn: int | None  # from its bound anycastd.yaml; None in the router-side variant
 
     @property
-    def name(self) -> str:
-        return f"s{self.index}"
+    def resolver_name(self) -> str:
+        return {"bind": "BIND", "unbound": "Unbound"}[self.resolver]
 
-    @property
-    def v4(self) -> str:
-        return f"192.0.2.{8 * self.index + 2}"
-
-    @property
-    def router_v4(self) -> str:
-        return f"192.0.2.{8 * self.index + 1}"
-
-    @property
-    def v6(self) -> str:
-        return f"2001:db8:0:{self.index}::2"
-
-    @property
-    def router_v6(self) -> str:
-        return f"2001:db8:0:{self.index}::1"
-
-    @property
-    def asn(self) -> int:
-        return ROUTER_ASN + self.index
-
-
-CLIENT_V4, CLIENT_ROUTER_V4 = "198.51.100.2", "198.51.100.1"
-CLIENT_V6, CLIENT_ROUTER_V6 = "2001:db8:ffff::2", "2001:db8:ffff::1"
+    @classmethod
+    def of(cls, topology: clab.Topology, node: clab.Node) -> Server:
+        mine, routers = topology.uplink(node.name)
+        router = topology.node(routers.node)
+        bound = node.bound(clab.ANYCASTD_CONFIG)
+        return cls(
+            node.name,
+            str(node.resolver),
+            mine.interface,
+            str(node.on(mine.interface, 4).ip),
+            str(node.on(mine.interface, 6).ip),
+            str(router.on(routers.interface, 4).ip),
+            str(router.on(routers.interface, 6).ip),
+            config.load(bound).local_asn if bound is not None else None,
+        )
 
 
 def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -140,29 +138,39 @@ def reap_stale_labs() -> None:
 
 @dataclass
 class Lab:
-    """Router + ``servers`` DNS servers + client. Use as a context manager."""
+    """The nodes, links and addresses of a containerlab topology file, in namespaces. Use as a context manager."""
 
-    servers: int = 3
+    topology_file: Path = clab.BGP_TOPOLOGY
     keep_dir: bool = False
     tag: str = field(default_factory=lambda: f"{NS_PREFIX}{os.getpid()}")
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="anycastd-lab-")))
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     namespaces: list[str] = field(default_factory=list)
+    topology: clab.Topology = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.topology = clab.load(self.topology_file)
 
     @property
     def server_list(self) -> list[Server]:
-        return [Server(i) for i in range(1, self.servers + 1)]
+        return [Server.of(self.topology, node) for node in self.topology.servers]
 
     def ns(self, node: str) -> str:
-        return f"{self.tag}-{node}"
+        return f"{self.tag}-{self.topology.name}-{node}"
 
     @property
     def router(self) -> str:
-        return self.ns("r")
+        return self.ns(self.topology.router.name)
 
     @property
     def client(self) -> str:
-        return self.ns("c")
+        return self.ns(self.topology.client.name)
+
+    def client_addresses(self) -> tuple[str, str]:
+        """(the client's IPv4 address, the router's IPv4 address on the client's link)."""
+        mine, routers = self.topology.uplink(self.topology.client.name)
+        router = self.topology.node(routers.node)
+        return str(self.topology.client.on(mine.interface, 4).ip), str(router.on(routers.interface, 4).ip)
 
     # lifecycle --------------------------------------------------------------
 
@@ -180,33 +188,28 @@ class Lab:
         self.down()
 
     def build(self) -> None:
+        """What containerlab does with the file: a namespace per node, a veth per link, each node's exec lines."""
         reap_stale_labs()
         self.workdir.chmod(0o755)  # FRR drops to the frr user and must reach its files here
-        for node in ["r", "c", *(s.name for s in self.server_list)]:
-            name = self.ns(node)
+        for node in self.topology.nodes:
+            name = self.ns(node.name)
             kill_namespace(name)  # a lab of this very process that was not torn down
             run("ip", "netns", "add", name)
             self.namespaces.append(name)
             self.exec(name, "ip", "link", "set", "lo", "up")
+            # Containers' addresses are usable at once; the file says nodad for the same reason.
             for key in ("net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"):
                 self.exec(name, "sysctl", "-qw", key)
-        for key in sysctls(frr_file("sysctl.d/90-anycastd-router.conf")):
-            self.exec(self.router, "sysctl", "-qw", key)
-        for s in self.server_list:
-            self._link(s.name, (s.router_v4, s.router_v6), (s.v4, s.v6), prefix4=29)
-        self._link("c", (CLIENT_ROUTER_V4, CLIENT_ROUTER_V6), (CLIENT_V4, CLIENT_V6), prefix4=24)
+        for link in self.topology.links:
+            a, b = link.a, link.b
+            peer = ("peer", "name", b.interface, "netns", self.ns(b.node))
+            run("ip", "link", "add", "name", a.interface, "netns", self.ns(a.node), "type", "veth", *peer)
+            for end in (a, b):
+                self.exec(self.ns(end.node), "ip", "link", "set", end.interface, "up")
+        for node in self.topology.nodes:
+            for argv in node.commands():
+                self.exec(self.ns(node.name), *argv)
         (self.workdir / "router").mkdir()
-
-    def _link(self, node: str, router: tuple[str, str], peer: tuple[str, str], prefix4: int) -> None:
-        """A veth named after ``node`` on the router and eth0 in ``node``, each with (IPv4, IPv6)."""
-        ns = self.ns(node)
-        run("ip", "link", "add", node, "netns", self.router, "type", "veth", "peer", "name", "eth0", "netns", ns)
-        for where, ifname, (a4, a6) in ((self.router, node, router), (ns, "eth0", peer)):
-            self.exec(where, "ip", "addr", "add", f"{a4}/{prefix4}", "dev", ifname)
-            self.exec(where, "ip", "addr", "add", f"{a6}/64", "dev", ifname, "nodad")
-            self.exec(where, "ip", "link", "set", ifname, "up")
-        self.exec(ns, "ip", "route", "add", "default", "via", router[0])
-        self.exec(ns, "ip", "-6", "route", "add", "default", "via", router[1])
 
     def down(self) -> None:
         for name, proc in list(self.processes.items()):

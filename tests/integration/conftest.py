@@ -1,4 +1,4 @@
-"""Integration tests run real FRR, ExaBGP and Unbound in network namespaces: root only."""
+"""Integration tests run real FRR, ExaBGP, BIND and Unbound in network namespaces: root only."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from anycastd.lab.bgp import BgpLab
 from anycastd.lab.static import StaticLab
 from anycastd.lab.topology import reap_stale_labs
 
-NEEDED = ["ip", "vtysh", "unbound", "dig", "/usr/lib/frr/zebra", "/usr/lib/frr/bgpd", "/usr/lib/frr/staticd"]
+NEEDED = ["ip", "vtysh", "unbound", "named", "dig", "/usr/lib/frr/zebra", "/usr/lib/frr/bgpd", "/usr/lib/frr/staticd"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -31,7 +31,7 @@ def _tools() -> None:
         return
     missing = [tool for tool in NEEDED if shutil.which(tool) is None]
     if missing:
-        pytest.fail(f"missing {', '.join(missing)}: run 'make deps' (installs frr, unbound, bind9-dnsutils)")
+        pytest.fail(f"missing {', '.join(missing)}: run 'make deps' (installs frr, unbound, bind9, bind9-dnsutils)")
     reap_stale_labs()
 
 

@@ -1,4 +1,4 @@
-"""`anycastd router` against real FRR (zebra + staticd) and real Unbound: what the router's kernel holds.
+"""`anycastd router` against real FRR (zebra + staticd) and real BIND and Unbound: what the router's kernel holds.
 
 Every assertion is on the router's FIB (read over netlink) or on what
 staticd holds, never on anycastd's own idea of it.

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
-from anycastd.lab.topology import ROUTER_ASN, SERVICE_V4, SERVICE_V6, Server, frr_file, sysctls
+from anycastd.lab.clab import BGP_TOPOLOGY, load
+from anycastd.lab.topology import ROUTER_ASN, SERVICE_V4, SERVICE_V6, Server, frr_file
 
 
 def test_the_bgp_config_peers_with_exactly_the_lab_servers() -> None:
     text = frr_file("bgp/frr.conf").read_text()
     assert re.search(rf"^router bgp {ROUTER_ASN}$", text, re.MULTILINE)
     peers = dict(re.findall(r"^ neighbor (\S+) remote-as (\d+)$", text, re.MULTILINE))
-    expected = {a: str(s.asn) for s in (Server(i) for i in (1, 2, 3)) for a in (s.v4, s.v6)}
+    topology = load(BGP_TOPOLOGY)
+    servers = [Server.of(topology, node) for node in topology.servers]
+    expected = {a: str(s.asn) for s in servers for a in (s.v4, s.v6)}
     assert peers == expected
 
 
@@ -23,6 +27,17 @@ def test_the_prefix_lists_admit_the_service_addresses_as_host_routes_only() -> N
     for family in ("DNS4", "DNS6"):
         assert f"  neighbor {family} maximum-prefix 16" in text
         assert f"  neighbor {family} route-map TO-DNS out" in text
+
+
+def sysctls(path: Path) -> list[str]:
+    """``key=value`` for every setting in a sysctl.d file."""
+    out = []
+    for raw in path.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            key, _, value = line.partition("=")
+            out.append(f"{key.strip()}={value.strip()}")
+    return out
 
 
 def test_router_sysctls() -> None:
