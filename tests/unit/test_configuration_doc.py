@@ -1,0 +1,51 @@
+"""docs/configuration.md stays true: its examples parse, and it describes every key the code accepts."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+from anycastd import config
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+
+
+def section(title: str) -> str:
+    text = DOC.read_text()
+    start = text.index(f"\n## {title}")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else None]
+
+
+def yaml_blocks(text: str) -> list[str]:
+    return re.findall(r"```yaml\n(.*?)```", text, re.S)
+
+
+def described(text: str) -> set[str]:
+    """The keys in the first column of the section's tables."""
+    return set(re.findall(r"^\| `([a-z0-9_]+)` \|", text, re.M))
+
+
+def fields(*classes: type) -> set[str]:
+    return {f.name for c in classes for f in dataclasses.fields(c)} - {"name", "source"}
+
+
+def test_the_examples_are_valid_configurations() -> None:
+    sidecar, router = yaml_blocks(section("The sidecar")), yaml_blocks(section("The router"))
+    assert len(sidecar) == len(router) == 1
+    assert config.parse(sidecar[0]).services[0].name == "dns"
+    assert len(config.parse_router(router[0]).services[0].servers) == 2
+
+
+def test_every_sidecar_key_is_described() -> None:
+    keys = set(config._TOP_KEYS) | set(config._CHECK_KEYS)
+    keys |= fields(config.Neighbor, config.Service, config.ControlSettings, config.DrainSettings)
+    keys |= fields(config.MetricsSettings, config.ExaBGPSettings)
+    assert keys - described(section("The sidecar")) == set()
+
+
+def test_every_router_key_is_described() -> None:
+    keys = set(config._ROUTER_TOP_KEYS) | set(config._ROUTER_KEYS) | set(config._SERVER_KEYS)
+    keys |= fields(config.RoutedService)
+    assert keys - described(section("The router")) == set()

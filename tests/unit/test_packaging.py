@@ -1,0 +1,64 @@
+"""packaging/systemd: the units run commands the CLI accepts, in the directories the defaults use."""
+
+from __future__ import annotations
+
+import configparser
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from anycastd import config
+from anycastd.cli.anycastd import _parser
+
+ROOT = Path(__file__).resolve().parents[2]
+UNITS = ROOT / "packaging" / "systemd"
+INSTALLED = "/usr/local/bin/anycastd"
+ANYCASTD = str(Path(sys.executable).with_name("anycastd"))
+
+# unit, the config file it names, the example to stand in for it, the state directory default
+CASES = [
+    ("anycastd.service", "/etc/anycastd/anycastd.yaml", "examples/anycastd.yaml", config.DEFAULT_STATE_DIR),
+    (
+        "anycastd-router.service",
+        "/etc/anycastd/router.yaml",
+        "examples/anycastd-router.yaml",
+        Path("/var/lib/anycastd-router"),
+    ),
+]
+
+
+def service(unit: str) -> configparser.SectionProxy:
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string((UNITS / unit).read_text())
+    return parser["Service"]
+
+
+@pytest.mark.parametrize(("unit", "path", "example", "state"), CASES, ids=[c[0] for c in CASES])
+def test_the_unit_checks_then_runs_one_configuration(unit: str, path: str, example: str, state: Path) -> None:
+    s = service(unit)
+    pre, start = shlex.split(s["ExecStartPre"]), shlex.split(s["ExecStart"])
+    assert pre[0] == start[0] == INSTALLED
+    assert pre[-1] == start[-1] == path
+    args = _parser().parse_args(start[1:])
+    assert args.config == path
+    checked = subprocess.run([ANYCASTD, *pre[1:-1], str(ROOT / example)], check=False, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+    assert Path("/run") / s["RuntimeDirectory"] == config.DEFAULT_RUNTIME_DIR
+    assert Path("/var/lib") / s["StateDirectory"] == state
+
+
+@pytest.mark.parametrize("unit", [c[0] for c in CASES])
+def test_systemd_accepts_the_unit(unit: str, tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    copy = tmp_path / unit
+    copy.write_text((UNITS / unit).read_text().replace(INSTALLED, ANYCASTD))
+    result = subprocess.run([analyze, "verify", str(copy)], check=False, capture_output=True, text=True)
+    problems = [line for line in (result.stdout + result.stderr).splitlines() if unit in line]
+    assert problems == []
