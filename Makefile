@@ -42,6 +42,7 @@ bench: deps venv
 	$(PY) bench/resources.py
 	$(PY) bench/drain.py
 	$(PY) bench/router.py
+	$(PY) bench/compare.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import signal
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -24,6 +25,8 @@ def arguments(
     if os.geteuid() != 0:
         print(f"{script} needs root (network namespaces)", file=sys.stderr)
         return None
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the lab's context manager tears it down.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     print("building the lab ...", flush=True)
     return args
 
