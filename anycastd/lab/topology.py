@@ -225,7 +225,11 @@ class Lab:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def dump_logs(self, lines: int = 40) -> None:
-        """Print the tail of every daemon log: what a failed test needs to be understood."""
+        """Print the tail of every daemon log, and which daemons still run: what a failed test needs."""
+        for key, proc in sorted(self.processes.items()):
+            code = proc.poll()
+            state = "running" if code is None else f"exited with {code}"
+            print(f"----- {key} (pid {proc.pid}): {state}", file=sys.stderr)
         for path in sorted(self.workdir.rglob("*.log")):
             text = path.read_text(errors="replace").splitlines()[-lines:]
             print(f"----- {path.relative_to(self.workdir)} (last {len(text)} lines)", file=sys.stderr)
