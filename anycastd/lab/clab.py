@@ -148,6 +148,11 @@ class Topology:
                     return mine, theirs
         raise KeyError(node)
 
+    def uplink_addresses(self, node: str, version: int) -> tuple[IPInterface, IPInterface]:
+        """(``node``'s address, the router's address) of family ``version`` on their link."""
+        mine, routers = self.uplink(node)
+        return self.node(node).on(mine.interface, version), self.node(routers.node).on(routers.interface, version)
+
 
 # parsing ------------------------------------------------------------------------------------------------
 

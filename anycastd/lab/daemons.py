@@ -251,7 +251,7 @@ router:
 runtime_dir: {rdir / "run"}
 state_dir: {rdir / "state"}
 metrics:
-  address: {lab.client_addresses()[1]}
+  address: {lab.client_gateway}
   port: {METRICS_PORT}
 services:
   dns:

@@ -56,7 +56,7 @@ class StaticLab(DnsLab):
             return f.read().decode(errors="replace")
 
     def metrics(self) -> str:
-        url = f"http://{self.lab.client_addresses()[1]}:{daemons.METRICS_PORT}/metrics"
+        url = f"http://{self.lab.client_gateway}:{daemons.METRICS_PORT}/metrics"
         code = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5).read().decode())"
         return self.lab.exec(self.lab.router, sys.executable, "-c", code).stdout
 

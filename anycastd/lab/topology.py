@@ -9,10 +9,10 @@ deploy with Docker: a namespace per node, a veth per link, and each node's
 
 Every node is a network namespace named ``acd<pid>-<topology>-<node>``, where
 ``<pid>`` is the process that built it, so no two labs collide (one process may
-run both variants at once) and a lab whose builder died (SIGKILL, a crashed CI job) is recognised and removed by the
-next one. Links are point-to-point veths (this kernel has no bridge type);
-addresses come from the documentation ranges only, and no namespace has a
-route to anything outside the lab.
+run both variants at once) and a lab whose builder died (SIGKILL, a crashed CI
+job) is recognised and removed by the next one. Links are point-to-point
+veths (this kernel has no bridge type); addresses come from the documentation
+ranges only, and no namespace has a route to anything outside the lab.
 
 Tear-down does not trust bookkeeping: it kills every process still inside
 each namespace (``ip netns pids``), stopped ones included, and then deletes
@@ -79,17 +79,17 @@ class Server:
 
     @classmethod
     def of(cls, topology: clab.Topology, node: clab.Node) -> Server:
-        mine, routers = topology.uplink(node.name)
-        router = topology.node(routers.node)
+        v4, router_v4 = topology.uplink_addresses(node.name, 4)
+        v6, router_v6 = topology.uplink_addresses(node.name, 6)
         bound = node.bound(clab.ANYCASTD_CONFIG)
         return cls(
             node.name,
             str(node.resolver),
-            mine.interface,
-            str(node.on(mine.interface, 4).ip),
-            str(node.on(mine.interface, 6).ip),
-            str(router.on(routers.interface, 4).ip),
-            str(router.on(routers.interface, 6).ip),
+            topology.uplink(node.name)[0].interface,
+            str(v4.ip),
+            str(v6.ip),
+            str(router_v4.ip),
+            str(router_v6.ip),
             config.load(bound).local_asn if bound is not None else None,
         )
 
@@ -166,11 +166,10 @@ class Lab:
     def client(self) -> str:
         return self.ns(self.topology.client.name)
 
-    def client_addresses(self) -> tuple[str, str]:
-        """(the client's IPv4 address, the router's IPv4 address on the client's link)."""
-        mine, routers = self.topology.uplink(self.topology.client.name)
-        router = self.topology.node(routers.node)
-        return str(self.topology.client.on(mine.interface, 4).ip), str(router.on(routers.interface, 4).ip)
+    @property
+    def client_gateway(self) -> str:
+        """The router's IPv4 address on the client's link (where `anycastd router` serves metrics)."""
+        return str(self.topology.uplink_addresses(self.topology.client.name, 4)[1].ip)
 
     # lifecycle --------------------------------------------------------------
 
