@@ -34,12 +34,12 @@ from types import TracebackType
 
 from failover import Scenario, resolver_scenarios, trial_times
 from report import arguments, context, publish
-from resources import TICK, rss_mb
+from resources import cpu_seconds, rss_mb
 
 from anycastd.config import DnsCheck
 from anycastd.lab import daemons
 from anycastd.lab.bgp import BgpLab
-from anycastd.lab.topology import HEALTH_QNAME, ROUTER_ASN, SERVICE_V4, SERVICE_V6, Server, run
+from anycastd.lab.topology import HEALTH_QNAME, ROUTER_ASN, SERVICE_V4, SERVICE_V6, Server
 
 FASTEST = "--interval 1 --fast-interval 1 --rise 1 --fall 1 --timeout 1"
 #: How ExaBGP is run for the health checker: in the foreground, as root, connecting out only.
@@ -68,13 +68,6 @@ RATE = 1000  # queries per second from the client, for question 6
 CONTROLLERS = [ANYCASTD, HC_DEFAULTS, HC_FASTEST]
 
 Times = list[float | None]
-
-
-def cpu_with_children(pid: int) -> float:
-    """utime + stime + the children's (dig, run by the health checker, is counted once reaped)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return sum(int(x) for x in fields[11:15]) / TICK
 
 
 def check_script(s: Server) -> str:
@@ -137,17 +130,16 @@ class Running:
 
     # the controller's processes ---------------------------------------------------------------------------
 
-    def pids(self, s: Server) -> list[int]:
-        """The controller's processes on ``s``: anycastd and its ExaBGP (and helper), or ExaBGP and the checker."""
-        ns = self.lab.lab.ns(s.name)
-        pids = [int(p) for p in run("ip", "netns", "pids", ns, check=False).stdout.split()]
-        return [p for p in pids if self._role(p) in ("anycastd", "exabgp", "healthcheck", "helper")]
+    def roles(self, s: Server) -> dict[int, str]:
+        """The controller's processes on ``s`` by role: anycastd, its ExaBGP and helper; or ExaBGP and the checker."""
+        roles = {pid: self._role(argv) for pid, argv in self.lab.lab.commands(s.name).items()}
+        return {pid: role for pid, role in roles.items() if role}
 
-    def _role(self, pid: int) -> str:
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            return ""
+    def pids(self, s: Server) -> list[int]:
+        return list(self.roles(s))
+
+    @staticmethod
+    def _role(argv: list[bytes]) -> str:
         if b"healthcheck" in argv:
             return "healthcheck"
         if b"exabgp" in argv:
@@ -159,9 +151,8 @@ class Running:
         return ""
 
     def checker_pids(self, s: Server) -> list[int]:
-        return [
-            p for p in self.pids(s) if self._role(p) == ("anycastd" if self.controller is ANYCASTD else "healthcheck")
-        ]
+        role = "anycastd" if self.controller is ANYCASTD else "healthcheck"
+        return [pid for pid, r in self.roles(s).items() if r == role]
 
     def start_controller(self, s: Server) -> None:
         if self.controller.healthcheck is None:
@@ -266,14 +257,14 @@ class Running:
     def cost(self, seconds: float) -> dict[str, float]:
         """CPU (% of one core) and RSS (MB) per server, the controller's processes summed; anycastd alone too."""
         time.sleep(3)
-        pids = {s.name: self.pids(s) for s in self.lab.servers}
-        before = {p: cpu_with_children(p) for ps in pids.values() for p in ps}
+        roles = {pid: role for s in self.lab.servers for pid, role in self.roles(s).items()}
+        before = {p: cpu_seconds(p, children=True) for p in roles}
         t0 = time.monotonic()
         time.sleep(seconds)
         wall = time.monotonic() - t0
-        cpu = {p: (cpu_with_children(p) - before[p]) / wall * 100 for p in before}
-        n = len(pids)
-        own = [p for ps in pids.values() for p in ps if self._role(p) in ("anycastd", "healthcheck")]
+        cpu = {p: (cpu_seconds(p, children=True) - before[p]) / wall * 100 for p in before}
+        n = len(self.lab.servers)
+        own = [p for p, role in roles.items() if role in ("anycastd", "healthcheck")]
         return {
             "cpu": sum(cpu.values()) / n,
             "rss": sum(rss_mb(p) for p in before) / n,

@@ -24,10 +24,11 @@ from anycastd.lab.bgp import BgpLab
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """utime + stime; with ``children``, also that of reaped children (dig, run by a health checker)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+    return sum(int(x) for x in fields[11 : 15 if children else 13]) / TICK
 
 
 def rss_mb(pid: int) -> float:

@@ -12,7 +12,7 @@ import sys
 
 from anycastd.lab import daemons
 from anycastd.lab.base import DnsLab
-from anycastd.lab.topology import Server, run, wait_until
+from anycastd.lab.topology import Server, wait_until
 
 
 class BgpLab(DnsLab):
@@ -74,15 +74,9 @@ class BgpLab(DnsLab):
 
     def exabgp_pid(self, server: Server) -> int | None:
         """The ExaBGP process anycastd runs on ``server``, found by its command line."""
-        pids = run("ip", "netns", "pids", self.lab.ns(server.name), check=False).stdout.split()
-        for pid in pids:
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    argv = f.read().split(b"\0")
-            except OSError:
-                continue
+        for pid, argv in self.lab.commands(server.name).items():
             if b"exabgp" in argv and b"-m" in argv:
-                return int(pid)
+                return pid
         return None
 
     def bgp_established(self, server: Server) -> bool:

@@ -239,6 +239,16 @@ class Lab:
     def exec(self, ns: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return run("ip", "netns", "exec", ns, *argv, check=check)
 
+    def commands(self, node: str) -> dict[int, list[bytes]]:
+        """Every process in ``node``'s namespace, pid to command line (those that exit meanwhile left out)."""
+        out = {}
+        for pid in run("ip", "netns", "pids", self.ns(node), check=False).stdout.split():
+            try:
+                out[int(pid)] = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+        return out
+
     def spawn(self, key: str, ns: str, argv: list[str], logfile: Path) -> subprocess.Popen[bytes]:
         """Start a long-running process in ``ns``; its output goes to ``logfile``."""
         with logfile.open("ab") as out:

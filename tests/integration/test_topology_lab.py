@@ -10,7 +10,7 @@ import pytest
 
 from anycastd.lab import clab
 from anycastd.lab.base import DnsLab
-from anycastd.lab.topology import Lab, run
+from anycastd.lab.topology import Lab
 
 
 def kernel(lab: Lab, node: str, *argv: str) -> list[dict[str, Any]]:
@@ -80,8 +80,7 @@ def test_the_router_runs_with_the_sysctls_of_the_bound_file(built: DnsLab) -> No
 def test_the_servers_run_the_resolver_their_label_names(built: DnsLab) -> None:
     program = {"bind": "named", "unbound": "unbound"}
     for node in built.lab.topology.servers:
-        pids = run("ip", "netns", "pids", built.lab.ns(node.name)).stdout.split()
-        running = {Path(f"/proc/{pid}/comm").read_text().strip() for pid in pids}
+        running = {Path(argv[0].decode()).name for argv in built.lab.commands(node.name).values()}
         assert program[str(node.resolver)] in running, (node.name, running)
         assert program["bind" if node.resolver == "unbound" else "unbound"] not in running, node.name
 
