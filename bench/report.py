@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
@@ -25,10 +26,24 @@ def arguments(
     if os.geteuid() != 0:
         print(f"{script} needs root (network namespaces)", file=sys.stderr)
         return None
-    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the lab's context manager tears it down.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    signal.signal(signal.SIGTERM, _on_sigterm(os.getpid()))
     print("building the lab ...", flush=True)
     return args
+
+
+def _on_sigterm(main: int) -> Callable[[int, FrameType | None], None]:
+    """SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the lab's context manager tears it down.
+
+    Only in this process: pyroute2 forks short-lived children to open sockets in a namespace and
+    ends them with SIGTERM. A fork inherits this handler and a copy of our stack, so unwinding
+    there would run the copied lab's teardown and kill the real lab's daemons; it exits at once."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != main:
+            os._exit(128 + signum)
+        sys.exit(128 + signum)
+
+    return handler
 
 
 def context() -> str:
