@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEBIAN_PACKAGES := frr unbound bind9 bind9-dnsutils nftables iproute2 procps python3-venv
 
-.PHONY: deps venv lint test unit integration demo bench clean
+.PHONY: deps venv lint test unit integration demo bench bench-quick bench-sidecar clean
 
 deps:
 	./scripts/install-debian-packages.sh $(DEBIAN_PACKAGES)
@@ -37,12 +37,21 @@ integration: deps venv
 demo: deps venv
 	$(PY) -m anycastd.lab.demo
 
+# The benchmarks write docs/benchmarks.md. `make bench` (about 30 minutes) is anycastd beside
+# exabgp healthcheck, and the router-side variant; `make bench-quick` (under 5 minutes) is a smoke
+# run of both that writes nothing; `make bench-sidecar` adds the sidecar's finer breakdowns.
 bench: deps venv
+	$(PY) bench/compare.py
+	$(PY) bench/router.py
+
+bench-quick: deps venv
+	$(PY) bench/compare.py --quick
+	$(PY) bench/router.py --quick
+
+bench-sidecar: deps venv
 	$(PY) bench/failover.py
 	$(PY) bench/resources.py
 	$(PY) bench/drain.py
-	$(PY) bench/router.py
-	$(PY) bench/compare.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -90,7 +90,8 @@ def main() -> int:
         [
             "## Planned drain: `anycastctl withdraw --wait`, then the resolver is killed",
             "",
-            f"Command: `python bench/drain.py --trials {args.trials} --rate {args.rate}` (as root; `make bench`).",
+            f"Command: `python bench/drain.py --trials {args.trials} --rate {args.rate}` "
+            "(as root; `make bench-sidecar` runs it).",
             context(),
             f"Load: {args.rate} queries/s from the client namespace for {LOAD_SECONDS} s, one source port per query;",
             f"the drain starts {DRAIN_AFTER} s in and the resolver is SIGKILLed as soon as `--wait` returns.",

@@ -143,7 +143,7 @@ def main() -> int:
         [
             "## Failover: from the event to the router's FIB (sidecar, BGP via ExaBGP)",
             "",
-            f"Command: `python bench/failover.py --trials {args.trials}` (as root; `make bench` runs it).",
+            f"Command: `python bench/failover.py --trials {args.trials}` (as root; `make bench-sidecar` runs it).",
             context(),
             f"anycastd defaults: check {settings}; exabgp.watchdog 1.5 s. Router: FRR, eBGP, hold time 3 s.",
             "The FIB is polled every 2 ms with pyroute2 in the router's namespace; each trial starts at a random",

@@ -93,7 +93,7 @@ def main() -> int:
         [
             "## Cost on the server: CPU and memory at the default probe rate",
             "",
-            f"Command: `python bench/resources.py --seconds {args.seconds:g}` (as root).",
+            f"Command: `python bench/resources.py --seconds {args.seconds:g}` (as root; `make bench-sidecar` runs it).",
             context(),
             "One service, one check with the defaults (a probe every 0.2 s, each querying the admin address and",
             "both service addresses: 15 queries/s). CPU is utime + stime from /proc over the window, as a share",

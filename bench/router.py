@@ -11,7 +11,7 @@ Part 2 points anycastd router at 32 servers probed 10 times a second each:
 lightweight stand-in; only anycastd's own cost is measured). CPU is read
 from /proc over a window, after start-up.
 
-    python bench/router.py [--trials N] [--seconds S]
+    python bench/router.py [--trials N] [--seconds S] [--quick]
 """
 
 from __future__ import annotations
@@ -114,12 +114,15 @@ def _counts(lab: Lab) -> tuple[int, int]:
 
 def main() -> int:
     def add(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--trials", type=int, default=10)
-        p.add_argument("--seconds", type=float, default=60.0)
+        p.add_argument("--trials", type=int, default=5)
+        p.add_argument("--seconds", type=float, default=30.0)
+        p.add_argument("--quick", action="store_true", help="2 trials, 5 s windows: a smoke run that writes nothing")
 
     args = arguments(__doc__, "bench/router.py", add)
     if args is None:
         return 1
+    if args.quick:
+        args.trials, args.seconds, args.no_write = 2, 5.0, True
     with StaticLab() as lab:
         rows = measure(lab, args.trials, resolver_scenarios(lab))
     cost = farm_cost(args.seconds)

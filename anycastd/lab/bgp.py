@@ -83,22 +83,30 @@ class BgpLab(DnsLab):
         out = self.vtysh(f"show bgp neighbor {server.v4} json")
         return '"bgpState":"Established"' in out.replace(" ", "")
 
+    def revive(self, server: Server) -> None:
+        """Bring ``server``'s resolver and anycastd back (started, thawed); does not wait for them."""
+        config, _, _ = daemons.anycastd_paths(self.lab, server)
+        if self.anycastd_running(server) and config.read_text() != daemons.anycastd_config(self.lab, server):
+            self.lab.stop(daemons.anycastd_key(server), signal.SIGKILL)  # a test changed its configuration
+        if self.anycastd_running(server):
+            self.signal_anycastd(server, signal.SIGCONT)
+        else:
+            self.start_anycastd(server)
+        if self.resolver_running(server):
+            self.signal_resolver(server, signal.SIGCONT)
+        else:
+            self.start_resolver(server)
+
+    def undrain(self, server: Server) -> None:
+        """End any maintenance a test began on ``server``: it is persisted, also across restarts."""
+        self.anycastctl_ready(server)
+        if self.anycastctl(server, "announce", "--all").returncode != 0:
+            raise RuntimeError(f"anycastctl announce --all failed on {server.name}")
+
     def restore(self) -> None:
         """Bring every daemon back and wait for all paths: each test starts from a healthy lab."""
         for s in self.servers:
-            config, _, _ = daemons.anycastd_paths(self.lab, s)
-            if self.anycastd_running(s) and config.read_text() != daemons.anycastd_config(self.lab, s):
-                self.lab.stop(daemons.anycastd_key(s), signal.SIGKILL)  # a test changed its configuration
-            if self.anycastd_running(s):
-                self.signal_anycastd(s, signal.SIGCONT)
-            else:
-                self.start_anycastd(s)
-            if self.resolver_running(s):
-                self.signal_resolver(s, signal.SIGCONT)
-            else:
-                self.start_resolver(s)
-        for s in self.servers:  # end any maintenance a test began: it is persisted, also across restarts
-            self.anycastctl_ready(s)
-            if self.anycastctl(s, "announce", "--all").returncode != 0:
-                raise RuntimeError(f"anycastctl announce --all failed on {s.name}")
+            self.revive(s)
+        for s in self.servers:
+            self.undrain(s)
         self.wait_paths(len(self.servers), timeout=30)
