@@ -135,9 +135,6 @@ class Deployment:
     def controller(self, s: Server) -> Controller:
         return self.on[s.name]
 
-    def server_of(self, controller: Controller) -> Server:
-        return next(s for s in self.lab.servers if self.on[s.name] == controller)
-
     def assign(self, mapping: dict[str, Controller]) -> None:
         changed = [s for s in self.lab.servers if self.on[s.name] != mapping[s.name]]
         for s in changed:
@@ -173,7 +170,7 @@ class Deployment:
         if self.controller(s).healthcheck is None:
             self.lab.lab.stop(anycastd_key(s), signal.SIGTERM)  # it takes its ExaBGP down with it
             return
-        leftovers = self.pids(s)
+        leftovers = list(self.roles(s))
         self.lab.lab.stop(self.key(s), signal.SIGKILL)
         for pid in leftovers:
             with contextlib.suppress(ProcessLookupError):
@@ -186,9 +183,6 @@ class Deployment:
         """The controller's processes on ``s`` by role: anycastd, its ExaBGP and helper; or ExaBGP and the checker."""
         roles = {pid: self._role(argv) for pid, argv in self.lab.lab.commands(s.name).items()}
         return {pid: role for pid, role in roles.items() if role}
-
-    def pids(self, s: Server) -> list[int]:
-        return list(self.roles(s))
 
     @staticmethod
     def _role(argv: list[bytes]) -> str:
@@ -219,10 +213,7 @@ class Deployment:
             if self.controller(s).healthcheck is None:
                 self.lab.revive(s)
                 continue
-            if self.lab.resolver_running(s):
-                self.lab.signal_resolver(s, signal.SIGCONT)
-            else:
-                self.lab.start_resolver(s)
+            self.lab.revive_resolver(s)
             self.disable_file(s).unlink(missing_ok=True)
             proc = self.lab.lab.processes.get(self.key(s))
             if proc is None or proc.poll() is not None or not self.checker_pids(s):

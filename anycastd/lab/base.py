@@ -116,6 +116,13 @@ class DnsLab:
         proc = self.lab.processes.get(daemons.resolver_key(server))
         return proc is not None and proc.poll() is None
 
+    def revive_resolver(self, server: Server) -> None:
+        """Thaw ``server``'s resolver, or start it again if it is gone."""
+        if self.resolver_running(server):
+            self.signal_resolver(server, signal.SIGCONT)
+        else:
+            self.start_resolver(server)
+
     # the client -------------------------------------------------------------
 
     def client(self, address: str, count: int, rate: float = 0.0, timeline: bool = False) -> subprocess.Popen[str]:

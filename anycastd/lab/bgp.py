@@ -92,10 +92,7 @@ class BgpLab(DnsLab):
             self.signal_anycastd(server, signal.SIGCONT)
         else:
             self.start_anycastd(server)
-        if self.resolver_running(server):
-            self.signal_resolver(server, signal.SIGCONT)
-        else:
-            self.start_resolver(server)
+        self.revive_resolver(server)
 
     def undrain(self, server: Server) -> None:
         """End any maintenance a test began on ``server``: it is persisted, also across restarts."""

@@ -86,10 +86,7 @@ class StaticLab(DnsLab):
         if not self.running():
             self.start_anycastd()
         for s in self.servers:
-            if self.resolver_running(s):
-                self.signal_resolver(s, signal.SIGCONT)
-            else:
-                self.start_resolver(s)
+            self.revive_resolver(s)
         self.anycastctl_ready()
         if self.anycastctl("announce", "--all").returncode != 0:
             raise RuntimeError("anycastctl announce --all failed on the router")
