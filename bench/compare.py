@@ -117,6 +117,15 @@ def healthcheck_config(s: Server, check: Path, disable: Path, options: str) -> s
 
 
 @dataclass(frozen=True)
+class Moves:
+    """What one server's path did in the router's FIB over a window (question 7)."""
+
+    withdrawals: int
+    changes: int  # withdrawals and announcements
+    busiest: int  # the most changes within any 10 s
+
+
+@dataclass(frozen=True)
 class Loss:
     """One run of question 6: queries lost, how long the drain took, whether the path outlived the load."""
 
@@ -296,16 +305,21 @@ class Deployment:
         with FibWatch(self.lab.lab.router, SERVICE_V4, period=0.01) as watch:
             yield watch
 
-    def changes(self, watch: FibWatch) -> dict[str, tuple[int, int]]:
-        """Per server: (withdrawals, route changes) in what ``watch`` saw."""
+    def changes(self, watch: FibWatch) -> dict[str, Moves]:
+        """Per server, what its path did in what ``watch`` saw."""
         out = {}
         for s in self.lab.servers:
-            present = [s.v4 in hops for hops in watch.seen()]
-            moves = [(a, b) for a, b in itertools.pairwise(present) if a != b]
-            out[s.name] = (sum(1 for a, _ in moves if a), len(moves))
+            moves = [
+                (at, now)
+                for (_, was), (at, now) in itertools.pairwise((at, s.v4 in hops) for at, hops in watch.changes)
+                if was != now
+            ]
+            stamps = [at for at, _ in moves]
+            busiest = max((sum(1 for u in stamps if at <= u < at + 10) for at in stamps), default=0)
+            out[s.name] = Moves(sum(1 for _, now in moves if not now), len(moves), busiest)
         return out
 
-    def probe_loss(self, seconds: float) -> dict[str, tuple[int, int]]:
+    def probe_loss(self, seconds: float) -> dict[str, Moves]:
         """Drop LOSS % of the probes' packets, queries and answers alike, on every server for ``seconds``.
 
         The rule sits on the input hook of each server's lo, where its probes of its own resolver pass
@@ -322,7 +336,8 @@ class Deployment:
             with self.watching() as watch:
                 for minute in range(int(seconds // 60)):
                     time.sleep(60)
-                    print(f"   {minute + 1} of {seconds / 60:g} min: {self.changes(watch)}", flush=True)
+                    withdrawals = {name: m.withdrawals for name, m in self.changes(watch).items()}
+                    print(f"   {minute + 1} of {seconds / 60:g} min, withdrawals: {withdrawals}", flush=True)
                 time.sleep(seconds % 60)
             return self.changes(watch)
         finally:
@@ -330,7 +345,7 @@ class Deployment:
                 lab.exec(lab.ns(s.name), "nft", "delete table inet acd_loss", check=False)
             self.restore()
 
-    def flapping(self, kind: str, seconds: float) -> dict[str, tuple[int, int]]:
+    def flapping(self, kind: str, seconds: float) -> dict[str, Moves]:
         """Every resolver goes away and comes back every FLAP s for ``seconds``: route changes per server.
 
         "stalls": SIGSTOP and SIGCONT, a resolver that hangs (its late answers still arrive).
@@ -378,24 +393,28 @@ class Deployment:
 
     # questions 8 and 9 -----------------------------------------------------------------------------------------
 
-    def cost(self, seconds: float) -> dict[Controller, dict[str, float]]:
-        """CPU (% of one core) and RSS (MB) of each controller's processes on its server; the checker alone too."""
+    def cost(self, seconds: float, slices: int) -> dict[Controller, list[dict[str, float]]]:
+        """CPU (% of one core) and RSS (MB) of each controller's processes on its server, the checker alone
+        too, in ``slices`` consecutive windows over ``seconds``."""
         time.sleep(3)
         roles = {s.name: self.roles(s) for s in self.lab.servers}
-        before = {p: cpu_seconds(p, children=True) for r in roles.values() for p in r}
-        t0 = time.monotonic()
-        time.sleep(seconds)
-        wall = time.monotonic() - t0
-        cpu = {p: (cpu_seconds(p, children=True) - before[p]) / wall * 100 for p in before}
-        out = {}
-        for s in self.lab.servers:
-            own = [p for p, role in roles[s.name].items() if role in ("anycastd", "healthcheck")]
-            out[self.controller(s)] = {
-                "cpu": sum(cpu[p] for p in roles[s.name]),
-                "rss": sum(rss_mb(p) for p in roles[s.name]),
-                "own cpu": sum(cpu[p] for p in own),
-                "own rss": sum(rss_mb(p) for p in own),
-            }
+        out: dict[Controller, list[dict[str, float]]] = {self.controller(s): [] for s in self.lab.servers}
+        for _ in range(slices):
+            before = {p: cpu_seconds(p, children=True) for r in roles.values() for p in r}
+            t0 = time.monotonic()
+            time.sleep(seconds / slices)
+            wall = time.monotonic() - t0
+            cpu = {p: (cpu_seconds(p, children=True) - before[p]) / wall * 100 for p in before}
+            for s in self.lab.servers:
+                own = [p for p, role in roles[s.name].items() if role in ("anycastd", "healthcheck")]
+                out[self.controller(s)].append(
+                    {
+                        "cpu": sum(cpu[p] for p in roles[s.name]),
+                        "rss": sum(rss_mb(p) for p in roles[s.name]),
+                        "own cpu": sum(cpu[p] for p in own),
+                        "own rss": sum(rss_mb(p) for p in own),
+                    }
+                )
         return out
 
     def evenness(self) -> dict[str, int]:
@@ -427,11 +446,11 @@ class Results:
     times: dict[str, dict[Controller, Times]] = field(default_factory=dict)
     servers: dict[Controller, list[str]] = field(default_factory=dict)  # where each trial ran it
     losses: dict[tuple[Controller, str], list[Loss]] = field(default_factory=dict)
-    costs: dict[Controller, dict[str, float]] = field(default_factory=dict)
+    costs: dict[Controller, list[dict[str, float]]] = field(default_factory=dict)
     spread: dict[str, int] = field(default_factory=dict)
     placed: dict[str, Controller] = field(default_factory=dict)  # who ran where for questions 7 to 9
-    withdrawals: dict[str, tuple[int, int]] = field(default_factory=dict)
-    flaps: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
+    withdrawals: dict[str, Moves] = field(default_factory=dict)
+    flaps: dict[str, dict[str, Moves]] = field(default_factory=dict)
     shipped: Times = field(default_factory=list)
     policy: str = ""
 
@@ -463,7 +482,7 @@ def collect(lab: BgpLab, r: Results) -> None:
                 print(f"   {c.label} on {s.name}, {kind}: {loss.lost} lost", flush=True)
     r.placed = dict(dep.on)
     print(f"== CPU and memory for {r.window:g} s", flush=True)
-    r.costs = dep.cost(r.window)
+    r.costs = dep.cost(r.window, slices=max(r.trials, 1))
     r.spread = dep.evenness()
     print(f"== {LOSS} % probe loss for {r.loss_window / 60:g} min", flush=True)
     r.withdrawals = dep.probe_loss(r.loss_window)
@@ -509,13 +528,18 @@ def question_table(title: str, goal: float, rows: dict[Controller, Times], give_
     for controller in CONTROLLERS:
         med, worst, value = summary(rows[controller], give_up)
         if controller is ANYCASTD:
-            ratio = "1 (goal " + ("met" if value is not None and value <= goal else "**missed**") + ")"
+            times = "1 (goal " + ("met" if value is not None and value <= goal else "**missed**") + ")"
         elif value is None or ours is None:
-            ratio = "-"
+            times = "-"
         else:
-            ratio = f"{value / ours:.1f}"
-        out.append(f"| {controller.label} | {med} | {worst} | {ratio} |")
+            times = f"{value / ours:.1f}"
+        out.append(f"| {controller.label} | {med} | {worst} | {times} |")
     return [*out, ""]
+
+
+def ratio(value: float, ours: float) -> str:
+    """``value`` as a multiple of anycastd's; '-' where anycastd's is 0."""
+    return f"{value / ours:.1f}" if ours else "-"
 
 
 def losses_table(r: Results) -> list[str]:
@@ -526,21 +550,22 @@ def losses_table(r: Results) -> list[str]:
         "file and waiting one check interval and a second more (it gives no signal that the drain is done). "
         "The load runs on for 2 + 2 check intervals after the kill. Goal for anycastd: 0 lost in a planned drain.",
         "",
-        "| controller | failure | lost: median | lost: max | drain took: median |",
-        "|---|---|---:|---:|---:|",
+        "| controller | failure | lost: median | lost: max | x anycastd | drain took: median |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     outlived = 0
     for controller in CONTROLLERS:
         for kind in KINDS:
             runs = r.losses[(controller, kind)]
             lost = [x.lost for x in runs]
+            ours = statistics.median(x.lost for x in r.losses[(ANYCASTD, kind)])
             outlived += sum(x.outlived for x in runs)
             took = statistics.median(x.drain for x in runs)
-            met = ""
+            times = "1" if controller is ANYCASTD else ratio(statistics.median(lost), ours)
             if controller is ANYCASTD and kind == "planned drain":
-                met = " (goal " + ("met" if max(lost) == 0 else "**missed**") + ")"
+                times = "goal " + ("met" if max(lost) == 0 else "**missed**")
             lines.append(
-                f"| {controller.label} | {kind} | {statistics.median(lost):.0f}{met} | {max(lost)} | "
+                f"| {controller.label} | {kind} | {statistics.median(lost):.0f} | {max(lost)} | {times} | "
                 f"{fmt(took) if took else '-'} |"
             )
     if outlived:
@@ -557,43 +582,55 @@ def flap_tables(r: Results) -> list[str]:
         f"{FLAP * 1000:.0f} ms, two ways: refusals (an nftables reject on port 53, which a probe sees as "
         "connection refused, as from a dead resolver) and stalls (SIGSTOP and SIGCONT: a hung resolver whose "
         "late answers still arrive). Route changes are the server's path entering or leaving the router's FIB "
-        "(polled every 10 ms). Goals for anycastd: 0 false withdrawals, <= 1 route change per 10 s (6 a minute).",
+        "(polled every 10 ms); 'most in 10 s' is the busiest 10 s of the window. Goals for anycastd: "
+        "0 false withdrawals, <= 1 route change per 10 s. Counts, not ratios: a ratio to 0 says nothing.",
         "",
-        "| controller | server | false withdrawals (5 % loss) | route changes/min, refusals | "
-        "route changes/min, stalls |",
-        "|---|---|---:|---:|---:|",
+        "| controller | server | false withdrawals (5 % loss) | refusals: route changes/min | "
+        "refusals: most in 10 s | stalls: route changes/min | stalls: most in 10 s |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for controller in CONTROLLERS:
         name = next(n for n, c in r.placed.items() if c == controller)
-        withdrawals = r.withdrawals[name][0]
-        per_minute = [r.flaps[kind][name][1] / minutes for kind in ("refusals", "stalls")]
-        cells = [str(withdrawals), *(f"{x:.1f}" for x in per_minute)]
+        withdrawals = r.withdrawals[name].withdrawals
+        cells = [str(withdrawals)]
+        for kind in ("refusals", "stalls"):
+            moves = r.flaps[kind][name]
+            cells += [f"{moves.changes / minutes:.1f}", str(moves.busiest)]
         if controller is ANYCASTD:
             cells[0] += " (goal " + ("met" if withdrawals == 0 else "**missed**") + ")"
-            for i, x in enumerate(per_minute, 1):
-                cells[i] += " (goal " + ("met" if x <= 6 else "**missed**") + ")"
+            for i in (2, 4):
+                cells[i] += " (goal " + ("met" if int(cells[i]) <= 1 else "**missed**") + ")"
         lines.append(f"| {controller.label} | {name} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
 
 def cost_and_spread_tables(r: Results) -> list[str]:
+    slices = len(r.costs[ANYCASTD])
     lines = [
         f"**8. Cost per server** at the default probe rate, the three controllers side by side, over "
-        f"{r.window:g} s (CPU in % of one core, dig's CPU counted with the checker's). "
-        "Goal for anycastd itself: <= 1 % and <= 60 MB.",
+        f"{slices} consecutive windows of {r.window / slices:g} s (CPU in % of one core, dig's CPU counted with "
+        "the checker's; RSS at the end). Goal for anycastd itself: <= 1 % and <= 60 MB.",
         "",
-        "| controller | checker CPU | checker RSS | with ExaBGP: CPU | with ExaBGP: RSS |",
-        "|---|---:|---:|---:|---:|",
+        "| controller | checker CPU: median | max | checker RSS | with ExaBGP CPU: median | max | "
+        "with ExaBGP RSS | x anycastd (CPU with ExaBGP) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    ours = statistics.median(c["cpu"] for c in r.costs[ANYCASTD])
     for controller in CONTROLLERS:
-        cost = r.costs[controller]
-        own = f"{cost['own cpu']:.2f} % | {cost['own rss']:.0f} MB"
+        windows = r.costs[controller]
+        own = [c["own cpu"] for c in windows]
+        cpu = [c["cpu"] for c in windows]
+        own_rss, rss = windows[-1]["own rss"], windows[-1]["rss"]
+        times = ratio(statistics.median(cpu), ours)
         if controller is ANYCASTD:
-            met = cost["own cpu"] <= 1 and cost["own rss"] <= 60
-            own += " (goal " + ("met" if met else "**missed**") + ")"
-        lines.append(f"| {controller.label} | {own} | {cost['cpu']:.2f} % | {cost['rss']:.0f} MB |")
+            met = max(own) <= 1 and own_rss <= 60
+            times = "1 (goal " + ("met" if met else "**missed**") + ")"
+        lines.append(
+            f"| {controller.label} | {statistics.median(own):.2f} % | {max(own):.2f} % | {own_rss:.0f} MB | "
+            f"{statistics.median(cpu):.2f} % | {max(cpu):.2f} % | {rss:.0f} MB | {times} |"
+        )
     names = list(r.spread)
-    ratio = max(r.spread.values()) / max(1, min(r.spread.values()))
+    spread = max(r.spread.values()) / max(1, min(r.spread.values()))
     lines += [
         "",
         f"**9. ECMP evenness**: 1000 queries from the client, each its own flow (new source port); "
@@ -602,7 +639,7 @@ def cost_and_spread_tables(r: Results) -> list[str]:
         "",
         "| " + " | ".join(f"{n} ({r.placed[n].label})" for n in names) + " | max/min |",
         "|" + "---:|" * (len(names) + 1),
-        "| " + " | ".join(str(r.spread[n]) for n in names) + f" | {ratio:.2f} |",
+        "| " + " | ".join(str(r.spread[n]) for n in names) + f" | {spread:.2f} |",
     ]
     return [*lines, ""]
 
