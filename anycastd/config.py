@@ -71,6 +71,10 @@ class Service:
         return tuple(p.network_address for p in self.prefixes if p.num_addresses == 1)
 
 
+#: The smallest BGP hold time accepted: it bounds how long a dead or frozen host's paths stay on the router.
+MIN_HOLD_TIME = 3
+
+
 @dataclass(frozen=True)
 class Neighbor:
     address: IPAddress
@@ -440,10 +444,16 @@ def _neighbor(r: _Reader, data: Any, path: str) -> Neighbor | None:
     address = r.field(m, path, "address", _address)
     peer_asn = r.field(m, path, "peer_asn", _int(1, 4294967295))
     local = r.field(m, path, "local_address", _address)
-    hold = r.field(m, path, "hold_time", _int(0, 65535), 3)
+    hold = r.field(m, path, "hold_time", _int(-(2**31), 2**31), 3)
     md5 = r.field(m, path, "md5_password", _md5, None)
-    if hold is not None and 0 < hold < 3:
-        r.problem(f"{path}.hold_time", f"must be 0 or at least 3 seconds (RFC 4271), got {hold}")
+    if hold is not None and not MIN_HOLD_TIME <= hold <= 65535:
+        # 0 (RFC 4271's "no keepalives") would leave a frozen or powered-off server's paths on the
+        # router forever; under 3 s, RFC 4271 refuses it. The hold time is the bound for a dead host.
+        why = "0 turns the router's dead-peer detection off" if hold == 0 else "RFC 4271's minimum is 3"
+        r.problem(
+            f"{path}.hold_time",
+            f"must be between {MIN_HOLD_TIME} and 65535 seconds ({why}), got {hold}",
+        )
         return None
     if address is not None and local is not None and address.version != local.version:
         r.problem(f"{path}.local_address", f"must be of the same family as address {address}, got {local}")

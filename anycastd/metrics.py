@@ -27,6 +27,7 @@ from anycastd.health import State
 log = logging.getLogger(__name__)
 
 #: DNS answers on a healthy LAN take well under a millisecond; a timeout is the top bucket.
+EXABGP_STATES = ("starting", "up", "unresponsive", "restarting", "stopped")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
@@ -43,6 +44,9 @@ class View:
     services: list[ServiceView] = field(default_factory=list)
     sessions: dict[str, str] = field(default_factory=dict)
     exabgp_restarts: int = 0
+    exabgp_state: str = "starting"
+    #: Unix time of ExaBGP's last answer, None before the first.
+    exabgp_last_answer: float | None = None
 
 
 class _StateCollector(Collector):
@@ -72,7 +76,17 @@ class _StateCollector(Collector):
             session.add_metric([neighbor], 1.0 if phase == "up" else 0.0)
         restarts = GaugeMetricFamily("anycastd_exabgp_restarts", "times ExaBGP had to be started again")
         restarts.add_metric([], float(v.exabgp_restarts))
-        yield from (state, announced, maintenance, session, restarts)
+        exabgp = GaugeMetricFamily(
+            "anycastd_exabgp_state", "1 for the state ExaBGP is in, 0 for the others", labels=["state"]
+        )
+        for name in EXABGP_STATES:
+            exabgp.add_metric([name], 1.0 if name == v.exabgp_state else 0.0)
+        answered = GaugeMetricFamily(
+            "anycastd_exabgp_last_answer_timestamp_seconds", "Unix time of ExaBGP's last answer to a heartbeat"
+        )
+        if v.exabgp_last_answer is not None:
+            answered.add_metric([], v.exabgp_last_answer)
+        yield from (state, announced, maintenance, session, restarts, exabgp, answered)
 
 
 class _Endpoint:

@@ -423,4 +423,11 @@ class Sidecar:
         services = [
             ServiceView(name, h.state, h.announced, h.state is State.MAINTENANCE) for name, h in self.health.items()
         ]
-        return View(services, self.announcer.sessions(), int(self.announcer.describe().get("restarts", 0)))
+        backend = self.announcer.describe()
+        return View(
+            services,
+            self.announcer.sessions(),
+            int(backend.get("restarts", 0)),
+            str(backend.get("state", "up")),
+            getattr(self.announcer, "last_answer", None),
+        )

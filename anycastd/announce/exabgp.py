@@ -19,6 +19,15 @@ way of failing:
   terminates ExaBGP when none has come for ``exabgp.watchdog`` seconds.
 * ExaBGP dies: anycastd starts it again (exponential backoff) and, when the
   new helper connects, announces again exactly the desired set.
+* ExaBGP hangs (SIGSTOP, a busy loop) or its helper hangs: anycastd sends a
+  heartbeat command *through* ExaBGP (an API comment, which ExaBGP
+  acknowledges) every ``heartbeat_period``; no answer within
+  ``answer_bound`` and anycastd SIGKILLs ExaBGP. The kernel closes its BGP
+  sessions, the router drops the paths, and a fresh ExaBGP is started.
+* The helper dies or its connection closes: anycastd kills ExaBGP at once;
+  an ExaBGP whose API process is gone would otherwise go on announcing with
+  nothing in control of it. The helper in turn dies with ExaBGP
+  (PR_SET_PDEATHSIG), so neither outlives the other.
 
 Because the desired set lives here and every new helper connection starts
 from an empty ExaBGP, a restart can only ever announce what is healthy now.
@@ -33,7 +42,10 @@ import ctypes
 import logging
 import os
 import signal
+import socket
+import struct
 import sys
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,11 +55,29 @@ import tenacity
 from anycastd.announce import exabgp_helper
 from anycastd.config import Config, IPNetwork
 from anycastd.errors import AnnounceError
+from anycastd.status import iso
 
 log = logging.getLogger(__name__)
 exabgp_log = logging.getLogger("anycastd.exabgp.process")
 
 ACK_TIMEOUT = 5.0
+#: An API comment: ExaBGP acknowledges it ("done") and does nothing else, so an answer proves its reactor runs.
+HEARTBEAT_COMMAND = "# anycastd heartbeat"
+
+
+def heartbeat_bounds(config: Config) -> tuple[float, float]:
+    """How often ExaBGP is asked for a sign of life, and how long it may take to answer.
+
+    Derived from the fastest probe interval: ExaBGP is checked as often as the
+    resolver is (between 0.1 and 0.5 s), and must answer within five of those
+    periods, between 1 and 2 s. A frozen ExaBGP is therefore killed, and its
+    sessions closed, well inside the 3 s bound for a freeze (docs/reliability.md).
+    """
+    interval = min((c.interval for s in config.services for c in s.checks), default=0.5)
+    period = min(max(interval, 0.1), 0.5)
+    return period, min(max(5 * period, 1.0), 2.0)
+
+
 PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -111,20 +141,32 @@ class AckTimeout(AnnounceError):
 class _Helper:
     """One connection from ExaBGP's helper: commands out, acks and events in."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        process: asyncio.subprocess.Process | None,
+    ) -> None:
         self.reader = reader
         self.writer = writer
+        #: The ExaBGP this helper belongs to: the one running when it connected.
+        self.process = process
+        self.pid = _peer_pid(writer)
         self.pending: collections.deque[asyncio.Future[bool]] = collections.deque()
         self.sent: set[IPNetwork] = set()
         self.closed = False
+        self.killed = False  # anycastd killed this pair on purpose
 
     async def command(self, line: str, timeout: float = ACK_TIMEOUT) -> bool:
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.pending.append(future)
         self.writer.write(line.encode() + b"\n")
         try:
-            await self.writer.drain()
-            return await asyncio.wait_for(future, timeout)
+            # One deadline for the whole exchange: a stopped helper stops reading, and then
+            # even the write (drain) waits forever.
+            async with asyncio.timeout(timeout):
+                await self.writer.drain()
+                return await future
         except TimeoutError:
             raise AckTimeout(f"ExaBGP did not acknowledge '{line}' within {timeout:g} s") from None
         except (ConnectionError, OSError) as exc:
@@ -171,6 +213,12 @@ class ExaBGPAnnouncer:
         self._restart_wait = restart_wait or tenacity.wait_exponential(multiplier=0.25, max=10)
         self.connected = asyncio.Event()
         self.restarts = 0
+        self.heartbeat_period, self.answer_bound = heartbeat_bounds(config)
+        #: starting, up, unresponsive, restarting or stopped: what status and metrics show.
+        self.state = "starting"
+        #: Wall-clock time of ExaBGP's last answer to anything, and why it was last killed or lost.
+        self.last_answer: float | None = None
+        self.last_problem: str | None = None
 
     # public ---------------------------------------------------------------
 
@@ -210,16 +258,33 @@ class ExaBGPAnnouncer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
+        self._set_state("stopped")
 
     def sessions(self) -> dict[str, str]:
         return dict(self._sessions)
 
     def announced_prefixes(self) -> frozenset[IPNetwork]:
         helper = self._helper
-        return frozenset(helper.sent) if helper is not None else frozenset()
+        if helper is None or self.state != "up":
+            return frozenset()  # an ExaBGP that does not answer cannot be said to announce anything
+        return frozenset(helper.sent)
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": "exabgp", "pid": self.pid, "restarts": self.restarts, "connected": self._helper is not None}
+        return {
+            "backend": "exabgp",
+            "pid": self.pid,
+            "state": self.state,
+            "last_answer": iso(self.last_answer) if self.last_answer is not None else None,
+            "answer_bound": self.answer_bound,
+            "problem": self.last_problem,
+            "restarts": self.restarts,
+            "connected": self._helper is not None,
+        }
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            log.info("ExaBGP: %s -> %s", self.state, state)
+            self.state = state
 
     @property
     def pid(self) -> int | None:
@@ -257,6 +322,7 @@ class ExaBGPAnnouncer:
                 tail: collections.deque[str] = collections.deque()
             else:
                 log.info("started ExaBGP (pid %d)", self._process.pid)
+                self._set_state("starting")
                 tail = collections.deque(maxlen=15)
                 assert self._process.stdout is not None
                 async for raw in self._process.stdout:
@@ -266,6 +332,7 @@ class ExaBGPAnnouncer:
                 code = await self._process.wait()
             if self._closing:
                 return
+            self._set_state("restarting")
             self.restarts += 1
             if loop.time() - started > 30:
                 attempt = 0
@@ -284,11 +351,20 @@ class ExaBGPAnnouncer:
         state.attempt_number = attempt
         return float(self._restart_wait(state))
 
-    def _kill(self) -> None:
-        proc = self._process
+    def _kill(self, helper: _Helper | None = None) -> None:
+        """SIGKILL ExaBGP (the one ``helper`` belongs to, else the current one) and that helper.
+
+        SIGKILL also ends a stopped process, and the kernel closes its BGP sessions at once.
+        """
+        proc = helper.process if helper is not None else self._process
         if proc is not None and proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
+        if helper is not None:
+            helper.killed = True
+        if helper is not None and helper.pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(helper.pid, signal.SIGKILL)
 
     async def _stop_process(self) -> None:
         proc = self._process
@@ -308,12 +384,13 @@ class ExaBGPAnnouncer:
         if self._helper is not None:
             self._helper.fail_pending()
             self._helper.writer.close()
-        helper = _Helper(reader, writer)
+        helper = _Helper(reader, writer, self._process)
         self._helper = helper
         for address in self._sessions:
             self._sessions[address] = "down"
-        log.info("ExaBGP's helper connected")
+        log.info("ExaBGP's helper connected (pid %s)", helper.pid)
         self._spawn(self._heartbeat(helper))
+        self._spawn(self._watch(helper))
         self.connected.set()
         reconcile = asyncio.ensure_future(self._reconcile())
         try:
@@ -328,13 +405,22 @@ class ExaBGPAnnouncer:
                 self.connected.clear()
                 for address in self._sessions:
                     self._sessions[address] = "down"
-            if not self._closing:
-                log.warning("ExaBGP's helper disconnected; nothing is announced until ExaBGP is back")
+            if not self._closing and not helper.killed:
+                # ExaBGP runs on when its API process dies (it is not respawned): it would keep
+                # announcing with nothing in control. Kill it; the supervisor starts a fresh one.
+                self.last_problem = "ExaBGP's helper went away"
+                log.error(
+                    "ExaBGP's helper disconnected; killing ExaBGP (pid %s) so nothing stays announced without "
+                    "control, and starting it again",
+                    helper.process.pid if helper.process else "-",
+                )
+                self._kill(helper)
             writer.close()
             with contextlib.suppress(AnnounceError):
                 await reconcile
 
     def _event(self, helper: _Helper, line: str) -> None:
+        self.last_answer = time.time()
         if line in ("done", "error"):
             helper.acknowledge(line == "done")
             return
@@ -360,6 +446,39 @@ class ExaBGPAnnouncer:
                 warned = True
             await asyncio.sleep(period)
 
+    async def _watch(self, helper: _Helper) -> None:
+        """ExaBGP's liveness: a heartbeat command through ExaBGP every period, answered within the bound.
+
+        The first answer may take longer (``ack_timeout``): ExaBGP starts its helper before it
+        has finished reading its configuration.
+        """
+        loop = asyncio.get_running_loop()
+        bound = max(self.ack_timeout, self.answer_bound)
+        while not helper.closed:
+            sent = loop.time()
+            answer = asyncio.ensure_future(helper.command(HEARTBEAT_COMMAND, bound))
+            done, _ = await asyncio.wait([answer], timeout=2 * self.heartbeat_period)
+            if not done and not helper.closed:
+                self._set_state("unresponsive")
+            try:
+                await answer
+            except AckTimeout:
+                self.last_problem = f"ExaBGP answered no heartbeat within {bound:g} s"
+                log.error(
+                    "%s; killing it (pid %s) so its BGP sessions close and the router drops this server's paths, "
+                    "then starting it again",
+                    self.last_problem,
+                    helper.process.pid if helper.process else "-",
+                )
+                self._kill(helper)
+                return
+            except AnnounceError:
+                return  # the helper went away; _on_helper deals with it
+            if helper is self._helper:
+                self._set_state("up")
+            bound = self.answer_bound
+            await asyncio.sleep(max(0.0, sent + self.heartbeat_period - loop.time()))
+
     async def _reconcile(self) -> None:
         async with self._lock:
             helper = self._helper
@@ -380,7 +499,8 @@ class ExaBGPAnnouncer:
                         # A wedged ExaBGP may be holding routes we can no longer withdraw:
                         # kill it, so its sessions close now and a fresh one is started.
                         log.error("ExaBGP stopped answering; killing it so its sessions close")
-                        self._kill()
+                        self.last_problem = f"ExaBGP did not acknowledge '{line}'"
+                        self._kill(helper)
                         raise
                     if not ok:
                         raise AnnounceError(f"ExaBGP answered 'error' to '{line}'")
@@ -389,6 +509,19 @@ class ExaBGPAnnouncer:
                 else:
                     helper.sent.discard(prefix)
                 log.info("%s %s", "announced" if verb == "announce" else "withdrew", prefix)
+
+
+def _peer_pid(writer: asyncio.StreamWriter) -> int | None:
+    """The pid at the other end of a Unix socket (SO_PEERCRED): the helper's."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return None
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    pid, _, _ = struct.unpack("3i", creds)
+    return pid or None
 
 
 def _exit_text(code: int | None) -> str:

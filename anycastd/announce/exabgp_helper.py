@@ -10,7 +10,11 @@ ways, and it is where fail-closed is enforced from outside anycastd:
 * if no line arrives for ``watchdog`` seconds (anycastd stopped, frozen or
   deadlocked) or the socket closes (anycastd died), the helper terminates its
   parent ExaBGP. ExaBGP closes its BGP sessions on the way out and the router
-  drops this server's paths at once.
+  drops this server's paths at once;
+* it dies with ExaBGP (PR_SET_PDEATHSIG), also when ExaBGP is SIGKILLed while
+  the helper is stopped, so no orphaned helper outlives the tree it guarded.
+  The other way round, anycastd kills ExaBGP when the helper's connection
+  closes: ExaBGP never runs on without its helper (docs/architecture.md).
 
 ExaBGP runs it by file path, not as ``-m anycastd...``: it imports only the
 standard library, so it starts fast and cannot be broken by the code it guards.
@@ -19,6 +23,7 @@ standard library, so it starts fast and cannot be broken by the code it guards.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import selectors
 import signal
@@ -28,6 +33,7 @@ import time
 
 HEARTBEAT = b"#anycastd-heartbeat"
 CONNECT_FOR = 10.0
+PR_SET_PDEATHSIG = 1
 
 
 def _say(message: str) -> None:
@@ -47,6 +53,14 @@ def _fire(reason: str) -> int:
     with contextlib.suppress(ProcessLookupError):
         os.kill(parent, signal.SIGKILL)
     return 1
+
+
+def _die_with_parent() -> bool:
+    """Ask the kernel for SIGKILL when ExaBGP (our parent) dies; False if it is already gone."""
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    return os.getppid() == parent and parent != 1
 
 
 def _connect(path: str) -> socket.socket:
@@ -113,6 +127,9 @@ def main(argv: list[str]) -> int:
     if len(argv) != 3:
         _say("usage: exabgp_helper SOCKET WATCHDOG_SECONDS (run by ExaBGP, not by hand)")
         return 2
+    if not _die_with_parent():
+        _say("ExaBGP is already gone; nothing to guard")
+        return 1
     return relay(argv[1], float(argv[2]))
 
 

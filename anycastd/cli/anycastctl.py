@@ -152,7 +152,12 @@ def print_status(reply: dict[str, Any]) -> None:
             print(f"  {_ago(t['at'])}  {t['name']}: {t['from']} -> {t['to']} ({t['reason']})")
     sessions = ", ".join(f"{n} {st}" for n, st in reply["bgp"].items()) or "none"
     e = reply["exabgp"]
-    print(f"\nBGP: {sessions}; ExaBGP pid {e.get('pid') or '-'}, {e.get('restarts', 0)} restart(s)")
+    print(
+        f"\nBGP: {sessions}; ExaBGP pid {e.get('pid') or '-'} {e.get('state', '-')}, last answer "
+        f"{_ago(e.get('last_answer'))}, {e.get('restarts', 0)} restart(s)"
+    )
+    if e.get("problem"):
+        print(f"ExaBGP's last problem: {e['problem']}")
     if reply.get("problem"):
         print(f"\nPROBLEM: {reply['problem']}")
 

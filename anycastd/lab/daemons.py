@@ -34,7 +34,7 @@ def start_frr(lab: Lab, config: str, daemons: tuple[str, ...] = ("zebra", "bgpd"
     for daemon in daemons:
         # Each daemon gets only its own part, so none logs the others' lines as errors.
         conf = rdir / f"{daemon}.conf"
-        conf.write_text(config if daemon != "zebra" else "hostname anycast-router\n")
+        conf.write_text(config if daemon != "zebra" else zebra_part(config))
         run("chown", "-R", "frr:frr", str(rdir))
         argv = [
             str(FRR_DIR / daemon),
@@ -51,6 +51,12 @@ def start_frr(lab: Lab, config: str, daemons: tuple[str, ...] = ("zebra", "bgpd"
         lab.exec(lab.router, *argv)
         if daemon == "zebra":
             wait_until((rdir / "zserv.api").exists, 10, what="zebra's socket")
+
+
+def zebra_part(config: str) -> str:
+    """The lines of a router configuration that are zebra's: its hostname and its global ``zebra ...`` settings."""
+    mine = [line for line in config.splitlines() if line.startswith(("hostname ", "zebra ", "no zebra "))]
+    return "\n".join(mine) + "\n"
 
 
 def vtysh(lab: Lab, command: str) -> str:

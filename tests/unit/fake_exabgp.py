@@ -2,7 +2,8 @@
 
 Usage (as anycastd runs ExaBGP): python fake_exabgp.py CONFIG. Every command it
 receives is appended to CONFIG + ".log"; a route whose prefix is 192.0.2.66/32
-is refused with "error", and one for 192.0.2.67/32 is never answered. It reports every neighbor of the configuration "up".
+is refused with "error", and one for 192.0.2.67/32 is never answered. API comments (anycastd's
+heartbeats) are acknowledged and not logged. It reports every neighbor of the configuration "up".
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ helper.stdin.flush()
 with open(config_path + ".log", "a") as log:
     for raw in helper.stdout:
         line = raw.decode().strip()
-        log.write(line + "\n")
-        log.flush()
+        if not line.startswith("#"):  # heartbeats are answered, not logged
+            log.write(line + "\n")
+            log.flush()
         if "192.0.2.67/32" in line:
             continue
         helper.stdin.write(b"error\n" if "192.0.2.66/32" in line else b"done\n")

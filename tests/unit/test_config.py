@@ -109,7 +109,17 @@ def test_load_rejects_binary(tmp_path: Path) -> None:
             "    peer_asn: 65000\n    local_address: 2001:db8::9",
             "neighbors[0].local_address: must be of the same family",
         ),
-        ("    md5_password: s3cret", "    hold_time: 1", "neighbors[1].hold_time: must be 0 or at least 3 seconds"),
+        (
+            "    md5_password: s3cret",
+            "    hold_time: 1",
+            "neighbors[1].hold_time: must be between 3 and 65535 seconds (RFC 4271's minimum is 3), got 1",
+        ),
+        (
+            "    md5_password: s3cret",
+            "    hold_time: 0",
+            "neighbors[1].hold_time: must be between 3 and 65535 seconds (0 turns the router's dead-peer detection off), got 0",
+        ),
+        ("    md5_password: s3cret", "    hold_time: 70000", "neighbors[1].hold_time: must be between 3 and 65535"),
         ("    md5_password: s3cret", '    md5_password: "a b"', "neighbors[1].md5_password: must be 1 to 80 printable"),
         ("        qtype: txt", "        qtype: TXTX", "services.dns.checks[0].qtype: is not a DNS record type"),
         ("        qtype: txt", "        rcode: NOPE", "services.dns.checks[0].rcode: is not a DNS response code"),

@@ -239,7 +239,15 @@ STATUS = {
         }
     ],
     "bgp": {"192.0.2.9": "up"},
-    "exabgp": {"backend": "exabgp", "pid": 4242, "restarts": 0, "connected": True},
+    "exabgp": {
+        "backend": "exabgp",
+        "pid": 4242,
+        "state": "up",
+        "last_answer": "2026-11-22T10:05:00.100Z",
+        "problem": "ExaBGP answered no heartbeat within 1 s",
+        "restarts": 1,
+        "connected": True,
+    },
 }
 
 
@@ -265,7 +273,10 @@ def test_anycastctl_status_table_and_json(served: Served) -> None:
     assert "  prefixes: 203.0.113.53/32 withdrawn" in lines
     assert "  maintenance: kernel upgrade (by root (sudo by alice), since 2026-11-22 10:00:00)" in lines
     assert "  checks[0] 192.0.2.10: up, 12 probes, 1 failed; last ok 0.6 ms: 192.0.2.10: NOERROR in 1 ms" in lines
-    assert lines[-1] == "BGP: 192.0.2.9 up; ExaBGP pid 4242, 0 restart(s)"
+    assert lines[-2:] == [
+        "BGP: 192.0.2.9 up; ExaBGP pid 4242 up, last answer 2026-11-22 10:05:00, 1 restart(s)",
+        "ExaBGP's last problem: ExaBGP answered no heartbeat within 1 s",
+    ]
     machine = ctl(served.path, "status", "dns", "--json")
     assert json.loads(machine.stdout) == {"ok": True, **STATUS}
     assert served.controller.seen[-1][0] == StatusRequest("dns")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from anycastd.announce.exabgp import AckTimeout, ExaBGPAnnouncer
+from anycastd.announce.exabgp import AckTimeout, ExaBGPAnnouncer, heartbeat_bounds
 from anycastd.config import Config, parse
 from anycastd.errors import AnnounceError
 from tests.unit.test_config import GOOD
@@ -125,3 +125,58 @@ def test_unusable_runtime_dir_is_an_error(tmp_path: Path) -> None:
     announcer = ExaBGPAnnouncer(config(blocker / "sub"))
     with pytest.raises(AnnounceError, match="cannot prepare ExaBGP in"):
         asyncio.run(announcer.start())
+
+
+def gone(pid: int) -> bool:
+    """Exited, or a zombie nobody has reaped yet."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_a_killed_helper_takes_its_exabgp_down_and_a_fresh_pair_announces_the_same(tmp_path: Path) -> None:
+    async def go() -> None:
+        announcer = ExaBGPAnnouncer(config(tmp_path))
+        async with running(announcer):
+            await eventually(lambda: announcer.state == "up")
+            await announcer.set_announced("dns", [V4], True)
+            first, helper = announcer.pid, announcer._helper.pid if announcer._helper else None
+            assert first is not None and helper is not None
+            os.kill(helper, signal.SIGKILL)
+            await eventually(lambda: gone(first))  # ExaBGP does not run on without its helper
+            await eventually(lambda: announcer.pid not in (None, first) and announcer.state == "up")
+            assert announcer.last_problem == "ExaBGP's helper went away"
+            await eventually(lambda: len(commands(announcer)) == 2)
+            assert commands(announcer)[1] == commands(announcer)[0]  # the fresh ExaBGP got the same set
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("frozen", ["exabgp", "helper"])
+def test_a_stopped_exabgp_or_helper_misses_its_heartbeat_and_the_pair_is_killed_and_replaced(
+    tmp_path: Path, frozen: str
+) -> None:
+    async def go() -> None:
+        announcer = ExaBGPAnnouncer(config(tmp_path))
+        states: list[str] = []
+        async with running(announcer):
+            await eventually(lambda: announcer.state == "up")
+            first, helper = announcer.pid, announcer._helper.pid if announcer._helper else None
+            assert first is not None and helper is not None
+            os.kill(first if frozen == "exabgp" else helper, signal.SIGSTOP)
+            await eventually(lambda: states.append(announcer.state) or announcer.pid not in (None, first))
+            assert "unresponsive" in states  # status said so before the kill
+            await eventually(lambda: gone(first) and gone(helper))  # SIGKILL ends stopped processes too
+            assert announcer.last_problem == f"ExaBGP answered no heartbeat within {announcer.answer_bound:g} s"
+            await eventually(lambda: announcer.state == "up")
+            assert announcer.describe()["last_answer"] is not None
+
+    asyncio.run(go())
+
+
+def test_heartbeat_bounds_follow_the_probe_interval() -> None:
+    fast = parse(GOOD.replace("interval: 0.5", "interval: 0.2").replace("timeout: 0.25", "timeout: 0.15"))
+    assert heartbeat_bounds(fast) == (0.2, 1.0)  # the default interval
+    slow = parse(GOOD.replace("interval: 0.5", "interval: 5").replace("timeout: 0.25", "timeout: 1"))
+    assert heartbeat_bounds(slow) == (0.5, 2.0)  # still inside the 3 s bound for a freeze

@@ -46,4 +46,6 @@ def test_router_sysctls() -> None:
         "net.ipv6.conf.all.forwarding=1",
         "net.ipv4.fib_multipath_hash_policy=1",
         "net.ipv6.fib_multipath_hash_policy=1",
+        "net.ipv6.conf.all.keep_addr_on_down=1",
+        "net.ipv6.conf.default.keep_addr_on_down=1",
     ]
