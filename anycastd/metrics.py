@@ -170,6 +170,7 @@ class RouterView:
     servers: list[ServerView] = field(default_factory=list)
     degraded: dict[str, bool] = field(default_factory=dict)  # by service: no healthy server, last set kept
     frr_ok: bool = True
+    kernel_agrees: bool = True  # the kernel's FIB holds what zebra claims it installed
 
 
 class _RouterCollector(Collector):
@@ -202,7 +203,11 @@ class _RouterCollector(Collector):
             degraded.add_metric([name], float(flag))
         frr = GaugeMetricFamily("anycastd_frr_in_sync", "1 while FRR holds the routes anycastd wants")
         frr.add_metric([], float(v.frr_ok))
-        yield from (state, healthy, routed, maintenance, degraded, frr)
+        kernel = GaugeMetricFamily(
+            "anycastd_kernel_fib_agrees", "1 while the kernel's FIB holds what zebra claims it installed"
+        )
+        kernel.add_metric([], float(v.kernel_agrees))
+        yield from (state, healthy, routed, maintenance, degraded, frr, kernel)
 
 
 class RouterMetrics(_Endpoint):
@@ -214,6 +219,11 @@ class RouterMetrics(_Endpoint):
         )
         self.sync_failures = Counter(
             "anycastd_frr_sync_failures", "FRR could not be read or refused a change", registry=self.registry
+        )
+        self.fib_divergences = Counter(
+            "anycastd_fib_divergences",
+            "times a prefix's kernel nexthops differed from what zebra claimed it installed",
+            registry=self.registry,
         )
         self._latency: dict[tuple[str, str, int], Histogram] = {}
 

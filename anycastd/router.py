@@ -38,7 +38,7 @@ import tenacity
 
 from anycastd.announce.frr import RouteError, StaticRoutes
 from anycastd.checks.dns import Prober
-from anycastd.config import DnsCheck, RoutedService, RouterConfig, Server
+from anycastd.config import DnsCheck, IPNetwork, RoutedService, RouterConfig, Server
 from anycastd.control import (
     AnnounceRequest,
     CheckRequest,
@@ -49,6 +49,7 @@ from anycastd.control import (
     WithdrawRequest,
     by_name,
 )
+from anycastd.fib import Divergence, FibError, KernelFib, divergence
 from anycastd.health import Decision, ServiceHealth, State, Thresholds
 from anycastd.metrics import RouterMetrics, RouterView, ServerView
 from anycastd.routes import (
@@ -108,9 +109,12 @@ class Router:
         sleep: Sleep = asyncio.sleep,
         jitter: Callable[[float], float] = lambda interval: _slot(random.uniform(0, interval)),  # noqa: S311 (spreading load, not secrecy)
         retry_wait: tenacity.wait.wait_base | None = None,
+        fib: KernelFib | None = None,
     ) -> None:
         self.config = config
         self.routes = routes
+        #: The kernel's FIB, read back after every change: zebra's word alone is not proof. None: not read.
+        self.fib = fib
         self.prober = prober
         self.store = store
         self.metrics = metrics or RouterMetrics()
@@ -138,6 +142,8 @@ class Router:
         self.frr_problem: str | None = None
         self.conflicts: tuple[StaticRoute, ...] = ()
         self.last_sync: float | None = None
+        self.divergence: list[Divergence] = []
+        self.fib_problem: str | None = None
         self._dirty = asyncio.Event()
         self._requested = 0
         self._completed = 0
@@ -328,6 +334,7 @@ class Router:
             log.warning("FRR is in step again")
         self.frr_problem = None
         self.last_sync = self.clock()
+        await self._check_fib()
         if change.conflicts != self.conflicts and change.conflicts:
             log.error(
                 "routes configured by hand without tag %d are left alone, and anycastd does not manage them: %s",
@@ -335,6 +342,58 @@ class Router:
                 _routes(change.conflicts),
             )
         self.conflicts = change.conflicts
+
+    @property
+    def _prefixes(self) -> list[IPNetwork]:
+        return [p for s in self.config.services for p in s.prefixes]
+
+    async def _check_fib(self) -> None:
+        """Compare the kernel's FIB with what zebra claims it installed; re-add what diverges.
+
+        A divergent prefix is repaired by removing and adding again one of anycastd's routes
+        to it (a missing nexthop's own route when there is one): zebra then installs the
+        route afresh. The next sync checks again, so a repair that did not take is reported
+        again rather than assumed.
+        """
+        if self.fib is None:
+            return
+        prefixes = self._prefixes
+        try:
+            claimed = await self.routes.zebra_fib(prefixes)
+            kernel = await asyncio.to_thread(self.fib.read, prefixes)
+        except (RouteError, FibError) as exc:
+            if str(exc) != self.fib_problem:
+                log.error("cannot compare the kernel's FIB with zebra: %s", exc)
+            self.fib_problem = str(exc)
+            return
+        self.fib_problem = None
+        found = divergence(claimed, kernel)
+        if not found:
+            if self.divergence:
+                log.warning("the kernel's FIB agrees with zebra again")
+            self.divergence = []
+            return
+        self.divergence = found
+        self.metrics.fib_divergences.inc(len(found))
+        owned = sorted(self.owned, key=StaticRoute.sort_key)
+        bounce = []
+        for d in found:
+            mine = [r for r in owned if r.prefix == d.prefix]
+            pick = [r for r in mine if r.nexthop in d.missing] or mine[:1]
+            bounce += pick
+        log.error(
+            "the kernel's FIB disagrees with zebra: %s; repairing by adding again %s",
+            "; ".join(map(str, found)),
+            _routes(tuple(bounce)) or "nothing anycastd owns (reported only)",
+        )
+        if bounce:
+            try:
+                await self.routes.apply(
+                    [r.no_command(self.config.tag) for r in bounce] + [r.command(self.config.tag) for r in bounce]
+                )
+            except RouteError as exc:
+                log.error("the repair was refused: %s", exc)
+            self.request_sync()  # check the repair on the next pass
 
     async def _change(self, change: Change) -> None:
         log.info("FRR: %s", _describe(change))
@@ -498,6 +557,9 @@ class Router:
                 "problem": self.frr_problem,
                 "last_sync": self._wall_of(self.last_sync),
                 "conflicts": [str(r) for r in self.conflicts],
+                "kernel_agrees": not self.divergence if self.fib_problem is None else None,
+                "divergence": [str(d) for d in self.divergence],
+                "fib_problem": self.fib_problem,
             },
         }
 
@@ -517,7 +579,7 @@ class Router:
                     )
                 )
         degraded = {s: c is not None and c.degraded is not None for s, c in self.choices.items()}
-        return RouterView(servers, degraded, self.frr_problem is None)
+        return RouterView(servers, degraded, self.frr_problem is None, not self.divergence)
 
 
 def _names(names: frozenset[str]) -> str:

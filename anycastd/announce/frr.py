@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import json
 import logging
 import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from anycastd.config import VtyshSettings
+from anycastd.config import IPAddress, IPNetwork, VtyshSettings
 from anycastd.errors import AnnounceError
+from anycastd.fib import Hops
 from anycastd.routes import Installed, StaticRoute, parse_running_config
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,10 @@ class StaticRoutes(Protocol):
         """Run configuration lines in one go; raise RouteError with FRR's words if it refuses one."""
         ...
 
+    async def zebra_fib(self, prefixes: Sequence[IPNetwork]) -> Hops:
+        """The nexthops zebra says it installed in the kernel for each prefix."""
+        ...
+
     def describe(self) -> dict[str, Any]:
         """The backend's own state for `anycastctl status`."""
         ...
@@ -57,8 +64,8 @@ class VtyshRoutes:
         self.last_error: str | None = None
         self.last_duration: float | None = None
 
-    async def _run(self, args: Sequence[str]) -> str:
-        argv = [*self.settings.command, "-d", "staticd", *args]
+    async def _run(self, args: Sequence[str], daemon: str | None = "staticd") -> str:
+        argv = [*self.settings.command, *(("-d", daemon) if daemon else ()), *args]
         started = time.monotonic()
         self.calls += 1
         try:
@@ -109,6 +116,16 @@ class VtyshRoutes:
             raise
         self.last_error = None
 
+    async def zebra_fib(self, prefixes: Sequence[IPNetwork]) -> Hops:
+        args = ["-d", "zebra"]  # zebra, not staticd: it is zebra that installs routes in the kernel
+        for prefix in prefixes:
+            args += ["-c", f"show {'ip' if prefix.version == 4 else 'ipv6'} route {prefix} json"]
+        try:
+            return parse_zebra_routes(await self._run(args, daemon=None), prefixes)
+        except RouteError as exc:
+            self.last_error = str(exc)
+            raise
+
     def describe(self) -> dict[str, Any]:
         return {
             "backend": "vtysh",
@@ -117,6 +134,42 @@ class VtyshRoutes:
             "last_call_ms": round(self.last_duration * 1000, 1) if self.last_duration is not None else None,
             "last_error": self.last_error,
         }
+
+
+def parse_zebra_routes(text: str, prefixes: Sequence[IPNetwork]) -> Hops:
+    """What zebra claims is in the kernel, from the JSON of `show ip route PREFIX json` (one object per prefix).
+
+    Only the selected route counts, and of it only the nexthops zebra marks ``fib``: installed.
+    """
+    out: Hops = {p: frozenset() for p in prefixes}
+    decoder = json.JSONDecoder()
+    at = 0
+    text = text.strip()
+    while at < len(text):
+        try:
+            obj, end = decoder.raw_decode(text, at)
+        except ValueError:
+            raise RouteError(f"zebra's route JSON could not be read near: {text[at : at + 80]!r}") from None
+        at = end
+        while at < len(text) and text[at].isspace():
+            at += 1
+        if not isinstance(obj, dict):
+            continue
+        for key, entries in obj.items():
+            try:
+                prefix = ipaddress.ip_network(key)
+            except ValueError:
+                continue
+            if prefix not in out or not isinstance(entries, list):
+                continue
+            hops: set[IPAddress] = set()
+            for entry in entries:
+                if isinstance(entry, dict) and entry.get("selected") and entry.get("installed"):
+                    for hop in entry.get("nexthops", []):
+                        if isinstance(hop, dict) and hop.get("fib") and hop.get("ip"):
+                            hops.add(ipaddress.ip_address(hop["ip"]))
+            out[prefix] = frozenset(hops)
+    return out
 
 
 def _said(text: str) -> str:
@@ -161,6 +214,11 @@ class InMemoryRoutes:
         self.installed = [i for i in self.installed if i.route != route.route]
         if not remove:
             self.installed.append(route)
+
+    async def zebra_fib(self, prefixes: Sequence[IPNetwork]) -> Hops:
+        if self.broken:
+            raise RouteError(self.broken)
+        return {p: frozenset(i.route.nexthop for i in self.installed if i.route.prefix == p) for p in prefixes}
 
     def routes(self, tag: int | None = None) -> set[StaticRoute]:
         return {i.route for i in self.installed if tag is None or i.tag == tag}

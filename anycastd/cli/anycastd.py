@@ -19,6 +19,7 @@ from anycastd.config import Config, RouterConfig, load, load_router
 from anycastd.control import Controller, ControlServer
 from anycastd.drain import NftablesMeter
 from anycastd.errors import AnycastdError, ConfigError
+from anycastd.fib import NetlinkFib
 from anycastd.metrics import Metrics, RouterMetrics
 from anycastd.router import Router
 from anycastd.sidecar import Liveness, Sidecar
@@ -131,7 +132,14 @@ async def _run_router(config: RouterConfig) -> None:
     )
     metrics = RouterMetrics()
     prober = DnsProber()
-    router = Router(config, VtyshRoutes(config.vtysh), prober, store=FileStore(config.state_dir), metrics=metrics)
+    router = Router(
+        config,
+        VtyshRoutes(config.vtysh),
+        prober,
+        store=FileStore(config.state_dir),
+        metrics=metrics,
+        fib=NetlinkFib(),
+    )
     try:
         await _serve(config, router, metrics, lambda: router.run(stop))
     finally:

@@ -34,7 +34,7 @@ def start_frr(lab: Lab, config: str, daemons: tuple[str, ...] = ("zebra", "bgpd"
     for daemon in daemons:
         # Each daemon gets only its own part, so none logs the others' lines as errors.
         conf = rdir / f"{daemon}.conf"
-        conf.write_text(config if daemon != "zebra" else zebra_part(config))
+        conf.write_text(zebra_part(config) if daemon == "zebra" else without_zebra_part(config))
         run("chown", "-R", "frr:frr", str(rdir))
         argv = [
             str(FRR_DIR / daemon),
@@ -57,6 +57,11 @@ def zebra_part(config: str) -> str:
     """The lines of a router configuration that are zebra's: its hostname and its global ``zebra ...`` settings."""
     mine = [line for line in config.splitlines() if line.startswith(("hostname ", "zebra ", "no zebra "))]
     return "\n".join(mine) + "\n"
+
+
+def without_zebra_part(config: str) -> str:
+    """Everything but zebra's global settings, for the other daemons (they would log those lines as errors)."""
+    return "".join(line for line in config.splitlines(keepends=True) if not line.startswith(("zebra ", "no zebra ")))
 
 
 def vtysh(lab: Lab, command: str) -> str:

@@ -14,7 +14,7 @@ from types import TracebackType
 
 from pyroute2 import NetNS
 
-MAIN_TABLE = 254
+from anycastd.fib import AF_INET, AF_INET6, MAIN_TABLE, nexthops_in
 
 
 class Fib:
@@ -35,16 +35,8 @@ class Fib:
     def nexthops(self, prefix: str) -> frozenset[str]:
         """The gateways the kernel holds for exactly ``prefix`` in the main table."""
         net = ipaddress.ip_network(prefix)
-        family = 2 if net.version == 4 else 10
-        for route in self._ipr.route("dump", family=family, table=MAIN_TABLE):
-            if route["dst_len"] != net.prefixlen or route.get("dst") != str(net.network_address):
-                continue
-            multipath = route.get("multipath")
-            if multipath:
-                return frozenset(str(hop.get("gateway")) for hop in multipath if hop.get("gateway"))
-            gateway = route.get("gateway")
-            return frozenset({str(gateway)}) if gateway else frozenset()
-        return frozenset()
+        dump = self._ipr.route("dump", family=AF_INET if net.version == 4 else AF_INET6, table=MAIN_TABLE)
+        return frozenset(str(hop) for hop in nexthops_in(dump, net))
 
 
 class FibWatch:

@@ -16,6 +16,7 @@ from anycastd.announce.frr import InMemoryRoutes
 from anycastd.checks.dns import ProbeResult
 from anycastd.config import DnsCheck, IPAddress, RouterConfig, parse_router
 from anycastd.control import AnnounceRequest, CheckRequest, ControlError, Peer, StatusRequest, WithdrawRequest
+from anycastd.fib import InMemoryFib
 from anycastd.health import Outcome, State
 from anycastd.router import Router
 from anycastd.routes import Installed, StaticRoute
@@ -86,7 +87,10 @@ class Prober:
 
 
 def make(
-    frr: InMemoryRoutes | None = None, config: RouterConfig = CONFIG, store: InMemoryStore | None = None
+    frr: InMemoryRoutes | None = None,
+    config: RouterConfig = CONFIG,
+    store: InMemoryStore | None = None,
+    fib: InMemoryFib | None = None,
 ) -> tuple[Router, InMemoryRoutes, Prober, InMemoryStore]:
     frr = frr or InMemoryRoutes()
     store = store if store is not None else InMemoryStore()
@@ -102,6 +106,7 @@ def make(
         sleep=fake.sleep,
         jitter=lambda _: 0.0,
         retry_wait=tenacity.wait_none(),
+        fib=fib,
     )
     return router, frr, prober, store
 
@@ -417,3 +422,65 @@ def test_anycastctl_against_a_router_status_drain_and_check(tmp_path: Path) -> N
         check = ctl(served.path, "check", "dns")
         assert check.returncode == 4  # ns3 fails
         assert "dns ns3 checks[0]: FAIL: 192.0.2.18: connection refused" in check.stdout
+
+
+class MirrorFib(InMemoryFib):
+    """A kernel that installs what staticd holds, except the nexthops a test makes it lose."""
+
+    def __init__(self, frr: InMemoryRoutes) -> None:
+        super().__init__()
+        self.frr = frr
+        self.lose: set[str] = set()
+
+    def read(self, prefixes: Any) -> Any:
+        return {
+            p: frozenset(
+                i.route.nexthop
+                for i in self.frr.installed
+                if i.route.prefix == p and str(i.route.nexthop) not in self.lose
+            )
+            for p in prefixes
+        }
+
+
+def test_a_kernel_fib_that_lost_a_nexthop_zebra_claims_is_reported_and_repaired(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def go() -> None:
+        frr = InMemoryRoutes()
+        fib = MirrorFib(frr)
+        router, _, prober, _ = make(frr, fib=fib)
+        await rounds(router, prober, 2)
+        assert router.divergence == [] and router.status()["frr"]["kernel_agrees"] is True
+        fib.lose = {"192.0.2.10"}  # what FRR 8.4 did after a link flap
+        await router.sync(fresh=True)
+        assert [str(d) for d in router.divergence] == ["203.0.113.53/32: the kernel lacks 192.0.2.10"]
+        status = router.status()["frr"]
+        assert status["kernel_agrees"] is False and status["divergence"] == [str(router.divergence[0])]
+        assert "anycastd_kernel_fib_agrees 0.0" in generate_latest(router.metrics.registry).decode()
+        # The repair re-adds exactly the lost route, so zebra installs it afresh.
+        assert frr.applied[-1] == [
+            "no ip route 203.0.113.53/32 192.0.2.10 tag 5353",
+            "ip route 203.0.113.53/32 192.0.2.10 tag 5353",
+        ]
+        assert "the kernel's FIB disagrees with zebra: 203.0.113.53/32: the kernel lacks 192.0.2.10" in caplog.text
+        fib.lose = set()  # the repair took
+        await router.sync()
+        assert router.divergence == [] and "agrees with zebra again" in caplog.text
+        assert frr.routes(TAG) == via("ns1", "ns2", "ns3")
+
+    run(go)
+
+
+def test_an_unreadable_kernel_fib_is_reported_not_repaired() -> None:
+    async def go() -> None:
+        frr = InMemoryRoutes()
+        fib = InMemoryFib()
+        fib.broken = "cannot read the kernel's routes: permission denied"
+        router, _, prober, _ = make(frr, fib=fib)
+        await rounds(router, prober, 2)
+        assert router.status()["frr"]["kernel_agrees"] is None
+        assert router.status()["frr"]["fib_problem"] == fib.broken
+        assert len(frr.applied) == 1  # the routes themselves went in; no repair was attempted
+
+    run(go)

@@ -1,0 +1,65 @@
+"""The kernel-versus-zebra comparison and the readers' parsers (pure: no netlink, no vtysh)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+
+import pytest
+
+from anycastd.announce.frr import RouteError, parse_zebra_routes
+from anycastd.fib import divergence, nexthops_in
+
+V4 = ipaddress.ip_network("203.0.113.53/32")
+V6 = ipaddress.ip_network("2001:db8::53/128")
+A, B, C = (ipaddress.ip_address(a) for a in ("192.0.2.10", "192.0.2.18", "192.0.2.26"))
+
+
+@pytest.mark.parametrize(
+    ("zebra", "kernel", "expected"),
+    [
+        ({V4: frozenset({A, B})}, {V4: frozenset({A, B})}, []),
+        ({V4: frozenset({A, B})}, {V4: frozenset({B})}, ["203.0.113.53/32: the kernel lacks 192.0.2.10"]),
+        ({V4: frozenset({A})}, {V4: frozenset({A, C})}, ["203.0.113.53/32: the kernel also forwards to 192.0.2.26"]),
+        (
+            {V4: frozenset({A})},
+            {V4: frozenset({C})},
+            ["203.0.113.53/32: the kernel lacks 192.0.2.10 and the kernel also forwards to 192.0.2.26"],
+        ),
+        ({V4: frozenset(), V6: frozenset()}, {}, []),  # nothing claimed, nothing held
+    ],
+)
+def test_divergence(zebra: dict, kernel: dict, expected: list[str]) -> None:
+    assert [str(d) for d in divergence(zebra, kernel)] == expected
+
+
+def test_nexthops_from_a_netlink_dump_multipath_single_and_absent() -> None:
+    dump = [
+        {"dst_len": 24, "dst": "203.0.113.0", "gateway": "192.0.2.9"},
+        {"dst_len": 32, "dst": "203.0.113.53", "multipath": [{"gateway": "192.0.2.10"}, {"gateway": "192.0.2.18"}]},
+    ]
+    assert nexthops_in(dump, V4) == {A, B}
+    assert nexthops_in([{"dst_len": 32, "dst": "203.0.113.53", "gateway": "192.0.2.26"}], V4) == {C}
+    assert nexthops_in(dump, ipaddress.ip_network("203.0.113.54/32")) == frozenset()
+
+
+def zebra_json(prefix: str, hops: list[tuple[str, bool]], selected: bool = True) -> str:
+    entry = {
+        "prefix": prefix,
+        "protocol": "static",
+        "selected": selected,
+        "installed": selected,
+        "nexthops": [{"ip": ip, "fib": fib, "active": True} for ip, fib in hops],
+    }
+    return json.dumps({prefix: [entry]}, indent=2)
+
+
+def test_zebra_route_json_one_object_per_prefix_only_fib_nexthops_of_the_selected_route() -> None:
+    text = zebra_json(str(V4), [("192.0.2.10", True), ("192.0.2.18", False)]) + "\n{}\n"
+    assert parse_zebra_routes(text, [V4, V6]) == {V4: {A}, V6: frozenset()}
+    assert parse_zebra_routes(zebra_json(str(V4), [("192.0.2.10", True)], selected=False), [V4]) == {V4: frozenset()}
+
+
+def test_zebra_route_json_that_is_not_json_is_an_error_naming_the_text() -> None:
+    with pytest.raises(RouteError, match="zebra's route JSON could not be read near: '% Unknown command"):
+        parse_zebra_routes("% Unknown command", [V4])
