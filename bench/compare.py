@@ -324,16 +324,8 @@ class Deployment:
 
         The rule sits on the input hook of each server's lo, where its probes of its own resolver pass
         (a drop on the output hook would fail the send at once, which no lost packet does)."""
-        rule = f'iifname "lo" udp {{}} 53 numgen random mod 100 < {LOSS} drop'
-        ruleset = (
-            "add table inet acd_loss; add chain inet acd_loss in { type filter hook input priority 0; }; "
-            f"add rule inet acd_loss in {rule.format('dport')}; add rule inet acd_loss in {rule.format('sport')}"
-        )
-        lab = self.lab.lab
         try:
-            for s in self.lab.servers:
-                lab.exec(lab.ns(s.name), "nft", ruleset)
-            with self.watching() as watch:
+            with self.lab.probe_loss(LOSS), self.watching() as watch:
                 for minute in range(int(seconds // 60)):
                     time.sleep(60)
                     withdrawals = {name: m.withdrawals for name, m in self.changes(watch).items()}
@@ -341,8 +333,6 @@ class Deployment:
                 time.sleep(seconds % 60)
             return self.changes(watch)
         finally:
-            for s in self.lab.servers:
-                lab.exec(lab.ns(s.name), "nft", "delete table inet acd_loss", check=False)
             self.restore()
 
     def flapping(self, kind: str, seconds: float) -> dict[str, Moves]:

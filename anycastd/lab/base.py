@@ -7,11 +7,14 @@ tests, benchmarks and the demo measure both variants the same way.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, Self
 
@@ -23,6 +26,8 @@ from anycastd.lab.topology import SERVICE_V4, SERVICE_V6, Lab, Server, run, wait
 class DnsLab:
     #: the containerlab topology file this variant's lab is built from
     TOPOLOGY = clab.BGP_TOPOLOGY
+    #: FRR's daemons on the router, in start order
+    FRR_DAEMONS: tuple[str, ...] = ("zebra", "bgpd")
 
     def __init__(self, keep_dir: bool = False) -> None:
         self.lab = Lab(self.TOPOLOGY, keep_dir=keep_dir)
@@ -91,6 +96,72 @@ class DnsLab:
         )
         return time.monotonic() - started
 
+    def zebra_paths(self, prefix: str = SERVICE_V4) -> frozenset[str]:
+        """The nexthops zebra says it installed in the kernel for ``prefix`` (its selected route's ``fib`` ones)."""
+        family = "ip" if ":" not in prefix else "ipv6"
+        out = json.loads(self.vtysh(f"show {family} route {prefix} json") or "{}")
+        return frozenset(
+            hop["ip"]
+            for route in out.get(prefix, [])
+            if route.get("selected") and route.get("installed")
+            for hop in route.get("nexthops", [])
+            if hop.get("fib") and hop.get("ip")
+        )
+
+    def wait_zebra_agrees(self, timeout: float = 3.0) -> None:
+        """Wait until zebra's claim equals the kernel's FIB for both service prefixes."""
+        wait_until(
+            lambda: all(self.zebra_paths(p) == self.paths(p) for p in (SERVICE_V4, SERVICE_V6)),
+            timeout,
+            what=(
+                f"zebra agreeing with the kernel (zebra {sorted(self.zebra_paths())}, kernel {sorted(self.paths())};"
+                f" v6 zebra {sorted(self.zebra_paths(SERVICE_V6))}, kernel {sorted(self.paths(SERVICE_V6))})"
+            ),
+        )
+
+    # the router's own failures ----------------------------------------------
+
+    def frr_config(self) -> str:
+        raise NotImplementedError
+
+    def frr_pid(self, daemon: str) -> int | None:
+        try:
+            pid = int((self.lab.workdir / "router" / f"{daemon}.pid").read_text())
+        except (OSError, ValueError):
+            return None
+        return pid if _running(pid) else None
+
+    def stop_frr(self, daemon: str, sig: int = signal.SIGKILL) -> None:
+        """Signal one of FRR's daemons; for SIGKILL and SIGTERM, wait until it is gone."""
+        pid = self.frr_pid(daemon)
+        assert pid is not None, f"{daemon} is not running"
+        os.kill(pid, sig)
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            wait_until(lambda: not _running(pid), 10, what=f"{daemon} exiting")
+
+    def start_frr(self, *names: str) -> None:
+        daemons.start_frr(self.lab, self.frr_config(), names)
+
+    def ensure_frr(self) -> None:
+        """Start whichever of FRR's daemons is not running (zebra first), thaw the others."""
+        for daemon in self.FRR_DAEMONS:
+            pid = self.frr_pid(daemon)
+            if pid is None:
+                self.start_frr(daemon)
+            else:
+                os.kill(pid, signal.SIGCONT)
+
+    def router_link(self, server: Server) -> str:
+        """The router's end of the link to ``server``."""
+        return self.lab.topology.uplink(server.name)[1].interface
+
+    def set_link(self, server: Server, up: bool) -> None:
+        self.lab.exec(self.lab.router, "ip", "link", "set", self.router_link(server), "up" if up else "down")
+
+    def links_up(self) -> None:
+        for s in self.servers:
+            self.set_link(s, True)
+
     def vtysh(self, command: str) -> str:
         return daemons.vtysh(self.lab, command)
 
@@ -102,6 +173,11 @@ class DnsLab:
         run(*argv)
 
     # resolvers ------------------------------------------------------------
+
+    def restart_resolver(self, server: Server, config: str | None = None, wait: bool = False) -> None:
+        """Kill ``server``'s resolver and start it again, with ``config`` (its own text) instead of the lab's."""
+        self.kill_resolver(server)
+        daemons.start_resolver(self.lab, server, wait=wait, config=config)
 
     def kill_resolver(self, server: Server) -> None:
         self.lab.stop(daemons.resolver_key(server), signal.SIGKILL)
@@ -123,6 +199,25 @@ class DnsLab:
         else:
             self.start_resolver(server)
 
+    @contextlib.contextmanager
+    def probe_loss(self, percent: int) -> Iterator[None]:
+        """Drop ``percent`` % of DNS packets, queries and answers alike, on every server's lo while inside.
+
+        The rule sits on the input hook of each server's lo, where its probes of its own resolver pass
+        (a drop on the output hook would fail the send at once, which no lost packet does)."""
+        rule = f'iifname "lo" udp {{}} 53 numgen random mod 100 < {percent} drop'
+        ruleset = (
+            "add table inet acd_loss; add chain inet acd_loss in { type filter hook input priority 0; }; "
+            f"add rule inet acd_loss in {rule.format('dport')}; add rule inet acd_loss in {rule.format('sport')}"
+        )
+        try:
+            for s in self.servers:
+                self.lab.exec(self.lab.ns(s.name), "nft", ruleset)
+            yield
+        finally:
+            for s in self.servers:
+                self.lab.exec(self.lab.ns(s.name), "nft", "delete table inet acd_loss", check=False)
+
     # the client -------------------------------------------------------------
 
     def client(self, address: str, count: int, rate: float = 0.0, timeline: bool = False) -> subprocess.Popen[str]:
@@ -142,3 +237,10 @@ class DnsLab:
     def queries(self, address: str, count: int, rate: float = 0.0) -> dict[str, Any]:
         """``count`` queries from the client, each its own flow: who answered, how many were lost."""
         return self.client_result(self.client(address, count, rate))
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie."""
+    with contextlib.suppress(FileNotFoundError, IndexError), open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    return False

@@ -16,8 +16,11 @@ from anycastd.lab.topology import Server, wait_until
 
 
 class BgpLab(DnsLab):
+    def frr_config(self) -> str:
+        return daemons.frr_bgp_config()
+
     def start_daemons(self) -> None:
-        daemons.start_frr(self.lab, daemons.frr_bgp_config())
+        daemons.start_frr(self.lab, self.frr_config(), self.FRR_DAEMONS)
         for s in self.servers:
             daemons.start_resolver(self.lab, s)
             daemons.start_anycastd(self.lab, s)
@@ -79,6 +82,13 @@ class BgpLab(DnsLab):
                 return pid
         return None
 
+    def helper_pid(self, server: Server) -> int | None:
+        """ExaBGP's API helper on ``server`` (anycastd/announce/exabgp_helper.py), found by its command line."""
+        for pid, argv in self.lab.commands(server.name).items():
+            if any(arg.endswith(b"exabgp_helper.py") for arg in argv):
+                return pid
+        return None
+
     def bgp_established(self, server: Server) -> bool:
         out = self.vtysh(f"show bgp neighbor {server.v4} json")
         return '"bgpState":"Established"' in out.replace(" ", "")
@@ -102,6 +112,8 @@ class BgpLab(DnsLab):
 
     def restore(self) -> None:
         """Bring every daemon back and wait for all paths: each test starts from a healthy lab."""
+        self.ensure_frr()
+        self.links_up()
         for s in self.servers:
             self.revive(s)
         for s in self.servers:

@@ -68,7 +68,7 @@ def vtysh(lab: Lab, command: str) -> str:
     return run("vtysh", "--vty_socket", str(lab.workdir / "router"), "-c", command).stdout
 
 
-def unbound_config(lab: Lab, server: Server, interfaces: list[str] | None = None) -> str:
+def unbound_config(lab: Lab, server: Server, interfaces: list[str] | None = None, health: str = "healthy") -> str:
     """Unbound on ``server``: by default on its admin and service addresses."""
     sdir = lab.workdir / server.name
     v4, v6 = SERVICE_V4.split("/")[0], SERVICE_V6.split("/")[0]
@@ -90,7 +90,7 @@ def unbound_config(lab: Lab, server: Server, interfaces: list[str] | None = None
     module-config: "iterator"
     do-not-query-localhost: yes
     local-zone: "example." static
-    local-data: '{HEALTH_QNAME} 0 IN TXT "healthy"'
+    local-data: '{HEALTH_QNAME} 0 IN TXT "{health}"'
     local-data: '{WHOAMI_QNAME} 0 IN TXT "{server.name}"'
 remote-control:
     control-enable: no
@@ -104,12 +104,12 @@ def dig(lab: Lab, ns: str, address: str, qname: str = WHOAMI_QNAME, timeout: int
     return answer if result.returncode == 0 and answer and not answer.startswith(";;") else None
 
 
-def named_config(lab: Lab, server: Server) -> str:
+def named_config(lab: Lab, server: Server, zone: Path | None = None) -> str:
     """BIND on ``server``: every address, the service addresses included once anycastd binds them
     (BIND rescans its interfaces when addresses change). The zone is the very file the topology
     binds into the container; only the paths of BIND's own files differ."""
     sdir = lab.workdir / server.name
-    zone = lab.topology.node(server.name).bound(ZONE_FILE)
+    zone = zone or lab.topology.node(server.name).bound(ZONE_FILE)
     if zone is None:
         raise RuntimeError(f"{server.name} runs BIND: bind its zone at {ZONE_FILE} in {lab.topology_file}")
     return f"""options {{
@@ -130,17 +130,18 @@ zone "example." {{
 """
 
 
-def start_resolver(lab: Lab, server: Server, wait: bool = True) -> None:
-    """The resolver the topology file gives ``server`` (BIND or Unbound), in the foreground."""
+def start_resolver(lab: Lab, server: Server, wait: bool = True, config: str | None = None) -> None:
+    """The resolver the topology file gives ``server`` (BIND or Unbound), in the foreground; ``config``
+    replaces the lab's configuration text (a fault test's broken one)."""
     sdir = lab.workdir / server.name
     sdir.mkdir(exist_ok=True)
     if server.resolver == "bind":
         conf = sdir / "named.conf"
-        conf.write_text(named_config(lab, server))
+        conf.write_text(config or named_config(lab, server))
         argv = ["named", "-g", "-n", "1", "-c", str(conf)]
     else:
         conf = sdir / "unbound.conf"
-        conf.write_text(unbound_config(lab, server))
+        conf.write_text(config or unbound_config(lab, server))
         argv = ["unbound", "-d", "-c", str(conf)]
     lab.spawn(resolver_key(server), lab.ns(server.name), argv, sdir / f"{server.resolver}.log")
     if wait:

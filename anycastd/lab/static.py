@@ -20,9 +20,13 @@ from anycastd.routes import Installed, parse_running_config
 
 class StaticLab(DnsLab):
     TOPOLOGY = clab.STATIC_TOPOLOGY
+    FRR_DAEMONS = ("zebra", "staticd")
+
+    def frr_config(self) -> str:
+        return daemons.frr_static_config()
 
     def start_daemons(self) -> None:
-        daemons.start_frr(self.lab, daemons.frr_static_config(), ("zebra", "staticd"))
+        daemons.start_frr(self.lab, self.frr_config(), self.FRR_DAEMONS)
         for s in self.servers:
             daemons.start_resolver(self.lab, s)
         daemons.start_anycastd_router(self.lab)
@@ -67,19 +71,10 @@ class StaticLab(DnsLab):
     def vtysh_staticd(self, command: str) -> str:
         return run("vtysh", "--vty_socket", str(self.lab.workdir / "router"), "-d", "staticd", "-c", command).stdout
 
-    # FRR's own failures -------------------------------------------------------
-
-    def kill_staticd(self) -> None:
-        pid = int((self.lab.workdir / "router" / "staticd.pid").read_text())
-        run("kill", "-9", str(pid))
-
-    def start_staticd(self) -> None:
-        daemons.start_frr(self.lab, daemons.frr_static_config(), ("staticd",))
-
     def restore(self) -> None:
         """Every resolver and anycastd router running, no server drained, every path in the FIB."""
-        if not (self.lab.workdir / "router" / "staticd.vty").exists():
-            self.start_staticd()
+        self.ensure_frr()
+        self.links_up()
         path, _, _ = daemons.router_paths(self.lab)
         if self.running() and path.read_text() != daemons.router_config(self.lab):
             self.stop_anycastd(signal.SIGKILL)  # a test changed its configuration

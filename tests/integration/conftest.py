@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pytest
@@ -59,3 +61,48 @@ def router_lab(static_lab: StaticLab) -> StaticLab:
     """The module's router-side lab, healthy again: resolvers and anycastd router running, every path in the FIB."""
     static_lab.restore()
     return static_lab
+
+
+# The fault matrix (test_faults_*.py): each test fills one row; `make reliability` collects them ------------------
+
+#: Where to write the rows as JSON (bench/reliability.py sets it and renders docs/reliability.md).
+REPORT_ENV = "ANYCASTD_FAULT_REPORT"
+ROWS: list[Row] = []
+
+
+@dataclass
+class Row:
+    variant: str = ""
+    fault: str = ""
+    expected: str = ""
+    bound: float | None = None  # seconds; None where the row is a state, not a time
+    measured: dict[str, float] = field(default_factory=dict)  # what was timed, in seconds
+    test: str = ""
+    outcome: str = "not run"
+
+    def time(self, what: str, seconds: float) -> float:
+        self.measured[what] = round(seconds, 3)
+        return seconds
+
+
+@pytest.fixture
+def row(request: pytest.FixtureRequest) -> Row:
+    entry = Row(test=f"{Path(request.node.fspath).name}::{request.node.name}")
+    ROWS.append(entry)
+    return entry
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report: pytest.TestReport = yield  # type: ignore[misc]
+    name = f"{Path(item.fspath).name}::{item.name}"
+    for entry in ROWS:
+        if entry.test == name and (report.when == "call" or report.failed):
+            entry.outcome = report.outcome
+    return report  # type: ignore[return-value]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    target = os.environ.get(REPORT_ENV)
+    if target and ROWS:
+        Path(target).write_text(json.dumps([asdict(r) for r in ROWS], indent=1) + "\n")

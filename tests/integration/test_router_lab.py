@@ -140,12 +140,12 @@ def test_restarting_anycastd_router_changes_nothing(router_lab: StaticLab) -> No
 def test_frr_losing_its_routes_is_repaired_by_the_next_sync(router_lab: StaticLab) -> None:
     lab = router_lab
     offset = lab.log_size()
-    lab.kill_staticd()  # zebra removes staticd's routes with it
+    lab.stop_frr("staticd")  # zebra removes staticd's routes with it
     wait_until(lambda: not lab.paths(), 5, what="the routes leaving with staticd")
     wait_until(lambda: "staticd is not running" in lab.log_since(offset), 5, what="anycastd reporting FRR's words")
     status = json.loads(lab.anycastctl("status", "--json").stdout)
     assert status["frr"]["in_sync"] is False
-    lab.start_staticd()  # comes back empty: frr/static/frr.conf holds no service route
+    lab.start_frr("staticd")  # comes back empty: frr/static/frr.conf holds no service route
     lab.wait_paths(3, timeout=5)  # repaired by the periodic resync (1 s in the lab), nobody told it
     wait_until(lambda: "FRR is in step again" in lab.log_since(offset), 5, what="anycastd seeing FRR in step")
 
