@@ -86,3 +86,9 @@ class StaticLab(DnsLab):
         if self.anycastctl("announce", "--all").returncode != 0:
             raise RuntimeError("anycastctl announce --all failed on the router")
         self.wait_paths(len(self.servers), timeout=30)
+        self.wait_staticd()
+
+    def wait_staticd(self, timeout: float = 10.0) -> None:
+        """Wait until staticd itself holds a route per server and family (the kernel may keep old ones)."""
+        want = 2 * len(self.servers)
+        wait_until(lambda: len(self.static_routes()) == want, timeout, what=f"{want} static routes in staticd")
