@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEBIAN_PACKAGES := frr unbound bind9 bind9-dnsutils nftables iproute2 procps python3-venv
 
-.PHONY: deps venv lint test unit integration demo bench bench-quick bench-sidecar clean
+.PHONY: deps venv lint test unit integration demo bench bench-quick bench-sidecar reliability clean
 
 deps:
 	./scripts/install-debian-packages.sh $(DEBIAN_PACKAGES)
@@ -52,6 +52,10 @@ bench-sidecar: deps venv
 	$(PY) bench/failover.py
 	$(PY) bench/resources.py
 	$(PY) bench/drain.py
+
+# The fault matrix, three times over, into docs/reliability.md (about 5 minutes).
+reliability: deps venv
+	$(PY) bench/reliability.py --runs 3
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
