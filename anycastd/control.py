@@ -200,7 +200,8 @@ class Controller(Protocol):
         ...
 
 
-def _peer(writer: asyncio.StreamWriter) -> Peer:
+def peer_of(writer: asyncio.StreamWriter) -> Peer:
+    """The process at the other end of a Unix stream connection (pid 0 and uid -1 if the kernel cannot say)."""
     sock = writer.get_extra_info("socket")
     try:
         raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
@@ -272,7 +273,7 @@ class ControlServer:
         task.add_done_callback(self._clients.discard)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = _peer(writer)
+        peer = peer_of(writer)
         try:
             while True:
                 try:

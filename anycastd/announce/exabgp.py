@@ -42,8 +42,6 @@ import ctypes
 import logging
 import os
 import signal
-import socket
-import struct
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -54,6 +52,7 @@ import tenacity
 
 from anycastd.announce import exabgp_helper
 from anycastd.config import Config, IPNetwork
+from anycastd.control import peer_of
 from anycastd.errors import AnnounceError
 from anycastd.status import iso
 
@@ -151,7 +150,7 @@ class _Helper:
         self.writer = writer
         #: The ExaBGP this helper belongs to: the one running when it connected.
         self.process = process
-        self.pid = _peer_pid(writer)
+        self.pid = peer_of(writer).pid or None  # the helper, as the kernel says (SO_PEERCRED)
         self.pending: collections.deque[asyncio.Future[bool]] = collections.deque()
         self.sent: set[IPNetwork] = set()
         self.closed = False
@@ -362,9 +361,9 @@ class ExaBGPAnnouncer:
                 proc.kill()
         if helper is not None:
             helper.killed = True
-        if helper is not None and helper.pid is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(helper.pid, signal.SIGKILL)
+            if helper.pid is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(helper.pid, signal.SIGKILL)
 
     async def _stop_process(self) -> None:
         proc = self._process
@@ -509,19 +508,6 @@ class ExaBGPAnnouncer:
                 else:
                     helper.sent.discard(prefix)
                 log.info("%s %s", "announced" if verb == "announce" else "withdrew", prefix)
-
-
-def _peer_pid(writer: asyncio.StreamWriter) -> int | None:
-    """The pid at the other end of a Unix socket (SO_PEERCRED): the helper's."""
-    sock = writer.get_extra_info("socket")
-    if sock is None:
-        return None
-    try:
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    except OSError:
-        return None
-    pid, _, _ = struct.unpack("3i", creds)
-    return pid or None
 
 
 def _exit_text(code: int | None) -> str:
