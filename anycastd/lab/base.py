@@ -129,7 +129,7 @@ class DnsLab:
             pid = int((self.lab.workdir / "router" / f"{daemon}.pid").read_text())
         except (OSError, ValueError):
             return None
-        return pid if _running(pid) else None
+        return pid if process_running(pid) else None
 
     def stop_frr(self, daemon: str, sig: int = signal.SIGKILL) -> None:
         """Signal one of FRR's daemons; for SIGKILL and SIGTERM, wait until it is gone."""
@@ -137,7 +137,16 @@ class DnsLab:
         assert pid is not None, f"{daemon} is not running"
         os.kill(pid, sig)
         if sig in (signal.SIGKILL, signal.SIGTERM):
-            wait_until(lambda: not _running(pid), 10, what=f"{daemon} exiting")
+            wait_until(lambda: not process_running(pid), 10, what=f"{daemon} exiting")
+
+    def stop_all_frr(self, zebra_crash: bool = False) -> None:
+        """Every FRR daemon stopped, as a reboot does (SIGTERM, last started first); with ``zebra_crash``,
+        zebra is SIGKILLed first, so the kernel keeps its routes, and then the others are stopped."""
+        if zebra_crash:
+            self.stop_frr("zebra", signal.SIGKILL)
+        for daemon in reversed(self.FRR_DAEMONS):
+            if self.frr_pid(daemon) is not None:
+                self.stop_frr(daemon, signal.SIGTERM)
 
     def start_frr(self, *names: str) -> None:
         daemons.start_frr(self.lab, self.frr_config(), names)
@@ -239,7 +248,7 @@ class DnsLab:
         return self.client_result(self.client(address, count, rate))
 
 
-def _running(pid: int) -> bool:
+def process_running(pid: int) -> bool:
     """Alive and not a zombie."""
     with contextlib.suppress(FileNotFoundError, IndexError), open(f"/proc/{pid}/stat") as f:
         return f.read().rsplit(")", 1)[1].split()[0] != "Z"

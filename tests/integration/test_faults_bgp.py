@@ -15,6 +15,7 @@ import time
 import pytest
 
 from anycastd.lab import daemons
+from anycastd.lab.base import process_running
 from anycastd.lab.bgp import BgpLab
 from anycastd.lab.fib import FibWatch
 from anycastd.lab.topology import SERVICE_V4, SERVICE_V6, Server, wait_until
@@ -102,69 +103,43 @@ def test_resolver_not_listening_on_the_service_address(lab: BgpLab, row: Row) ->
 # anycastd's own process tree ---------------------------------------------------------------------------
 
 
-def test_anycastd_killed(lab: BgpLab, row: Row) -> None:
-    row.variant, row.fault, row.expected, row.bound = "sidecar", "anycastd SIGKILL", "path gone", DEATH
-    s3 = lab.servers[2]
-    lab.kill_anycastd(s3)
-    row.time("gone", lab.wait_server(s3, present=False, timeout=DEATH))
+TREE = ("anycastd", "ExaBGP's helper", "ExaBGP")
+
+
+@pytest.mark.parametrize("process", TREE)
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP], ids=["SIGKILL", "SIGSTOP"])
+def test_a_process_of_the_tree_dies_or_freezes(lab: BgpLab, row: Row, process: str, sig: signal.Signals) -> None:
+    """Each process anycastd runs, killed or stopped: the path leaves, the old ExaBGP and helper are gone
+    (none runs on without the others), and a fresh tree is in control again."""
+    bound = DEATH if sig == signal.SIGKILL else FREEZE
+    row.variant, row.fault, row.expected, row.bound = "sidecar", f"{process} {sig.name}", "path gone", bound
+    server = lab.servers[TREE.index(process)]
+    exabgp, helper = lab.exabgp_pid(server), lab.helper_pid(server)
+    assert exabgp is not None and helper is not None
+    if process == "anycastd" and sig == signal.SIGKILL:
+        lab.kill_anycastd(server)
+    elif process == "anycastd":
+        lab.signal_anycastd(server, sig)
+    else:
+        lab.lab.exec(
+            lab.lab.ns(server.name), "kill", f"-{sig.name[3:]}", str(helper if "helper" in process else exabgp)
+        )
+    row.time("gone", lab.wait_server(server, present=False, timeout=bound))
     lab.wait_zebra_agrees()
-    lab.start_anycastd(s3)  # what systemd's Restart= does
-    still_in_control(lab, s3, row)
-
-
-def test_anycastd_stopped(lab: BgpLab, row: Row) -> None:
-    row.variant, row.fault, row.expected, row.bound = "sidecar", "anycastd SIGSTOP", "path gone", FREEZE
-    s1 = lab.servers[0]
-    lab.signal_anycastd(s1, signal.SIGSTOP)
-    row.time("gone", lab.wait_server(s1, present=False, timeout=FREEZE))
-    lab.wait_zebra_agrees()
-    lab.signal_anycastd(s1, signal.SIGCONT)
-    still_in_control(lab, s1, row)
-
-
-def test_exabgp_helper_killed(lab: BgpLab, row: Row) -> None:
-    row.variant, row.fault, row.expected, row.bound = "sidecar", "ExaBGP's helper SIGKILL", "path gone", DEATH
-    s2 = lab.servers[1]
-    helper, exabgp = lab.helper_pid(s2), lab.exabgp_pid(s2)
-    assert helper is not None and exabgp is not None
-    lab.lab.exec(lab.lab.ns(s2.name), "kill", "-KILL", str(helper))
-    row.time("gone", lab.wait_server(s2, present=False, timeout=DEATH))
-    wait_until(lambda: lab.exabgp_pid(s2) != exabgp, 5, what="a fresh ExaBGP")  # it did not run on alone
-    still_in_control(lab, s2, row)
-
-
-def test_exabgp_helper_stopped(lab: BgpLab, row: Row) -> None:
-    row.variant, row.fault, row.expected, row.bound = "sidecar", "ExaBGP's helper SIGSTOP", "path gone", FREEZE
-    s3 = lab.servers[2]
-    helper = lab.helper_pid(s3)
-    assert helper is not None
-    lab.lab.exec(lab.lab.ns(s3.name), "kill", "-STOP", str(helper))
-    row.time("gone", lab.wait_server(s3, present=False, timeout=FREEZE))
-    wait_until(lambda: lab.helper_pid(s3) not in (None, helper), 10, what="a fresh helper")
-    still_in_control(lab, s3, row)
-    assert helper not in lab.lab.commands(s3.name)  # the stopped one died with its ExaBGP
-
-
-def test_exabgp_killed(lab: BgpLab, row: Row) -> None:
-    row.variant, row.fault, row.expected, row.bound = "sidecar", "ExaBGP SIGKILL", "path gone", DEATH
-    s1 = lab.servers[0]
-    exabgp = lab.exabgp_pid(s1)
-    assert exabgp is not None
-    lab.lab.exec(lab.lab.ns(s1.name), "kill", "-KILL", str(exabgp))
-    row.time("gone", lab.wait_server(s1, present=False, timeout=DEATH))
-    still_in_control(lab, s1, row)
-
-
-def test_exabgp_stopped(lab: BgpLab, row: Row) -> None:
-    row.variant, row.fault, row.expected, row.bound = "sidecar", "ExaBGP SIGSTOP", "path gone", FREEZE
-    s2 = lab.servers[1]
-    exabgp = lab.exabgp_pid(s2)
-    assert exabgp is not None
-    lab.lab.exec(lab.lab.ns(s2.name), "kill", "-STOP", str(exabgp))
-    row.time("gone", lab.wait_server(s2, present=False, timeout=FREEZE))
-    status = lab.anycastctl(s2, "status")
-    assert "answered no heartbeat" in status.stdout, status.stdout
-    still_in_control(lab, s2, row)
+    if sig == signal.SIGSTOP and process != "anycastd":
+        status = lab.anycastctl(server, "status")
+        assert "answered no heartbeat" in status.stdout, status.stdout
+    if process == "anycastd" and sig == signal.SIGKILL:
+        lab.start_anycastd(server)  # what systemd's Restart= does
+    elif process == "anycastd":
+        lab.signal_anycastd(server, signal.SIGCONT)
+    wait_until(
+        lambda: lab.exabgp_pid(server) not in (None, exabgp) and lab.helper_pid(server) not in (None, helper),
+        10,
+        what="a fresh ExaBGP and helper",
+    )
+    still_in_control(lab, server, row)
+    assert not process_running(exabgp) and not process_running(helper)  # stopped ones too: SIGKILL ends them
 
 
 # the router and the link --------------------------------------------------------------------------------
@@ -177,26 +152,6 @@ def test_bgpd_killed_and_restarted(lab: BgpLab, row: Row) -> None:
     row.time("gone", lab.wait_paths(0, timeout=DEATH))  # zebra removes a dead client's routes
     lab.start_frr("bgpd")
     row.time("back", lab.wait_paths(3, timeout=ROUTER_BACK))
-    lab.wait_zebra_agrees()
-
-
-def test_zebra_killed_then_frr_restarted(lab: BgpLab, row: Row) -> None:
-    row.variant, row.fault = "sidecar", "zebra SIGKILL, then FRR restarted (systemctl restart frr)"
-    row.expected, row.bound = "paths kept in the kernel meanwhile; every path back, zebra agrees", ROUTER_BACK
-    lab.stop_frr("zebra", signal.SIGKILL)
-    assert len(lab.paths(SERVICE_V4)) == 3 and len(lab.paths(SERVICE_V6)) == 3  # no black hole meanwhile
-    # A zebra started alone is not sent bgpd's routes again (FRR 8.4: its bgp client adds 0 routes),
-    # so a dead zebra means restarting FRR as a whole, as its service unit does.
-    lab.stop_frr("bgpd", signal.SIGTERM)
-    started = time.monotonic()
-    lab.start_frr(*lab.FRR_DAEMONS)
-    lab.wait_paths(3, timeout=ROUTER_BACK)
-    row.time("back", time.monotonic() - started)
-    lab.wait_zebra_agrees()
-    s1 = lab.servers[0]
-    lab.kill_resolver(s1)  # and a fault after the restart still reaches the kernel
-    # FREEZE, not DEATH: a bgpd that has just started takes longer over its first withdrawals.
-    row.time("then resolver SIGKILL -> gone", lab.wait_server(s1, present=False, timeout=FREEZE))
     lab.wait_zebra_agrees()
 
 
@@ -214,16 +169,32 @@ def test_link_down_and_up(lab: BgpLab, row: Row, flaps: int) -> None:
         lab.wait_zebra_agrees()
 
 
-def test_router_reboot(lab: BgpLab, row: Row) -> None:
-    row.variant, row.fault = "sidecar", "every FRR daemon stopped and started (a router reboot)"
-    row.expected, row.bound = "every path back; zebra agrees", ROUTER_BACK
-    for daemon in reversed(lab.FRR_DAEMONS):
-        lab.stop_frr(daemon, signal.SIGTERM)
-    assert not lab.paths(SERVICE_V4) and not lab.paths(SERVICE_V6)
+@pytest.mark.parametrize("zebra_crash", [False, True], ids=["reboot", "zebra-crash"])
+def test_frr_restarted(lab: BgpLab, row: Row, zebra_crash: bool) -> None:
+    row.variant = "sidecar"
+    if zebra_crash:
+        # A zebra started alone is not sent bgpd's routes again (FRR 8.4: its bgp client adds 0 routes),
+        # so a dead zebra means restarting FRR as a whole, as its service unit does.
+        row.fault = "zebra SIGKILL, then FRR restarted (systemctl restart frr)"
+        row.expected = "paths kept in the kernel meanwhile; every path back, zebra agrees"
+    else:
+        row.fault, row.expected = (
+            "every FRR daemon stopped and started (a router reboot)",
+            "every path back; zebra agrees",
+        )
+    row.bound = ROUTER_BACK
+    lab.stop_all_frr(zebra_crash)
+    held = (len(lab.paths(SERVICE_V4)), len(lab.paths(SERVICE_V6)))
+    assert held == ((3, 3) if zebra_crash else (0, 0))  # a crashed zebra leaves no black hole meanwhile
     started = time.monotonic()
     lab.start_frr(*lab.FRR_DAEMONS)
     lab.wait_paths(3, timeout=ROUTER_BACK)
     row.time("back", time.monotonic() - started)
+    lab.wait_zebra_agrees()
+    s1 = lab.servers[0]
+    lab.kill_resolver(s1)  # and a fault after the restart still reaches the kernel
+    # FREEZE, not DEATH: a bgpd that has just started takes longer over its first withdrawals.
+    row.time("then resolver SIGKILL -> gone", lab.wait_server(s1, present=False, timeout=FREEZE))
     lab.wait_zebra_agrees()
 
 

@@ -13,6 +13,8 @@ import json
 import signal
 import time
 
+import pytest
+
 from anycastd.lab.static import StaticLab
 from anycastd.lab.topology import SERVICE_V4, SERVICE_V6, wait_until
 from tests.integration.conftest import Row
@@ -70,32 +72,26 @@ def test_link_down_and_up(router_lab: StaticLab, row: Row) -> None:
         lab.wait_zebra_agrees()
 
 
-def test_router_reboot(router_lab: StaticLab, row: Row) -> None:
+@pytest.mark.parametrize("zebra_crash", [False, True], ids=["reboot", "zebra-crash"])
+def test_frr_restarted(router_lab: StaticLab, row: Row, zebra_crash: bool) -> None:
     lab = router_lab
-    row.variant, row.fault = "router", "zebra and staticd stopped and started (a router reboot)"
-    row.expected, row.bound = "every route written again by the next resync; zebra agrees", RECONCILE
-    for daemon in reversed(lab.FRR_DAEMONS):
-        lab.stop_frr(daemon, signal.SIGTERM)
-    assert not lab.paths(SERVICE_V4)
+    row.variant = "router"
+    if zebra_crash:
+        row.fault, row.expected = (
+            "zebra SIGKILL, then FRR restarted",
+            "paths kept in the kernel meanwhile; every route back, zebra agrees",
+        )
+    else:
+        row.fault = "zebra and staticd stopped and started (a router reboot)"
+        row.expected = "every route written again by the next resync; zebra agrees"
+    row.bound = RECONCILE
+    lab.stop_all_frr(zebra_crash)
+    held = (len(lab.paths(SERVICE_V4)), len(lab.paths(SERVICE_V6)))
+    assert held == ((3, 3) if zebra_crash else (0, 0))
     started = time.monotonic()
     lab.start_frr(*lab.FRR_DAEMONS)  # frr/static/frr.conf holds no service route: anycastd writes them
     lab.wait_paths(3, timeout=RECONCILE)
-    lab.wait_staticd(RECONCILE)
-    row.time("back", time.monotonic() - started)
-    lab.wait_zebra_agrees()
-
-
-def test_zebra_killed_then_frr_restarted(router_lab: StaticLab, row: Row) -> None:
-    lab = router_lab
-    row.variant, row.fault = "router", "zebra SIGKILL, then FRR restarted"
-    row.expected, row.bound = "paths kept in the kernel meanwhile; every route back, zebra agrees", RECONCILE
-    lab.stop_frr("zebra", signal.SIGKILL)
-    assert len(lab.paths(SERVICE_V4)) == 3 and len(lab.paths(SERVICE_V6)) == 3
-    lab.stop_frr("staticd", signal.SIGTERM)
-    started = time.monotonic()
-    lab.start_frr(*lab.FRR_DAEMONS)
-    lab.wait_paths(3, timeout=RECONCILE)
-    lab.wait_staticd(RECONCILE)  # the new zebra adopts the kernel's routes; staticd's come from anycastd
+    lab.wait_staticd(RECONCILE)  # a new zebra adopts the kernel's routes; staticd's come from anycastd
     row.time("back", time.monotonic() - started)
     lab.wait_zebra_agrees()
 
