@@ -167,6 +167,17 @@ class DnsLab:
     def set_link(self, server: Server, up: bool) -> None:
         self.lab.exec(self.lab.router, "ip", "link", "set", self.router_link(server), "up" if up else "down")
 
+    def flap_link(self, server: Server, gone_within: float, back_within: float) -> tuple[float, float]:
+        """Take the router's link to ``server`` down, then up: seconds until its path left, and until every
+        path was back; zebra must agree with the kernel at both ends."""
+        self.set_link(server, False)
+        gone = self.wait_server(server, present=False, timeout=gone_within)
+        self.wait_zebra_agrees()
+        self.set_link(server, True)
+        back = self.wait_paths(len(self.servers), timeout=back_within)
+        self.wait_zebra_agrees()
+        return gone, back
+
     def links_up(self) -> None:
         for s in self.servers:
             self.set_link(s, True)

@@ -161,12 +161,9 @@ def test_link_down_and_up(lab: BgpLab, row: Row, flaps: int) -> None:
     row.expected, row.bound = "path gone while down, back in both families after; zebra agrees", ROUTER_BACK
     s1 = lab.servers[0]
     for _ in range(flaps):
-        lab.set_link(s1, False)
-        row.time("gone", lab.wait_server(s1, present=False, timeout=DEATH))
-        lab.wait_zebra_agrees()
-        lab.set_link(s1, True)
-        row.time("back", lab.wait_paths(3, timeout=ROUTER_BACK))
-        lab.wait_zebra_agrees()
+        gone, back = lab.flap_link(s1, gone_within=DEATH, back_within=ROUTER_BACK)
+        row.time("gone", gone)
+        row.time("back", back)
 
 
 @pytest.mark.parametrize("zebra_crash", [False, True], ids=["reboot", "zebra-crash"])

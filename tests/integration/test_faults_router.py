@@ -64,12 +64,9 @@ def test_link_down_and_up(router_lab: StaticLab, row: Row) -> None:
     row.expected, row.bound = "path gone while down, back in both families after; zebra agrees", ROUTER_BACK
     s3 = lab.servers[2]
     for _ in range(3):
-        lab.set_link(s3, False)
-        row.time("gone", lab.wait_server(s3, present=False, timeout=DEATH))
-        lab.wait_zebra_agrees()
-        lab.set_link(s3, True)
-        row.time("back", lab.wait_paths(3, timeout=ROUTER_BACK))
-        lab.wait_zebra_agrees()
+        gone, back = lab.flap_link(s3, gone_within=DEATH, back_within=ROUTER_BACK)
+        row.time("gone", gone)
+        row.time("back", back)
 
 
 @pytest.mark.parametrize("zebra_crash", [False, True], ids=["reboot", "zebra-crash"])
