@@ -38,7 +38,7 @@ import tenacity
 
 from anycastd.announce.frr import RouteError, StaticRoutes
 from anycastd.checks.dns import Prober
-from anycastd.config import DnsCheck, IPNetwork, RoutedService, RouterConfig, Server
+from anycastd.config import DnsCheck, RoutedService, RouterConfig, Server
 from anycastd.control import (
     AnnounceRequest,
     CheckRequest,
@@ -60,6 +60,7 @@ from anycastd.routes import (
     StaticRoute,
     desired_routes,
     reconcile,
+    repair,
     servers_routed,
 )
 from anycastd.sidecar import Clock, Sleep
@@ -343,10 +344,6 @@ class Router:
             )
         self.conflicts = change.conflicts
 
-    @property
-    def _prefixes(self) -> list[IPNetwork]:
-        return [p for s in self.config.services for p in s.prefixes]
-
     async def _check_fib(self) -> None:
         """Compare the kernel's FIB with what zebra claims it installed; re-add what diverges.
 
@@ -357,7 +354,7 @@ class Router:
         """
         if self.fib is None:
             return
-        prefixes = self._prefixes
+        prefixes = [p for s in self.config.services for p in s.prefixes]
         try:
             claimed = await self.routes.zebra_fib(prefixes)
             kernel = await asyncio.to_thread(self.fib.read, prefixes)
@@ -375,22 +372,15 @@ class Router:
             return
         self.divergence = found
         self.metrics.fib_divergences.inc(len(found))
-        owned = sorted(self.owned, key=StaticRoute.sort_key)
-        bounce = []
-        for d in found:
-            mine = [r for r in owned if r.prefix == d.prefix]
-            pick = [r for r in mine if r.nexthop in d.missing] or mine[:1]
-            bounce += pick
+        fix = repair(found, self.owned)
         log.error(
             "the kernel's FIB disagrees with zebra: %s; repairing by adding again %s",
             "; ".join(map(str, found)),
-            _routes(tuple(bounce)) or "nothing anycastd owns (reported only)",
+            _routes(fix.add) or "nothing anycastd owns (reported only)",
         )
-        if bounce:
+        if fix:
             try:
-                await self.routes.apply(
-                    [r.no_command(self.config.tag) for r in bounce] + [r.command(self.config.tag) for r in bounce]
-                )
+                await self.routes.apply(fix.commands(self.config.tag))
             except RouteError as exc:
                 log.error("the repair was refused: %s", exc)
             self.request_sync()  # check the repair on the next pass

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from anycastd.config import IPAddress, IPNetwork, RoutedService
+from anycastd.fib import Divergence
 
 
 @dataclass(frozen=True)
@@ -173,3 +174,18 @@ def desired_routes(
         else:
             wanted |= routes_via(service, choice.servers)
     return frozenset(wanted)
+
+
+def repair(found: Iterable[Divergence], owned: Iterable[StaticRoute]) -> Change:
+    """Re-add, for each prefix where the kernel and zebra disagree, one of anycastd's routes to it.
+
+    Removing and adding a route again makes zebra install the prefix afresh. The route of a
+    nexthop the kernel lacks is the one re-added when anycastd owns it; otherwise any one of
+    anycastd's routes to the prefix. A prefix anycastd owns no route to is left alone.
+    """
+    mine = sorted(owned, key=StaticRoute.sort_key)
+    bounce: list[StaticRoute] = []
+    for d in found:
+        to_prefix = [r for r in mine if r.prefix == d.prefix]
+        bounce += [r for r in to_prefix if r.nexthop in d.missing] or to_prefix[:1]
+    return Change(add=tuple(bounce), remove=tuple(bounce))

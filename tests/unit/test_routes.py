@@ -7,6 +7,7 @@ import ipaddress
 import pytest
 
 from anycastd.config import parse_router
+from anycastd.fib import Divergence
 from anycastd.routes import (
     Choice,
     Installed,
@@ -15,6 +16,7 @@ from anycastd.routes import (
     desired_routes,
     parse_running_config,
     reconcile,
+    repair,
     routes_via,
     servers_routed,
 )
@@ -150,3 +152,28 @@ def test_desired_routes_keeps_an_undecided_service_as_it_is() -> None:
     owned = {V4_NS1, route("203.0.113.99/32", "192.0.2.2")}
     assert desired_routes([DNS], {"dns": None}, owned) == {V4_NS1}
     assert desired_routes([DNS], {"dns": Choice(frozenset({"ns2"}))}, owned) == routes_via(DNS, ["ns2"])
+
+
+def gone(prefix: str, missing: list[str] = [], extra: list[str] = []) -> Divergence:  # noqa: B006 (read only)
+    return Divergence(
+        ipaddress.ip_network(prefix),
+        frozenset(ipaddress.ip_address(a) for a in missing),
+        frozenset(ipaddress.ip_address(a) for a in extra),
+    )
+
+
+@pytest.mark.parametrize(
+    ("found", "re_added"),
+    [
+        ([gone("203.0.113.53/32", missing=["192.0.2.10"])], [V4_NS2]),  # the lost nexthop's own route
+        ([gone("203.0.113.53/32", extra=["192.0.2.99"])], [V4_NS1]),  # any one of ours: the first
+        ([gone("2001:db8::53/128", missing=["2001:db8:0:9::2"])], [V6_NS1]),  # not ours: one of ours instead
+        ([gone("198.51.100.0/24", missing=["192.0.2.2"])], []),  # no route of ours to that prefix
+    ],
+)
+def test_repair_re_adds_one_route_of_ours_per_divergent_prefix(
+    found: list[Divergence], re_added: list[StaticRoute]
+) -> None:
+    change = repair(found, [V4_NS1, V4_NS2, V6_NS1])
+    assert change.add == tuple(re_added) and change.remove == tuple(re_added)
+    assert change.commands(TAG) == [r.no_command(TAG) for r in re_added] + [r.command(TAG) for r in re_added]
