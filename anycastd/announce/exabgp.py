@@ -77,13 +77,12 @@ def heartbeat_bounds(config: Config) -> tuple[float, float]:
     return period, min(max(5 * period, 1.0), 2.0)
 
 
-PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _die_with_parent() -> None:
     """Runs in the child between fork and exec: die when anycastd dies."""
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    _libc.prctl(exabgp_helper.PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def render_config(config: Config, socket_path: Path) -> str:

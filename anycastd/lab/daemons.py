@@ -22,6 +22,7 @@ from anycastd.lab.topology import (
 FRR_DIR = Path("/usr/lib/frr")
 ZONE_FILE = "/etc/bind/db.example"  # where a BIND server's zone is bound in the topology file
 METRICS_PORT = 9553
+ZEBRA_LINES = ("zebra ", "no zebra ")  # zebra's global settings in frr.conf
 
 
 def frr_bgp_config() -> str:
@@ -34,7 +35,7 @@ def start_frr(lab: Lab, config: str, daemons: tuple[str, ...] = ("zebra", "bgpd"
     for daemon in daemons:
         # Each daemon gets only its own part, so none logs the others' lines as errors.
         conf = rdir / f"{daemon}.conf"
-        conf.write_text(zebra_part(config) if daemon == "zebra" else without_zebra_part(config))
+        conf.write_text(daemon_part(config, daemon))
         run("chown", "-R", "frr:frr", str(rdir))
         argv = [
             str(FRR_DIR / daemon),
@@ -53,15 +54,13 @@ def start_frr(lab: Lab, config: str, daemons: tuple[str, ...] = ("zebra", "bgpd"
             wait_until((rdir / "zserv.api").exists, 10, what="zebra's socket")
 
 
-def zebra_part(config: str) -> str:
-    """The lines of a router configuration that are zebra's: its hostname and its global ``zebra ...`` settings."""
-    mine = [line for line in config.splitlines() if line.startswith(("hostname ", "zebra ", "no zebra "))]
-    return "\n".join(mine) + "\n"
-
-
-def without_zebra_part(config: str) -> str:
-    """Everything but zebra's global settings, for the other daemons (they would log those lines as errors)."""
-    return "".join(line for line in config.splitlines(keepends=True) if not line.startswith(("zebra ", "no zebra ")))
+def daemon_part(config: str, daemon: str) -> str:
+    """What of a router configuration ``daemon`` gets: zebra its hostname and its global ``zebra ...``
+    settings, every other daemon the rest (each would log the other's lines as errors)."""
+    lines = config.splitlines(keepends=True)
+    if daemon == "zebra":
+        return "".join(line for line in lines if line.startswith(("hostname ", *ZEBRA_LINES)))
+    return "".join(line for line in lines if not line.startswith(ZEBRA_LINES))
 
 
 def vtysh(lab: Lab, command: str) -> str:
