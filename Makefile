@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEBIAN_PACKAGES := frr unbound bind9 bind9-dnsutils nftables iproute2 procps python3-venv
 
-.PHONY: deps venv lint test unit integration demo bench bench-quick bench-sidecar reliability clean
+.PHONY: deps venv lint test fuzz unit integration demo bench bench-quick bench-sidecar reliability clean
 
 deps:
 	./scripts/install-debian-packages.sh $(DEBIAN_PACKAGES)
@@ -27,6 +27,12 @@ lint: venv
 # The health core must keep 100% branch coverage.
 test: deps venv lint
 	$(PY) -m pytest --cov=anycastd.health --cov-branch --cov-report=term-missing --cov-fail-under=100 tests
+	$(PY) -m tests.fuzz --seconds $(FUZZ_SECONDS)
+
+# A time-boxed mutational fuzz of every parser of untrusted input (config, control requests, state file).
+FUZZ_SECONDS ?= 60
+fuzz: venv
+	$(PY) -m tests.fuzz --seconds $(FUZZ_SECONDS)
 
 unit: venv
 	$(PY) -m pytest tests/unit

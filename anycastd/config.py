@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 The file is composed into PyYAML nodes (not loaded straight into dicts) so
-that every value keeps the line it came from. ``_Reader`` walks the nodes with
+that every value keeps the line it came from. ``Reader`` walks the nodes with
 a key path (``services.dns.checks[0].timeout``) and collects every problem it
 meets instead of stopping at the first, so an operator fixes a file in one
 round. Nothing is returned unless the whole file is valid: ``load`` either
@@ -25,9 +25,11 @@ import dns.exception
 import dns.name
 import dns.rcode
 import dns.rdatatype
-import yaml
 
 from anycastd.errors import ConfigError
+from anycastd.syntax import exabgp_problem
+from anycastd.yamlfile import Reader, absolute_path, kind, read_text, seconds, whole
+from anycastd.yamlfile import text as _text
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -82,6 +84,7 @@ class Neighbor:
     local_address: IPAddress
     hold_time: int = 3
     md5_password: str | None = None
+    gtsm: bool = False  # RFC 5082: accept the router's packets only with TTL 255 (the router must send 255)
 
 
 @dataclass(frozen=True)
@@ -141,144 +144,27 @@ class Config:
 
 
 T = TypeVar("T")
-_MISSING = object()
 
 
-class _Reader:
-    """Turns composed YAML nodes into Python values, remembering each path's line."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.lines: dict[str, int] = {}
-        self.problems: list[str] = []
-        self._scalars = yaml.SafeLoader("")
-
-    def problem(self, path: str, message: str) -> None:
-        line = self._line(path)
-        where = f"{self.source}:{line}" if line else self.source
-        self.problems.append(f"{where}: {path}: {message}" if path else f"{where}: {message}")
-
-    def _line(self, path: str) -> int | None:
-        while path:
-            if path in self.lines:
-                return self.lines[path]
-            cut = max(path.rfind("."), path.rfind("["))
-            path = path[:cut] if cut > 0 else ""
-        return self.lines.get("")
-
-    def value(self, node: yaml.Node, path: str) -> Any:
-        self.lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            out: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                key = self._scalars.construct_object(key_node)
-                child = f"{path}.{key}" if path else str(key)
-                if not isinstance(key, str):
-                    self.lines[child] = key_node.start_mark.line + 1
-                    self.problem(child, f"keys must be strings, got {key!r}")
-                    continue
-                if key in out:
-                    self.lines[child] = key_node.start_mark.line + 1
-                    what = f"service {key!r} is defined twice" if path == "services" else "duplicate key"
-                    self.problem(child, f"{what} (each name may appear once)")
-                    continue
-                out[key] = self.value(value_node, child)
-                self.lines[child] = key_node.start_mark.line + 1
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self.value(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
-        return self._scalars.construct_object(node)
-
-    # typed access ---------------------------------------------------------
-
-    def mapping(self, data: Any, path: str, allowed: set[str]) -> dict[str, Any] | None:
-        if not isinstance(data, dict):
-            self.problem(path, f"must be a mapping, got {_kind(data)}")
-            return None
-        for key in sorted(set(data) - allowed):
-            self.problem(
-                f"{path}.{key}" if path else key, f"unknown key (expected one of: {', '.join(sorted(allowed))})"
-            )
-        return data
-
-    def items(self, data: dict[str, Any], path: str, key: str, what: str) -> list[tuple[str, Any]]:
-        """The elements of the required, non-empty list ``key``, each with its own path."""
-        child = f"{path}.{key}" if path else key
-        if key not in data:
-            self.problem(path, f"missing required key '{key}'")
-            return []
-        value = data[key]
-        if not isinstance(value, list) or not value:
-            self.problem(child, f"must be a non-empty list of {what}, got {_kind(value)}")
-            return []
-        return [(f"{child}[{i}]", raw) for i, raw in enumerate(value)]
-
-    def field(
-        self,
-        data: dict[str, Any],
-        path: str,
-        key: str,
-        convert: Callable[[Any], T],
-        default: Any = _MISSING,
-    ) -> T | None:
-        child = f"{path}.{key}" if path else key
-        if key not in data:
-            if default is _MISSING:
-                self.problem(path, f"missing required key '{key}'")
-                return None
-            return default  # type: ignore[no-any-return]
-        try:
-            return convert(data[key])
-        except (ValueError, TypeError) as exc:
-            self.problem(child, str(exc))
-            return None
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
-        type(value), type(value).__name__
-    )
-
-
-def _int(lo: int, hi: int) -> Callable[[Any], int]:
-    def convert(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"must be a whole number, got {value!r}")
-        if not lo <= value <= hi:
-            raise ValueError(f"must be between {lo} and {hi}, got {value}")
-        return value
-
-    return convert
-
-
-def _seconds(lo_exclusive: float, hi: float, zero_ok: bool = False) -> Callable[[Any], float]:
-    def convert(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"must be a number of seconds, got {value!r}")
-        if zero_ok and value < 0:
-            raise ValueError(f"must be >= 0, got {value:g}")
-        if value <= lo_exclusive and not (zero_ok and value == 0):
-            raise ValueError(f"must be > {lo_exclusive:g}, got {value:g}")
-        if value > hi:
-            raise ValueError(f"must be at most {hi:g} seconds, got {value:g}")
-        return float(value)
-
-    return convert
-
-
-def _str(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"must be a non-empty string, got {value!r}")
-    return value
+_str = _text
 
 
 def _md5(value: Any) -> str:
-    text = _str(value)
-    if len(text) > 80 or '"' in text or not all(33 <= ord(c) <= 126 for c in text):
-        raise ValueError("must be 1 to 80 printable ASCII characters without spaces or double quotes")
-    return text
+    if not isinstance(value, str) or not 1 <= len(value) <= 80 or not all(33 <= ord(c) <= 126 for c in value):
+        raise ValueError("must be 1 to 80 printable ASCII characters without spaces (the TCP MD5 key limit)")
+    problem = exabgp_problem(value)
+    if problem is not None:
+        raise ValueError(f"cannot be used: {problem}")
+    return value
+
+
+def _exabgp_path(value: Any) -> Path:
+    """A path that reaches ExaBGP's configuration (the runtime directory): absolute, and writable there."""
+    path = absolute_path(value)
+    problem = exabgp_problem(str(path))
+    if problem is not None:
+        raise ValueError(f"cannot be used: it is written to ExaBGP's configuration, and {problem}")
+    return path
 
 
 def _bool(value: Any) -> bool:
@@ -347,16 +233,15 @@ def _ifname(value: Any) -> str:
 
 
 def _command(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
-        raise ValueError(f"must be a non-empty list of strings (program and arguments), got {value!r}")
-    return tuple(value)
+    if not isinstance(value, list) or not value or len(value) > 64:
+        raise ValueError(f"must be a list of 1 to 64 strings (program and arguments), got {kind(value)}")
+    words = tuple(_text(v) for v in value)
+    if "/" in words[0] and not words[0].startswith("/"):
+        raise ValueError(f"the program must be an absolute path or a name found in PATH, got {words[0]!r}")
+    return words
 
 
-def _path(value: Any) -> Path:
-    path = Path(_str(value))
-    if not path.is_absolute():
-        raise ValueError(f"must be an absolute path, got {value!r}")
-    return path
+_path = absolute_path
 
 
 _CHECK_KEYS = {
@@ -369,24 +254,24 @@ _CHECK_KEYS = {
 _TEMPLATE_ADDRESS = ipaddress.ip_address("0.0.0.0")  # noqa: S104 (a placeholder, never bound or queried)
 
 
-def _check(r: _Reader, data: Any, path: str, template: bool = False) -> DnsCheck | None:
+def _check(r: Reader, data: Any, path: str, template: bool = False) -> DnsCheck | None:
     m = r.mapping(data, path, _CHECK_KEYS - {"address", "probe_service_addresses"} if template else _CHECK_KEYS)
     if m is None:
         return None
     d = DnsCheck.__dataclass_fields__
     values: dict[str, Any] = {
         "address": _TEMPLATE_ADDRESS if template else r.field(m, path, "address", _address),
-        "port": r.field(m, path, "port", _int(1, 65535), d["port"].default),
+        "port": r.field(m, path, "port", whole(1, 65535), d["port"].default),
         "qname": r.field(m, path, "qname", _qname, d["qname"].default),
         "qtype": r.field(m, path, "qtype", _qtype, d["qtype"].default),
         "protocol": r.field(m, path, "protocol", _choice("udp", "tcp"), d["protocol"].default),
         "rcode": r.field(m, path, "rcode", _rcode, d["rcode"].default),
         "answer": r.field(m, path, "answer", _str, None),
-        "interval": r.field(m, path, "interval", _seconds(0, 3600), d["interval"].default),
-        "timeout": r.field(m, path, "timeout", _seconds(0, 60), d["timeout"].default),
-        "rise": r.field(m, path, "rise", _int(1, 1000), d["rise"].default),
-        "fall": r.field(m, path, "fall", _int(1, 1000), d["fall"].default),
-        "fall_hard": r.field(m, path, "fall_hard", _int(1, 1000), d["fall_hard"].default),
+        "interval": r.field(m, path, "interval", seconds(0, 3600), d["interval"].default),
+        "timeout": r.field(m, path, "timeout", seconds(0, 60), d["timeout"].default),
+        "rise": r.field(m, path, "rise", whole(1, 1000), d["rise"].default),
+        "fall": r.field(m, path, "fall", whole(1, 1000), d["fall"].default),
+        "fall_hard": r.field(m, path, "fall_hard", whole(1, 1000), d["fall_hard"].default),
         # The router reaches the service address through the very routes it manages: it probes admin addresses.
         "probe_service_addresses": False if template else r.field(m, path, "probe_service_addresses", _bool, True),
     }
@@ -399,7 +284,7 @@ def _check(r: _Reader, data: Any, path: str, template: bool = False) -> DnsCheck
     return DnsCheck(**values)
 
 
-def _prefixes(r: _Reader, m: dict[str, Any], path: str, allow_non_host: bool) -> list[IPNetwork]:
+def _prefixes(r: Reader, m: dict[str, Any], path: str, allow_non_host: bool) -> list[IPNetwork]:
     prefixes: list[IPNetwork] = []
     for p_path, raw in r.items(m, path, "prefixes", "prefixes"):
         try:
@@ -418,12 +303,12 @@ def _prefixes(r: _Reader, m: dict[str, Any], path: str, allow_non_host: bool) ->
     return prefixes
 
 
-def _service_name(r: _Reader, name: str, path: str) -> None:
+def _service_name(r: Reader, name: str, path: str) -> None:
     if not _SERVICE_NAME.match(name):
         r.problem(path, "service names are 1 to 63 letters, digits, '_', '.', '-', starting with a letter or digit")
 
 
-def _service(r: _Reader, name: str, data: Any, path: str) -> Service | None:
+def _service(r: Reader, name: str, data: Any, path: str) -> Service | None:
     _service_name(r, name, path)
     m = r.mapping(data, path, {"prefixes", "checks", "interface", "allow_non_host_prefixes"})
     if m is None:
@@ -437,15 +322,16 @@ def _service(r: _Reader, name: str, data: Any, path: str) -> Service | None:
     return Service(name, tuple(prefixes), tuple(checks), interface, allow)
 
 
-def _neighbor(r: _Reader, data: Any, path: str) -> Neighbor | None:
-    m = r.mapping(data, path, {"address", "peer_asn", "local_address", "hold_time", "md5_password"})
+def _neighbor(r: Reader, data: Any, path: str) -> Neighbor | None:
+    m = r.mapping(data, path, {"address", "peer_asn", "local_address", "hold_time", "md5_password", "gtsm"})
     if m is None:
         return None
     address = r.field(m, path, "address", _address)
-    peer_asn = r.field(m, path, "peer_asn", _int(1, 4294967295))
+    peer_asn = r.field(m, path, "peer_asn", whole(1, 4294967295))
     local = r.field(m, path, "local_address", _address)
-    hold = r.field(m, path, "hold_time", _int(-(2**31), 2**31), 3)
+    hold = r.field(m, path, "hold_time", whole(-(2**31), 2**31), 3)
     md5 = r.field(m, path, "md5_password", _md5, None)
+    gtsm = r.field(m, path, "gtsm", _bool, False)
     if hold is not None and not MIN_HOLD_TIME <= hold <= 65535:
         # 0 (RFC 4271's "no keepalives") would leave a frozen or powered-off server's paths on the
         # router forever; under 3 s, RFC 4271 refuses it. The hold time is the bound for a dead host.
@@ -458,12 +344,12 @@ def _neighbor(r: _Reader, data: Any, path: str) -> Neighbor | None:
     if address is not None and local is not None and address.version != local.version:
         r.problem(f"{path}.local_address", f"must be of the same family as address {address}, got {local}")
         return None
-    if address is None or peer_asn is None or local is None or hold is None:
+    if address is None or peer_asn is None or local is None or hold is None or gtsm is None:
         return None
-    return Neighbor(address, peer_asn, local, hold, md5)
+    return Neighbor(address, peer_asn, local, hold, md5, gtsm)
 
 
-def _cross_checks(r: _Reader, config: Config) -> None:
+def _cross_checks(r: Reader, config: Config) -> None:
     admin: dict[IPAddress, str] = {}
     for i, n in enumerate(config.neighbors):
         admin[n.local_address] = f"neighbors[{i}].local_address"
@@ -498,7 +384,7 @@ def _group(value: Any) -> str:
     return text
 
 
-def _control(r: _Reader, top: dict[str, Any]) -> ControlSettings:
+def _control(r: Reader, top: dict[str, Any]) -> ControlSettings:
     if "control" not in top:
         return ControlSettings()
     m = r.mapping(top["control"], "control", {"socket", "group"})
@@ -507,7 +393,7 @@ def _control(r: _Reader, top: dict[str, Any]) -> ControlSettings:
     return ControlSettings(r.field(m, "control", "socket", _path, None), r.field(m, "control", "group", _group, None))
 
 
-def _drain(r: _Reader, top: dict[str, Any]) -> DrainSettings:
+def _drain(r: Reader, top: dict[str, Any]) -> DrainSettings:
     d = DrainSettings()
     if "drain" not in top:
         return d
@@ -515,15 +401,15 @@ def _drain(r: _Reader, top: dict[str, Any]) -> DrainSettings:
     if m is None:
         return d
     values = {
-        "quiet": r.field(m, "drain", "quiet", _seconds(0, 600), d.quiet),
-        "timeout": r.field(m, "drain", "timeout", _seconds(0, 3600), d.timeout),
-        "fallback": r.field(m, "drain", "fallback", _seconds(0, 600), d.fallback),
-        "grace": r.field(m, "drain", "grace", _seconds(0, 600, zero_ok=True), d.grace),
+        "quiet": r.field(m, "drain", "quiet", seconds(0, 600), d.quiet),
+        "timeout": r.field(m, "drain", "timeout", seconds(0, 3600), d.timeout),
+        "fallback": r.field(m, "drain", "fallback", seconds(0, 600), d.fallback),
+        "grace": r.field(m, "drain", "grace", seconds(0, 600, zero_ok=True), d.grace),
     }
     return DrainSettings(**{k: v for k, v in values.items() if v is not None})
 
 
-def _metrics(r: _Reader, top: dict[str, Any]) -> MetricsSettings | None:
+def _metrics(r: Reader, top: dict[str, Any]) -> MetricsSettings | None:
     raw = top.get("metrics")
     if raw is None or raw is False:
         return None  # off unless asked for
@@ -531,35 +417,26 @@ def _metrics(r: _Reader, top: dict[str, Any]) -> MetricsSettings | None:
     if m is None:
         return None
     address = r.field(m, "metrics", "address", _address, ipaddress.ip_address("127.0.0.1"))
-    port = r.field(m, "metrics", "port", _int(1, 65535), MetricsSettings.port)
+    port = r.field(m, "metrics", "port", whole(1, 65535), MetricsSettings.port)
     if address is None or port is None:
         return None
     return MetricsSettings(address, port)
 
 
-def _services(r: _Reader, top: dict[str, Any], parse_one: Callable[[_Reader, str, Any, str], T | None]) -> list[T]:
+def _services(r: Reader, top: dict[str, Any], parse_one: Callable[[Reader, str, Any, str], T | None]) -> list[T]:
     """The ``services`` mapping, each entry read by ``parse_one`` (a sidecar's or a router's service)."""
     raw_services = top.get("services")
     if not isinstance(raw_services, dict) or not raw_services:
-        r.problem("services", f"must be a mapping of service name to service, got {_kind(raw_services)}")
+        r.problem("services", f"must be a mapping of service name to service, got {kind(raw_services)}")
         return []
     return [s for name, raw in raw_services.items() if (s := parse_one(r, name, raw, f"services.{name}")) is not None]
 
 
-def _top(text: str, source: str, keys: set[str]) -> tuple[_Reader, dict[str, Any]]:
-    r = _Reader(source)
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([f"{source}{line}: not valid YAML: {problem}"]) from None
-    if node is None:
-        raise ConfigError([f"{source}: the file is empty"])
-    top = r.mapping(r.value(node, ""), "", keys)
+def _top(text: str, source: str, keys: set[str]) -> tuple[Reader, dict[str, Any]]:
+    r = Reader(source)
+    top = r.mapping(r.document(text), "", keys)
     if top is None:
-        raise ConfigError(r.problems)
+        raise r.fail()
     return r, top
 
 
@@ -574,8 +451,8 @@ def parse(text: str, source: str = "<config>") -> Config:
         )
         raise ConfigError(r.problems)
     router_id = r.field(top, "", "router_id", _ipv4)
-    local_asn = r.field(top, "", "local_asn", _int(1, 4294967295))
-    runtime_dir = r.field(top, "", "runtime_dir", _path, DEFAULT_RUNTIME_DIR)
+    local_asn = r.field(top, "", "local_asn", whole(1, 4294967295))
+    runtime_dir = r.field(top, "", "runtime_dir", _exabgp_path, DEFAULT_RUNTIME_DIR)
     state_dir = r.field(top, "", "state_dir", _path, DEFAULT_STATE_DIR)
     control = _control(r, top)
     drain = _drain(r, top)
@@ -585,7 +462,7 @@ def parse(text: str, source: str = "<config>") -> Config:
         e = r.mapping(top["exabgp"], "exabgp", {"command", "watchdog"})
         if e is not None:
             command = r.field(e, "exabgp", "command", _command, None)
-            watchdog = r.field(e, "exabgp", "watchdog", _seconds(0.3, 60), ExaBGPSettings.watchdog)
+            watchdog = r.field(e, "exabgp", "watchdog", seconds(0.3, 60), ExaBGPSettings.watchdog)
             exabgp = ExaBGPSettings(command, watchdog if watchdog is not None else ExaBGPSettings.watchdog)
     neighbors: list[Neighbor] = []
     for n_path, raw in r.items(top, "", "neighbors", "BGP neighbors"):
@@ -617,14 +494,7 @@ def parse(text: str, source: str = "<config>") -> Config:
     return config
 
 
-def _read(path: str | Path) -> str:
-    p = Path(path)
-    try:
-        return p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{p}: cannot read the configuration: {exc.strerror or exc}"]) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError([f"{p}: the configuration is not UTF-8 text: {exc.reason}"]) from None
+_read = read_text
 
 
 def load(path: str | Path) -> Config:
@@ -700,7 +570,7 @@ class RouterConfig:
 _SERVER_KEYS = {"name", "address", "nexthops", "weight"}
 
 
-def _server(r: _Reader, data: Any, path: str) -> Server | None:
+def _server(r: Reader, data: Any, path: str) -> Server | None:
     m = r.mapping(data, path, _SERVER_KEYS)
     if m is None:
         return None
@@ -722,7 +592,7 @@ def _server(r: _Reader, data: Any, path: str) -> Server | None:
     if "nexthops" in m:
         raw = m["nexthops"]
         if not isinstance(raw, list) or not raw:
-            r.problem(f"{path}.nexthops", f"must be a non-empty list of addresses, got {_kind(raw)}")
+            r.problem(f"{path}.nexthops", f"must be a non-empty list of addresses, got {kind(raw)}")
             return None
         for i, item in enumerate(raw):
             try:
@@ -741,7 +611,7 @@ def _server(r: _Reader, data: Any, path: str) -> Server | None:
     return Server(name, address, tuple(nexthops))
 
 
-def _routed_service(r: _Reader, name: str, data: Any, path: str) -> RoutedService | None:
+def _routed_service(r: Reader, name: str, data: Any, path: str) -> RoutedService | None:
     _service_name(r, name, path)
     m = r.mapping(data, path, {"prefixes", "checks", "servers", "allow_non_host_prefixes"})
     if m is None:
@@ -782,11 +652,11 @@ def _routed_service(r: _Reader, name: str, data: Any, path: str) -> RoutedServic
     return RoutedService(name, tuple(prefixes), tuple(checks), tuple(servers))
 
 
-def _vtysh(r: _Reader, raw: dict[str, Any]) -> VtyshSettings:
+def _vtysh(r: Reader, raw: dict[str, Any]) -> VtyshSettings:
     d = VtyshSettings()
     command = r.field(raw, "router", "vtysh", _command, d.command)
-    timeout = r.field(raw, "router", "vtysh_timeout", _seconds(0, 120), d.timeout)
-    resync = r.field(raw, "router", "resync", _seconds(0, 3600), d.resync)
+    timeout = r.field(raw, "router", "vtysh_timeout", seconds(0, 120), d.timeout)
+    resync = r.field(raw, "router", "resync", seconds(0, 3600), d.resync)
     return VtyshSettings(command or d.command, timeout or d.timeout, resync or d.resync)
 
 
@@ -801,7 +671,7 @@ def parse_router(text: str, source: str = "<config>") -> RouterConfig:
     m = r.mapping(raw_router, "router", _ROUTER_KEYS) if raw_router is not None else {}
     m = m if m is not None else {}
     vtysh = _vtysh(r, m)
-    tag = r.field(m, "router", "tag", _int(1, 4294967295), DEFAULT_ROUTE_TAG)
+    tag = r.field(m, "router", "tag", whole(1, 4294967295), DEFAULT_ROUTE_TAG)
     when_all_down = r.field(m, "router", "when_all_down", _choice(*WHEN_ALL_DOWN), "keep")
     runtime_dir = r.field(top, "", "runtime_dir", _path, DEFAULT_RUNTIME_DIR)
     state_dir = r.field(top, "", "state_dir", _path, DEFAULT_ROUTER_STATE_DIR)

@@ -119,6 +119,8 @@ def decode(line: bytes) -> Request:
         data = json.loads(line)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"not a JSON request ({exc})") from None
+    except RecursionError:
+        raise ProtocolError("not a JSON request (nested too deeply)") from None
     if not isinstance(data, dict):
         raise ProtocolError("a request is a JSON object with a 'command'")
     command = data.pop("command", None)

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 from anycastd.config import IPAddress
 from anycastd.errors import AnycastdError
+from anycastd.syntax import nft_word
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ def nft_ruleset(addresses: Iterable[IPAddress]) -> str:
     ]
     for a in sorted(addresses, key=lambda a: (a.version, a)):
         family = "ip" if a.version == 4 else "ip6"
-        lines.append(f'    {family} daddr {a} counter comment "{a}"')
+        lines.append(f'    {family} daddr {nft_word(a)} counter comment "{nft_word(a)}"')
     lines += ["  }", "}"]
     return "\n".join(lines) + "\n"
 

@@ -64,7 +64,7 @@ from anycastd.routes import (
     servers_routed,
 )
 from anycastd.sidecar import Clock, Sleep
-from anycastd.state import Maintenance, MaintenanceStore, StateError
+from anycastd.state import MAX_TEXT, Maintenance, MaintenanceStore, StateError
 from anycastd.status import CheckStatus, iso, result_json, transition_json
 
 log = logging.getLogger(__name__)
@@ -165,8 +165,12 @@ class Router:
         except StateError as exc:
             self.state_problem = str(exc)
             log.error("%s. Every server stays drained until `anycastctl announce --all`", exc)
-            reason = f"maintenance state unreadable: {exc}"
+            reason = f"maintenance state unreadable: {exc}"[:MAX_TEXT]
             self.maintenance = {n: Maintenance(reason, "anycastd", self.wall()) for n in self.config.server_names}
+            try:  # so that a restart before the operator acts still withdraws
+                self.store.save(self.maintenance)
+            except StateError as save_problem:
+                log.error("%s", save_problem)
         for name, m in self.maintenance.items():
             members = self._members_of(name)
             for member in members:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 from anycastd.config import IPAddress, IPNetwork, RoutedService
 from anycastd.fib import Divergence
+from anycastd.syntax import vtysh_command
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class StaticRoute:
 
     def command(self, tag: int) -> str:
         family = "ip" if self.prefix.version == 4 else "ipv6"
-        return f"{family} route {self.prefix} {self.nexthop} tag {tag}"
+        return vtysh_command(family, "route", self.prefix, self.nexthop, "tag", tag)
 
     def no_command(self, tag: int) -> str:
         return "no " + self.command(tag)

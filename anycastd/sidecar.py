@@ -49,7 +49,7 @@ from anycastd.drain import DrainReport, TrafficMeter, Verdict, wait_quiet
 from anycastd.errors import AddressError, AnnounceError, ConfigError
 from anycastd.health import Announce, Decision, ServiceHealth, State, Thresholds
 from anycastd.metrics import Metrics, ServiceView, View
-from anycastd.state import Maintenance, MaintenanceStore, StateError
+from anycastd.state import MAX_TEXT, Maintenance, MaintenanceStore, StateError
 from anycastd.status import CheckStatus, iso, result_json, transition_json
 
 log = logging.getLogger(__name__)
@@ -144,8 +144,12 @@ class Sidecar:
                 "may have drained this node)",
                 exc,
             )
-            reason = f"maintenance state unreadable: {exc}"
+            reason = f"maintenance state unreadable: {exc}"[:MAX_TEXT]
             self.maintenance = {s.name: Maintenance(reason, "anycastd", self.wall()) for s in self.config.services}
+            try:  # so that a restart before the operator acts still withdraws
+                self.store.save(self.maintenance)
+            except StateError as save_problem:
+                log.error("%s", save_problem)
         for name, m in self.maintenance.items():
             if name in self.health:
                 self.health[name].drain(m.reason, self.clock())

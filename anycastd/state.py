@@ -15,13 +15,26 @@ keeps every service withdrawn, says why in the log and in `anycastctl
 status`, and waits for `anycastctl announce`, which rewrites the file. A
 withdrawn node costs capacity; a node announced in the middle of its
 maintenance costs queries.
+
+The file is untrusted input like any other: it is read only up to
+``MAX_BYTES``, every field is checked (names as in the configuration, short
+printable strings, ``since`` a finite time between 1970 and 9999), and a
+file that fails any check is *moved aside* (``maintenance.json.bad-<time>``,
+kept for the operator to read) rather than left to fail again at every start.
+The daemon then saves a new file that withdraws everything, so that a crash or
+restart before the operator acts cannot announce a node whose drain was in
+the broken file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+import re
+import stat
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +44,11 @@ from anycastd.errors import AnycastdError
 
 FILE_NAME = "maintenance.json"
 FORMAT_VERSION = 1
+MAX_BYTES = 256 * 1024
+MAX_ENTRIES = 4096
+MAX_TEXT = 200
+LATEST = 253402300799.0  # 9999-12-31T23:59:59Z: the last time a status line can print
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
 class StateError(AnycastdError):
@@ -80,23 +98,40 @@ def decode(text: str, source: str) -> dict[str, Maintenance]:
         data = json.loads(text)
     except ValueError as exc:
         raise StateError(f"{source}: not JSON ({exc})") from None
+    except RecursionError:
+        raise StateError(f"{source}: not JSON (nested too deeply)") from None
     if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
         raise StateError(f"{source}: not a version {FORMAT_VERSION} maintenance file")
     entries = data.get("drained")
     if not isinstance(entries, dict):
         raise StateError(f"{source}: 'drained' must be a mapping")
+    if len(entries) > MAX_ENTRIES:
+        raise StateError(f"{source}: {len(entries)} entries; more than {MAX_ENTRIES} is not a maintenance file")
     out: dict[str, Maintenance] = {}
     for name, entry in entries.items():
+        if not _NAME.match(name):
+            raise StateError(f"{source}: {name[:70]!r} is not a service or server name")
+        since = entry.get("since") if isinstance(entry, dict) else None
         if not (
             isinstance(entry, dict)
-            and isinstance(entry.get("reason"), str)
-            and isinstance(entry.get("who"), str)
-            and isinstance(entry.get("since"), int | float)
-            and not isinstance(entry.get("since"), bool)
+            and set(entry) == {"reason", "who", "since"}
+            and _short(entry["reason"])
+            and _short(entry["who"])
+            and isinstance(since, int | float)
+            and not isinstance(since, bool)
+            and math.isfinite(since)
+            and 0 <= since <= LATEST
         ):
-            raise StateError(f"{source}: the entry for {name!r} needs reason, who (strings) and since (a number)")
-        out[name] = Maintenance(entry["reason"], entry["who"], float(entry["since"]))
+            raise StateError(
+                f"{source}: the entry for {name!r} needs exactly reason and who (printable text, at most "
+                f"{MAX_TEXT} characters) and since (a Unix time between 1970 and 9999)"
+            )
+        out[name] = Maintenance(entry["reason"], entry["who"], float(since))
     return out
+
+
+def _short(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= MAX_TEXT and value.isprintable()
 
 
 def encode(drained: Mapping[str, Maintenance]) -> str:
@@ -110,12 +145,31 @@ class FileStore:
 
     def load(self) -> dict[str, Maintenance]:
         try:
-            text = self.path.read_text(encoding="utf-8")
+            with open(self.path, "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    raise StateError(self._aside(f"{self.path}: not a regular file"))
+                data = f.read(MAX_BYTES + 1)
         except FileNotFoundError:
             return {}
-        except (OSError, UnicodeDecodeError) as exc:
-            raise StateError(f"{self.path}: cannot read: {exc}") from None
-        return decode(text, str(self.path))
+        except OSError as exc:  # unreadable here and now (permissions, I/O): leave it where it is
+            raise StateError(f"{self.path}: cannot read: {exc.strerror or exc}") from None
+        if len(data) > MAX_BYTES:
+            raise StateError(self._aside(f"{self.path}: larger than {MAX_BYTES // 1024} KiB"))
+        try:
+            return decode(data.decode("utf-8"), str(self.path))
+        except UnicodeDecodeError:
+            raise StateError(self._aside(f"{self.path}: not UTF-8 text")) from None
+        except StateError as exc:
+            raise StateError(self._aside(str(exc))) from None
+
+    def _aside(self, problem: str) -> str:
+        """Move the broken file out of the way (kept for the operator); the message says where it went."""
+        bad = self.path.with_name(f"{FILE_NAME}.bad-{int(time.time())}")
+        try:
+            os.replace(self.path, bad)
+        except OSError as exc:
+            return f"{problem} (could not move it aside: {exc.strerror or exc})"
+        return f"{problem}; moved aside to {bad}"
 
     def save(self, drained: Mapping[str, Maintenance]) -> None:
         tmp = self.path.with_name(f".{FILE_NAME}.{os.getpid()}.tmp")

@@ -30,8 +30,8 @@ def test_check_config_lists_every_problem_and_fails(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
-        f"{path}:2: local_asn: must be a whole number, got 'x'",
-        f"{path}:20: services.dns.checks[0].timeout: must be > 0, got -1",
+        f"{path}:2:1: local_asn: must be a whole number, got 'x'",
+        f"{path}:20:9: services.dns.checks[0].timeout: must be > 0, got -1",
         f"{path}: 2 problem(s); nothing was changed",
     ]
 
@@ -86,4 +86,4 @@ def test_check_config_router(tmp_path: Path) -> None:
     bad.write_text(example.read_text().replace("when_all_down: keep", "when_all_down: drop"))
     refused = cli("anycastd", "router", "--config", str(bad))
     assert refused.returncode == 1
-    assert f"{bad}:10: router.when_all_down: must be one of keep, withdraw, got 'drop'" in refused.stderr
+    assert f"{bad}:10:3: router.when_all_down: must be one of keep, withdraw, got 'drop'" in refused.stderr

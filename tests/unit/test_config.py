@@ -76,17 +76,17 @@ def test_load_rejects_binary(tmp_path: Path) -> None:
     ("old", "new", "expected"),
     [
         # the example in the issue, to the letter
-        ("timeout: 0.25", "timeout: -1", "anycastd.yaml:20: services.dns.checks[0].timeout: must be > 0, got -1"),
+        ("timeout: 0.25", "timeout: -1", "anycastd.yaml:20:9: services.dns.checks[0].timeout: must be > 0, got -1"),
         (
             "timeout: 0.25",
             "timeout: 0.5",
-            "anycastd.yaml:20: services.dns.checks[0].timeout: must be smaller than the interval (0.5 s), got 0.5",
+            "anycastd.yaml:20:9: services.dns.checks[0].timeout: must be smaller than the interval (0.5 s), got 0.5",
         ),
         ("timeout: 0.25", "timeout: 0.75", "services.dns.checks[0].timeout: must be smaller than the interval"),
         (
             "203.0.113.53/32,",
             "203.0.113.0/24,",
-            "anycastd.yaml:13: services.dns.prefixes[0]: 203.0.113.0/24 is not a host route",
+            "anycastd.yaml:13:16: services.dns.prefixes[0]: 203.0.113.0/24 is not a host route",
         ),
         ("203.0.113.53/32,", "203.0.113.53,", "services.dns.prefixes[0]: must be a prefix with a length"),
         ("203.0.113.53/32,", "203.0.113.300/32,", "services.dns.prefixes[0]: is not a valid prefix"),
@@ -98,9 +98,9 @@ def test_load_rejects_binary(tmp_path: Path) -> None:
         (
             "        answer: healthy",
             "        answr: healthy",
-            "anycastd.yaml:18: services.dns.checks[0].answr: unknown key",
+            "anycastd.yaml:18:9: services.dns.checks[0].answr: unknown key",
         ),
-        ("local_asn: 65001", "local_asn: 65001\nrouterid: 1.2.3.4", "anycastd.yaml:3: routerid: unknown key"),
+        ("local_asn: 65001", "local_asn: 65001\nrouterid: 1.2.3.4", "anycastd.yaml:3:1: routerid: unknown key"),
         ("router_id: 192.0.2.10", "router_id: 2001:db8::1", "router_id: must be an IPv4 address"),
         ("local_asn: 65001", "local_asn: 0", "local_asn: must be between 1 and 4294967295, got 0"),
         ("local_asn: 65001", "local_asn: '65001'", "local_asn: must be a whole number"),
@@ -143,7 +143,11 @@ def test_load_rejects_binary(tmp_path: Path) -> None:
         ),
         ("local_asn: 65001", "local_asn: 65001\nruntime_dir: run", "runtime_dir: must be an absolute path"),
         ("local_asn: 65001", "local_asn: 65001\nexabgp: {watchdog: 0.1}", "exabgp.watchdog: must be > 0.3"),
-        ("local_asn: 65001", "local_asn: 65001\nexabgp: {command: exabgp}", "exabgp.command: must be a non-empty list"),
+        (
+            "local_asn: 65001",
+            "local_asn: 65001\nexabgp: {command: exabgp}",
+            "exabgp.command: must be a list of 1 to 64 strings",
+        ),
     ],
 )
 def test_each_mistake_is_reported_where_it_is(old: str, new: str, expected: str) -> None:
@@ -155,13 +159,13 @@ def test_each_mistake_is_reported_where_it_is(old: str, new: str, expected: str)
 def test_duplicate_service_names_are_rejected() -> None:
     text = GOOD + "  dns:\n    prefixes: [203.0.113.54/32]\n    checks: [{address: 192.0.2.10}]\n"
     assert problems(text) == [
-        "anycastd.yaml:21: services.dns: service 'dns' is defined twice (each name may appear once)"
+        "anycastd.yaml:21:3: services.dns: service 'dns' is defined twice (each name may appear once)"
     ]
 
 
 def test_duplicate_keys_are_rejected() -> None:
     found = problems(GOOD.replace("local_asn: 65001", "local_asn: 65001\nlocal_asn: 65002"))
-    assert found == ["anycastd.yaml:3: local_asn: duplicate key (each name may appear once)"]
+    assert found == ["anycastd.yaml:3:1: local_asn: duplicate key (each name may appear once)"]
 
 
 def test_every_problem_is_reported_at_once() -> None:
@@ -171,8 +175,8 @@ def test_every_problem_is_reported_at_once() -> None:
 
 def test_missing_keys_point_at_the_enclosing_mapping() -> None:
     found = problems(GOOD.replace("    peer_asn: 65000\n    local_address: 192.0.2.10\n", "", 1))
-    assert "anycastd.yaml:4: neighbors[0]: missing required key 'peer_asn'" in found
-    assert "anycastd.yaml:4: neighbors[0]: missing required key 'local_address'" in found
+    assert "anycastd.yaml:4:5: neighbors[0]: missing required key 'peer_asn'" in found
+    assert "anycastd.yaml:4:5: neighbors[0]: missing required key 'local_address'" in found
 
 
 def test_ipv6_prefix_needs_an_ipv6_neighbor() -> None:
@@ -181,7 +185,7 @@ def test_ipv6_prefix_needs_an_ipv6_neighbor() -> None:
         "",
     )
     assert problems(text) == [
-        "anycastd.yaml:9: services.dns.prefixes[1]: 2001:db8::53/128 is IPv6 but no IPv6 neighbor is configured to carry it"
+        "anycastd.yaml:9:33: services.dns.prefixes[1]: 2001:db8::53/128 is IPv6 but no IPv6 neighbor is configured to carry it"
     ]
 
 
@@ -196,9 +200,9 @@ def test_non_host_prefix_allowed_when_asked() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("", "anycastd.yaml: the file is empty"),
-        ("router_id: [", "anycastd.yaml:1: not valid YAML"),
-        ("- a\n- b\n", "anycastd.yaml:1: must be a mapping, got a list"),
+        ("", "anycastd.yaml:1:1: the file is empty"),
+        ("router_id: [", "anycastd.yaml:1:13: not valid YAML"),
+        ("- a\n- b\n", "anycastd.yaml:1:1: must be a mapping, got a list"),
         ("router_id: 192.0.2.1\nlocal_asn: 1\nneighbors: []\nservices: {}\n", "neighbors: must be a non-empty list"),
         (
             "router_id: 192.0.2.1\nlocal_asn: 1\nneighbors: []\nservices: {}\n",
@@ -250,23 +254,26 @@ def test_the_shipped_example_is_valid() -> None:
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
-        ("drain: {grace: -1}", "anycastd.yaml:21: drain.grace: must be >= 0, got -1"),
-        ("drain: {quiet: x}", "anycastd.yaml:21: drain.quiet: must be a number of seconds, got 'x'"),
+        ("drain: {grace: -1}", "anycastd.yaml:21:9: drain.grace: must be >= 0, got -1"),
+        ("drain: {quiet: x}", "anycastd.yaml:21:9: drain.quiet: must be a number of seconds, got 'x'"),
         (
             "drain: {quite: 1}",
-            "anycastd.yaml:21: drain.quite: unknown key (expected one of: fallback, grace, quiet, timeout)",
+            "anycastd.yaml:21:9: drain.quite: unknown key (expected one of: fallback, grace, quiet, timeout)",
         ),
-        ("metrics: {port: 70000}", "anycastd.yaml:21: metrics.port: must be between 1 and 65535, got 70000"),
+        ("metrics: {port: 70000}", "anycastd.yaml:21:11: metrics.port: must be between 1 and 65535, got 70000"),
         (
             "metrics: {address: localhost}",
-            "anycastd.yaml:21: metrics.address: must be an IPv4 or IPv6 address, got 'localhost'",
+            "anycastd.yaml:21:11: metrics.address: must be an IPv4 or IPv6 address, got 'localhost'",
         ),
-        ("control: {group: no-such-group-here}", "anycastd.yaml:21: control.group: no such group 'no-such-group-here'"),
+        (
+            "control: {group: no-such-group-here}",
+            "anycastd.yaml:21:11: control.group: no such group 'no-such-group-here'",
+        ),
         (
             "control: {socket: run/control.sock}",
-            "anycastd.yaml:21: control.socket: must be an absolute path, got 'run/control.sock'",
+            "anycastd.yaml:21:11: control.socket: must be an absolute path, got 'run/control.sock'",
         ),
-        ("state_dir: var/lib", "anycastd.yaml:21: state_dir: must be an absolute path, got 'var/lib'"),
+        ("state_dir: var/lib", "anycastd.yaml:21:1: state_dir: must be an absolute path, got 'var/lib'"),
     ],
 )
 def test_operating_settings_are_checked(extra: str, expected: str) -> None:

@@ -78,9 +78,9 @@ def test_a_sidecar_file_is_not_a_router_file_and_back() -> None:
 
 
 MISTAKES = [
-    ("tag: 0 is out of range", "router:\n  tag: 0\n", "router.yaml:2: router.tag: must be between 1 and"),
+    ("tag: 0 is out of range", "router:\n  tag: 0\n", "router.yaml:2:3: router.tag: must be between 1 and"),
     ("policy typo", "router:\n  when_all_down: drop\n", "router.when_all_down: must be one of keep, withdraw"),
-    ("vtysh not a list", "router:\n  vtysh: vtysh -d\n", "router.vtysh: must be a non-empty list of strings"),
+    ("vtysh not a list", "router:\n  vtysh: vtysh -d\n", "router.vtysh: must be a list of 1 to 64 strings"),
     ("unknown router key", "router:\n  tags: 5\n", "router.tags: unknown key"),
 ]
 
@@ -125,7 +125,7 @@ def test_server_mistakes_are_named(line: str, expected: str) -> None:
 def test_a_dual_stack_service_needs_a_nexthop_of_each_family_on_every_server() -> None:
     text = GOOD + "      - {name: ns3, address: 192.0.2.18}\n"
     assert problems(text) == [
-        "router.yaml:13: services.dns.servers[2].nexthops: server 'ns3' has no IPv6 nexthop for 2001:db8::53/128;"
+        "router.yaml:13:9: services.dns.servers[2].nexthops: server 'ns3' has no IPv6 nexthop for 2001:db8::53/128;"
         " add one to nexthops"
     ]
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from anycastd.announce import exabgp_helper
-from anycastd.announce.exabgp import _detail, _exit_text, render_config
+from anycastd.announce.exabgp import _detail, _exit_text
+from anycastd.announce.exabgp_config import render_config
 from anycastd.config import parse
 from tests.unit.test_config import GOOD
 
@@ -29,7 +30,12 @@ def test_render_config_one_neighbor_per_family_with_the_helper() -> None:
     assert "local-address 192.0.2.10;" in v4 and "local-as 65001;" in v4 and "peer-as 65000;" in v4
     assert "family { ipv4 unicast; }" in v4 and "md5-password" not in v4
     v6 = text[text.index("neighbor 2001:db8:0:1::1 {") :]
-    assert "family { ipv6 unicast; }" in v6 and 'md5-password "s3cret";' in v6
+    assert (
+        "family { ipv6 unicast; }" in v6
+        and "md5-password s3cret;" in v6
+        and "outgoing-ttl 255;" in v6
+        and "incoming-ttl" not in v6
+    )
     assert "router-id 192.0.2.10;" in v6 and "hold-time 3;" in v6
     assert text.count("neighbor-changes;") == 2
 

@@ -7,6 +7,7 @@ import dataclasses
 import ipaddress
 import itertools
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from prometheus_client import generate_latest
@@ -20,7 +21,7 @@ from anycastd.drain import InMemoryMeter
 from anycastd.errors import AnnounceError, ConfigError
 from anycastd.health import Outcome, State
 from anycastd.sidecar import Liveness, Sidecar
-from anycastd.state import InMemoryStore, Maintenance
+from anycastd.state import FileStore, InMemoryStore, Maintenance, MaintenanceStore
 from tests.unit.fake_time import FakeTime
 from tests.unit.test_config import GOOD
 
@@ -49,7 +50,7 @@ class ScriptedProber:
 
 
 def run_sidecar(
-    results: list[ProbeResult], announcer: InMemoryAnnouncer | None = None, store: InMemoryStore | None = None
+    results: list[ProbeResult], announcer: InMemoryAnnouncer | None = None, store: MaintenanceStore | None = None
 ) -> tuple[Sidecar, InMemoryAnnouncer, ScriptedProber, InMemoryAddresses]:
     config = parse(GOOD)
     announcer = announcer or InMemoryAnnouncer()
@@ -194,6 +195,21 @@ def test_an_unreadable_state_file_keeps_everything_withdrawn_and_says_why() -> N
     status = sidecar.status()
     assert status["problem"] == "maintenance.json: not JSON"
     assert status["services"][0]["maintenance"]["reason"] == "maintenance state unreadable: maintenance.json: not JSON"
+
+
+def test_a_nonsensical_state_file_is_moved_aside_and_its_withdrawal_persisted(tmp_path: Path) -> None:
+    """`since: NaN` once crash-looped the daemon at start: now it starts, withdrawn, and stays so across a restart."""
+    (tmp_path / "maintenance.json").write_text(
+        '{"version": 1, "drained": {"dns": {"reason": "r", "who": "w", "since": NaN}}}'
+    )
+    sidecar, announcer, _, _ = run_sidecar([OK] * 6, store=FileStore(tmp_path))
+    assert announcer.calls == []
+    assert "moved aside to" in sidecar.status()["problem"]
+    assert len(list(tmp_path.glob("maintenance.json.bad-*"))) == 1
+    again = FileStore(tmp_path).load()
+    assert list(again) == ["dns"] and again["dns"].reason.startswith("maintenance state unreadable")
+    _, announcer, _, _ = run_sidecar([OK] * 6, store=FileStore(tmp_path))
+    assert announcer.calls == []
 
 
 def test_withdraw_persists_who_and_why_then_announce_lifts_it() -> None:

@@ -27,17 +27,37 @@ def test_round_trip_and_nothing_left_behind(tmp_path: Path) -> None:
     [
         (b"", "not JSON"),
         (b'{"version": 1, "drained": {"dns": {"reas', "not JSON"),
-        (b"\xff\xfe", "cannot read"),
+        (b"\xff\xfe", "not UTF-8"),
         (b"[]", "not a version 1 maintenance file"),
         (b'{"version": 2, "drained": {}}', "not a version 1 maintenance file"),
         (b'{"version": 1, "drained": []}', "'drained' must be a mapping"),
-        (b'{"version": 1, "drained": {"dns": {"reason": "x", "who": "y"}}}', "the entry for 'dns' needs reason"),
+        (b'{"version": 1, "drained": {"dns": {"reason": "x", "who": "y"}}}', "the entry for 'dns' needs exactly reason"),
         (b'{"version": 1, "drained": {"dns": {"reason": "x", "who": "y", "since": true}}}', "the entry for 'dns'"),
+        (b'{"version": 1, "drained": {"dns": {"reason": "x", "who": "y", "since": NaN}}}', "the entry for 'dns'"),
+        (b'{"version": 1, "drained": {"dns": {"reason": "x", "who": "y", "since": 1e300}}}', "the entry for 'dns'"),
+        (b'{"version": 1, "drained": {"dns": {"reason": "x", "who": "y", "since": -1}}}', "the entry for 'dns'"),
+        (b'{"version": 1, "drained": {"dns": {"reason": "x\\n", "who": "y", "since": 1}}}', "the entry for 'dns'"),
+        (b'{"version": 1, "drained": {"../x": {"reason": "x", "who": "y", "since": 1}}}', "is not a service or server"),
+        (b'{"version": 1, "drained": {"dns": {"reason": "x", "who": "y", "since": 1, "e": 2}}}', "needs exactly"),
+        (b'{"version": 1, "drained": {"dns": {"reason": "' + b"x" * 300 + b'", "who": "y", "since": 1}}}', "at most"),
+        (b'{"version": 1, "drained": {}, "pad": "' + b"x" * 300_000 + b'"}', "larger than 256 KiB"),
+        (b"[" * 100_000, "not JSON"),
     ],
 )
-def test_a_corrupt_file_is_an_error_not_an_empty_state(tmp_path: Path, content: bytes, message: str) -> None:
+def test_a_corrupt_file_is_an_error_and_is_moved_aside(tmp_path: Path, content: bytes, message: str) -> None:
     (tmp_path / FILE_NAME).write_bytes(content)
-    with pytest.raises(StateError, match=message):
+    with pytest.raises(StateError, match=message) as info:
+        FileStore(tmp_path).load()
+    assert "moved aside to" in str(info.value)
+    assert not (tmp_path / FILE_NAME).exists()
+    [bad] = tmp_path.glob(f"{FILE_NAME}.bad-*")
+    assert bad.read_bytes() == content
+    assert FileStore(tmp_path).load() == {}  # the daemon saves a withdraw-everything file next (test_sidecar)
+
+
+def test_a_state_path_that_is_not_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / FILE_NAME).mkdir()
+    with pytest.raises(StateError, match="not a regular file|cannot read"):
         FileStore(tmp_path).load()
 
 

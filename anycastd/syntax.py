@@ -1,0 +1,91 @@
+"""Writers of other programs' syntax: each value becomes a token the other program reads back unchanged.
+
+Theory of operation
+-------------------
+anycastd writes text that other programs parse: ExaBGP's configuration
+file, vtysh commands for FRR, nftables rulesets. A value from the operator's
+file placed in that text as it is could end one statement and begin another.
+So nothing here pastes user text into a template: each writer takes one
+value and returns one token, or raises ValueError when the other program's
+grammar has no way to say it. The configuration loader calls the same
+writers, so an unwritable value is refused at its line in the file, before
+anything runs.
+
+ExaBGP (``exabgp_word``) first expands backslash escapes in the whole line
+(``\\n``, ``\\u0022``, ``\\\\``), then splits it into words at spaces, ``;``,
+``{``, ``}``, ``[``, ``]`` and ``,`` except inside quotes, and drops what
+follows an unquoted ``#``. Its tokeniser cannot read a quote character of
+either kind inside a word (a ``'`` inside ``"..."`` reopens the quote), so
+such values, and control characters, are refused; backslashes are doubled
+and anything outside a small safe alphabet is quoted.
+
+FRR (``vtysh_word``) and nftables (``nft_word``) take only typed values
+here (addresses, prefixes, numbers, interface names): their writers check
+each word against a strict token grammar and refuse anything else.
+
+tests/unit/test_syntax.py checks each round trip with Hypothesis against
+the other program's own parser: ExaBGP's tokeniser and configuration parser
+in-process, FRR's and nft's where they are installed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u0085]")
+_EXABGP_BARE = re.compile(r"^[A-Za-z0-9_.:/+=@%-]+$")
+_TOKEN = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")
+
+Typed = int | str | ipaddress.IPv4Address | ipaddress.IPv6Address | ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def exabgp_problem(value: str) -> str | None:
+    """Why ``value`` cannot be one ExaBGP token, or None if it can."""
+    if not value:
+        return "it is empty"
+    if _CONTROL.search(value) or not value.isprintable():
+        return "it holds a control character"
+    if '"' in value or "'" in value:
+        return "ExaBGP's configuration cannot hold a quote character (' or \") inside a value"
+    return None
+
+
+def exabgp_word(value: str) -> str:
+    """One ExaBGP configuration token that reads back as ``value``; ValueError if none can."""
+    problem = exabgp_problem(value)
+    if problem is not None:
+        raise ValueError(f"cannot be written to ExaBGP's configuration: {problem}: {value!r}")
+    if _EXABGP_BARE.match(value):
+        return value
+    return '"' + value.replace("\\", "\\\\") + '"'
+
+
+def exabgp_comment(text: str) -> str:
+    """A comment line; characters ExaBGP's escape pass acts on (backslash) or that end a line become '?'."""
+    return "# " + "".join("?" if c == "\\" or not c.isprintable() else c for c in text)
+
+
+def _typed_word(value: Typed, program: str) -> str:
+    if isinstance(value, bool):
+        raise ValueError(f"a boolean is not a {program} word")
+    if isinstance(value, int):
+        return str(value)
+    out = str(value)
+    if not _TOKEN.match(out):
+        raise ValueError(f"{out!r} is not a {program} word (letters, digits and _ . : / - only)")
+    return out
+
+
+def vtysh_word(value: Typed) -> str:
+    """One word of a vtysh command: a number, address, prefix or name; ValueError for anything else."""
+    return _typed_word(value, "vtysh")
+
+
+def vtysh_command(*words: Typed) -> str:
+    return " ".join(vtysh_word(w) for w in words)
+
+
+def nft_word(value: Typed) -> str:
+    """One word of an nftables rule; ValueError for anything but a number, address, prefix or name."""
+    return _typed_word(value, "nftables")
