@@ -21,6 +21,7 @@ from anycastd.drain import NftablesMeter
 from anycastd.errors import AnycastdError, ConfigError
 from anycastd.fib import NetlinkFib
 from anycastd.metrics import Metrics, RouterMetrics
+from anycastd.offloop import OffLoopReader
 from anycastd.router import Router
 from anycastd.sidecar import Liveness, Sidecar
 from anycastd.state import FileStore
@@ -57,11 +58,12 @@ def _load(path: str, loader: Callable[[str], T]) -> T | None:
         return None
 
 
-async def _reload(sidecar: Sidecar, path: str) -> None:
-    """SIGHUP: the same validation as check-config; on any problem the running configuration stays."""
+async def _reload(sidecar: Sidecar, path: str, reader: OffLoopReader[Config]) -> None:
+    """SIGHUP: the same validation as check-config, off the event loop; on any problem the running
+    configuration stays."""
     log.info("SIGHUP: reloading %s", path)
     try:
-        await sidecar.reload(load(path))
+        await sidecar.reload(await reader.read(path))
     except ConfigError as exc:
         for problem in exc.problems:
             log.error("%s", problem)
@@ -88,9 +90,10 @@ async def _run(config: Config, path: str) -> None:
         metrics=metrics,
     )
     reloads: set[asyncio.Task[None]] = set()
+    reader: OffLoopReader[Config] = OffLoopReader("sidecar")
 
     def on_hup() -> None:
-        task = asyncio.ensure_future(_reload(sidecar, path))
+        task = asyncio.ensure_future(_reload(sidecar, path, reader))
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 

@@ -57,7 +57,7 @@ def test_a_corrupt_file_is_an_error_and_is_moved_aside(tmp_path: Path, content: 
 
 def test_a_state_path_that_is_not_a_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / FILE_NAME).mkdir()
-    with pytest.raises(StateError, match="not a regular file|cannot read"):
+    with pytest.raises(StateError, match=r"not a regular file|cannot read"):
         FileStore(tmp_path).load()
 
 
