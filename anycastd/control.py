@@ -9,11 +9,26 @@ anything acts on it, so a malformed request is refused whole. Replies are
 ``{"ok": true, ...}`` or ``{"ok": false, "error": "what to fix"}``.
 
 The socket faces people and scripts, so it assumes nothing of its clients:
-a line longer than ``MAX_LINE`` closes the connection; a client that
-connects and says nothing for ``IDLE_TIMEOUT`` is dropped; no more than
-``MAX_CLIENTS`` connections are served at once. None of this can reach the
-probes or the routes: a request only ever reaches the daemon as a decoded
-value.
+
+* A line longer than ``MAX_LINE`` closes the connection.
+* A request must arrive whole within ``REQUEST_TIMEOUT`` of the connection
+  (or of the previous reply): a client that says nothing, or trickles bytes
+  (a slowloris), is dropped. A reply must be taken within ``WRITE_TIMEOUT``:
+  a client that never reads cannot hold the daemon's buffers.
+* No more than ``MAX_CLIENTS`` connections are served at once, and the cap
+  never locks the operator out: when it is reached, the connection that has
+  waited longest *without a request being answered* (idle, or trickling) is
+  closed to make room. Only when every slot is busy answering (``withdraw
+  --wait``) is a newcomer told the daemon is busy.
+* Who is connected comes from the kernel (SO_PEERCRED), not from the client.
+  Reading (``status``, ``check``) is open to whoever can open the socket;
+  changing state (``withdraw``, ``announce``) also needs the peer to be root,
+  anycastd's own user, or a member of ``control.group``.
+
+The socket is created mode 0660, owned by anycastd's user and, when
+``control.group`` is set, that group (anycastd's user must be a member); its
+directory is 0750 with the same group. None of this can reach the probes or
+the routes: a request only ever reaches the daemon as a decoded value.
 """
 
 from __future__ import annotations
@@ -28,6 +43,7 @@ import pwd
 import re
 import socket
 import struct
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,7 +54,8 @@ from anycastd.errors import AnycastdError
 log = logging.getLogger(__name__)
 
 MAX_LINE = 16 * 1024
-IDLE_TIMEOUT = 10.0
+REQUEST_TIMEOUT = 5.0
+WRITE_TIMEOUT = 5.0
 MAX_CLIENTS = 32
 MAX_REASON = 200
 MAX_WAIT = 3600.0
@@ -51,6 +68,10 @@ class ControlError(AnycastdError):
 
 class ProtocolError(ControlError):
     """A control request was malformed."""
+
+
+class NotAllowed(ControlError):
+    """The peer may read, but not change, the daemon's state."""
 
 
 # requests ------------------------------------------------------------------
@@ -187,6 +208,7 @@ class Peer:
 
     pid: int
     uid: int
+    gid: int = -1
 
     @property
     def user(self) -> str:
@@ -207,10 +229,29 @@ def peer_of(writer: asyncio.StreamWriter) -> Peer:
     sock = writer.get_extra_info("socket")
     try:
         raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        pid, uid, _ = struct.unpack("3i", raw)
+        pid, uid, gid = struct.unpack("3i", raw)
     except (OSError, AttributeError, struct.error):
         return Peer(0, -1)
-    return Peer(pid, uid)
+    return Peer(pid, uid, gid)
+
+
+CHANGES_STATE = (WithdrawRequest, AnnounceRequest)
+
+
+def may_change_state(peer: Peer, group: str | None) -> bool:
+    """Root, anycastd's own user, or a member of the control group (primary or supplementary)."""
+    if peer.uid in (0, os.geteuid()):
+        return True
+    if group is None or peer.uid < 0:
+        return False
+    try:
+        gid = grp.getgrnam(group).gr_gid
+        if peer.gid == gid:
+            return True
+        account = pwd.getpwuid(peer.uid)
+    except KeyError:
+        return False
+    return gid in os.getgrouplist(account.pw_name, account.pw_gid)
 
 
 def _reply(body: dict[str, Any]) -> bytes:
@@ -224,6 +265,9 @@ class ControlServer:
         self.group = group
         self._server: asyncio.Server | None = None
         self._clients: set[asyncio.Task[Any]] = set()
+        # For each connection: since when it has been waiting for a request (None: one is being answered).
+        self._waiting: dict[asyncio.Task[Any], float] = {}
+        self._writers: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
         self._closed = False
 
     async def start(self) -> None:
@@ -238,12 +282,11 @@ class ControlServer:
                 self.path.unlink()
             self._server = await asyncio.start_unix_server(self._accept, path=str(self.path), limit=MAX_LINE)
             os.chmod(self.path, 0o660)
-            if os.geteuid() == 0:  # otherwise (tests, a non-root trial run) the caller's ids stay
-                gid = grp.getgrnam(self.group).gr_gid if self.group else 0
-                os.chown(self.path, 0, gid)
-                if self.group:
-                    # Members of the group must be able to reach the socket through its directory.
-                    os.chown(self.path.parent, 0, gid)
+            if self.group:
+                # Members of the group must be able to reach the socket through its directory.
+                gid = grp.getgrnam(self.group).gr_gid
+                os.chown(self.path, -1, gid)
+                os.chown(self.path.parent, -1, gid)
         except (OSError, KeyError) as exc:
             raise ControlError(f"cannot serve the control socket {self.path}: {exc}") from None
         log.info("control socket at %s", self.path)
@@ -266,22 +309,45 @@ class ControlServer:
         if self._closed:
             writer.close()
             return
-        if len(self._clients) >= MAX_CLIENTS:
-            writer.write(_reply({"ok": False, "error": f"busy: {MAX_CLIENTS} clients already connected"}))
+        if len(self._clients) >= MAX_CLIENTS and not self._evict_one():
+            writer.write(_reply({"ok": False, "error": f"busy: {MAX_CLIENTS} requests are being answered"}))
             writer.close()
             return
         task = asyncio.ensure_future(self._serve(reader, writer))
         self._clients.add(task)
-        task.add_done_callback(self._clients.discard)
+        self._waiting[task] = time.monotonic()
+        self._writers[task] = writer
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[Any]) -> None:
+        self._clients.discard(task)
+        self._waiting.pop(task, None)
+        self._writers.pop(task, None)
+
+    def _evict_one(self) -> bool:
+        """Close the connection that has waited longest for its request; False if every one is being answered."""
+        waiting = [(since, id(task), task) for task, since in self._waiting.items() if not task.done()]
+        if not waiting:
+            return False
+        _, _, oldest = min(waiting)
+        writer = self._writers.get(oldest)
+        if writer is not None:
+            writer.transport.abort()  # at once: a task cancelled before it ever ran would not close it
+        self._forget(oldest)
+        oldest.cancel()
+        return True
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = peer_of(writer)
+        me = asyncio.current_task()
         try:
             while True:
+                if me is not None and me in self._clients:
+                    self._waiting[me] = time.monotonic()
                 try:
-                    line = await asyncio.wait_for(reader.readline(), IDLE_TIMEOUT)
+                    line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT)
                 except TimeoutError:
-                    writer.write(_reply({"ok": False, "error": f"no request within {IDLE_TIMEOUT:g} s; closing"}))
+                    writer.write(_reply({"ok": False, "error": f"no request within {REQUEST_TIMEOUT:g} s; closing"}))
                     return
                 except (ValueError, asyncio.LimitOverrunError):
                     writer.write(_reply({"ok": False, "error": f"request longer than {MAX_LINE} bytes; closing"}))
@@ -292,9 +358,11 @@ class ControlServer:
                     return  # half a request and then the end: nothing to act on
                 if not line.strip():
                     continue
+                if me is not None:
+                    self._waiting.pop(me, None)
                 writer.write(_reply(await self._answer(line, peer)))
-                await writer.drain()
-        except (ConnectionError, OSError):
+                await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+        except (ConnectionError, OSError, TimeoutError):
             pass
         finally:
             await _close(writer)
@@ -302,6 +370,11 @@ class ControlServer:
     async def _answer(self, line: bytes, peer: Peer) -> dict[str, Any]:
         try:
             request = decode(line)
+            if isinstance(request, CHANGES_STATE) and not may_change_state(peer, self.group):
+                raise NotAllowed(
+                    f"{peer.user} may read the status but not change it: run as root, as anycastd's user, or as "
+                    f"a member of the control group ({self.group or 'none is configured: control.group'})"
+                )
             return {"ok": True, **await self.controller.handle(request, peer)}
         except AnycastdError as exc:  # ControlError and every other error meant for a person
             return {"ok": False, "error": str(exc)}
@@ -311,13 +384,20 @@ class ControlServer:
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:
+    """Flush what is left and close; a client that does not read within WRITE_TIMEOUT is cut off (abort)."""
     try:
-        with contextlib.suppress(ConnectionError, OSError):
-            await writer.drain()
+        with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+            await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
     finally:
         writer.close()  # also when cancelled while draining: the transport must not leak
-    with contextlib.suppress(ConnectionError, OSError):
-        await writer.wait_closed()
+    try:
+        await asyncio.wait_for(writer.wait_closed(), WRITE_TIMEOUT)
+    except TimeoutError:
+        writer.transport.abort()  # close() waits for the peer to read what is buffered; it never will
+        with contextlib.suppress(ConnectionError, OSError):
+            await writer.wait_closed()  # now prompt: the socket is closed on the next turn of the loop
+    except (ConnectionError, OSError):
+        pass
 
 
 async def _answers(path: Path) -> bool:

@@ -30,10 +30,42 @@ ROOT = Path(__file__).parents[2]
 HANG = 5.0
 MAX_RSS_MIB = 512
 SPECIALS = [
-    b".nan", b".inf", b"1.0e+400", b"!!int", b"!!python/object:os.system", b"!x", b"&a", b"*a", b"<<: *a", b"[",
-    b"{", b"'", b'"', b"\\", b"\x00", b"\xff", b"\t", b"\r\n", b"---\n", b"? ", b"=", b"~", b"9" * 5000, b": ",
-    b"- ", b"#", b"%YAML 1.1\n", b"\xef\xbb\xbf", b"&b [*b]", b"1:2:3", b"0x", b"\"\\u0022\"", b"NaN", b"1e999",
-    b"[" * 3000, b"{\"a\":" * 3000,
+    b".nan",
+    b".inf",
+    b"1.0e+400",
+    b"!!int",
+    b"!!python/object:os.system",
+    b"!x",
+    b"&a",
+    b"*a",
+    b"<<: *a",
+    b"[",
+    b"{",
+    b"'",
+    b'"',
+    b"\\",
+    b"\x00",
+    b"\xff",
+    b"\t",
+    b"\r\n",
+    b"---\n",
+    b"? ",
+    b"=",
+    b"~",
+    b"9" * 5000,
+    b": ",
+    b"- ",
+    b"#",
+    b"%YAML 1.1\n",
+    b"\xef\xbb\xbf",
+    b"&b [*b]",
+    b"1:2:3",
+    b"0x",
+    b'"\\u0022"',
+    b"NaN",
+    b"1e999",
+    b"[" * 3000,
+    b'{"a":' * 3000,
 ]
 
 
@@ -131,7 +163,9 @@ def main() -> int:
             counts[target] += 1
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     total = sum(counts.values())
-    print(f"fuzz: seed {seed}, {total} inputs in {args.seconds:g} s ({', '.join(f'{k} {v}' for k, v in counts.items())})")
+    print(
+        f"fuzz: seed {seed}, {total} inputs in {args.seconds:g} s ({', '.join(f'{k} {v}' for k, v in counts.items())})"
+    )
     print(f"fuzz: slowest input {slowest[0] * 1000:.0f} ms ({slowest[1]}), peak RSS {rss:.0f} MiB; no failure")
     if rss > MAX_RSS_MIB:
         print(f"fuzz: peak RSS {rss:.0f} MiB is over {MAX_RSS_MIB} MiB", file=sys.stderr)

@@ -9,7 +9,8 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -173,8 +174,123 @@ def test_an_oversize_line_closes_the_connection(served: Served) -> None:
 
 
 def test_a_silent_client_is_dropped(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(control, "IDLE_TIMEOUT", 0.2)
+    monkeypatch.setattr(control, "REQUEST_TIMEOUT", 0.2)
     assert replies(raw(served.path, b"", shut=False)) == [{"ok": False, "error": "no request within 0.2 s; closing"}]
+
+
+def test_a_trickling_client_is_dropped_at_the_request_deadline(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slowloris: one byte every 50 ms, never a whole line. The deadline is for the whole request."""
+    monkeypatch.setattr(control, "REQUEST_TIMEOUT", 0.3)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(str(served.path))
+        sock.setblocking(True)
+        got = b""
+        for byte in b'{"command": "status", "service": "dns", "padding": "' * 20:
+            try:
+                sock.send(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sock.settimeout(0.05)
+            try:
+                got += sock.recv(4096)
+                break
+            except TimeoutError:
+                continue
+    assert replies(got) == [{"ok": False, "error": "no request within 0.3 s; closing"}]
+    assert served.controller.seen == []
+
+
+def test_the_operator_gets_in_past_64_idle_clients_and_a_slowloris(served: Served) -> None:
+    """The cap closes the longest-waiting idle connection to make room: `anycastctl status` answers at once."""
+    idle = []
+    try:
+        for _ in range(64):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(str(served.path))
+            idle.append(sock)
+        slow = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        slow.connect(str(served.path))
+        slow.send(b'{"comm')
+        idle.append(slow)
+        reply = control.call(served.path, StatusRequest(), timeout=1.0)
+        assert reply == {"ok": True, "echo": "StatusRequest"}
+        # the oldest idle connections were closed (each gets EOF), the newest stay open
+        idle[0].settimeout(1.0)
+        assert idle[0].recv(10) == b""
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_when_every_slot_is_answering_a_newcomer_is_told_the_daemon_is_busy(tmp_path: Path) -> None:
+    release = asyncio.Event()
+
+    class Slow(FakeController):
+        async def handle(self, request: Request, peer: Peer) -> dict[str, Any]:
+            await release.wait()
+            return {}
+
+    with Served(tmp_path / "c.sock", Slow()) as s:
+        busy = []
+        try:
+            for _ in range(control.MAX_CLIENTS):
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.connect(str(s.path))
+                sock.sendall(b'{"command":"status"}\n')
+                busy.append(sock)
+            # until every connection is being answered
+            assert _until(lambda: len(s.server._clients) == control.MAX_CLIENTS and not s.server._waiting)
+            assert replies(raw(s.path, b"", shut=False)) == [
+                {"ok": False, "error": f"busy: {control.MAX_CLIENTS} requests are being answered"}
+            ]
+        finally:
+            s.loop.call_soon_threadsafe(release.set)
+            for sock in busy:
+                sock.close()
+
+
+def test_a_client_that_never_reads_is_cut_off(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(control, "WRITE_TIMEOUT", 0.2)
+    served.controller.replies["StatusRequest"] = {"blob": "x" * 4_000_000}  # more than the socket buffers hold
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(str(served.path))
+        sock.sendall(b'{"command":"status"}\n')
+        assert _until(lambda: bool(served.controller.seen))  # accepted and answered ...
+        assert _until(lambda: not served.server._clients)  # ... and cut off, although we never read
+
+
+def _until(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
+    """Wait for a state of the server's thread (polling: it runs on its own loop)."""
+    end = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+@pytest.mark.parametrize(
+    ("peer", "group", "allowed"),
+    [
+        (Peer(1, 0, 0), None, True),
+        (Peer(1, os.geteuid(), 0), None, True),
+        (Peer(1, 4242, 4242), None, False),
+        (Peer(1, -1), "root", False),
+        (Peer(1, 4242, 0), "root", True),  # primary group from SO_PEERCRED
+    ],
+)
+def test_who_may_change_state(peer: Peer, group: str | None, allowed: bool) -> None:
+    assert control.may_change_state(peer, group) is allowed
+
+
+def test_a_reader_may_ask_for_status_but_not_withdraw(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(control, "may_change_state", lambda peer, group: False)
+    out = replies(raw(served.path, b'{"command":"status"}\n{"command":"withdraw","reason":"x"}\n'))
+    assert out[0]["ok"] is True
+    assert out[1]["ok"] is False and "may read the status but not change it" in out[1]["error"]
+    assert [type(r).__name__ for r, _ in served.controller.seen] == ["StatusRequest"]
 
 
 def test_the_peer_is_who_the_kernel_says(served: Served) -> None:

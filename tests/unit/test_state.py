@@ -31,7 +31,10 @@ def test_round_trip_and_nothing_left_behind(tmp_path: Path) -> None:
         (b"[]", "not a version 1 maintenance file"),
         (b'{"version": 2, "drained": {}}', "not a version 1 maintenance file"),
         (b'{"version": 1, "drained": []}', "'drained' must be a mapping"),
-        (b'{"version": 1, "drained": {"dns": {"reason": "x", "who": "y"}}}', "the entry for 'dns' needs exactly reason"),
+        (
+            b'{"version": 1, "drained": {"dns": {"reason": "x", "who": "y"}}}',
+            "the entry for 'dns' needs exactly reason",
+        ),
         (b'{"version": 1, "drained": {"dns": {"reason": "x", "who": "y", "since": true}}}', "the entry for 'dns'"),
         (b'{"version": 1, "drained": {"dns": {"reason": "x", "who": "y", "since": NaN}}}', "the entry for 'dns'"),
         (b'{"version": 1, "drained": {"dns": {"reason": "x", "who": "y", "since": 1e300}}}', "the entry for 'dns'"),
