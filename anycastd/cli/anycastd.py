@@ -8,9 +8,10 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
-from anycastd import __version__
+from anycastd import __version__, frr_policy
 from anycastd.address import NetlinkAddresses
 from anycastd.announce.exabgp import ExaBGPAnnouncer
 from anycastd.announce.frr import VtyshRoutes
@@ -45,6 +46,14 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("--router", action="store_true", help="the file is an `anycastd router` configuration")
     check.add_argument("file")
+    policy = sub.add_parser(
+        "frr-policy",
+        help="print FRR's import policy for the servers: each may announce only its own service prefixes",
+    )
+    policy.add_argument("servers", nargs="+", metavar="NAME=FILE", help="a server's name and its anycastd.yaml")
+    where = policy.add_mutually_exclusive_group()
+    where.add_argument("--write", metavar="FRR_CONF", help="replace the policy block in this frr.conf")
+    where.add_argument("--check", metavar="FRR_CONF", help="exit 1 if this frr.conf's policy block differs")
     return parser
 
 
@@ -165,10 +174,41 @@ def _check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _frr_policy(args: argparse.Namespace) -> int:
+    servers = []
+    for item in args.servers:
+        name, _, path = item.partition("=")
+        config = _load(path, load) if path else None
+        if config is None:
+            if not path:
+                print(f"{item}: give NAME=FILE, e.g. s1=/etc/anycastd/s1.yaml", file=sys.stderr)
+            return EXIT_ERROR
+        servers.append(frr_policy.ServerFile(name, path, config))
+    try:
+        block = frr_policy.render(servers)
+        if args.write or args.check:
+            conf_path = Path(args.write or args.check)
+            conf = conf_path.read_text()
+            if args.check:
+                same = frr_policy.extract(conf) == block
+                print(f"{conf_path}: the policy block is {'up to date' if same else 'out of date: run --write'}")
+                return EXIT_OK if same else EXIT_ERROR
+            conf_path.write_text(frr_policy.splice(conf, block))
+            print(f"{conf_path}: policy block written for {len(servers)} server(s)")
+        else:
+            print(block, end="")
+    except (ValueError, OSError) as exc:
+        print(f"anycastd frr-policy: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         return _check_config(args)
+    if args.command == "frr-policy":
+        return _frr_policy(args)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

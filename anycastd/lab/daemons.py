@@ -167,10 +167,12 @@ neighbors:
     peer_asn: {ROUTER_ASN}
     local_address: {server.v4}
     hold_time: 3
+    gtsm: true
   - address: {server.router_v6}
     peer_asn: {ROUTER_ASN}
     local_address: {server.v6}
     hold_time: 3
+    gtsm: true
 services:
   dns:
     prefixes: [{SERVICE_V4}, {SERVICE_V6}]

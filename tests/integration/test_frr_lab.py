@@ -13,11 +13,14 @@ from anycastd.lab.topology import SERVICE_V4, wait_until
 def test_the_router_took_every_line_of_frr_conf(lab: BgpLab) -> None:
     running = lab.vtysh("show running-config")
     for line in (
-        "ip prefix-list ANYCAST-SERVICES-V4 seq 10 permit 203.0.113.0/24 ge 32",
-        "ipv6 prefix-list ANYCAST-SERVICES-V6 seq 10 permit 2001:db8::/64 ge 128",
+        "ip prefix-list FROM-s1-V4 seq 10 permit 203.0.113.53/32",
+        "ipv6 prefix-list FROM-s3-V6 seq 10 permit 2001:db8::53/128",
+        " match peer 192.0.2.18",
         "  neighbor DNS4 route-map FROM-DNS-V4 in",
         "  neighbor DNS6 route-map FROM-DNS-V6 in",
-        "  neighbor DNS4 maximum-prefix 16",
+        "  neighbor DNS4 maximum-prefix 16 restart 1",
+        " neighbor DNS4 ttl-security hops 1",
+        " neighbor DNS6 ttl-security hops 1",
         " neighbor DNS4 timers 1 3",
         " bgp bestpath as-path multipath-relax",
     ):
@@ -26,9 +29,14 @@ def test_the_router_took_every_line_of_frr_conf(lab: BgpLab) -> None:
     assert "Unknown command" not in log and "% " not in log, log
 
 
-def test_a_server_announcing_outside_the_service_range_is_ignored(lab: BgpLab) -> None:
+def test_a_server_announcing_what_it_does_not_own_is_ignored(lab: BgpLab) -> None:
+    """s1 starts announcing an address in no service of its own (in the documentation range, a host route,
+    so a range-wide filter would have let it through), a client's address and a wider prefix: the router's
+    FIB takes none of them, and s1's own service address stays."""
     s1 = lab.servers[0]
-    rogue = daemons.extra_service(s1, "rogue", ["198.51.100.99/32", "203.0.113.128/25"], allow_non_host=True)
+    rogue = daemons.extra_service(
+        s1, "rogue", ["203.0.113.99/32", "198.51.100.99/32", "203.0.113.128/25"], allow_non_host=True
+    )
     config = daemons.anycastd_config(lab.lab, s1) + rogue
     lab.reload_anycastd(s1, config, expect="reloaded")
 
@@ -38,6 +46,7 @@ def test_a_server_announcing_outside_the_service_range_is_ignored(lab: BgpLab) -
 
     wait_until(sent, 10, what="ExaBGP on s1 acknowledging the rogue prefixes")
     time.sleep(1.0)  # well past the router's processing of an update
+    assert lab.paths("203.0.113.99/32") == frozenset()  # no service of s1's (per-server prefix lists)
     assert lab.paths("198.51.100.99/32") == frozenset()  # would have hijacked a client address
     assert lab.paths("203.0.113.128/25") == frozenset()  # in range, but not a host route
     assert len(lab.paths(SERVICE_V4)) == 3

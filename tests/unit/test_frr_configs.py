@@ -19,14 +19,15 @@ def test_the_bgp_config_peers_with_exactly_the_lab_servers() -> None:
     assert peers == expected
 
 
-def test_the_prefix_lists_admit_the_service_addresses_as_host_routes_only() -> None:
+def test_the_prefix_lists_admit_each_servers_service_addresses_only() -> None:
     text = frr_file("bgp/frr.conf").read_text()
-    assert "ip prefix-list ANYCAST-SERVICES-V4 seq 10 permit 203.0.113.0/24 ge 32" in text
-    assert "ipv6 prefix-list ANYCAST-SERVICES-V6 seq 10 permit 2001:db8::/64 ge 128" in text
-    assert SERVICE_V4.startswith("203.0.113.") and SERVICE_V6.startswith("2001:db8::")
+    for n in (1, 2, 3):
+        assert f"ip prefix-list FROM-s{n}-V4 seq 10 permit {SERVICE_V4}" in text
+        assert f"ipv6 prefix-list FROM-s{n}-V6 seq 10 permit {SERVICE_V6}" in text
     for family in ("DNS4", "DNS6"):
-        assert f"  neighbor {family} maximum-prefix 16" in text
+        assert f"  neighbor {family} maximum-prefix 16 restart 1" in text
         assert f"  neighbor {family} route-map TO-DNS out" in text
+        assert f" neighbor {family} ttl-security hops 1" in text
 
 
 def sysctls(path: Path) -> list[str]:
