@@ -53,7 +53,7 @@ def test_a_server_name_that_could_change_frrs_syntax_is_refused(name: str) -> No
 
 
 def test_two_servers_with_one_session_address_are_refused() -> None:
-    with pytest.raises(ValueError, match="both have the session address 192.0.2.10"):
+    with pytest.raises(ValueError, match=r"both have the session address 192\.0\.2\.10"):
         frr_policy.render([frr_policy.ServerFile(n, "x", parse(GOOD)) for n in ("a", "b")])
 
 
