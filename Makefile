@@ -1,9 +1,11 @@
 # anycastd: `make test` and `make demo` set everything up on a fresh Debian 12 machine (as root).
 
-PYTHON ?= python3
+# Debian's own Python where there is one: the interpreter operators run anycastd with, and one every
+# user can execute (tests/integration/test_privilege_lab.py runs the sidecar as an unprivileged user).
+PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEBIAN_PACKAGES := frr unbound bind9 bind9-dnsutils nftables iproute2 procps python3-venv
+DEBIAN_PACKAGES := frr unbound bind9 bind9-dnsutils nftables iproute2 procps python3-venv systemd util-linux
 
 .PHONY: deps venv lint test fuzz unit integration demo bench bench-quick bench-sidecar reliability clean
 

@@ -30,8 +30,8 @@ class BgpLab(DnsLab):
     def kill_anycastd(self, server: Server) -> None:
         self.lab.stop(daemons.anycastd_key(server), signal.SIGKILL)
 
-    def start_anycastd(self, server: Server, config: str | None = None) -> None:
-        daemons.start_anycastd(self.lab, server, config)
+    def start_anycastd(self, server: Server, config: str | None = None, user: str | None = None) -> None:
+        daemons.start_anycastd(self.lab, server, config, user)
 
     def signal_anycastd(self, server: Server, sig: int) -> None:
         self.lab.signal(daemons.anycastd_key(server), sig)

@@ -208,16 +208,65 @@ def anycastd_paths(lab: Lab, server: Server) -> tuple[Path, Path, Path]:
     return sdir / "anycastd.yaml", sdir / "anycastd.log", sdir / "run" / "control.sock"
 
 
-def start_anycastd(lab: Lab, server: Server, config: str | None = None) -> subprocess.Popen[bytes]:
-    (lab.workdir / server.name).mkdir(exist_ok=True)
+#: The unprivileged user packaging/systemd runs anycastd as; the lab can run it so too (``user=``).
+UNPRIVILEGED_USER = "anycastd"
+#: The sidecar's one capability (docs/security.md): the service addresses (netlink) and nftables.
+SIDECAR_CAPABILITIES = ("net_admin",)
+
+
+def ensure_user(name: str = UNPRIVILEGED_USER) -> None:
+    """Create the system user anycastd runs as, as docs/operations.md tells operators to, if it is missing."""
+    if subprocess.run(["id", "-u", name], check=False, capture_output=True).returncode != 0:
+        subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                name,
+            ],
+            check=True,
+            capture_output=True,
+        )
+
+
+def as_user(user: str, capabilities: tuple[str, ...]) -> list[str]:
+    """The argv prefix that runs a command as ``user`` with ``capabilities`` only, as the systemd unit does:
+    ambient and bounding sets both exactly these, no new privileges (setpriv, from util-linux)."""
+    caps = ",".join(["-all", *(f"+{c}" for c in capabilities)])
+    return [
+        "setpriv",
+        f"--reuid={user}",
+        f"--regid={user}",
+        "--init-groups",
+        f"--inh-caps={caps}",
+        f"--ambient-caps={caps}",
+        f"--bounding-set={caps}",
+        "--no-new-privs",
+        "--",
+    ]
+
+
+def start_anycastd(
+    lab: Lab, server: Server, config: str | None = None, user: str | None = None
+) -> subprocess.Popen[bytes]:
+    """anycastd on ``server``; with ``user``, as that unprivileged user with CAP_NET_ADMIN alone."""
+    sdir = lab.workdir / server.name
+    sdir.mkdir(exist_ok=True)
     path, logfile, _ = anycastd_paths(lab, server)
     path.write_text(config or anycastd_config(lab, server))
-    return lab.spawn(
-        anycastd_key(server),
-        lab.ns(server.name),
-        [sys.executable, "-m", "anycastd", "run", "--config", str(path), "--log-level", "debug"],
-        logfile,
-    )
+    argv = [sys.executable, "-m", "anycastd", "run", "--config", str(path), "--log-level", "debug"]
+    if user is not None:
+        ensure_user(user)
+        lab.workdir.chmod(0o711)  # mkdtemp's 0700 would keep the user out of its own directory
+        for sub in (sdir / "run", sdir / "state"):  # what systemd's RuntimeDirectory= and StateDirectory= give
+            sub.mkdir(exist_ok=True)
+            subprocess.run(["chown", "-R", f"{user}:", str(sub)], check=True)
+        argv = [*as_user(user, SIDECAR_CAPABILITIES), *argv]
+    return lab.spawn(anycastd_key(server), lab.ns(server.name), argv, logfile)
 
 
 def anycastctl(lab: Lab, server: Server, *args: str) -> subprocess.CompletedProcess[str]:

@@ -73,6 +73,17 @@ def test_reload_changed_unchanged_and_invalid_without_a_flap(lab: BgpLab) -> Non
     s1 = lab.servers[0]
     base = daemons.anycastd_config(lab.lab, s1)
     two = base + daemons.extra_service(s1, "extra", ["203.0.113.54/32"])
+    # The router accepts from s1 only s1's own prefixes: what `anycastd frr-policy` adds for the new service.
+    permit = "ip prefix-list FROM-s1-V4 seq 20 permit 203.0.113.54/32"
+    lab.vtysh_config(permit)
+    try:
+        _reload_without_a_flap(lab, two)
+    finally:
+        lab.vtysh_config("no " + permit)
+
+
+def _reload_without_a_flap(lab: BgpLab, two: str) -> None:
+    s1 = lab.servers[0]
     lab.reload_anycastd(s1, two, expect="reloaded")
     wait_until(lambda: s1.v4 in lab.paths("203.0.113.54/32"), 10, what="the added service's route")
     with FibWatch(lab.lab.router, SERVICE_V4) as dns, FibWatch(lab.lab.router, "203.0.113.54/32") as extra:

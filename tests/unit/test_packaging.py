@@ -62,3 +62,38 @@ def test_systemd_accepts_the_unit(unit: str, tmp_path: Path) -> None:
     result = subprocess.run([analyze, "verify", str(copy)], check=False, capture_output=True, text=True)
     problems = [line for line in (result.stdout + result.stderr).splitlines() if unit in line]
     assert problems == []
+
+
+#: The exposure `systemd-analyze security` may give either unit (0 is best, 10 worst).
+MAX_EXPOSURE = 3.0
+
+
+@pytest.mark.parametrize(
+    ("unit", "capabilities"),
+    [("anycastd.service", "CAP_NET_ADMIN"), ("anycastd-router.service", "")],
+)
+def test_each_unit_runs_unprivileged_with_only_the_capabilities_it_needs(unit: str, capabilities: str) -> None:
+    s = service(unit)
+    assert (s["User"], s["Group"]) == ("anycastd", "anycastd")
+    assert s["CapabilityBoundingSet"] == capabilities
+    assert s.get("AmbientCapabilities", "") == capabilities
+    for key in ("NoNewPrivileges", "ProtectSystem", "PrivateDevices", "RestrictNamespaces", "ProtectKernelTunables"):
+        assert s[key] in ("yes", "strict"), key
+    if unit == "anycastd-router.service":
+        assert s["SupplementaryGroups"] == "frrvty"  # vtysh, and nothing else
+
+
+@pytest.mark.parametrize("unit", [c[0] for c in CASES])
+def test_systemd_scores_the_units_exposure_at_most_3(unit: str, tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (make deps installs it)")
+    copy = tmp_path / unit
+    copy.write_text((UNITS / unit).read_text().replace(INSTALLED, ANYCASTD))
+    result = subprocess.run(
+        [analyze, "security", "--offline=true", str(copy)], check=False, capture_output=True, text=True
+    )
+    overall = [line for line in result.stdout.splitlines() if "Overall exposure level" in line]
+    assert overall, result.stdout + result.stderr
+    score = float(overall[0].split(":")[1].split()[0])
+    assert score <= MAX_EXPOSURE, "\n".join(line for line in result.stdout.splitlines() if "✗" in line)

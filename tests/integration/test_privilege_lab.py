@@ -1,0 +1,72 @@
+"""The sidecar end to end as the unprivileged user anycastd, with CAP_NET_ADMIN alone (setpriv, as the unit does)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from anycastd.lab import daemons
+from anycastd.lab.bgp import BgpLab
+
+CAP_NET_ADMIN = 1 << 12
+
+
+def _status(pid: int) -> dict[str, str]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return fields
+
+
+def _runnable_by(user: str) -> bool:
+    """Can ``user`` run this Python and import anycastd, and start ExaBGP the way anycastd does (a child of
+    this Python)? Not with a checkout or an interpreter in a private directory such as /root."""
+    child = "import subprocess, sys; sys.exit(subprocess.run([sys.executable, '-c', 'import anycastd']).returncode)"
+    argv = [*daemons.as_user(user, ()), sys.executable, "-c", child]
+    return subprocess.run(argv, check=False, capture_output=True, cwd="/").returncode == 0
+
+
+def test_the_sidecar_runs_without_root(lab: BgpLab) -> None:
+    user = daemons.UNPRIVILEGED_USER
+    daemons.ensure_user(user)
+    if not _runnable_by(user):
+        pytest.skip(f"user {user} cannot run {sys.executable} and import anycastd (make venv builds it from Debian's)")
+    s1 = lab.servers[0]
+    try:
+        lab.kill_anycastd(s1)
+        lab.wait_server(s1, present=False)
+        lab.start_anycastd(s1, user=user)
+        lab.wait_server(s1, present=True, timeout=20)
+
+        # anycastd and ExaBGP: not root, CAP_NET_ADMIN and nothing else, no way to gain more
+        pid = lab.lab.processes[daemons.anycastd_key(s1)].pid
+        exabgp = lab.exabgp_pid(s1)
+        assert exabgp is not None
+        for process in (pid, exabgp):
+            status = _status(process)
+            assert {int(uid) for uid in status["Uid"].split()} != {0}, status["Uid"]
+            assert 0 not in {int(uid) for uid in status["Uid"].split()}
+            assert int(status["CapEff"], 16) == int(status["CapBnd"], 16) == CAP_NET_ADMIN
+            assert status["NoNewPrivs"] == "1"
+
+        # it still does its whole job: a dead resolver is withdrawn, a live one announced, a drain persisted
+        lab.kill_resolver(s1)
+        lab.wait_server(s1, present=False)
+        lab.start_resolver(s1)
+        lab.wait_server(s1, present=True, timeout=20)
+        drained = lab.anycastctl(s1, "withdraw", "--all", "--reason", "unprivileged drain")
+        assert drained.returncode == 0, drained.stderr
+        lab.wait_server(s1, present=False)
+        state = lab.lab.workdir / s1.name / "state" / "maintenance.json"
+        assert "unprivileged drain" in state.read_text()
+        assert state.stat().st_uid != 0
+        announced = lab.anycastctl(s1, "announce", "--all")
+        assert announced.returncode == 0, announced.stderr
+        lab.wait_server(s1, present=True, timeout=20)
+    finally:
+        lab.kill_anycastd(s1)
+        lab.start_anycastd(s1)  # as root again, for the other tests of this module
