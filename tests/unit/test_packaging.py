@@ -52,14 +52,19 @@ def test_the_unit_checks_then_runs_one_configuration(unit: str, path: str, examp
     assert Path("/var/lib") / s["StateDirectory"] == state
 
 
-@pytest.mark.parametrize("unit", [c[0] for c in CASES])
-def test_systemd_accepts_the_unit(unit: str, tmp_path: Path) -> None:
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze is not installed")
+def analyze(unit: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`systemd-analyze ARGS` on a copy of ``unit`` that runs this checkout's anycastd (skip without it)."""
+    program = shutil.which("systemd-analyze")
+    if program is None:
+        pytest.skip("systemd-analyze is not installed (make deps installs it)")
     copy = tmp_path / unit
     copy.write_text((UNITS / unit).read_text().replace(INSTALLED, ANYCASTD))
-    result = subprocess.run([analyze, "verify", str(copy)], check=False, capture_output=True, text=True)
+    return subprocess.run([program, *args, str(copy)], check=False, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("unit", [c[0] for c in CASES])
+def test_systemd_accepts_the_unit(unit: str, tmp_path: Path) -> None:
+    result = analyze(unit, tmp_path, "verify")
     problems = [line for line in (result.stdout + result.stderr).splitlines() if unit in line]
     assert problems == []
 
@@ -85,14 +90,7 @@ def test_each_unit_runs_unprivileged_with_only_the_capabilities_it_needs(unit: s
 
 @pytest.mark.parametrize("unit", [c[0] for c in CASES])
 def test_systemd_scores_the_units_exposure_at_most_3(unit: str, tmp_path: Path) -> None:
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze is not installed (make deps installs it)")
-    copy = tmp_path / unit
-    copy.write_text((UNITS / unit).read_text().replace(INSTALLED, ANYCASTD))
-    result = subprocess.run(
-        [analyze, "security", "--offline=true", str(copy)], check=False, capture_output=True, text=True
-    )
+    result = analyze(unit, tmp_path, "security", "--offline=true")
     overall = [line for line in result.stdout.splitlines() if "Overall exposure level" in line]
     assert overall, result.stdout + result.stderr
     score = float(overall[0].split(":")[1].split()[0])
