@@ -41,6 +41,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import pwd
 import signal
 import sys
 import time
@@ -85,12 +86,21 @@ def _die_with_parent() -> None:
     _libc.prctl(exabgp_helper.PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+def _own_user() -> str:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # a uid without a name: ExaBGP switches user only as root, and root has one
+        return "root"
+
+
 EXABGP_ENV = {
     "exabgp_daemon_daemonize": "false",
-    "exabgp_daemon_drop": "false",  # start the helper before any drop: it must reach a root-only socket
-    # Stay root: the kernel clears PR_SET_PDEATHSIG when a process changes its user,
-    # and that signal is what takes ExaBGP down with a SIGKILLed anycastd.
-    "exabgp_daemon_user": "root",
+    # Never change user: the kernel clears PR_SET_PDEATHSIG when a process does, and that signal is
+    # what takes ExaBGP down with a SIGKILLed anycastd. ExaBGP, run as root, always switches to
+    # exabgp.daemon.user, so that is whoever runs anycastd: under packaging/systemd, the unprivileged
+    # user anycastd with CAP_NET_ADMIN alone (docs/security.md), and ExaBGP then changes nothing.
+    "exabgp_daemon_drop": "false",
+    "exabgp_daemon_user": _own_user(),
     "exabgp_daemon_pid": "",
     "exabgp_api_ack": "true",
     "exabgp_api_respawn": "false",  # a dead helper means a dead controller: do not hide it
