@@ -23,7 +23,7 @@ venv: $(VENV)/.installed
 lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy anycastd
+	$(PY) -m mypy anycastd anycastd_lab
 
 # One pytest run: unit tests everywhere, integration tests as root (they skip, saying why, otherwise).
 # The health core must keep 100% branch coverage.
@@ -43,7 +43,7 @@ integration: deps venv
 	$(PY) -m pytest tests/integration
 
 demo: deps venv
-	$(PY) -m anycastd.lab.demo
+	$(PY) -m anycastd_lab.demo
 
 # The benchmarks write docs/benchmarks.md. `make bench` (about 30 minutes) is anycastd beside
 # exabgp healthcheck, and the router-side variant; `make bench-quick` (under 5 minutes) is a smoke

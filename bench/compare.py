@@ -49,10 +49,10 @@ from report import arguments, context, publish
 from resources import cpu_seconds, rss_mb
 
 from anycastd.config import DnsCheck
-from anycastd.lab.bgp import BgpLab
-from anycastd.lab.daemons import anycastd_key
-from anycastd.lab.fib import FibWatch
-from anycastd.lab.topology import HEALTH_QNAME, ROUTER_ASN, SERVICE_V4, SERVICE_V6, Server
+from anycastd_lab.bgp import BgpLab
+from anycastd_lab.daemons import anycastd_key
+from anycastd_lab.fib import FibWatch
+from anycastd_lab.topology import HEALTH_QNAME, ROUTER_ASN, SERVICE_V4, SERVICE_V6, Server
 
 FASTEST = "--interval 1 --fast-interval 1 --rise 1 --fall 1 --timeout 1"
 #: How ExaBGP is run for the health checker: in the foreground, as root, connecting out only.

@@ -20,7 +20,7 @@ import time
 from report import arguments, context, publish
 
 from anycastd.config import DrainSettings
-from anycastd.lab.bgp import BgpLab
+from anycastd_lab.bgp import BgpLab
 
 LOAD_SECONDS = 6
 DRAIN_AFTER = 1.5

@@ -22,9 +22,9 @@ from collections.abc import Callable
 from report import arguments, context, publish
 
 from anycastd.config import DnsCheck
-from anycastd.lab.base import DnsLab
-from anycastd.lab.bgp import BgpLab
-from anycastd.lab.topology import Server
+from anycastd_lab.base import DnsLab
+from anycastd_lab.bgp import BgpLab
+from anycastd_lab.topology import Server
 
 Scenario = tuple[str, float | None, Callable[[Server], None], Callable[[Server], None], bool]
 

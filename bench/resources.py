@@ -18,8 +18,8 @@ import time
 
 from report import arguments, context, publish
 
-from anycastd.lab import daemons
-from anycastd.lab.bgp import BgpLab
+from anycastd_lab import daemons
+from anycastd_lab.bgp import BgpLab
 
 TICK = os.sysconf("SC_CLK_TCK")
 

@@ -29,10 +29,10 @@ from report import arguments, context, publish
 from resources import cpu_seconds, rss_mb
 
 from anycastd.config import DnsCheck
-from anycastd.lab import daemons
-from anycastd.lab.clab import STATIC_TOPOLOGY
-from anycastd.lab.static import StaticLab
-from anycastd.lab.topology import HEALTH_QNAME, SERVICE_V4, Lab, wait_until
+from anycastd_lab import daemons
+from anycastd_lab.clab import STATIC_TOPOLOGY
+from anycastd_lab.static import StaticLab
+from anycastd_lab.topology import HEALTH_QNAME, SERVICE_V4, Lab, wait_until
 
 FARM = 32
 FARM_ROUTER = "192.0.2.129/26"  # the router's side of the farm's extra subnet, on s1's link

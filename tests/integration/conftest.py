@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from anycastd.lab.bgp import BgpLab
-from anycastd.lab.static import StaticLab
-from anycastd.lab.topology import reap_stale_labs
+from anycastd_lab.bgp import BgpLab
+from anycastd_lab.static import StaticLab
+from anycastd_lab.topology import reap_stale_labs
 
 NEEDED = ["ip", "vtysh", "unbound", "named", "dig", "/usr/lib/frr/zebra", "/usr/lib/frr/bgpd", "/usr/lib/frr/staticd"]
 

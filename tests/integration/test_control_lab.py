@@ -11,10 +11,10 @@ import signal
 import socket
 import time
 
-from anycastd.lab import daemons
-from anycastd.lab.bgp import BgpLab
-from anycastd.lab.fib import FibWatch
-from anycastd.lab.topology import SERVICE_V4, wait_until
+from anycastd_lab import daemons
+from anycastd_lab.bgp import BgpLab
+from anycastd_lab.fib import FibWatch
+from anycastd_lab.topology import SERVICE_V4, wait_until
 
 #: The issue asks for at least 500 queries/s, each from its own source port.
 RATE = 600

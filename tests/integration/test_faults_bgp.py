@@ -14,11 +14,11 @@ import time
 
 import pytest
 
-from anycastd.lab import daemons
-from anycastd.lab.base import process_running
-from anycastd.lab.bgp import BgpLab
-from anycastd.lab.fib import FibWatch
-from anycastd.lab.topology import SERVICE_V4, SERVICE_V6, Server, wait_until
+from anycastd_lab import daemons
+from anycastd_lab.base import process_running
+from anycastd_lab.bgp import BgpLab
+from anycastd_lab.fib import FibWatch
+from anycastd_lab.topology import SERVICE_V4, SERVICE_V6, Server, wait_until
 from tests.integration.conftest import Row
 
 DEATH = 1.0  # a process of the tree dies: the path is gone within this (issue 14)

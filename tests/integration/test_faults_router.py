@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from anycastd.lab.static import StaticLab
-from anycastd.lab.topology import SERVICE_V4, SERVICE_V6, wait_until
+from anycastd_lab.static import StaticLab
+from anycastd_lab.topology import SERVICE_V4, SERVICE_V6, wait_until
 from tests.integration.conftest import Row
 
 DEATH = 1.0

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import time
 
-from anycastd.lab import daemons
-from anycastd.lab.bgp import BgpLab
-from anycastd.lab.topology import SERVICE_V4, wait_until
+from anycastd_lab import daemons
+from anycastd_lab.bgp import BgpLab
+from anycastd_lab.topology import SERVICE_V4, wait_until
 
 
 def test_the_router_took_every_line_of_frr_conf(lab: BgpLab) -> None:

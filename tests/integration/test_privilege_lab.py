@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from anycastd.lab import daemons
-from anycastd.lab.bgp import BgpLab
+from anycastd_lab import daemons
+from anycastd_lab.bgp import BgpLab
 
 CAP_NET_ADMIN = 1 << 12
 

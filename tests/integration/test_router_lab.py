@@ -11,10 +11,10 @@ import signal
 import sys
 import time
 
-from anycastd.lab import daemons
-from anycastd.lab.fib import FibWatch
-from anycastd.lab.static import StaticLab
-from anycastd.lab.topology import SERVICE_V4, SERVICE_V6, wait_until
+from anycastd_lab import daemons
+from anycastd_lab.fib import FibWatch
+from anycastd_lab.static import StaticLab
+from anycastd_lab.topology import SERVICE_V4, SERVICE_V6, wait_until
 
 TAG = 5353
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 import signal
 
-from anycastd.lab.bgp import BgpLab
-from anycastd.lab.daemons import anycastd_key
-from anycastd.lab.topology import SERVICE_V4, SERVICE_V6, wait_until
+from anycastd_lab.bgp import BgpLab
+from anycastd_lab.daemons import anycastd_key
+from anycastd_lab.topology import SERVICE_V4, SERVICE_V6, wait_until
 
 #: anycastd's documented bound for a frozen controller (docs/architecture.md):
 #: exabgp.watchdog (1.5 s by default) plus the time to kill ExaBGP and for the router to react.

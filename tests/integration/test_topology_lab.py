@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from anycastd.lab import clab
-from anycastd.lab.base import DnsLab
-from anycastd.lab.topology import Lab
+from anycastd_lab import clab
+from anycastd_lab.base import DnsLab
+from anycastd_lab.topology import Lab
 
 
 def kernel(lab: Lab, node: str, *argv: str) -> list[dict[str, Any]]:

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from anycastd import config
-from anycastd.lab import clab, daemons
-from anycastd.lab.topology import Lab
+from anycastd_lab import clab, daemons
+from anycastd_lab.topology import Lab
 
 TOPOLOGIES = [clab.BGP_TOPOLOGY, clab.STATIC_TOPOLOGY]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from anycastd.lab.clab import BGP_TOPOLOGY, load
-from anycastd.lab.topology import ROUTER_ASN, SERVICE_V4, SERVICE_V6, Server, frr_file
+from anycastd_lab.clab import BGP_TOPOLOGY, load
+from anycastd_lab.topology import ROUTER_ASN, SERVICE_V4, SERVICE_V6, Server, frr_file
 
 
 def test_the_bgp_config_peers_with_exactly_the_lab_servers() -> None:

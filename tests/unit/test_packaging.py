@@ -7,6 +7,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,22 @@ def test_systemd_scores_the_units_exposure_at_most_3(unit: str, tmp_path: Path) 
     assert overall, result.stdout + result.stderr
     score = float(overall[0].split(":")[1].split()[0])
     assert score <= MAX_EXPOSURE, "\n".join(line for line in result.stdout.splitlines() if "✗" in line)
+
+
+def test_the_wheel_holds_the_runtime_only(tmp_path: Path) -> None:
+    """What operators install on a DNS server: the daemon and its CLI, not the lab, the demo or the benchmarks."""
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert built.returncode == 0, built.stderr
+    [wheel] = tmp_path.glob("anycastd_dns-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+    top = {name.split("/", 1)[0] for name in names}
+    assert {t for t in top if not t.endswith(".dist-info")} == {"anycastd"}
+    assert not [n for n in names if "/lab/" in n or "anycastd_lab" in n or n.startswith(("tests/", "bench/"))]
+    for needed in ("anycastd/cli/anycastd.py", "anycastd/announce/exabgp_helper.py", "anycastd/offloop.py"):
+        assert needed in names

@@ -6,7 +6,7 @@ at ``--rate`` per second (0: one after another); a query not answered within
 ``--timeout`` counts as lost. The answer to ``whoami.example. TXT`` names the
 server that answered.
 
-    python -m anycastd.lab.client 203.0.113.53 --count 1000 --rate 1000 [--timeline]
+    python -m anycastd_lab.client 203.0.113.53 --count 1000 --rate 1000 [--timeline]
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ import yaml
 
 from anycastd.errors import AnycastdError
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 CONTAINERLAB = ROOT / "containerlab"
 BGP_TOPOLOGY = CONTAINERLAB / "anycast-dns.clab.yml"
 STATIC_TOPOLOGY = CONTAINERLAB / "anycast-dns-static.clab.yml"

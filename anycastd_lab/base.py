@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, Self
 
-from anycastd.lab import clab, daemons
-from anycastd.lab.fib import Fib
-from anycastd.lab.topology import SERVICE_V4, SERVICE_V6, Lab, Server, run, wait_until
+from anycastd_lab import clab, daemons
+from anycastd_lab.fib import Fib
+from anycastd_lab.topology import SERVICE_V4, SERVICE_V6, Lab, Server, run, wait_until
 
 
 class DnsLab:
@@ -242,7 +242,7 @@ class DnsLab:
 
     def client(self, address: str, count: int, rate: float = 0.0, timeline: bool = False) -> subprocess.Popen[str]:
         """Start the lab client in the client namespace; read its JSON with ``client_result``."""
-        argv = ["ip", "netns", "exec", self.lab.client, sys.executable, "-m", "anycastd.lab.client", address]
+        argv = ["ip", "netns", "exec", self.lab.client, sys.executable, "-m", "anycastd_lab.client", address]
         argv += ["--count", str(count), "--rate", str(rate)] + (["--timeline"] if timeline else [])
         return subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
 

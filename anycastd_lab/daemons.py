@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from anycastd.lab.topology import (
+from anycastd_lab.topology import (
     HEALTH_QNAME,
     ROUTER_ASN,
     SERVICE_V4,

@@ -10,9 +10,9 @@ import signal
 import subprocess
 import sys
 
-from anycastd.lab import daemons
-from anycastd.lab.base import DnsLab
-from anycastd.lab.topology import Server, wait_until
+from anycastd_lab import daemons
+from anycastd_lab.base import DnsLab
+from anycastd_lab.topology import Server, wait_until
 
 
 class BgpLab(DnsLab):

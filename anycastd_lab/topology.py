@@ -39,7 +39,7 @@ from pathlib import Path
 from types import TracebackType
 
 from anycastd import config
-from anycastd.lab import clab
+from anycastd_lab import clab
 
 log = logging.getLogger(__name__)
 

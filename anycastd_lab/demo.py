@@ -13,8 +13,8 @@ import time
 from collections import Counter
 from typing import Any
 
-from anycastd.lab.bgp import BgpLab
-from anycastd.lab.topology import SERVICE_V4, SERVICE_V6, run
+from anycastd_lab.bgp import BgpLab
+from anycastd_lab.topology import SERVICE_V4, SERVICE_V6, run
 
 
 def say(text: str = "") -> None:

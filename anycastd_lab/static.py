@@ -12,10 +12,10 @@ import signal
 import subprocess
 import sys
 
-from anycastd.lab import clab, daemons
-from anycastd.lab.base import DnsLab
-from anycastd.lab.topology import run, wait_until
 from anycastd.routes import Installed, parse_running_config
+from anycastd_lab import clab, daemons
+from anycastd_lab.base import DnsLab
+from anycastd_lab.topology import run, wait_until
 
 
 class StaticLab(DnsLab):
