@@ -32,8 +32,8 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from anycastd.config import IPAddress
 from anycastd.errors import AnycastdError
+from anycastd.schema import IPAddress
 from anycastd.syntax import nft_word
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from anycastd.config import IPAddress, IPNetwork
 from anycastd.errors import AnnounceError
+from anycastd.schema import IPAddress, IPNetwork
 
 MAIN_TABLE = 254
 AF_INET, AF_INET6 = 2, 10

@@ -20,9 +20,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from anycastd.checks.dns import ProbeResult
-from anycastd.config import IPAddress
 from anycastd.errors import AnycastdError
 from anycastd.health import State
+from anycastd.schema import IPAddress
 
 log = logging.getLogger(__name__)
 

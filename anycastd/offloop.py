@@ -86,7 +86,8 @@ class OffLoopReader(Generic[T]):
 
 
 def _loader(kind: str) -> Callable[[str], Any]:
-    from anycastd.config import load, load_router  # noqa: PLC0415 (the child needs them, the parent does not)
+    from anycastd.config import load  # noqa: PLC0415 (the child needs them, the parent does not)
+    from anycastd.router_config import load_router  # noqa: PLC0415
 
     return {"sidecar": load, "router": load_router}[kind]
 

@@ -38,7 +38,6 @@ import tenacity
 
 from anycastd.announce.frr import RouteError, StaticRoutes
 from anycastd.checks.dns import Prober
-from anycastd.config import DnsCheck, RoutedService, RouterConfig, Server
 from anycastd.control import (
     AnnounceRequest,
     CheckRequest,
@@ -52,6 +51,7 @@ from anycastd.control import (
 from anycastd.fib import Divergence, FibError, KernelFib, divergence
 from anycastd.health import Decision, ServiceHealth, State, Thresholds
 from anycastd.metrics import RouterMetrics, RouterView, ServerView
+from anycastd.router_config import RoutedService, RouterConfig, Server
 from anycastd.routes import (
     Change,
     Choice,
@@ -63,6 +63,7 @@ from anycastd.routes import (
     repair,
     servers_routed,
 )
+from anycastd.schema import DnsCheck
 from anycastd.sidecar import Clock, Sleep
 from anycastd.state import MAX_TEXT, Maintenance, MaintenanceStore, StateError
 from anycastd.status import CheckStatus, iso, result_json, transition_json

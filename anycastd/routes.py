@@ -31,8 +31,9 @@ import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from anycastd.config import IPAddress, IPNetwork, RoutedService
 from anycastd.fib import Divergence
+from anycastd.router_config import RoutedService
+from anycastd.schema import IPAddress, IPNetwork
 from anycastd.syntax import vtysh_command
 
 

@@ -34,7 +34,7 @@ from typing import Any
 from anycastd.address import Addresses
 from anycastd.announce import Announcer
 from anycastd.checks.dns import Prober
-from anycastd.config import Config, DnsCheck, IPAddress, Service
+from anycastd.config import Config, Service
 from anycastd.control import (
     AnnounceRequest,
     CheckRequest,
@@ -49,6 +49,7 @@ from anycastd.drain import DrainReport, TrafficMeter, Verdict, wait_quiet
 from anycastd.errors import AddressError, AnnounceError, ConfigError
 from anycastd.health import Announce, Decision, ServiceHealth, State, Thresholds
 from anycastd.metrics import Metrics, ServiceView, View
+from anycastd.schema import DnsCheck, IPAddress
 from anycastd.state import MAX_TEXT, Maintenance, MaintenanceStore, StateError
 from anycastd.status import CheckStatus, iso, result_json, transition_json
 

@@ -28,7 +28,7 @@ from failover import measure, resolver_scenarios, table
 from report import arguments, context, publish
 from resources import cpu_seconds, rss_mb
 
-from anycastd.config import DnsCheck
+from anycastd.schema import DnsCheck
 from anycastd_lab import daemons
 from anycastd_lab.clab import STATIC_TOPOLOGY
 from anycastd_lab.static import StaticLab

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # the ExaBGP helper lives in this package and must start fast
-    from anycastd.config import IPNetwork
+    from anycastd.schema import IPNetwork
 
 
 class Announcer(Protocol):

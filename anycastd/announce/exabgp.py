@@ -52,9 +52,10 @@ import tenacity
 
 from anycastd.announce import exabgp_helper
 from anycastd.announce.exabgp_config import render_config
-from anycastd.config import Config, IPNetwork
+from anycastd.config import Config
 from anycastd.control import peer_of
 from anycastd.errors import AnnounceError
+from anycastd.schema import IPNetwork
 from anycastd.status import iso
 
 log = logging.getLogger(__name__)

@@ -24,10 +24,11 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from anycastd.config import IPAddress, IPNetwork, VtyshSettings
 from anycastd.errors import AnnounceError
 from anycastd.fib import Hops
+from anycastd.router_config import VtyshSettings
 from anycastd.routes import Installed, StaticRoute, parse_running_config
+from anycastd.schema import IPAddress, IPNetwork
 
 log = logging.getLogger(__name__)
 

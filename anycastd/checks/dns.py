@@ -38,8 +38,8 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 
-from anycastd.config import DnsCheck, IPAddress
 from anycastd.health import Outcome, Result
+from anycastd.schema import DnsCheck, IPAddress
 
 UDP_SENDS = 3
 

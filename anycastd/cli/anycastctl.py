@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from anycastd import __version__
-from anycastd.config import CONTROL_SOCKET, DEFAULT_RUNTIME_DIR
 from anycastd.control import (
     AnnounceRequest,
     CheckRequest,
@@ -26,6 +25,7 @@ from anycastd.control import (
     WithdrawRequest,
     call,
 )
+from anycastd.schema import CONTROL_SOCKET, DEFAULT_RUNTIME_DIR
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_TIMED_OUT, EXIT_CHECK_FAILED = 0, 1, 2, 3, 4
 DEFAULT_SOCKET = DEFAULT_RUNTIME_DIR / CONTROL_SOCKET

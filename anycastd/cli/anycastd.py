@@ -16,7 +16,7 @@ from anycastd.address import NetlinkAddresses
 from anycastd.announce.exabgp import ExaBGPAnnouncer
 from anycastd.announce.frr import VtyshRoutes
 from anycastd.checks.dns import DnsProber
-from anycastd.config import Config, RouterConfig, load, load_router
+from anycastd.config import Config, load
 from anycastd.control import Controller, ControlServer
 from anycastd.drain import NftablesMeter
 from anycastd.errors import AnycastdError, ConfigError
@@ -24,6 +24,7 @@ from anycastd.fib import NetlinkFib
 from anycastd.metrics import Metrics, RouterMetrics
 from anycastd.offloop import OffLoopReader
 from anycastd.router import Router
+from anycastd.router_config import RouterConfig, load_router
 from anycastd.sidecar import Liveness, Sidecar
 from anycastd.state import FileStore
 

@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from anycastd import config, control, state
+from anycastd import config, control, router_config, state
 
 ROOT = Path(__file__).parents[2]
 HANG = 5.0
@@ -100,7 +100,7 @@ def _parsers(tmp: Path) -> dict[str, Callable[[bytes], object]]:
 
     return {
         "config": via_file(config.load),
-        "router": via_file(config.load_router),
+        "router": via_file(router_config.load_router),
         "control": control.decode,
         "state": state_file,
     }

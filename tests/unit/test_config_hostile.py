@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from anycastd.config import ConfigError, load, load_router, parse, parse_router
+from anycastd.config import ConfigError, load, parse
+from anycastd.router_config import load_router, parse_router
 from anycastd.yamlfile import MAX_BYTES
 from tests.unit.test_config import GOOD
 

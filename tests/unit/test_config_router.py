@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from anycastd.config import DEFAULT_ROUTE_TAG, ConfigError, load_router, parse, parse_router
+from anycastd.config import ConfigError, parse
+from anycastd.router_config import DEFAULT_ROUTE_TAG, load_router, parse_router
 
 GOOD = """\
 router:

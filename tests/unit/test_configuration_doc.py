@@ -6,7 +6,7 @@ import dataclasses
 import re
 from pathlib import Path
 
-from anycastd import config
+from anycastd import config, router_config, schema
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
@@ -35,17 +35,17 @@ def test_the_examples_are_valid_configurations() -> None:
     sidecar, router = yaml_blocks(section("The sidecar")), yaml_blocks(section("The router"))
     assert len(sidecar) == len(router) == 1
     assert config.parse(sidecar[0]).services[0].name == "dns"
-    assert len(config.parse_router(router[0]).services[0].servers) == 2
+    assert len(router_config.parse_router(router[0]).services[0].servers) == 2
 
 
 def test_every_sidecar_key_is_described() -> None:
-    keys = set(config._TOP_KEYS) | set(config._CHECK_KEYS)
-    keys |= fields(config.Neighbor, config.Service, config.ControlSettings, config.DrainSettings)
-    keys |= fields(config.MetricsSettings, config.ExaBGPSettings)
+    keys = set(config._TOP_KEYS) | set(schema.CHECK_KEYS)
+    keys |= fields(config.Neighbor, config.Service, schema.ControlSettings, config.DrainSettings)
+    keys |= fields(schema.MetricsSettings, config.ExaBGPSettings)
     assert keys - described(section("The sidecar")) == set()
 
 
 def test_every_router_key_is_described() -> None:
-    keys = set(config._ROUTER_TOP_KEYS) | set(config._ROUTER_KEYS) | set(config._SERVER_KEYS)
-    keys |= fields(config.RoutedService)
+    keys = set(router_config._ROUTER_TOP_KEYS) | set(router_config._ROUTER_KEYS) | set(router_config._SERVER_KEYS)
+    keys |= fields(router_config.RoutedService)
     assert keys - described(section("The router")) == set()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from anycastd import config
+from anycastd import config, router_config
 from anycastd_lab import clab, daemons
 from anycastd_lab.topology import Lab
 
@@ -164,7 +164,7 @@ def test_the_lab_runs_anycastd_router_as_the_container_does(tmp_path: Path) -> N
     lab = lab_for(clab.STATIC_TOPOLOGY, tmp_path)
     path = lab.topology.router.bound(clab.ANYCASTD_ROUTER_CONFIG)
     assert path is not None
-    ours, theirs = config.parse_router(daemons.router_config(lab)), config.load_router(path)
+    ours, theirs = router_config.parse_router(daemons.router_config(lab)), router_config.load_router(path)
     assert (ours.services, ours.tag, ours.when_all_down, ours.metrics) == (
         theirs.services,
         theirs.tag,
@@ -230,4 +230,4 @@ def test_the_container_anycastd_files_pass_check_config() -> None:
         assert config.load(node.bound(clab.ANYCASTD_CONFIG) or Path("/missing")).local_asn > 0
     router = static.router.bound(clab.ANYCASTD_ROUTER_CONFIG)
     assert router is not None
-    assert [s.name for s in config.load_router(router).services[0].servers] == [n.name for n in static.servers]
+    assert [s.name for s in router_config.load_router(router).services[0].servers] == [n.name for n in static.servers]

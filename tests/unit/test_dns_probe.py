@@ -14,8 +14,8 @@ import dns.rrset
 import pytest
 
 from anycastd.checks.dns import DnsProber, ProbeResult, _os_failure, classify, combine, compile_check, fast_accept
-from anycastd.config import DnsCheck, IPAddress
 from anycastd.health import Outcome
+from anycastd.schema import DnsCheck, IPAddress
 from tests.unit.responder import Responder, serve
 
 LOCAL = ipaddress.ip_address("127.0.0.1")

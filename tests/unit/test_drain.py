@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from anycastd.config import IPAddress
 from anycastd.drain import InMemoryMeter, MeterError, QuietWatch, Verdict, nft_ruleset, parse_counters, wait_quiet
+from anycastd.schema import IPAddress
 from tests.unit.fake_time import FakeTime
 
 

@@ -103,7 +103,7 @@ def test_an_exabgp_that_stops_answering_is_killed_and_restarted(tmp_path: Path) 
             first = announcer.pid
             with pytest.raises(AckTimeout, match="did not acknowledge"):
                 await announcer.set_announced("wedged", [ipaddress.ip_network("192.0.2.67/32")], True)
-            await eventually(lambda: announcer.restarts == 1 and announcer.pid not in (None, first))
+            await eventually(lambda: announcer.restarts >= 1 and announcer.pid not in (None, first))
 
     asyncio.run(go())
 

@@ -14,12 +14,13 @@ from prometheus_client import generate_latest
 
 from anycastd.announce.frr import InMemoryRoutes
 from anycastd.checks.dns import ProbeResult
-from anycastd.config import DnsCheck, IPAddress, RouterConfig, parse_router
 from anycastd.control import AnnounceRequest, CheckRequest, ControlError, Peer, StatusRequest, WithdrawRequest
 from anycastd.fib import InMemoryFib
 from anycastd.health import Outcome, State
 from anycastd.router import Router
+from anycastd.router_config import RouterConfig, parse_router
 from anycastd.routes import Installed, StaticRoute
+from anycastd.schema import DnsCheck, IPAddress
 from anycastd.state import InMemoryStore, Maintenance
 from tests.unit.fake_time import FakeTime
 from tests.unit.test_control import Served, ctl

@@ -6,8 +6,8 @@ import ipaddress
 
 import pytest
 
-from anycastd.config import parse_router
 from anycastd.fib import Divergence
+from anycastd.router_config import parse_router
 from anycastd.routes import (
     Choice,
     Installed,

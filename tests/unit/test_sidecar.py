@@ -15,11 +15,12 @@ from prometheus_client import generate_latest
 from anycastd.address import InMemoryAddresses
 from anycastd.announce import InMemoryAnnouncer
 from anycastd.checks.dns import ProbeResult
-from anycastd.config import DnsCheck, DrainSettings, IPAddress, parse
+from anycastd.config import DrainSettings, parse
 from anycastd.control import AnnounceRequest, CheckRequest, ControlError, Peer, WithdrawRequest
 from anycastd.drain import InMemoryMeter
 from anycastd.errors import AnnounceError, ConfigError
 from anycastd.health import Outcome, State
+from anycastd.schema import DnsCheck, IPAddress
 from anycastd.sidecar import Liveness, Sidecar
 from anycastd.state import FileStore, InMemoryStore, Maintenance, MaintenanceStore
 from tests.unit.fake_time import FakeTime

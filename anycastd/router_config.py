@@ -1,0 +1,229 @@
+"""The router's configuration (`anycastd router`): YAML -> frozen, typed values, validated once.
+
+The same reader and shared sections as the sidecar's (anycastd.schema); this
+module adds the servers, their nexthops, and vtysh.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from anycastd.errors import ConfigError
+from anycastd.schema import (
+    CONTROL_SOCKET,
+    DEFAULT_RUNTIME_DIR,
+    SERVICE_NAME,
+    TEMPLATE_ADDRESS,
+    ControlSettings,
+    DnsCheck,
+    IPAddress,
+    IPNetwork,
+    MetricsSettings,
+    check_service_name,
+    one_of,
+    read_check,
+    read_control,
+    read_metrics,
+    read_prefixes,
+    read_services,
+    read_top,
+    to_address,
+    to_bool,
+    to_command,
+    to_path,
+    to_str,
+)
+from anycastd.yamlfile import Reader, kind, read_text, seconds, whole
+
+DEFAULT_ROUTE_TAG = 5353
+DEFAULT_ROUTER_STATE_DIR = Path("/var/lib/anycastd-router")
+WHEN_ALL_DOWN = ("keep", "withdraw")
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    address: IPAddress  # the admin address: what is probed
+    nexthops: tuple[IPAddress, ...]  # at most one per family; the static routes point here
+
+    def nexthop_for(self, prefix: IPNetwork) -> IPAddress:
+        return next(n for n in self.nexthops if n.version == prefix.version)
+
+
+@dataclass(frozen=True)
+class RoutedService:
+    name: str
+    prefixes: tuple[IPNetwork, ...]
+    checks: tuple[DnsCheck, ...]  # templates: the address is each server's
+    servers: tuple[Server, ...]
+
+    def checks_for(self, server: Server) -> tuple[DnsCheck, ...]:
+        return tuple(replace(c, address=server.address) for c in self.checks)
+
+    def server(self, name: str) -> Server:
+        return next(s for s in self.servers if s.name == name)
+
+
+@dataclass(frozen=True)
+class VtyshSettings:
+    command: tuple[str, ...] = ("vtysh",)
+    timeout: float = 5.0  # seconds one vtysh call may take
+    resync: float = 10.0  # seconds between reads of FRR that repair drift (FRR restarted, a hand edit)
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    services: tuple[RoutedService, ...]
+    vtysh: VtyshSettings = VtyshSettings()
+    tag: int = DEFAULT_ROUTE_TAG
+    when_all_down: str = "keep"
+    runtime_dir: Path = DEFAULT_RUNTIME_DIR
+    state_dir: Path = DEFAULT_ROUTER_STATE_DIR
+    control: ControlSettings = field(default_factory=ControlSettings)
+    metrics: MetricsSettings | None = None
+    source: str = "<config>"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.control.socket or self.runtime_dir / CONTROL_SOCKET
+
+    def service(self, name: str) -> RoutedService:
+        for s in self.services:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    @property
+    def server_names(self) -> list[str]:
+        return sorted({server.name for s in self.services for server in s.servers})
+
+
+_SERVER_KEYS = {"name", "address", "nexthops", "weight"}
+
+
+def _server(r: Reader, data: Any, path: str) -> Server | None:
+    m = r.mapping(data, path, _SERVER_KEYS)
+    if m is None:
+        return None
+    name = r.field(m, path, "name", to_str)
+    if name is not None and not SERVICE_NAME.match(name):
+        r.problem(
+            f"{path}.name",
+            "server names are 1 to 63 letters, digits, '_', '.', '-', starting with one of the first two",
+        )
+        name = None
+    address = r.field(m, path, "address", to_address)
+    if "weight" in m and m["weight"] != 1:
+        r.problem(
+            f"{path}.weight",
+            "FRR's staticd installs equal-cost paths only, so every server weighs 1; remove the key "
+            "(to give a server more traffic, give it more service addresses)",
+        )
+    nexthops: list[IPAddress] = []
+    if "nexthops" in m:
+        raw = m["nexthops"]
+        if not isinstance(raw, list) or not raw:
+            r.problem(f"{path}.nexthops", f"must be a non-empty list of addresses, got {kind(raw)}")
+            return None
+        for i, item in enumerate(raw):
+            try:
+                nexthop = to_address(item)
+            except ValueError as exc:
+                r.problem(f"{path}.nexthops[{i}]", str(exc))
+                continue
+            if any(n.version == nexthop.version for n in nexthops):
+                r.problem(f"{path}.nexthops[{i}]", f"a second IPv{nexthop.version} nexthop; give one per family")
+                continue
+            nexthops.append(nexthop)
+    elif address is not None:
+        nexthops.append(address)  # the usual case: the admin address is on the link to the router
+    if name is None or address is None or not nexthops:
+        return None
+    return Server(name, address, tuple(nexthops))
+
+
+def _routed_service(r: Reader, name: str, data: Any, path: str) -> RoutedService | None:
+    check_service_name(r, name, path)
+    m = r.mapping(data, path, {"prefixes", "checks", "servers", "allow_non_host_prefixes"})
+    if m is None:
+        return None
+    allow = r.field(m, path, "allow_non_host_prefixes", to_bool, False)
+    prefixes = read_prefixes(r, m, path, bool(allow))
+    if "checks" in m:
+        checks = [c for c_path, raw in r.items(m, path, "checks", "checks") if (c := read_check(r, raw, c_path, True))]
+    else:
+        checks = [DnsCheck(TEMPLATE_ADDRESS, probe_service_addresses=False)]
+    servers: list[Server] = []
+    for s_path, raw in r.items(m, path, "servers", "servers"):
+        server = _server(r, raw, s_path)
+        if server is None:
+            continue
+        for other in servers:
+            if other.name == server.name:
+                r.problem(f"{s_path}.name", f"server {server.name!r} is listed twice in this service")
+            elif other.address == server.address:
+                r.problem(f"{s_path}.address", f"{server.address} is already the address of server {other.name!r}")
+        for prefix in prefixes:
+            if not any(n.version == prefix.version for n in server.nexthops):
+                r.problem(
+                    f"{s_path}.nexthops",
+                    f"server {server.name!r} has no IPv{prefix.version} nexthop for {prefix}; add one to nexthops",
+                )
+        for address in (server.address, *server.nexthops):
+            for prefix in prefixes:
+                if address in prefix:
+                    r.problem(
+                        f"{s_path}",
+                        f"{address} is inside the service prefix {prefix}; the server's own "
+                        "addresses must differ from the service address",
+                    )
+        servers.append(server)
+    if not prefixes or not checks or not servers or allow is None:
+        return None
+    return RoutedService(name, tuple(prefixes), tuple(checks), tuple(servers))
+
+
+def _vtysh(r: Reader, raw: dict[str, Any]) -> VtyshSettings:
+    d = VtyshSettings()
+    command = r.field(raw, "router", "vtysh", to_command, d.command)
+    timeout = r.field(raw, "router", "vtysh_timeout", seconds(0, 120), d.timeout)
+    resync = r.field(raw, "router", "resync", seconds(0, 3600), d.resync)
+    return VtyshSettings(command or d.command, timeout or d.timeout, resync or d.resync)
+
+
+_ROUTER_TOP_KEYS = {"router", "services", "runtime_dir", "state_dir", "control", "metrics"}
+_ROUTER_KEYS = {"vtysh", "vtysh_timeout", "resync", "tag", "when_all_down"}
+
+
+def parse_router(text: str, source: str = "<config>") -> RouterConfig:
+    """Validate an `anycastd router` configuration and return it, or raise ConfigError."""
+    r, top = read_top(text, source, _ROUTER_TOP_KEYS)
+    raw_router = top.get("router", {})
+    m = r.mapping(raw_router, "router", _ROUTER_KEYS) if raw_router is not None else {}
+    m = m if m is not None else {}
+    vtysh = _vtysh(r, m)
+    tag = r.field(m, "router", "tag", whole(1, 4294967295), DEFAULT_ROUTE_TAG)
+    when_all_down = r.field(m, "router", "when_all_down", one_of(*WHEN_ALL_DOWN), "keep")
+    runtime_dir = r.field(top, "", "runtime_dir", to_path, DEFAULT_RUNTIME_DIR)
+    state_dir = r.field(top, "", "state_dir", to_path, DEFAULT_ROUTER_STATE_DIR)
+    control = read_control(r, top)
+    metrics = read_metrics(r, top)
+    services = read_services(r, top, _routed_service)
+    owner: dict[IPNetwork, str] = {}
+    for s in services:
+        for i, prefix in enumerate(s.prefixes):
+            if prefix in owner:
+                r.problem(
+                    f"services.{s.name}.prefixes[{i}]", f"{prefix} is already a prefix of service {owner[prefix]!r}"
+                )
+            owner.setdefault(prefix, s.name)
+    if r.problems or tag is None or when_all_down is None or runtime_dir is None or state_dir is None:
+        raise ConfigError(r.problems)
+    return RouterConfig(tuple(services), vtysh, tag, when_all_down, runtime_dir, state_dir, control, metrics, source)
+
+
+def load_router(path: str | Path) -> RouterConfig:
+    """Read and validate an `anycastd router` configuration file."""
+    return parse_router(read_text(path), str(path))

@@ -1,0 +1,269 @@
+"""What both configurations share: DNS checks, the control socket, metrics, and the readers of each value.
+
+Theory of operation
+-------------------
+A configuration file is read by anycastd.yamlfile (bounded, every value with
+its line and column) into plain values; the schema modules then turn those
+into frozen, typed values, validated once. This module holds what the
+sidecar's schema (anycastd.config) and the router's (anycastd.router_config)
+have in common: the converters of single values (``to_address``,
+``to_prefix``, ...), the readers of shared sections (``read_check``,
+``read_control``, ``read_metrics``), and ``read_top``, which starts every
+file. Readers collect every problem they meet instead of stopping at the
+first, so an operator fixes a file in one round.
+"""
+
+from __future__ import annotations
+
+import grp
+import ipaddress
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import dns.exception
+import dns.name
+import dns.rcode
+import dns.rdatatype
+
+from anycastd.yamlfile import Reader, absolute_path, kind, seconds, whole
+from anycastd.yamlfile import text as _text
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DEFAULT_RUNTIME_DIR = Path("/run/anycastd")
+CONTROL_SOCKET = "control.sock"
+IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class DnsCheck:
+    address: IPAddress
+    port: int = 53
+    qname: str = "."
+    qtype: str = "SOA"
+    protocol: str = "udp"
+    rcode: str = "NOERROR"
+    answer: str | None = None
+    interval: float = 0.2
+    timeout: float = 0.15
+    rise: int = 3
+    fall: int = 3
+    fall_hard: int = 1
+    probe_service_addresses: bool = True
+
+
+@dataclass(frozen=True)
+class ControlSettings:
+    socket: Path | None = None  # None: control.sock in the runtime directory
+    group: str | None = None  # the group that may use anycastctl (mode 0660); None: root only
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    address: IPAddress
+    port: int = 9553
+
+
+T = TypeVar("T")
+
+
+to_str = _text
+
+
+def to_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, got {value!r}")
+    return value
+
+
+def to_address(value: Any) -> IPAddress:
+    try:
+        return ipaddress.ip_address(str(value))
+    except ValueError:
+        raise ValueError(f"must be an IPv4 or IPv6 address, got {value!r}") from None
+
+
+def to_ipv4(value: Any) -> ipaddress.IPv4Address:
+    try:
+        return ipaddress.IPv4Address(str(value))
+    except ValueError:
+        raise ValueError(f"must be an IPv4 address, got {value!r}") from None
+
+
+def to_prefix(value: Any) -> IPNetwork:
+    if not isinstance(value, str) or "/" not in value:
+        raise ValueError(f"must be a prefix with a length such as 203.0.113.53/32, got {value!r}")
+    try:
+        return ipaddress.ip_network(value)
+    except ValueError as exc:
+        raise ValueError(f"is not a valid prefix: {exc}") from None
+
+
+def to_qname(value: Any) -> str:
+    try:
+        return dns.name.from_text(to_str(value)).to_text()
+    except dns.exception.DNSException as exc:
+        raise ValueError(f"is not a valid domain name: {exc}") from None
+
+
+def to_qtype(value: Any) -> str:
+    try:
+        return dns.rdatatype.to_text(dns.rdatatype.from_text(to_str(value)))
+    except dns.rdatatype.UnknownRdatatype:
+        raise ValueError(f"is not a DNS record type, got {value!r}") from None
+
+
+def to_rcode(value: Any) -> str:
+    try:
+        return dns.rcode.to_text(dns.rcode.from_text(to_str(value)))
+    except dns.rcode.UnknownRcode:
+        raise ValueError(f"is not a DNS response code such as NOERROR or NXDOMAIN, got {value!r}") from None
+
+
+def one_of(*options: str) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}, got {value!r}")
+        return str(value)
+
+    return convert
+
+
+def to_ifname(value: Any) -> str:
+    if not isinstance(value, str) or not IFNAME.match(value):
+        raise ValueError(f"must be an interface name of 1 to 15 letters, digits, '_', '.', '-', got {value!r}")
+    return value
+
+
+def to_command(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or len(value) > 64:
+        raise ValueError(f"must be a list of 1 to 64 strings (program and arguments), got {kind(value)}")
+    words = tuple(_text(v) for v in value)
+    if "/" in words[0] and not words[0].startswith("/"):
+        raise ValueError(f"the program must be an absolute path or a name found in PATH, got {words[0]!r}")
+    return words
+
+
+to_path = absolute_path
+
+
+CHECK_KEYS = {
+    "address", "port", "qname", "qtype", "protocol", "rcode", "answer",
+    "interval", "timeout", "rise", "fall", "fall_hard", "probe_service_addresses",
+}  # fmt: skip
+
+
+#: The router's checks are templates: each server's admin address is filled in (see RoutedService.checks_for).
+TEMPLATE_ADDRESS = ipaddress.ip_address("0.0.0.0")  # noqa: S104 (a placeholder, never bound or queried)
+
+
+def read_check(r: Reader, data: Any, path: str, template: bool = False) -> DnsCheck | None:
+    m = r.mapping(data, path, CHECK_KEYS - {"address", "probe_service_addresses"} if template else CHECK_KEYS)
+    if m is None:
+        return None
+    d = DnsCheck.__dataclass_fields__
+    values: dict[str, Any] = {
+        "address": TEMPLATE_ADDRESS if template else r.field(m, path, "address", to_address),
+        "port": r.field(m, path, "port", whole(1, 65535), d["port"].default),
+        "qname": r.field(m, path, "qname", to_qname, d["qname"].default),
+        "qtype": r.field(m, path, "qtype", to_qtype, d["qtype"].default),
+        "protocol": r.field(m, path, "protocol", one_of("udp", "tcp"), d["protocol"].default),
+        "rcode": r.field(m, path, "rcode", to_rcode, d["rcode"].default),
+        "answer": r.field(m, path, "answer", to_str, None),
+        "interval": r.field(m, path, "interval", seconds(0, 3600), d["interval"].default),
+        "timeout": r.field(m, path, "timeout", seconds(0, 60), d["timeout"].default),
+        "rise": r.field(m, path, "rise", whole(1, 1000), d["rise"].default),
+        "fall": r.field(m, path, "fall", whole(1, 1000), d["fall"].default),
+        "fall_hard": r.field(m, path, "fall_hard", whole(1, 1000), d["fall_hard"].default),
+        # The router reaches the service address through the very routes it manages: it probes admin addresses.
+        "probe_service_addresses": False if template else r.field(m, path, "probe_service_addresses", to_bool, True),
+    }
+    interval, timeout = values["interval"], values["timeout"]
+    if interval is not None and timeout is not None and timeout >= interval:
+        r.problem(f"{path}.timeout", f"must be smaller than the interval ({interval:g} s), got {timeout:g}")
+        return None
+    if any(v is None for k, v in values.items() if k != "answer"):
+        return None
+    return DnsCheck(**values)
+
+
+def read_prefixes(r: Reader, m: dict[str, Any], path: str, allow_non_host: bool) -> list[IPNetwork]:
+    prefixes: list[IPNetwork] = []
+    for p_path, raw in r.items(m, path, "prefixes", "prefixes"):
+        try:
+            prefix = to_prefix(raw)
+        except ValueError as exc:
+            r.problem(p_path, str(exc))
+            continue
+        if prefix.num_addresses != 1 and not allow_non_host:
+            r.problem(
+                p_path,
+                f"{prefix} is not a host route (/32 or /128); set allow_non_host_prefixes: true if you mean it",
+            )
+        elif prefix in prefixes:
+            r.problem(p_path, f"{prefix} is listed twice")
+        prefixes.append(prefix)
+    return prefixes
+
+
+def check_service_name(r: Reader, name: str, path: str) -> None:
+    if not SERVICE_NAME.match(name):
+        r.problem(path, "service names are 1 to 63 letters, digits, '_', '.', '-', starting with a letter or digit")
+
+
+def to_group(value: Any) -> str:
+    text = to_str(value)
+    try:
+        grp.getgrnam(text)
+    except KeyError:
+        raise ValueError(
+            f"no such group {text!r} on this host (create it, or leave the key out for root only)"
+        ) from None
+    return text
+
+
+def read_control(r: Reader, top: dict[str, Any]) -> ControlSettings:
+    if "control" not in top:
+        return ControlSettings()
+    m = r.mapping(top["control"], "control", {"socket", "group"})
+    if m is None:
+        return ControlSettings()
+    return ControlSettings(
+        r.field(m, "control", "socket", to_path, None), r.field(m, "control", "group", to_group, None)
+    )
+
+
+def read_metrics(r: Reader, top: dict[str, Any]) -> MetricsSettings | None:
+    raw = top.get("metrics")
+    if raw is None or raw is False:
+        return None  # off unless asked for
+    m = r.mapping(raw, "metrics", {"address", "port"})
+    if m is None:
+        return None
+    address = r.field(m, "metrics", "address", to_address, ipaddress.ip_address("127.0.0.1"))
+    port = r.field(m, "metrics", "port", whole(1, 65535), MetricsSettings.port)
+    if address is None or port is None:
+        return None
+    return MetricsSettings(address, port)
+
+
+def read_services(r: Reader, top: dict[str, Any], parse_one: Callable[[Reader, str, Any, str], T | None]) -> list[T]:
+    """The ``services`` mapping, each entry read by ``parse_one`` (a sidecar's or a router's service)."""
+    raw_services = top.get("services")
+    if not isinstance(raw_services, dict) or not raw_services:
+        r.problem("services", f"must be a mapping of service name to service, got {kind(raw_services)}")
+        return []
+    return [s for name, raw in raw_services.items() if (s := parse_one(r, name, raw, f"services.{name}")) is not None]
+
+
+def read_top(text: str, source: str, keys: set[str]) -> tuple[Reader, dict[str, Any]]:
+    r = Reader(source)
+    top = r.mapping(r.document(text), "", keys)
+    if top is None:
+        raise r.fail()
+    return r, top
