@@ -53,7 +53,7 @@ import tenacity
 from anycastd.announce import exabgp_helper
 from anycastd.announce.exabgp_config import render_config
 from anycastd.config import Config
-from anycastd.control import peer_of
+from anycastd.control_server import peer_of
 from anycastd.errors import AnnounceError
 from anycastd.schema import IPNetwork
 from anycastd.status import iso

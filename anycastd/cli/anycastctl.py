@@ -23,8 +23,8 @@ from anycastd.control import (
     Request,
     StatusRequest,
     WithdrawRequest,
-    call,
 )
+from anycastd.control_client import call
 from anycastd.schema import CONTROL_SOCKET, DEFAULT_RUNTIME_DIR
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_TIMED_OUT, EXIT_CHECK_FAILED = 0, 1, 2, 3, 4

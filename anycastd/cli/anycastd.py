@@ -17,7 +17,8 @@ from anycastd.announce.exabgp import ExaBGPAnnouncer
 from anycastd.announce.frr import VtyshRoutes
 from anycastd.checks.dns import DnsProber
 from anycastd.config import Config, load
-from anycastd.control import Controller, ControlServer
+from anycastd.control import Controller
+from anycastd.control_server import ControlServer
 from anycastd.drain import NftablesMeter
 from anycastd.errors import AnycastdError, ConfigError
 from anycastd.fib import NetlinkFib

@@ -16,12 +16,11 @@ from typing import Any
 
 import pytest
 
-from anycastd import control
+from anycastd import control, control_server
 from anycastd.control import (
     AnnounceRequest,
     CheckRequest,
     ControlError,
-    ControlServer,
     Peer,
     ProtocolError,
     Request,
@@ -30,6 +29,8 @@ from anycastd.control import (
     decode,
     encode,
 )
+from anycastd.control_client import call
+from anycastd.control_server import ControlServer
 
 
 @pytest.mark.parametrize(
@@ -174,13 +175,13 @@ def test_an_oversize_line_closes_the_connection(served: Served) -> None:
 
 
 def test_a_silent_client_is_dropped(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(control, "REQUEST_TIMEOUT", 0.2)
+    monkeypatch.setattr(control_server, "REQUEST_TIMEOUT", 0.2)
     assert replies(raw(served.path, b"", shut=False)) == [{"ok": False, "error": "no request within 0.2 s; closing"}]
 
 
 def test_a_trickling_client_is_dropped_at_the_request_deadline(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
     """A slowloris: one byte every 50 ms, never a whole line. The deadline is for the whole request."""
-    monkeypatch.setattr(control, "REQUEST_TIMEOUT", 0.3)
+    monkeypatch.setattr(control_server, "REQUEST_TIMEOUT", 0.3)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(5)
         sock.connect(str(served.path))
@@ -213,7 +214,7 @@ def test_the_operator_gets_in_past_64_idle_clients_and_a_slowloris(served: Serve
         slow.connect(str(served.path))
         slow.send(b'{"comm')
         idle.append(slow)
-        reply = control.call(served.path, StatusRequest(), timeout=1.0)
+        reply = call(served.path, StatusRequest(), timeout=1.0)
         assert reply == {"ok": True, "echo": "StatusRequest"}
         # the oldest idle connections were closed (each gets EOF), the newest stay open
         idle[0].settimeout(1.0)
@@ -234,15 +235,15 @@ def test_when_every_slot_is_answering_a_newcomer_is_told_the_daemon_is_busy(tmp_
     with Served(tmp_path / "c.sock", Slow()) as s:
         busy = []
         try:
-            for _ in range(control.MAX_CLIENTS):
+            for _ in range(control_server.MAX_CLIENTS):
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 sock.connect(str(s.path))
                 sock.sendall(b'{"command":"status"}\n')
                 busy.append(sock)
             # until every connection is being answered
-            assert _until(lambda: len(s.server._clients) == control.MAX_CLIENTS and not s.server._waiting)
+            assert _until(lambda: len(s.server._clients) == control_server.MAX_CLIENTS and not s.server._waiting)
             assert replies(raw(s.path, b"", shut=False)) == [
-                {"ok": False, "error": f"busy: {control.MAX_CLIENTS} requests are being answered"}
+                {"ok": False, "error": f"busy: {control_server.MAX_CLIENTS} requests are being answered"}
             ]
         finally:
             s.loop.call_soon_threadsafe(release.set)
@@ -251,7 +252,7 @@ def test_when_every_slot_is_answering_a_newcomer_is_told_the_daemon_is_busy(tmp_
 
 
 def test_a_client_that_never_reads_is_cut_off(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(control, "WRITE_TIMEOUT", 0.2)
+    monkeypatch.setattr(control_server, "WRITE_TIMEOUT", 0.2)
     served.controller.replies["StatusRequest"] = {"blob": "x" * 4_000_000}  # more than the socket buffers hold
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -282,11 +283,11 @@ def _until(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
     ],
 )
 def test_who_may_change_state(peer: Peer, group: str | None, allowed: bool) -> None:
-    assert control.may_change_state(peer, group) is allowed
+    assert control_server.may_change_state(peer, group) is allowed
 
 
 def test_a_reader_may_ask_for_status_but_not_withdraw(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(control, "may_change_state", lambda peer, group: False)
+    monkeypatch.setattr(control_server, "may_change_state", lambda peer, group: False)
     out = replies(raw(served.path, b'{"command":"status"}\n{"command":"withdraw","reason":"x"}\n'))
     assert out[0]["ok"] is True
     assert out[1]["ok"] is False and "may read the status but not change it" in out[1]["error"]
