@@ -33,8 +33,18 @@ state is UP or FALLING: every check has passed ``rise`` times and none has
 failed ``fall`` times since. Whenever that changes, ``feed`` returns one
 ``Announce`` or ``Withdraw`` for the caller to carry out.
 
-Illegal transitions of a check are bugs: ``CheckHealth`` raises
-``IllegalTransition`` and leaves its state unchanged.
+The machine is one table, ``CHECK_TABLE``: (state, event) -> next state,
+every pair listed, staying put included. ``CheckHealth.feed`` only counts:
+it turns a result and the consecutive counts into one ``Event`` (a pass
+short of ``rise``, the pass that reaches it, a failure short of ``fall``,
+the failure that reaches ``fall`` or ``fall_hard``) and looks the move up.
+A service's actions have a table of their own, ``ACTIONS``: what to do when
+"announced" (UP or FALLING, and not drained) changes. docs/architecture.md
+shows both tables; tests/unit/test_health.py checks the page against them.
+
+A pair missing from the table is a bug (a check never enters MAINTENANCE,
+only a service does): ``CheckHealth`` raises ``IllegalTransition`` and
+leaves its state unchanged.
 """
 
 from __future__ import annotations
@@ -61,13 +71,31 @@ class State(enum.IntEnum):
 
 ANNOUNCED_STATES = frozenset({State.UP, State.FALLING})
 
-#: Every move a check may make. Staying put is always allowed and not listed.
+
+class Event(enum.Enum):
+    """One probe result, classified by the consecutive counts it makes."""
+
+    PASS = "pass, fewer than `rise` in a row"  # noqa: S105 (an event, not a password)
+    RISE = "pass, `rise` in a row"
+    FAIL = "failure, fewer than `fall` in a row (and fewer than `fall_hard` hard ones)"
+    FALL = "`fall` failures in a row, or `fall_hard` hard failures in a row"
+
+
+_D, _R, _U, _F = State.DOWN, State.RISING, State.UP, State.FALLING
+
+#: The check machine, whole: (state, event) -> next state. A pass in an announced state is as good as
+#: ``rise`` passes (the check already proved itself); any failure short of UP goes back to DOWN.
+CHECK_TABLE: dict[tuple[State, Event], State] = {
+    (_D, Event.PASS): _R, (_D, Event.RISE): _U, (_D, Event.FAIL): _D, (_D, Event.FALL): _D,
+    (_R, Event.PASS): _R, (_R, Event.RISE): _U, (_R, Event.FAIL): _D, (_R, Event.FALL): _D,
+    (_U, Event.PASS): _U, (_U, Event.RISE): _U, (_U, Event.FAIL): _F, (_U, Event.FALL): _D,
+    (_F, Event.PASS): _U, (_F, Event.RISE): _U, (_F, Event.FAIL): _F, (_F, Event.FALL): _D,
+}  # fmt: skip
+
+#: Every move a check may make (derived from the table; staying put is not listed).
 TRANSITIONS: dict[State, frozenset[State]] = {
-    State.DOWN: frozenset({State.RISING, State.UP}),
-    State.RISING: frozenset({State.DOWN, State.UP}),
-    State.UP: frozenset({State.FALLING, State.DOWN}),
-    State.FALLING: frozenset({State.UP, State.DOWN}),
-    State.MAINTENANCE: frozenset(),
+    state: frozenset(new for (old, _), new in CHECK_TABLE.items() if old is state and new is not state)
+    for state in State
 }
 
 
@@ -131,6 +159,14 @@ class Withdraw:
 
 Action = Announce | Withdraw
 
+#: A service's actions, whole: (announced before, announced after) -> what to do. Nothing else acts.
+ACTIONS: dict[tuple[bool, bool], type[Announce] | type[Withdraw] | None] = {
+    (False, False): None,
+    (False, True): Announce,
+    (True, False): Withdraw,
+    (True, True): None,
+}
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -160,38 +196,34 @@ class CheckHealth:
     def state(self) -> State:
         return self._state
 
-    def _move(self, new: State, reason: str, now: float) -> Transition | None:
-        old = self._state
-        if new == old:
-            return None
-        if new not in TRANSITIONS[old]:
-            raise IllegalTransition(f"{self.name}: {old} -> {new} is not allowed")
-        self._state = new
-        self.since = now
-        return Transition(self.name, old, new, reason, now)
-
-    def feed(self, result: Result, now: float) -> Transition | None:
-        """Count one probe result; return the transition it caused, if any."""
-        self.last_result = result
+    def _count(self, result: Result) -> Event:
+        """Update the consecutive counts with ``result`` and say what it amounts to."""
         t = self.thresholds
         if result.outcome is Outcome.OK:
             self.passes += 1
             self.fails = 0
             self.hard_fails = 0
-            if self._state in ANNOUNCED_STATES or self.passes >= t.rise:
-                self.decided = True
-                return self._move(State.UP, result.reason, now)
-            return self._move(State.RISING, result.reason, now)
+            return Event.RISE if self.passes >= t.rise else Event.PASS
         self.passes = 0
         self.fails += 1
         self.hard_fails = self.hard_fails + 1 if result.outcome is Outcome.HARD_FAIL else 0
-        if self.fails >= t.fall or self.hard_fails >= t.fall_hard:
+        return Event.FALL if self.fails >= t.fall or self.hard_fails >= t.fall_hard else Event.FAIL
+
+    def feed(self, result: Result, now: float) -> Transition | None:
+        """Count one probe result; return the transition it caused, if any."""
+        self.last_result = result
+        event = self._count(result)
+        old = self._state
+        new = CHECK_TABLE.get((old, event))
+        if new is None:
+            raise IllegalTransition(f"{self.name}: no move from {old} on {event.name}")
+        if event in (Event.RISE, Event.FALL) or new is State.UP:
             self.decided = True
-        if self._state not in ANNOUNCED_STATES:
-            return self._move(State.DOWN, result.reason, now)
-        if self.fails >= t.fall or self.hard_fails >= t.fall_hard:
-            return self._move(State.DOWN, result.reason, now)
-        return self._move(State.FALLING, result.reason, now)
+        if new is old:
+            return None
+        self._state = new
+        self.since = now
+        return Transition(self.name, old, new, result.reason, now)
 
 
 @dataclass
@@ -236,12 +268,8 @@ class ServiceHealth:
             self.since = now
         self.transitions.extend(transitions)
         del self.transitions[: -self.history]
-        actions: tuple[Action, ...] = ()
-        if self.announced and not was:
-            actions = (Announce(self.name, reason),)
-        elif was and not self.announced:
-            actions = (Withdraw(self.name, reason),)
-        return Decision(tuple(transitions), actions)
+        action = ACTIONS[(was, self.announced)]
+        return Decision(tuple(transitions), (action(self.name, reason),) if action else ())
 
     def feed(self, check: int, result: Result, now: float) -> Decision:
         """Record the result of check number ``check`` taken at ``now``."""

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from anycastd.health import (
+    ACTIONS,
+    CHECK_TABLE,
     TRANSITIONS,
     Announce,
     CheckHealth,
+    Event,
     IllegalTransition,
     Outcome,
     Result,
@@ -62,11 +67,37 @@ def test_transition_records_old_new_reason_and_time() -> None:
     assert check.since == 10.0
 
 
-def test_illegal_transition_raises_and_leaves_state() -> None:
+def test_a_move_missing_from_the_table_raises_and_leaves_state() -> None:
     check = CheckHealth("c", Thresholds(3, 3, 1))
-    with pytest.raises(IllegalTransition, match="down -> falling"):
-        check._move(State.FALLING, "bug", 0.0)
-    assert check.state is D
+    check._state = State.MAINTENANCE  # a bug: only a service is ever drained
+    with pytest.raises(IllegalTransition, match="no move from maintenance on PASS"):
+        check.feed(Result(Outcome.OK, "ok"), 0.0)
+    assert check.state is State.MAINTENANCE
+
+
+def test_the_check_table_is_whole_and_the_action_table_too() -> None:
+    checkable = [s for s in State if s is not State.MAINTENANCE]
+    assert set(CHECK_TABLE) == {(s, e) for s in checkable for e in Event}
+    assert set(ACTIONS) == {(a, b) for a in (False, True) for b in (False, True)}
+
+
+def _rows() -> list[str]:
+    """docs/architecture.md's table, as CHECK_TABLE says it: every move, states that share it on one row."""
+    grouped: dict[tuple[Event, State], list[State]] = {}
+    for (old, event), new in CHECK_TABLE.items():
+        if new is not old:
+            grouped.setdefault((event, new), []).append(old)
+    return [
+        f"| {', '.join(s.name for s in olds)} | {event.value} | {new.name} |"
+        for (event, new), olds in sorted(grouped.items(), key=lambda kv: (kv[0][1], list(Event).index(kv[0][0])))
+    ]
+
+
+def test_the_architecture_page_shows_the_table_the_code_runs() -> None:
+    page = (Path(__file__).parents[2] / "docs" / "architecture.md").read_text()
+    block = page.split("<!-- check-table:start -->\n", 1)[1].split("<!-- check-table:end -->", 1)[0]
+    expected = ["| from | result | to |", "|---|---|---|", *_rows()]
+    assert block.strip().splitlines() == expected, "\n".join(expected)
 
 
 def test_transition_table_never_enters_maintenance_per_check() -> None:
