@@ -385,14 +385,14 @@ class Router:
         )
         if fix:
             try:
-                await self.routes.apply(fix.commands(self.config.tag))
+                await self.routes.apply(fix, self.config.tag)
             except RouteError as exc:
                 log.error("the repair was refused: %s", exc)
             self.request_sync()  # check the repair on the next pass
 
     async def _change(self, change: Change) -> None:
         log.info("FRR: %s", _describe(change))
-        await self.routes.apply(change.commands(self.config.tag))
+        await self.routes.apply(change, self.config.tag)
         self.metrics.route_changes.labels("add").inc(len(change.add))
         self.metrics.route_changes.labels("remove").inc(len(change.remove))
 

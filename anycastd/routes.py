@@ -16,7 +16,10 @@ instead. Nothing is decided until every server has given a verdict
 (``ServiceHealth.decided``): a restarted anycastd must not remove a route
 only because its first probe has not passed ``rise`` times yet.
 
-*What to change in FRR* (``reconcile``). FRR is read back as a list of
+*What to change* (``reconcile``, ``repair``): pure functions from the routes
+wanted and the routes found to a ``Change`` (routes to add and to remove).
+FRR's command dialect lives only in its adapter (anycastd.announce.frr),
+which reads the routes and carries a Change out. FRR is read back as a list of
 static routes with their tags. A route carrying anycastd's tag is
 anycastd's: it is removed when not wanted, whatever its prefix. A route
 without the tag is the operator's and is never touched, not even when
@@ -27,14 +30,12 @@ would remove theirs. Such a route is reported as a conflict instead.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from anycastd.fib import Divergence
 from anycastd.router_config import RoutedService
 from anycastd.schema import IPAddress, IPNetwork
-from anycastd.syntax import vtysh_command
 
 
 @dataclass(frozen=True)
@@ -49,13 +50,6 @@ class StaticRoute:
     def __str__(self) -> str:
         return f"{self.prefix} via {self.nexthop}"
 
-    def command(self, tag: int) -> str:
-        family = "ip" if self.prefix.version == 4 else "ipv6"
-        return vtysh_command(family, "route", self.prefix, self.nexthop, "tag", tag)
-
-    def no_command(self, tag: int) -> str:
-        return "no " + self.command(tag)
-
 
 @dataclass(frozen=True)
 class Installed:
@@ -63,30 +57,6 @@ class Installed:
 
     route: StaticRoute
     tag: int | None
-
-
-def parse_running_config(text: str) -> list[Installed]:
-    """The default VRF's static routes with a gateway address, from `show running-config` of staticd.
-
-    Lines inside a ``vrf`` block are indented and skipped; routes to an interface or
-    a blackhole have no gateway address and are never anycastd's, so they are skipped too.
-    """
-    found = []
-    for line in text.splitlines():
-        words = line.split()
-        if line[:1].isspace() or len(words) < 4 or words[0] not in ("ip", "ipv6") or words[1] != "route":
-            continue
-        try:
-            prefix = ipaddress.ip_network(words[2])
-            nexthop = ipaddress.ip_address(words[3])
-        except ValueError:
-            continue
-        tag = None
-        if "tag" in words[4:]:
-            at = words.index("tag", 4)
-            tag = int(words[at + 1]) if at + 1 < len(words) and words[at + 1].isdigit() else None
-        found.append(Installed(StaticRoute(prefix, nexthop), tag))
-    return found
 
 
 def routes_via(service: RoutedService, servers: Iterable[str]) -> frozenset[StaticRoute]:
@@ -115,10 +85,6 @@ class Change:
 
     def __bool__(self) -> bool:
         return bool(self.add or self.remove)
-
-    def commands(self, tag: int) -> list[str]:
-        """Removals first: a server leaving is the urgent half of a change."""
-        return [r.no_command(tag) for r in self.remove] + [r.command(tag) for r in self.add]
 
 
 def reconcile(installed: Sequence[Installed], desired: Iterable[StaticRoute], tag: int) -> Change:

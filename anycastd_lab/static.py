@@ -12,7 +12,8 @@ import signal
 import subprocess
 import sys
 
-from anycastd.routes import Installed, parse_running_config
+from anycastd.announce.frr import parse_running_config
+from anycastd.routes import Installed
 from anycastd_lab import clab, daemons
 from anycastd_lab.base import DnsLab
 from anycastd_lab.topology import run, wait_until

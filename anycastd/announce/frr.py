@@ -27,13 +27,55 @@ from typing import Any, Protocol
 from anycastd.errors import AnnounceError
 from anycastd.fib import Hops
 from anycastd.router_config import VtyshSettings
-from anycastd.routes import Installed, StaticRoute, parse_running_config
+from anycastd.routes import Change, Installed, StaticRoute
 from anycastd.schema import IPAddress, IPNetwork
+from anycastd.syntax import vtysh_command
 
 log = logging.getLogger(__name__)
 
 #: FRR says this, and exits 0, when asked to remove a route it does not have: the removal is done already.
 _ALREADY_GONE = "Refusing to remove a non-existent route"
+
+
+# FRR's dialect: the only place anycastd writes or reads a static route as text ------------------------
+
+
+def route_command(route: StaticRoute, tag: int) -> str:
+    family = "ip" if route.prefix.version == 4 else "ipv6"
+    return vtysh_command(family, "route", route.prefix, route.nexthop, "tag", tag)
+
+
+def no_route_command(route: StaticRoute, tag: int) -> str:
+    return "no " + route_command(route, tag)
+
+
+def commands_for(change: Change, tag: int) -> list[str]:
+    """Removals first: a server leaving is the urgent half of a change."""
+    return [no_route_command(r, tag) for r in change.remove] + [route_command(r, tag) for r in change.add]
+
+
+def parse_running_config(text: str) -> list[Installed]:
+    """The default VRF's static routes with a gateway address, from `show running-config` of staticd.
+
+    Lines inside a ``vrf`` block are indented and skipped; routes to an interface or
+    a blackhole have no gateway address and are never anycastd's, so they are skipped too.
+    """
+    found = []
+    for line in text.splitlines():
+        words = line.split()
+        if line[:1].isspace() or len(words) < 4 or words[0] not in ("ip", "ipv6") or words[1] != "route":
+            continue
+        try:
+            prefix = ipaddress.ip_network(words[2])
+            nexthop = ipaddress.ip_address(words[3])
+        except ValueError:
+            continue
+        tag = None
+        if "tag" in words[4:]:
+            at = words.index("tag", 4)
+            tag = int(words[at + 1]) if at + 1 < len(words) and words[at + 1].isdigit() else None
+        found.append(Installed(StaticRoute(prefix, nexthop), tag))
+    return found
 
 
 class RouteError(AnnounceError):
@@ -45,8 +87,8 @@ class StaticRoutes(Protocol):
         """The static routes staticd holds now."""
         ...
 
-    async def apply(self, commands: Sequence[str]) -> None:
-        """Run configuration lines in one go; raise RouteError with FRR's words if it refuses one."""
+    async def apply(self, change: Change, tag: int) -> None:
+        """Carry ``change`` out in one go, removals first; raise RouteError with FRR's words if it refuses."""
         ...
 
     async def zebra_fib(self, prefixes: Sequence[IPNetwork]) -> Hops:
@@ -102,9 +144,9 @@ class VtyshRoutes:
             self.last_error = str(exc)
             raise
 
-    async def apply(self, commands: Sequence[str]) -> None:
+    async def apply(self, change: Change, tag: int) -> None:
         args = ["-c", "configure terminal"]
-        for line in commands:
+        for line in commands_for(change, tag):
             args += ["-c", line]
         args += ["-c", "end"]
         try:
@@ -196,10 +238,11 @@ class InMemoryRoutes:
             raise RouteError(self.broken)
         return list(self.installed)
 
-    async def apply(self, commands: Sequence[str]) -> None:
+    async def apply(self, change: Change, tag: int) -> None:
         if self.broken:
             raise RouteError(self.broken)
-        self.applied.append(list(commands))
+        commands = commands_for(change, tag)
+        self.applied.append(commands)
         for i, line in enumerate(commands):
             if self.refuse_after is not None and i >= self.refuse_after:
                 raise RouteError(f"FRR refused: Unknown command: {line}")

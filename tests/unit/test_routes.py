@@ -6,6 +6,7 @@ import ipaddress
 
 import pytest
 
+from anycastd.announce.frr import commands_for, no_route_command, parse_running_config, route_command
 from anycastd.fib import Divergence
 from anycastd.router_config import parse_router
 from anycastd.routes import (
@@ -14,7 +15,6 @@ from anycastd.routes import (
     Selection,
     StaticRoute,
     desired_routes,
-    parse_running_config,
     reconcile,
     repair,
     routes_via,
@@ -76,8 +76,8 @@ def test_parse_running_config_reads_default_vrf_gateway_routes_with_tags() -> No
 
 
 def test_commands_are_frr_syntax() -> None:
-    assert V4_NS1.command(TAG) == "ip route 203.0.113.53/32 192.0.2.2 tag 5353"
-    assert V6_NS1.no_command(TAG) == "no ipv6 route 2001:db8::53/128 2001:db8:0:1::2 tag 5353"
+    assert route_command(V4_NS1, TAG) == "ip route 203.0.113.53/32 192.0.2.2 tag 5353"
+    assert no_route_command(V6_NS1, TAG) == "no ipv6 route 2001:db8::53/128 2001:db8:0:1::2 tag 5353"
     assert str(V4_NS1) == "203.0.113.53/32 via 192.0.2.2"
 
 
@@ -97,7 +97,7 @@ def test_reconcile_adds_and_removes_only_its_own_routes() -> None:
     assert change.add == (V4_NS2, V6_NS1)  # IPv4 first
     assert change.remove == (route("203.0.113.99/32", "192.0.2.2"),)
     assert not change.conflicts
-    assert change.commands(TAG)[0].startswith("no ip route 203.0.113.99/32")
+    assert commands_for(change, TAG)[0].startswith("no ip route 203.0.113.99/32")
     assert bool(change)
 
 
@@ -105,7 +105,7 @@ def test_a_wanted_route_the_operator_made_is_a_conflict_never_touched() -> None:
     installed = [Installed(V4_NS2, 77), Installed(V4_NS1, None)]
     change = reconcile(installed, {V4_NS1}, TAG)
     assert not change and change.conflicts == (V4_NS1,)
-    assert reconcile(installed, set(), TAG).commands(TAG) == []
+    assert commands_for(reconcile(installed, set(), TAG), TAG) == []
 
 
 def test_nothing_to_do_is_false() -> None:
@@ -176,4 +176,6 @@ def test_repair_re_adds_one_route_of_ours_per_divergent_prefix(
 ) -> None:
     change = repair(found, [V4_NS1, V4_NS2, V6_NS1])
     assert change.add == tuple(re_added) and change.remove == tuple(re_added)
-    assert change.commands(TAG) == [r.no_command(TAG) for r in re_added] + [r.command(TAG) for r in re_added]
+    assert commands_for(change, TAG) == [no_route_command(r, TAG) for r in re_added] + [
+        route_command(r, TAG) for r in re_added
+    ]

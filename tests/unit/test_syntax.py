@@ -23,9 +23,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from anycastd.announce.exabgp_config import helper_argv, render_config
+from anycastd.announce.frr import no_route_command, parse_running_config, route_command
 from anycastd.config import ConfigError, parse
 from anycastd.drain import nft_ruleset
-from anycastd.routes import StaticRoute, parse_running_config
+from anycastd.routes import StaticRoute
 from anycastd.syntax import exabgp_comment, exabgp_problem, exabgp_word, nft_word, vtysh_command, vtysh_word
 from tests.unit.test_config import GOOD
 
@@ -144,9 +145,9 @@ def _routes(draw: st.DrawFn) -> tuple[StaticRoute, int]:
 @given(_routes())
 def test_a_static_route_command_reads_back_as_the_same_route_and_tag(case: tuple[StaticRoute, int]) -> None:
     route, tag = case
-    found = parse_running_config(route.command(tag))
+    found = parse_running_config(route_command(route, tag))
     assert [(i.route, i.tag) for i in found] == [(route, tag)]
-    assert route.no_command(tag) == "no " + route.command(tag)
+    assert no_route_command(route, tag) == "no " + route_command(route, tag)
 
 
 @given(HOSTILE)
