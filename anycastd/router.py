@@ -37,7 +37,7 @@ from typing import Any
 import tenacity
 
 from anycastd.announce.frr import RouteError, StaticRoutes
-from anycastd.checks.dns import Prober
+from anycastd.checks.dns import Prober, ProbeResult
 from anycastd.control import (
     AnnounceRequest,
     CheckRequest,
@@ -64,8 +64,8 @@ from anycastd.routes import (
     servers_routed,
 )
 from anycastd.schema import DnsCheck
-from anycastd.sidecar import Clock, Sleep
-from anycastd.state import MAX_TEXT, Maintenance, MaintenanceStore, StateError
+from anycastd.skeleton import Clock, MaintenanceBook, Probe, Sleep, probe_forever, who
+from anycastd.state import Maintenance, MaintenanceStore, StateError
 from anycastd.status import CheckStatus, iso, result_json, transition_json
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,6 @@ class Router:
         #: The kernel's FIB, read back after every change: zebra's word alone is not proof. None: not read.
         self.fib = fib
         self.prober = prober
-        self.store = store
         self.metrics = metrics or RouterMetrics()
         self.clock = clock
         self.wall = wall
@@ -137,8 +136,7 @@ class Router:
         keep = config.when_all_down == "keep"
         self.selections = {s.name: Selection(s.name, keep) for s in config.services}
         self.choices: dict[str, Choice | None] = {s.name: None for s in config.services}
-        self.maintenance: dict[str, Maintenance] = {}  # by server name
-        self.state_problem: str | None = None
+        self.book = MaintenanceBook(store, wall)  # by server name
         self.installed: list[Installed] = []
         self.frr_known = False  # FRR has been read at least once
         self.frr_problem: str | None = None
@@ -159,20 +157,13 @@ class Router:
     def owned(self) -> frozenset[StaticRoute]:
         return frozenset(i.route for i in self.installed if i.tag == self.config.tag)
 
+    @property
+    def maintenance(self) -> dict[str, Maintenance]:
+        return self.book.entries
+
     def restore_maintenance(self) -> None:
         """Load the persisted drains; an unreadable file drains every server (see anycastd.state)."""
-        try:
-            self.maintenance = self.store.load()
-        except StateError as exc:
-            self.state_problem = str(exc)
-            log.error("%s. Every server stays drained until `anycastctl announce --all`", exc)
-            reason = f"maintenance state unreadable: {exc}"[:MAX_TEXT]
-            self.maintenance = {n: Maintenance(reason, "anycastd", self.wall()) for n in self.config.server_names}
-            try:  # so that a restart before the operator acts still withdraws
-                self.store.save(self.maintenance)
-            except StateError as save_problem:
-                log.error("%s", save_problem)
-        for name, m in self.maintenance.items():
+        for name, m in self.book.restore(self.config.server_names, "anycastctl announce --all").items():
             members = self._members_of(name)
             for member in members:
                 member.health.drain(m.reason, self.clock())
@@ -215,22 +206,15 @@ class Router:
             log.info("stopped; FRR keeps the routes as they are: %s", _routes(self.owned) or "none")
 
     async def _check_loop(self, member: Member, index: int) -> None:
-        check = member.checks[index]
-        await self.sleep(self.jitter(check.interval))
-        next_at = self.clock()
-        status = member.status[index]
-        while True:
-            result = await self.prober.probe(check, ())
-            status.last, status.last_at = result, self.clock()
-            status.probes += 1
-            status.failures += 0 if result.ok else 1
+        probe = Probe(
+            f"{member.key}/checks[{index}]", index, member.checks[index], (), member.health, member.status[index]
+        )
+
+        async def on_result(probe: Probe, result: ProbeResult, decision: Decision) -> None:
             self.metrics.probe(member.service.name, member.server.name, index, result)
-            self._apply(member.health.feed(index, result.for_health(), self.clock()))
-            next_at += check.interval
-            delay = next_at - self.clock()
-            if delay < 0:  # a probe ran late: do not burst to catch up
-                next_at, delay = self.clock(), 0.0
-            await self.sleep(delay)
+            self._apply(decision)
+
+        await probe_forever(probe, self.prober, on_result, clock=self.clock, sleep=self.sleep, jitter=self.jitter)
 
     def _apply(self, decision: Decision) -> None:
         for t in decision.transitions:
@@ -423,14 +407,12 @@ class Router:
 
     async def withdraw(self, request: WithdrawRequest, peer: Peer) -> dict[str, Any]:
         name = self._server(request.server, "drain")
-        who = peer.user + (f" (sudo by {request.user})" if request.user and request.user != peer.user else "")
-        self.maintenance[name] = Maintenance(request.reason, who, self.wall())
+        by = who(peer, request.user)
         reply: dict[str, Any] = {"withdrawn": [name]}
-        try:
-            self.store.save(self.maintenance)
-        except StateError as exc:
-            reply["warning"] = f"{exc}; drained now, but a restart of anycastd would route to it again"
-        log.warning("%s: drained by %s: %s", name, who, request.reason)
+        problem = self.book.drain([name], request.reason, by)
+        if problem is not None:
+            reply["warning"] = f"{problem}; drained now, but a restart of anycastd would route to it again"
+        log.warning("%s: drained by %s: %s", name, by, request.reason)
         started = self.clock()
         for member in self._members_of(name):
             self._apply(member.health.drain(request.reason, self.clock()))
@@ -464,15 +446,10 @@ class Router:
         if request.service is not None:
             raise ControlError("anycastd router announces servers, not services: use --server NAME or --all")
         names = [self._server(request.server, "announce")] if request.server else list(self.maintenance)
-        lifted = [n for n in names if n in self.maintenance]
-        remaining = {k: v for k, v in self.maintenance.items() if k not in lifted}
         try:
-            self.store.save(remaining)
+            lifted = self.book.lift(names, everything=request.server is None)
         except StateError as exc:
             raise ControlError(f"{exc}; nothing was changed: the servers stay drained") from None
-        self.maintenance = remaining
-        if request.server is None:
-            self.state_problem = None
         for name in lifted:
             log.warning("%s: maintenance ended; routed again once its probes pass", name)
             for member in self._members_of(name):
@@ -543,7 +520,7 @@ class Router:
             "version": STATUS_VERSION,
             "mode": "router",
             "config": self.config.source,
-            "problem": self.state_problem,
+            "problem": self.book.problem,
             "services": services,
             "frr": {
                 **self.routes.describe(),

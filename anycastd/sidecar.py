@@ -28,12 +28,12 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from anycastd.address import Addresses
 from anycastd.announce import Announcer
-from anycastd.checks.dns import Prober
+from anycastd.checks.dns import Prober, ProbeResult
 from anycastd.config import Config, Service
 from anycastd.control import (
     AnnounceRequest,
@@ -50,13 +50,11 @@ from anycastd.errors import AddressError, AnnounceError, ConfigError
 from anycastd.health import Announce, Decision, ServiceHealth, State, Thresholds
 from anycastd.metrics import Metrics, ServiceView, View
 from anycastd.schema import DnsCheck, IPAddress
-from anycastd.state import MAX_TEXT, Maintenance, MaintenanceStore, StateError
+from anycastd.skeleton import Clock, MaintenanceBook, Probe, Sleep, probe_forever, who
+from anycastd.state import Maintenance, MaintenanceStore, StateError
 from anycastd.status import CheckStatus, iso, result_json, transition_json
 
 log = logging.getLogger(__name__)
-
-Clock = Callable[[], float]
-Sleep = Callable[[float], Awaitable[None]]
 
 #: Added to a check's interval + timeout before its loop counts as stalled.
 STALL_SLACK = 1.0
@@ -107,7 +105,6 @@ class Sidecar:
         self.addresses = addresses
         self.prober = prober
         self.liveness = liveness
-        self.store = store
         self.meter = meter
         self.metrics = metrics or Metrics()
         self.clock = clock
@@ -117,8 +114,7 @@ class Sidecar:
         self.health: dict[str, ServiceHealth] = {}
         self.checks: dict[str, list[CheckStatus]] = {}
         #: Persisted maintenance, by service name; may name services this configuration lacks.
-        self.maintenance: dict[str, Maintenance] = {}
-        self.state_problem: str | None = None
+        self.book = MaintenanceBook(store, wall)
         self._tasks: dict[str, list[asyncio.Task[None]]] = {}
         self._crashed: asyncio.Future[None] | None = None  # set once run() has started the loops
         self.metrics.watch(self.view)
@@ -131,27 +127,18 @@ class Sidecar:
         thresholds = [Thresholds(c.rise, c.fall, c.fall_hard) for c in service.checks]
         self.health[service.name] = ServiceHealth.create(service.name, thresholds)
         self.checks[service.name] = [CheckStatus() for _ in service.checks]
-        if service.name in self.maintenance:
-            self.health[service.name].drain(self.maintenance[service.name].reason, self.clock())
+        drained = self.book.get(service.name)
+        if drained is not None:
+            self.health[service.name].drain(drained.reason, self.clock())
+
+    @property
+    def maintenance(self) -> dict[str, Maintenance]:
+        return self.book.entries
 
     def restore_maintenance(self) -> None:
         """Load the persisted drains; an unreadable file withdraws everything (see anycastd.state)."""
-        try:
-            self.maintenance = self.store.load()
-        except StateError as exc:
-            self.state_problem = str(exc)
-            log.error(
-                "%s. Every service stays withdrawn until `anycastctl announce` (check the file first: an operator "
-                "may have drained this node)",
-                exc,
-            )
-            reason = f"maintenance state unreadable: {exc}"[:MAX_TEXT]
-            self.maintenance = {s.name: Maintenance(reason, "anycastd", self.wall()) for s in self.config.services}
-            try:  # so that a restart before the operator acts still withdraws
-                self.store.save(self.maintenance)
-            except StateError as save_problem:
-                log.error("%s", save_problem)
-        for name, m in self.maintenance.items():
+        names = [s.name for s in self.config.services]
+        for name, m in self.book.restore(names, "anycastctl announce").items():
             if name in self.health:
                 self.health[name].drain(m.reason, self.clock())
                 log.warning("%s: in maintenance since %s (%s, by %s)", name, iso(m.since), m.reason, m.who)
@@ -215,27 +202,29 @@ class Sidecar:
             self.liveness.forget(_loop_key(name, index))  # a stopped loop is not a stuck one
 
     async def _check_loop(self, service: Service, index: int, check: DnsCheck) -> None:
-        key = _loop_key(service.name, index)
+        probe = Probe(
+            _loop_key(service.name, index),
+            index,
+            check,
+            service.host_addresses,
+            self.health[service.name],
+            self.checks[service.name][index],
+        )
         stall_after = check.interval + check.timeout + STALL_SLACK
-        self.liveness.beat(key, stall_after)
-        # Spread the first probes so that many checks do not fire in step.
-        await self.sleep(self.jitter(check.interval))
-        next_at = self.clock()
-        status = self.checks[service.name][index]
-        while True:
-            self.liveness.beat(key, stall_after)
-            result = await self.prober.probe(check, service.host_addresses)
-            status.last, status.last_at = result, self.clock()
-            status.probes += 1
-            status.failures += 0 if result.ok else 1
+
+        async def on_result(probe: Probe, result: ProbeResult, decision: Decision) -> None:
             self.metrics.probe(service.name, index, result.ok, result.kind, result.latency)
-            decision = self.health[service.name].feed(index, result.for_health(), self.clock())
             await self.apply(service, decision)
-            next_at += check.interval
-            delay = next_at - self.clock()
-            if delay < 0:  # a probe ran late: do not burst to catch up
-                next_at, delay = self.clock(), 0.0
-            await self.sleep(delay)
+
+        await probe_forever(
+            probe,
+            self.prober,
+            on_result,
+            clock=self.clock,
+            sleep=self.sleep,
+            jitter=self.jitter,
+            beat=lambda p: self.liveness.beat(p.key, stall_after),
+        )
 
     async def apply(self, service: Service, decision: Decision) -> None:
         for transition in decision.transitions:
@@ -311,17 +300,13 @@ class Sidecar:
 
     async def withdraw(self, request: WithdrawRequest, peer: Peer) -> dict[str, Any]:
         targets = self._targets(request.service)
-        who = peer.user + (f" (sudo by {request.user})" if request.user and request.user != peer.user else "")
-        now = self.wall()
-        for service in targets:
-            self.maintenance[service.name] = Maintenance(request.reason, who, now)
+        by = who(peer, request.user)
         reply: dict[str, Any] = {"withdrawn": [s.name for s in targets]}
-        try:
-            self.store.save(self.maintenance)
-        except StateError as exc:
-            reply["warning"] = f"{exc}; withdrawn now, but a restart of anycastd would announce again"
+        problem = self.book.drain([s.name for s in targets], request.reason, by)
+        if problem is not None:
+            reply["warning"] = f"{problem}; withdrawn now, but a restart of anycastd would announce again"
         for service in targets:
-            log.warning("%s: withdrawn for maintenance by %s: %s", service.name, who, request.reason)
+            log.warning("%s: withdrawn for maintenance by %s: %s", service.name, by, request.reason)
             await self.apply(service, self.health[service.name].drain(request.reason, self.clock()))
         if request.wait:
             d = self.config.drain
@@ -352,15 +337,11 @@ class Sidecar:
 
     async def announce(self, name: str | None) -> dict[str, Any]:
         targets = self._targets(name)
-        lifted = [s for s in targets if s.name in self.maintenance]
-        remaining = {k: v for k, v in self.maintenance.items() if k not in {s.name for s in targets}}
         try:
-            self.store.save(remaining)
+            names = set(self.book.lift([s.name for s in targets], everything=name is None))
         except StateError as exc:
             raise ControlError(f"{exc}; nothing was changed: the services stay withdrawn") from None
-        self.maintenance = remaining
-        if name is None:
-            self.state_problem = None
+        lifted = [s for s in targets if s.name in names]
         for service in lifted:
             log.warning("%s: maintenance ended; announced again once its probes pass", service.name)
             await self.apply(service, self.health[service.name].undrain(self.clock()))
@@ -418,7 +399,7 @@ class Sidecar:
         return {
             "version": STATUS_VERSION,
             "config": self.config.source,
-            "problem": self.state_problem,
+            "problem": self.book.problem,
             "services": services,
             "bgp": self.announcer.sessions(),
             "exabgp": self.announcer.describe(),

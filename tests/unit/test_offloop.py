@@ -13,6 +13,7 @@ import pytest
 from anycastd.cli.anycastd import _reload
 from anycastd.config import Config, ConfigError
 from anycastd.offloop import OffLoopReader
+from tests.unit.fake_time import until
 from tests.unit.test_config import GOOD
 from tests.unit.test_sidecar import make
 
@@ -38,8 +39,7 @@ def test_a_stuck_file_is_refused_at_the_deadline_and_the_loop_runs_meanwhile(tmp
 
         ticker = asyncio.ensure_future(tick())
         first = asyncio.ensure_future(reader.read(str(path)))
-        await asyncio.sleep(0)
-        assert reader.busy
+        await until(lambda: reader.busy, "the first reader")
         with pytest.raises(ConfigError, match="an earlier reload is still reading it; nothing was changed"):
             await reader.read(str(path))
         with pytest.raises(ConfigError, match=r"not read and validated within 0\.3 s; nothing was changed"):

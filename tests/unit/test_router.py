@@ -22,7 +22,7 @@ from anycastd.router_config import RouterConfig, parse_router
 from anycastd.routes import Installed, StaticRoute
 from anycastd.schema import DnsCheck, IPAddress
 from anycastd.state import InMemoryStore, Maintenance
-from tests.unit.fake_time import FakeTime
+from tests.unit.fake_time import FakeTime, until
 from tests.unit.test_control import Served, ctl
 
 TAG = 5353
@@ -170,12 +170,8 @@ def test_a_restart_changes_nothing_it_waits_for_every_verdict() -> None:
         stop = asyncio.Event()
         prober.now["ns3"] = soft
         task = asyncio.create_task(router.run(stop))
-        for _ in range(200):
-            await asyncio.sleep(0)
-            if all(m.health.decided for m in router.members["dns"]):
-                break
-        for _ in range(50):
-            await asyncio.sleep(0)
+        await until(lambda: all(m.health.decided for m in router.members["dns"]), "every verdict")
+        assert await router.wait_synced(router.request_sync(), 5.0)  # a whole pass, with every verdict in
         stop.set()
         await task
         assert frr.applied == []
@@ -190,10 +186,7 @@ def test_stopping_leaves_the_routes_as_they_are(caplog: pytest.LogCaptureFixture
         router, frr, _, _ = make()
         stop = asyncio.Event()
         task = asyncio.create_task(router.run(stop))
-        for _ in range(500):
-            await asyncio.sleep(0)
-            if frr.routes(TAG) == via("ns1", "ns2", "ns3"):
-                break
+        await until(lambda: frr.routes(TAG) == via("ns1", "ns2", "ns3"), "every route")
         stop.set()
         await task
         assert frr.routes(TAG) == via("ns1", "ns2", "ns3")

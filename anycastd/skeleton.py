@@ -1,0 +1,180 @@
+"""What both daemons are made of: probe loops on a schedule, and the operator's maintenance book.
+
+Theory of operation
+-------------------
+`anycastd run` (the sidecar) and `anycastd router` differ in what they
+probe and in how a verdict reaches the network (ExaBGP, or FRR's static
+routes). They share the rest, here:
+
+* ``probe_forever`` runs one check on its schedule for ever: a random first
+  delay (``jitter``) so that many checks do not fire in step, then one probe
+  every ``interval``, measured from when each was *due*, so that the rate does
+  not drift; a probe that ran late starts a new schedule instead of bursting
+  to catch up. Each result is counted in the check's ``CheckStatus``, fed to
+  its ``ServiceHealth``, and handed to the daemon's ``on_result`` with the
+  decision. An optional ``beat`` is called every round (the sidecar's
+  watchdog), and an optional ``Probe.wake`` event cuts the wait short: an
+  event that suggests the resolver changed (a process exit, say) gets a probe
+  at once. The verdict still comes from probes, never from the event.
+* ``MaintenanceBook`` holds who drained what and why, persisted through a
+  ``MaintenanceStore`` before it is lifted and applied even when it cannot be
+  (a failure errs towards carrying no traffic). A book that cannot be read
+  drains every name it is given, and says why (anycastd.state).
+
+Neither daemon imports the other; both import this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from anycastd.checks.dns import Prober, ProbeResult
+from anycastd.control import Peer
+from anycastd.health import Decision, ServiceHealth
+from anycastd.schema import DnsCheck, IPAddress
+from anycastd.state import MAX_TEXT, Maintenance, MaintenanceStore, StateError
+from anycastd.status import CheckStatus
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+Jitter = Callable[[float], float]
+
+
+@dataclass
+class Probe:
+    """One check of one target (a service on this host, or one server of a service behind the router)."""
+
+    key: str  # for task names and logs: "dns/checks[0]", "dns/ns1/checks[0]"
+    index: int  # the check's number within its ServiceHealth
+    check: DnsCheck
+    service_addresses: tuple[IPAddress, ...]  # also queried, where the prober can reach them
+    health: ServiceHealth
+    status: CheckStatus
+    wake: asyncio.Event | None = None  # set: probe now, whatever the schedule says
+
+
+OnResult = Callable[[Probe, ProbeResult, Decision], Awaitable[None]]
+
+
+async def probe_forever(
+    probe: Probe,
+    prober: Prober,
+    on_result: OnResult,
+    *,
+    clock: Clock,
+    sleep: Sleep,
+    jitter: Jitter,
+    beat: Callable[[Probe], None] | None = None,
+) -> None:
+    """Probe ``probe.check`` on its schedule until cancelled (see the module's docstring)."""
+    check = probe.check
+    if beat is not None:
+        beat(probe)
+    await _wait(probe, jitter(check.interval), sleep)
+    next_at = clock()
+    while True:
+        if beat is not None:
+            beat(probe)
+        result = await prober.probe(check, probe.service_addresses)
+        status = probe.status
+        status.last, status.last_at = result, clock()
+        status.probes += 1
+        status.failures += 0 if result.ok else 1
+        decision = probe.health.feed(probe.index, result.for_health(), clock())
+        await on_result(probe, result, decision)
+        next_at += check.interval
+        delay = next_at - clock()
+        if delay < 0:  # a probe ran late: do not burst to catch up
+            next_at, delay = clock(), 0.0
+        if await _wait(probe, delay, sleep):
+            next_at = clock()  # woken early: the schedule starts again from this probe
+
+
+async def _wait(probe: Probe, delay: float, sleep: Sleep) -> bool:
+    """Sleep ``delay``, or less if ``probe.wake`` is set meanwhile; True if woken."""
+    wake = probe.wake
+    if wake is None:
+        await sleep(delay)
+        return False
+    if not wake.is_set():
+        sleeping = asyncio.ensure_future(sleep(delay))
+        waking = asyncio.ensure_future(wake.wait())
+        try:
+            await asyncio.wait([sleeping, waking], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeping, waking):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    woken = wake.is_set()
+    wake.clear()
+    return woken
+
+
+def who(peer: Peer, claimed: str) -> str:
+    """Who asked, for the log and the book: the kernel's answer, and the sudo user the client names."""
+    return peer.user + (f" (sudo by {claimed})" if claimed and claimed != peer.user else "")
+
+
+class MaintenanceBook:
+    """The operator's drains by name (services for the sidecar, servers for the router), persisted."""
+
+    def __init__(self, store: MaintenanceStore, wall: Clock) -> None:
+        self.store = store
+        self.wall = wall
+        self.entries: dict[str, Maintenance] = {}
+        #: Why the persisted book could not be read, until an operator lifts every drain.
+        self.problem: str | None = None
+
+    def restore(self, names: Sequence[str], lift_with: str) -> dict[str, Maintenance]:
+        """Load the book; if it cannot be read, drain every one of ``names`` and persist that."""
+        try:
+            self.entries = self.store.load()
+        except StateError as exc:
+            self.problem = str(exc)
+            log.error("%s. Everything stays drained until `%s` (check the file first: an operator may have "
+                      "drained this node)", exc, lift_with)  # fmt: skip
+            reason = f"maintenance state unreadable: {exc}"[:MAX_TEXT]
+            self.entries = {name: Maintenance(reason, "anycastd", self.wall()) for name in names}
+            try:  # so that a restart before the operator acts still withdraws
+                self.store.save(self.entries)
+            except StateError as save_problem:
+                log.error("%s", save_problem)
+        return self.entries
+
+    def drain(self, names: Iterable[str], reason: str, by: str) -> str | None:
+        """Record a drain of ``names`` (applied whether or not it persists); a warning if it did not persist."""
+        now = self.wall()
+        for name in names:
+            self.entries[name] = Maintenance(reason, by, now)
+        try:
+            self.store.save(self.entries)
+        except StateError as exc:
+            return str(exc)
+        return None
+
+    def lift(self, names: Iterable[str], everything: bool) -> list[str]:
+        """End the drains of ``names``; raise StateError, changing nothing, if that cannot be persisted.
+
+        Returns the names that were drained. ``everything`` (no name given) also clears ``problem``.
+        """
+        gone = list(names)
+        lifted = [name for name in gone if name in self.entries]
+        remaining = {k: v for k, v in self.entries.items() if k not in gone}
+        self.store.save(remaining)
+        self.entries = remaining
+        if everything:
+            self.problem = None
+        return lifted
+
+    def get(self, name: str) -> Maintenance | None:
+        return self.entries.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.entries

@@ -1,0 +1,170 @@
+"""The skeleton both daemons run on: the probe schedule, waking a probe early, and the maintenance book."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import Sequence
+
+import pytest
+
+from anycastd.checks.dns import ProbeResult
+from anycastd.health import Decision, Outcome, ServiceHealth, State, Thresholds
+from anycastd.schema import DnsCheck, IPAddress
+from anycastd.skeleton import MaintenanceBook, Probe, probe_forever
+from anycastd.state import InMemoryStore, Maintenance, StateError
+from anycastd.status import CheckStatus
+from tests.unit.fake_time import FakeTime
+
+CHECK = DnsCheck(ipaddress.ip_address("192.0.2.10"), interval=1.0, timeout=0.5)
+OK = ProbeResult(Outcome.OK, "NOERROR", 0.001, "192.0.2.10")
+
+
+def _probe(wake: asyncio.Event | None = None) -> Probe:
+    health = ServiceHealth.create("dns", [Thresholds(2, 2, 1)])
+    return Probe("dns/checks[0]", 0, CHECK, (), health, CheckStatus(), wake)
+
+
+class TimedProber:
+    """Records when each probe started; each takes ``took`` seconds of fake time; stops after ``count``."""
+
+    def __init__(self, fake: FakeTime, took: Sequence[float], done: asyncio.Event) -> None:
+        self.fake, self.took, self.done = fake, list(took), done
+        self.started: list[float] = []
+
+    async def probe(self, check: DnsCheck, service_addresses: Sequence[IPAddress]) -> ProbeResult:
+        self.started.append(self.fake.now)
+        if not self.took:
+            self.done.set()
+            await asyncio.Event().wait()  # until cancelled
+        self.fake.now += self.took.pop(0)
+        return OK
+
+
+def _run(took: Sequence[float], jitter: float) -> tuple[list[float], list[Decision], Probe]:
+    fake = FakeTime()
+    decisions: list[Decision] = []
+    probe = _probe()
+
+    async def go() -> list[float]:
+        done = asyncio.Event()
+        prober = TimedProber(fake, took, done)
+
+        async def on_result(p: Probe, result: ProbeResult, decision: Decision) -> None:
+            decisions.append(decision)
+
+        task = asyncio.ensure_future(
+            probe_forever(probe, prober, on_result, clock=fake.clock, sleep=fake.sleep, jitter=lambda _: jitter)
+        )
+        await done.wait()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return [t - 1000.0 for t in prober.started]
+
+    return asyncio.run(go()), decisions, probe
+
+
+def test_probes_keep_to_the_schedule_from_when_each_was_due() -> None:
+    started, decisions, probe = _run([0.1, 0.3, 0.2], jitter=0.25)
+    assert started == pytest.approx([0.25, 1.25, 2.25, 3.25])  # the probe's own duration does not drift it
+    assert probe.status.probes == 3 and probe.status.failures == 0
+    assert probe.health.state is State.UP and len(decisions) == 3
+
+
+def test_a_late_probe_starts_a_new_schedule_instead_of_a_burst() -> None:
+    started, _, _ = _run([0.1, 3.5, 0.1, 0.1], jitter=0.0)
+    # the second probe took 3.5 s: the third starts at once, then every second from there, never in a burst
+    assert started == pytest.approx([0.0, 1.0, 4.5, 5.5, 6.5])
+
+
+def test_a_wake_event_gets_a_probe_at_once_and_restarts_the_schedule() -> None:
+    async def go() -> tuple[list[float], float]:
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        probe = _probe(wake)
+        probed = asyncio.Queue[float]()
+        released = asyncio.Event()
+
+        class Prober:
+            async def probe(self, check: DnsCheck, service_addresses: Sequence[IPAddress]) -> ProbeResult:
+                await probed.put(loop.time())
+                return OK
+
+        async def long_sleep(seconds: float) -> None:
+            await released.wait()  # the schedule's sleeps never end by themselves here
+
+        async def on_result(p: Probe, result: ProbeResult, decision: Decision) -> None:
+            pass
+
+        task = asyncio.ensure_future(
+            probe_forever(probe, Prober(), on_result, clock=loop.time, sleep=long_sleep, jitter=lambda _: 60.0)
+        )
+        wake.set()  # before the first probe is due: it goes at once
+        first = await probed.get()
+        wake.set()  # and again while the loop sleeps
+        second = await probed.get()
+        assert not wake.is_set()  # consumed
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return [first, second], probe.status.probes
+
+    _, probes = asyncio.run(go())
+    assert probes == 2  # each wake gave one probe; the schedule alone would have given none
+
+
+def test_a_beat_is_given_before_the_first_probe_and_every_round() -> None:
+    fake = FakeTime()
+    beats: list[float] = []
+
+    async def go() -> None:
+        done = asyncio.Event()
+        prober = TimedProber(fake, [0.1, 0.1], done)
+
+        async def on_result(p: Probe, result: ProbeResult, decision: Decision) -> None:
+            pass
+
+        task = asyncio.ensure_future(
+            probe_forever(
+                _probe(), prober, on_result, clock=fake.clock, sleep=fake.sleep, jitter=lambda _: 0.5,
+                beat=lambda p: beats.append(fake.now),
+            )
+        )  # fmt: skip
+        await done.wait()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(go())
+    assert [b - 1000.0 for b in beats] == pytest.approx([0.0, 0.5, 1.5, 2.5])
+
+
+def test_the_book_drains_persists_and_lifts_in_order() -> None:
+    store = InMemoryStore()
+    book = MaintenanceBook(store, wall=lambda: 1.0)
+    assert book.drain(["b", "a"], "upgrade", "root") is None
+    assert store.drained == {"b": Maintenance("upgrade", "root", 1.0), "a": Maintenance("upgrade", "root", 1.0)}
+    assert "a" in book and book.get("c") is None
+    assert book.lift(["c", "a", "b"], everything=False) == ["a", "b"]
+    assert store.drained == {} and book.entries == {}
+
+
+def test_a_book_that_cannot_be_saved_still_drains_but_never_lifts() -> None:
+    store = InMemoryStore()
+    book = MaintenanceBook(store, wall=lambda: 1.0)
+    book.drain(["a"], "r", "root")
+    store.broken = "disk full"
+    assert book.drain(["b"], "r", "root") == "disk full"  # applied, with a warning
+    assert set(book.entries) == {"a", "b"}
+    with pytest.raises(StateError, match="disk full"):
+        book.lift(["a"], everything=True)
+    assert set(book.entries) == {"a", "b"}  # nothing changed
+
+
+def test_an_unreadable_book_drains_every_name_and_says_why_until_everything_is_lifted() -> None:
+    store = InMemoryStore(broken="maintenance.json: not JSON")
+    book = MaintenanceBook(store, wall=lambda: 1.0)
+    entries = book.restore(["dns", "ntp"], "anycastctl announce")
+    assert set(entries) == {"dns", "ntp"} and book.problem == "maintenance.json: not JSON"
+    assert entries["dns"].reason == "maintenance state unreadable: maintenance.json: not JSON"
+    store.broken = None
+    assert book.lift(["dns"], everything=False) == ["dns"] and book.problem is not None
+    assert book.lift(["ntp"], everything=True) == ["ntp"] and book.problem is None
