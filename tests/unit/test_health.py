@@ -211,3 +211,31 @@ def test_service_is_decided_when_every_check_is_or_in_maintenance() -> None:
     fresh = ServiceHealth.create("dns/s2", [Thresholds(3, 3, 1)])
     fresh.drain("disk swap", 0.0)
     assert fresh.decided
+
+
+# Named by the mutants of `make mutation` they kill (docs/architecture.md#mutation-testing).
+
+
+def test_a_fresh_check_has_no_time_and_no_result_then_remembers_both() -> None:
+    check = CheckHealth("c", Thresholds(1, 1, 1))
+    assert check.since is None and check.last_result is None
+    check.feed(OK, 7.0)
+    assert check.since == 7.0 and check.last_result == OK
+
+
+def test_a_service_passes_the_probes_time_to_its_checks() -> None:
+    service = ServiceHealth.create("dns", [Thresholds(1, 1, 1)])
+    service.feed(0, OK, 12.5)
+    assert service.checks[0].since == 12.5 and service.since == 12.5
+
+
+def test_drain_and_undrain_are_transitions_from_the_state_before_at_the_time_given() -> None:
+    service = ServiceHealth.create("dns", [Thresholds(1, 1, 1)])
+    service.feed(0, OK, 1.0)
+    drained = service.drain("upgrade", 2.0)
+    assert [(t.old, t.new, t.at) for t in drained.transitions] == [(State.UP, State.MAINTENANCE, 2.0)]
+    assert service.since == 2.0
+    assert service.drain("again", 3.0).transitions == ()  # already drained: no transition
+    undrained = service.undrain(4.0)
+    assert [(t.old, t.new, t.at) for t in undrained.transitions] == [(State.MAINTENANCE, State.UP, 4.0)]
+    assert service.since == 4.0

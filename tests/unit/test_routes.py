@@ -179,3 +179,57 @@ def test_repair_re_adds_one_route_of_ours_per_divergent_prefix(
     assert commands_for(change, TAG) == [no_route_command(r, TAG) for r in re_added] + [
         route_command(r, TAG) for r in re_added
     ]
+
+
+# Named by the mutants of `make mutation` they kill (docs/architecture.md#mutation-testing).
+
+
+def test_a_server_whose_routes_are_all_that_is_owned_is_routed() -> None:
+    """servers_routed: a server's routes may be the whole owned set (subset, not strict subset)."""
+    assert servers_routed(DNS, routes_via(DNS, ["ns1"])) == {"ns1"}
+
+
+def test_several_conflicts_across_families_are_listed_in_order() -> None:
+    """reconcile: conflicts are sorted with the family-aware key (routes themselves do not compare)."""
+    foreign = [Installed(V6_NS1, None), Installed(V4_NS2, 77), Installed(V4_NS1, None)]
+    change = reconcile(foreign, {V4_NS1, V4_NS2, V6_NS1}, TAG)
+    assert change.conflicts == (V4_NS1, V4_NS2, V6_NS1)
+
+
+def test_a_drained_last_set_is_said_to_leave_no_route() -> None:
+    selection = Selection("dns", keep_when_all_down=True)
+    selection.choose(["ns1"], [])
+    assert selection.choose([], ["ns1"]) == Choice(
+        frozenset(), "every server of the last healthy set is drained: the service has no route"
+    )
+
+
+def test_desired_routes_gathers_every_service() -> None:
+    """desired_routes: each service adds to what is wanted; none replaces another's."""
+    two = parse_router("""\
+services:
+  a:
+    prefixes: [203.0.113.53/32]
+    servers: [{name: ns1, address: 192.0.2.2}]
+  b:
+    prefixes: [203.0.113.54/32]
+    servers: [{name: ns1, address: 192.0.2.2}]
+  c:
+    prefixes: [203.0.113.55/32]
+    servers: [{name: ns1, address: 192.0.2.2}]
+""")
+    held = {route("203.0.113.53/32", "192.0.2.2"), route("203.0.113.54/32", "192.0.2.2")}
+    choices = {"a": None, "b": None, "c": Choice(frozenset({"ns1"}))}
+    assert desired_routes(two.services, choices, held) == held | {route("203.0.113.55/32", "192.0.2.2")}
+    choices = {"a": Choice(frozenset({"ns1"})), "b": Choice(frozenset({"ns1"})), "c": None}
+    assert desired_routes(two.services, choices, set()) == held
+
+
+def test_repair_bounces_a_route_for_every_divergent_prefix() -> None:
+    mine = {V4_NS1, V6_NS1}
+    found = [
+        Divergence(V4_NS1.prefix, frozenset({V4_NS1.nexthop}), frozenset()),
+        Divergence(V6_NS1.prefix, frozenset({V6_NS1.nexthop}), frozenset()),
+    ]
+    change = repair(found, mine)
+    assert set(change.add) == set(change.remove) == mine

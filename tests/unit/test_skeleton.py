@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 from collections.abc import Sequence
 
 import pytest
 
 from anycastd.checks.dns import ProbeResult
+from anycastd.control import Peer
 from anycastd.health import Decision, Outcome, ServiceHealth, State, Thresholds
 from anycastd.schema import DnsCheck, IPAddress
-from anycastd.skeleton import MaintenanceBook, Probe, probe_forever
+from anycastd.skeleton import MaintenanceBook, Probe, probe_forever, who
 from anycastd.state import InMemoryStore, Maintenance, StateError
 from anycastd.status import CheckStatus
-from tests.unit.fake_time import FakeTime
+from tests.unit.fake_time import FakeTime, until
 
 CHECK = DnsCheck(ipaddress.ip_address("192.0.2.10"), interval=1.0, timeout=0.5)
 OK = ProbeResult(Outcome.OK, "NOERROR", 0.001, "192.0.2.10")
@@ -168,3 +170,137 @@ def test_an_unreadable_book_drains_every_name_and_says_why_until_everything_is_l
     store.broken = None
     assert book.lift(["dns"], everything=False) == ["dns"] and book.problem is not None
     assert book.lift(["ntp"], everything=True) == ["ntp"] and book.problem is None
+
+
+# Named by the mutants of `make mutation` they kill (docs/architecture.md#mutation-testing).
+
+
+class GatedTime:
+    """A clock that moves only when the test says, and sleeps that end only when the test says (or are cut)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.asked: list[float] = []
+        self.gate = asyncio.Event()
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.asked.append(seconds)
+        await self.gate.wait()
+        self.gate.clear()
+        self.now += seconds
+
+
+def test_the_schedule_is_anchored_to_due_times_even_when_sleeps_overshoot() -> None:
+    """A sleep that ends late (a busy host) must not push every later probe back: no drift."""
+    fake = FakeTime()
+
+    async def go() -> list[float]:
+        done = asyncio.Event()
+        prober = TimedProber(fake, [0.0, 0.0, 0.0], done)
+
+        async def late_sleep(seconds: float) -> None:
+            await fake.sleep(seconds + 0.1)
+
+        async def on_result(p: Probe, result: ProbeResult, decision: Decision) -> None:
+            pass
+
+        task = asyncio.ensure_future(
+            probe_forever(_probe(), prober, on_result, clock=fake.clock, sleep=late_sleep, jitter=lambda _: 0.0)
+        )
+        await done.wait()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return [t - 1000.0 for t in prober.started]
+
+    assert asyncio.run(go()) == pytest.approx([0.1, 1.2, 2.2, 3.2])  # each 0.1 late, never later
+
+
+def test_the_probe_the_time_and_the_jitter_are_the_ones_of_this_check() -> None:
+    fake = FakeTime()
+    asked: list[float] = []
+    seen: list[Probe] = []
+    probe = _probe()
+
+    async def go() -> None:
+        done = asyncio.Event()
+        prober = TimedProber(fake, [0.0], done)
+
+        async def on_result(p: Probe, result: ProbeResult, decision: Decision) -> None:
+            seen.append(p)
+
+        def jitter(interval: float) -> float:
+            asked.append(interval)
+            return 0.0
+
+        task = asyncio.ensure_future(
+            probe_forever(probe, prober, on_result, clock=fake.clock, sleep=fake.sleep, jitter=jitter)
+        )
+        await done.wait()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(go())
+    assert asked == [CHECK.interval] and seen == [probe]
+    assert probe.health.checks[0].since == 1000.0  # the clock's time reached the health core
+
+
+def test_after_a_wake_the_schedule_starts_again_from_that_probe() -> None:
+    async def go() -> GatedTime:
+        time = GatedTime()
+        wake = asyncio.Event()
+        probe = _probe(wake)
+        probed = asyncio.Queue[float]()
+
+        class Prober:
+            async def probe(self, check: DnsCheck, service_addresses: Sequence[IPAddress]) -> ProbeResult:
+                await probed.put(time.now)
+                return OK
+
+        async def on_result(p: Probe, result: ProbeResult, decision: Decision) -> None:
+            pass
+
+        task = asyncio.ensure_future(
+            probe_forever(probe, Prober(), on_result, clock=time.clock, sleep=time.sleep, jitter=lambda _: 0.5)
+        )
+        await until(lambda: len(time.asked) == 1, "the first sleep")
+        time.gate.set()  # the jitter passes: first probe at 0.5
+        assert await probed.get() == 0.5
+        await until(lambda: len(time.asked) == 2, "the sleep to the next due time")
+        time.now = 0.8
+        wake.set()  # woken 0.3 s into a 1 s wait: a probe now, and the next one due 1 s later
+        assert await probed.get() == 0.8
+        await until(lambda: len(time.asked) == 3, "the sleep after the woken probe")
+        time.gate.set()
+        assert await probed.get() == 1.8  # the schedule went on (it did not break)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return time
+
+    time = asyncio.run(go())
+    assert time.asked[:3] == pytest.approx([0.5, 1.0, 1.0])
+
+
+def test_who_is_the_kernels_answer_with_the_sudo_user_when_there_is_one() -> None:
+    root = Peer(1, 0)
+    assert who(root, "") == "root"
+    assert who(root, "root") == "root"
+    assert who(root, "alice") == "root (sudo by alice)"
+
+
+def test_a_fresh_book_has_no_problem_and_finds_its_entries(caplog: pytest.LogCaptureFixture) -> None:
+    book = MaintenanceBook(InMemoryStore({"a": Maintenance("r", "w", 1.0)}), wall=lambda: 2.0)
+    assert book.problem is None
+    book.restore(["a"], "anycastctl announce")
+    assert book.get("a") == Maintenance("r", "w", 1.0)
+    broken = MaintenanceBook(InMemoryStore(broken="maintenance.json: not JSON"), wall=lambda: 2.0)
+    with caplog.at_level(logging.ERROR, logger="anycastd.skeleton"):
+        entries = broken.restore(["a"], "anycastctl announce --all")
+    assert entries["a"].who == "anycastd" and entries["a"].since == 2.0
+    assert caplog.messages == [
+        "maintenance.json: not JSON. Everything stays drained until `anycastctl announce --all` (check the file "
+        "first: an operator may have drained this node)",
+        "maintenance.json: not JSON",  # and saving the withdraw-everything book failed too
+    ]
