@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
 
 import pytest
 
@@ -20,6 +21,19 @@ from tests.unit.fake_time import FakeTime, until
 
 CHECK = DnsCheck(ipaddress.ip_address("192.0.2.10"), interval=1.0, timeout=0.5)
 OK = ProbeResult(Outcome.OK, "NOERROR", 0.001, "192.0.2.10")
+
+T = TypeVar("T")
+
+
+async def alongside(task: asyncio.Future[Any], awaitable: Awaitable[T]) -> T:
+    """``awaitable``'s result; if the loop under test ends first (it only ends by raising), its error instead."""
+    waiter = asyncio.ensure_future(awaitable)
+    await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+    if not waiter.done():
+        waiter.cancel()
+        task.result()
+        raise AssertionError("the probe loop ended")
+    return waiter.result()
 
 
 def _probe(wake: asyncio.Event | None = None) -> Probe:
@@ -58,7 +72,7 @@ def _run(took: Sequence[float], jitter: float) -> tuple[list[float], list[Decisi
         task = asyncio.ensure_future(
             probe_forever(probe, prober, on_result, clock=fake.clock, sleep=fake.sleep, jitter=lambda _: jitter)
         )
-        await done.wait()
+        await alongside(task, done.wait())
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         return [t - 1000.0 for t in prober.started]
@@ -102,9 +116,9 @@ def test_a_wake_event_gets_a_probe_at_once_and_restarts_the_schedule() -> None:
             probe_forever(probe, Prober(), on_result, clock=loop.time, sleep=long_sleep, jitter=lambda _: 60.0)
         )
         wake.set()  # before the first probe is due: it goes at once
-        first = await probed.get()
+        first = await alongside(task, probed.get())
         wake.set()  # and again while the loop sleeps
-        second = await probed.get()
+        second = await alongside(task, probed.get())
         assert not wake.is_set()  # consumed
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -131,7 +145,7 @@ def test_a_beat_is_given_before_the_first_probe_and_every_round() -> None:
                 beat=lambda p: beats.append(fake.now),
             )
         )  # fmt: skip
-        await done.wait()
+        await alongside(task, done.wait())
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
@@ -210,7 +224,7 @@ def test_the_schedule_is_anchored_to_due_times_even_when_sleeps_overshoot() -> N
         task = asyncio.ensure_future(
             probe_forever(_probe(), prober, on_result, clock=fake.clock, sleep=late_sleep, jitter=lambda _: 0.0)
         )
-        await done.wait()
+        await alongside(task, done.wait())
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         return [t - 1000.0 for t in prober.started]
@@ -238,7 +252,7 @@ def test_the_probe_the_time_and_the_jitter_are_the_ones_of_this_check() -> None:
         task = asyncio.ensure_future(
             probe_forever(probe, prober, on_result, clock=fake.clock, sleep=fake.sleep, jitter=jitter)
         )
-        await done.wait()
+        await alongside(task, done.wait())
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
@@ -267,14 +281,14 @@ def test_after_a_wake_the_schedule_starts_again_from_that_probe() -> None:
         )
         await until(lambda: len(time.asked) == 1, "the first sleep")
         time.gate.set()  # the jitter passes: first probe at 0.5
-        assert await probed.get() == 0.5
+        assert await alongside(task, probed.get()) == 0.5
         await until(lambda: len(time.asked) == 2, "the sleep to the next due time")
         time.now = 0.8
         wake.set()  # woken 0.3 s into a 1 s wait: a probe now, and the next one due 1 s later
-        assert await probed.get() == 0.8
+        assert await alongside(task, probed.get()) == 0.8
         await until(lambda: len(time.asked) == 3, "the sleep after the woken probe")
         time.gate.set()
-        assert await probed.get() == 1.8  # the schedule went on (it did not break)
+        assert await alongside(task, probed.get()) == 1.8  # the schedule went on (it did not break)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         return time

@@ -1,0 +1,58 @@
+"""`make mutation`: run mutmut over the pure core and fail on any survivor not explained here.
+
+    python -m tests.mutation          # after `mutmut run`: the verdict
+
+What is mutated is [tool.mutmut] in pyproject.toml: the health machine
+(anycastd/health.py), the planner (anycastd/routes.py) and the skeleton's
+schedule and maintenance book (anycastd/skeleton.py). Every mutant must be
+killed by a test (the tests named after the mutants they kill are marked
+"Named by the mutants of `make mutation`") or be listed in EQUIVALENT with
+why no test can tell it apart. A mutant that makes a test hang is reported by
+mutmut as a timeout: the tests noticed it (they never finished), so it counts
+as killed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+#: Mutants no test can tell from the original, and why. Keyed by mutmut's name (it changes when the function
+#: does: then this list is read again, which is the point).
+EQUIVALENT: dict[str, str] = {
+    "anycastd.skeleton.x_probe_forever__mutmut_48": (
+        "`delay < 0` -> `delay <= 0`: at delay 0 both sleep 0 s and the next due time is the same (clock() == next_at)"
+    ),
+}
+
+
+def survivors() -> dict[str, str]:
+    out = subprocess.run([sys.executable, "-m", "mutmut", "results"], check=True, capture_output=True, text=True).stdout
+    found = {}
+    for line in out.splitlines():
+        name, _, status = line.strip().rpartition(": ")
+        if status in ("survived", "no tests", "suspicious"):
+            found[name] = status
+    return found
+
+
+def main() -> int:
+    found = survivors()
+    unexplained = {name: status for name, status in found.items() if name not in EQUIVALENT}
+    for name, why in EQUIVALENT.items():
+        print(f"equivalent  {name}: {why}")
+    for name, status in unexplained.items():
+        diff = subprocess.run(
+            [sys.executable, "-m", "mutmut", "show", name], check=False, capture_output=True, text=True
+        ).stdout
+        change = [line for line in diff.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+        print(f"UNEXPLAINED {name} ({status}): {' / '.join(c.strip() for c in change)}")
+    stale = [name for name in EQUIVALENT if name not in found]
+    for name in stale:
+        print(f"stale       {name}: listed as equivalent but no longer survives (remove it)")
+    print(f"mutation: {len(unexplained)} unexplained survivor(s), {len(EQUIVALENT) - len(stale)} equivalent")
+    return 1 if unexplained or stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
