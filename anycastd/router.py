@@ -22,6 +22,13 @@ last sync made them: the servers keep their traffic while anycastd is away
 
 Drains are by server: `anycastctl withdraw --server ns1` takes ns1 out of
 every service it serves, and is persisted like the sidecar's.
+
+Why one module of about 570 lines: the probes, the syncer and the operator's
+requests act on one state (members, choices, what FRR holds) on one event
+loop, without locks, because nothing else touches it; the decisions are
+elsewhere (anycastd.routes, anycastd.health), as are the probe schedule and
+the maintenance book (anycastd.skeleton) and FRR's dialect
+(anycastd.announce.frr). What is left is the order in which things happen.
 """
 
 from __future__ import annotations
