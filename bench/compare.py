@@ -109,6 +109,8 @@ def healthcheck_config(s: Server, check: Path, disable: Path, options: str) -> s
             f"    local-as {s.asn};",
             f"    peer-as {ROUTER_ASN};",
             "    hold-time 3;",
+            # The reference router runs GTSM (ttl-security hops 1), which any ExaBGP must meet: send TTL 255.
+            "    outgoing-ttl 255;",
             f"    family {{ {family}; }}",
             "    api { processes [ healthcheck ]; }",
             "}",
