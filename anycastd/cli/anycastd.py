@@ -19,10 +19,10 @@ from anycastd.checks.dns import DnsProber
 from anycastd.config import Config, load
 from anycastd.control import Controller
 from anycastd.control_server import ControlServer
-from anycastd.drain import NftablesMeter
 from anycastd.errors import AnycastdError, ConfigError
 from anycastd.fib import NetlinkFib
 from anycastd.metrics import Metrics, RouterMetrics
+from anycastd.nft_meter import NftablesMeter
 from anycastd.offloop import OffLoopReader
 from anycastd.router import Router
 from anycastd.router_config import RouterConfig, load_router

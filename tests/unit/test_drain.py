@@ -9,7 +9,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from anycastd.drain import InMemoryMeter, MeterError, QuietWatch, Verdict, nft_ruleset, parse_counters, wait_quiet
+from anycastd.drain import InMemoryMeter, MeterError, QuietWatch, Verdict, wait_quiet
+from anycastd.nft_meter import nft_ruleset, parse_counters
 from anycastd.schema import IPAddress
 from tests.unit.fake_time import FakeTime
 

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from anycastd.announce.exabgp_config import helper_argv, render_config
 from anycastd.announce.frr import no_route_command, parse_running_config, route_command
 from anycastd.config import ConfigError, parse
-from anycastd.drain import nft_ruleset
+from anycastd.nft_meter import nft_ruleset
 from anycastd.routes import StaticRoute
 from anycastd.syntax import exabgp_comment, exabgp_problem, exabgp_word, nft_word, vtysh_command, vtysh_word
 from tests.unit.test_config import GOOD
