@@ -25,7 +25,7 @@ from anycastd.errors import AnycastdError
 MAX_LINE = 16 * 1024
 MAX_REASON = 200
 MAX_WAIT = 3600.0
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 
 
 class ControlError(AnycastdError):

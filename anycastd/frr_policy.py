@@ -35,7 +35,7 @@ from anycastd.syntax import vtysh_command
 
 BEGIN = "! BEGIN anycastd frr-policy: generated, do not edit (anycastd frr-policy NAME=FILE ...)"
 END = "! END anycastd frr-policy"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}\Z")
 ROUTE_MAPS = {4: "FROM-DNS-V4", 6: "FROM-DNS-V6"}
 
 

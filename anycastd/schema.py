@@ -36,8 +36,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DEFAULT_RUNTIME_DIR = Path("/run/anycastd")
 CONTROL_SOCKET = "control.sock"
-IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
-SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}\Z")
+SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 
 
 @dataclass(frozen=True)

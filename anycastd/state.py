@@ -48,7 +48,7 @@ MAX_BYTES = 256 * 1024
 MAX_ENTRIES = 4096
 MAX_TEXT = 200
 LATEST = 253402300799.0  # 9999-12-31T23:59:59Z: the last time a status line can print
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 
 
 class StateError(AnycastdError):

@@ -34,8 +34,8 @@ import ipaddress
 import re
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u0085]")
-_EXABGP_BARE = re.compile(r"^[A-Za-z0-9_.:/+=@%-]+$")
-_TOKEN = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")
+_EXABGP_BARE = re.compile(r"^[A-Za-z0-9_.:/+=@%-]+\Z")
+_TOKEN = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}\Z")
 
 Typed = int | str | ipaddress.IPv4Address | ipaddress.IPv6Address | ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -3,8 +3,9 @@
     python -m tests.mutation          # after `mutmut run`: the verdict
 
 What is mutated is [tool.mutmut] in pyproject.toml: the health machine
-(anycastd/health.py), the planner (anycastd/routes.py) and the skeleton's
-schedule and maintenance book (anycastd/skeleton.py). Every mutant must be
+(anycastd/health.py), the planner (anycastd/routes.py), the skeleton's
+schedule and maintenance book (anycastd/skeleton.py) and the wait for a
+drained node to go quiet (anycastd/drain.py). Every mutant must be
 killed by a test (the tests named after the mutants they kill are marked
 "Named by the mutants of `make mutation`") or be listed in EQUIVALENT with
 why no test can tell it apart. A mutant that makes a test hang is reported by
@@ -26,6 +27,9 @@ EQUIVALENT: dict[str, str] = {
     "anycastd.skeleton.xǁMaintenanceBookǁrestore__mutmut_28": (
         '`log.error("%s", problem)` -> `log.error(problem)`: logging %-formats only when given arguments, so '
         "the line logged is the same, even for a problem with a % in it"
+    ),
+    "anycastd.drain.x_wait_quiet__mutmut_28": (
+        '`log.warning("%s", note)` -> `log.warning(note)`: the same line, for the same reason as the one above'
     ),
 }
 

@@ -230,6 +230,7 @@ def test_malformed_documents(text: str, expected: str) -> None:
         ),
         ("  dns: {prefixes: [203.0.113.53/32], checks: [7]}\n", "services.dns.checks[0]: must be a mapping"),
         ("  -dns: {prefixes: [203.0.113.53/32], checks: [{address: 192.0.2.10}]}\n", "service names are 1 to 63"),
+        ('  "dns\\n": {prefixes: [203.0.113.53/32], checks: [{address: 192.0.2.10}]}\n', "service names are 1 to 63"),
     ],
 )
 def test_service_shapes(service: str, expected: str) -> None:

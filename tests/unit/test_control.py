@@ -69,6 +69,7 @@ def test_every_request_survives_the_wire(request_: Request) -> None:
         (b'{"command": "announce", "server": "../x"}', "'server' must be a server name, got '../x'"),
         (b'{"command": "status", "service": 5}', "'service' must be a service name, got 5"),
         (b'{"command": "status", "service": "../etc"}', "'service' must be a service name"),
+        (b'{"command": "status", "service": "dns\\n"}', "'service' must be a service name"),
         (b'{"command": "check"}', "'service' must be a service name, got None"),
         (b'{"command": "withdraw", "service": "dns"}', "withdraw: 'reason' must be 1 to 200 printable characters"),
         (b'{"command": "withdraw", "service": "dns", "reason": "  "}', "'reason' must be 1 to 200"),

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from anycastd.drain import InMemoryMeter, MeterError, QuietWatch, Verdict, wait_quiet
+from anycastd.drain import DrainReport, InMemoryMeter, MeterError, QuietWatch, Verdict, wait_quiet
 from anycastd.nft_meter import nft_ruleset, parse_counters
 from anycastd.schema import IPAddress
 from tests.unit.fake_time import FakeTime
@@ -81,3 +81,60 @@ def test_parse_counters_reads_nft_json() -> None:
     assert parse_counters(json.dumps(listing)) == {"203.0.113.53": 17}
     with pytest.raises(MeterError, match="not its JSON ruleset"):
         parse_counters("Error: No such file or directory")
+
+
+# Named by the mutants of `make mutation` they kill (docs/architecture.md#mutation-testing).
+
+
+def test_a_report_as_json_is_the_documented_shape() -> None:
+    """docs/operations.md's `withdraw --wait --json`: every key, the time rounded to the millisecond."""
+    shaped = DrainReport(Verdict.TIMED_OUT, "nftables", 1.23456, 7, "still receiving").to_json()
+    assert shaped == {
+        "drained": False,
+        "verdict": "timed_out",
+        "method": "nftables",
+        "waited": 1.235,
+        "packets": 7,
+        "note": "still receiving",
+    }
+
+
+@pytest.mark.parametrize(("counts", "verdict", "note"), [
+    ([0] * 20, Verdict.DRAINED, "no packet for 1 s"),
+    (list(range(0, 200, 1)), Verdict.TIMED_OUT, "still receiving after 2 s (20 packets since the withdrawal)"),
+])  # fmt: skip
+def test_the_report_says_why_it_ended(counts: list[int], verdict: Verdict, note: str) -> None:
+    t = FakeTime()
+    it = iter(counts)
+    report = asyncio.run(
+        wait_quiet(InMemoryMeter(lambda _: next(it)), ADDRS, quiet=1.0, timeout=2.0, fallback=5, clock=t.clock,
+                   sleep=t.sleep)
+    )  # fmt: skip
+    assert (report.verdict, report.note) == (verdict, note)
+
+
+def test_the_timer_fallback_waits_only_what_is_left_of_it(caplog: pytest.LogCaptureFixture) -> None:
+    """The meter fails after 0.3 s of measuring: the fallback of 1 s waits the remaining 0.7 s, not more, and says
+    so in the log; when measuring already took longer than the fallback, it waits no more at all."""
+    t = FakeTime()
+    reads = iter([0, 0, 0])
+
+    def count(addresses: Sequence[IPAddress]) -> int:
+        try:
+            return next(reads)
+        except StopIteration:
+            raise MeterError("table gone") from None
+
+    with caplog.at_level("WARNING", logger="anycastd.drain"):
+        report = asyncio.run(
+            wait_quiet(InMemoryMeter(count), ADDRS, quiet=5.0, timeout=30, fallback=1.0, clock=t.clock,
+                       sleep=t.sleep)
+        )  # fmt: skip
+    assert report.method == "timer" and report.waited == pytest.approx(1.0)
+    assert caplog.messages == [report.note]
+    t2 = FakeTime()
+    reads = iter([0] * 30)
+    late = asyncio.run(
+        wait_quiet(InMemoryMeter(count), ADDRS, quiet=5.0, timeout=30, fallback=1.0, clock=t2.clock, sleep=t2.sleep)
+    )
+    assert late.method == "timer" and late.waited == pytest.approx(3.0)  # 30 readings at 0.1 s, then no wait

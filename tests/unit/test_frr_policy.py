@@ -46,7 +46,7 @@ def test_a_server_without_ipv6_gets_no_ipv6_entry_and_an_empty_family_denies() -
     assert "route-map FROM-DNS-V6 deny 10\n" in block
 
 
-@pytest.mark.parametrize("name", ["s 1", "s1\nip prefix-list X permit 0.0.0.0/0", "", "-x", "s1!", "a" * 33])
+@pytest.mark.parametrize("name", ["s 1", "s1\nip prefix-list X permit 0.0.0.0/0", "s1\n", "", "-x", "s1!", "a" * 33])
 def test_a_server_name_that_could_change_frrs_syntax_is_refused(name: str) -> None:
     with pytest.raises(ValueError, match="server name"):
         frr_policy.render([frr_policy.ServerFile(name, "x", parse(GOOD))])

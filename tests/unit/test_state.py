@@ -41,6 +41,10 @@ def test_round_trip_and_nothing_left_behind(tmp_path: Path) -> None:
         (b'{"version": 1, "drained": {"dns": {"reason": "x", "who": "y", "since": -1}}}', "the entry for 'dns'"),
         (b'{"version": 1, "drained": {"dns": {"reason": "x\\n", "who": "y", "since": 1}}}', "the entry for 'dns'"),
         (b'{"version": 1, "drained": {"../x": {"reason": "x", "who": "y", "since": 1}}}', "is not a service or server"),
+        (
+            b'{"version": 1, "drained": {"dns\\n": {"reason": "x", "who": "y", "since": 1}}}',
+            "is not a service or server",
+        ),
         (b'{"version": 1, "drained": {"dns": {"reason": "x", "who": "y", "since": 1, "e": 2}}}', "needs exactly"),
         (b'{"version": 1, "drained": {"dns": {"reason": "' + b"x" * 300 + b'", "who": "y", "since": 1}}}', "at most"),
         (b'{"version": 1, "drained": {}, "pad": "' + b"x" * 300_000 + b'"}', "larger than 256 KiB"),

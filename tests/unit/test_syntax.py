@@ -172,3 +172,11 @@ def test_nft_accepts_every_generated_ruleset(addresses: list[ipaddress.IPv4Addre
         ["nft", "--check", "-f", "-"], check=False, input=nft_ruleset(addresses), text=True, capture_output=True
     )
     assert checked.returncode == 0, checked.stderr
+
+
+@pytest.mark.parametrize("value", ["a\n", "203.0.113.53/32\n", "tag\n"])
+def test_a_trailing_newline_is_not_a_word(value: str) -> None:
+    """Python's `$` matches before a final newline: every grammar here anchors with \\Z (found by Hypothesis)."""
+    for writer in (vtysh_word, nft_word):
+        with pytest.raises(ValueError):
+            writer(value)
