@@ -34,18 +34,23 @@ EQUIVALENT: dict[str, str] = {
 }
 
 
-def survivors() -> dict[str, str]:
-    out = subprocess.run([sys.executable, "-m", "mutmut", "results"], check=True, capture_output=True, text=True).stdout
+def outcomes() -> dict[str, str]:
+    """Every mutant mutmut knows of, with its status (killed, survived, timeout, ...)."""
+    argv = [sys.executable, "-m", "mutmut", "results", "--all", "true"]
+    out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
     found = {}
     for line in out.splitlines():
         name, _, status = line.strip().rpartition(": ")
-        if status in ("survived", "no tests", "suspicious"):
-            found[name] = status
+        found[name] = status
     return found
 
 
 def main() -> int:
-    found = survivors()
+    everything = outcomes()
+    if not everything or all(status == "not checked" for status in everything.values()):
+        print("mutation: mutmut produced no results; run `.venv/bin/python -m mutmut run` to see why")
+        return 1
+    found = {name: s for name, s in everything.items() if s in ("survived", "no tests", "suspicious")}
     unexplained = {name: status for name, status in found.items() if name not in EQUIVALENT}
     for name, why in EQUIVALENT.items():
         print(f"equivalent  {name}: {why}")
@@ -58,6 +63,8 @@ def main() -> int:
     stale = [name for name in EQUIVALENT if name not in found]
     for name in stale:
         print(f"stale       {name}: listed as equivalent but no longer survives (remove it)")
+    counts = {status: list(everything.values()).count(status) for status in sorted(set(everything.values()))}
+    print(f"mutation: {len(everything)} mutants ({', '.join(f'{n} {s}' for s, n in counts.items())})")
     print(f"mutation: {len(unexplained)} unexplained survivor(s), {len(EQUIVALENT) - len(stale)} equivalent")
     return 1 if unexplained or stale else 0
 
