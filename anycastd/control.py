@@ -6,9 +6,14 @@ One request is one line of JSON, one reply is one line of JSON. The request
 types are frozen dataclasses shared by both sides: the CLI builds one and
 ``encode``s it (anycastd.control_client); the daemon ``decode``s every line
 into one of them before anything acts on it (anycastd.control_server), so a
-malformed request is refused whole. Replies are ``{"ok": true, ...}`` or
-``{"ok": false, "error": "what to fix"}``. ``Peer`` is who is on the other
-end, as the kernel says; ``Controller`` is what a daemon implements to answer.
+malformed request is refused whole. Each request has its reply type
+(``REPLY_OF``), also a frozen dataclass: the daemon's ``Controller`` returns
+one, ``encode_reply`` writes it as ``{"ok": true, ...fields}`` (or an
+``ErrorReply`` as ``{"ok": false, "error": "what to fix"}``), and the client
+``decode_reply``s the line back into the type its request expects, refusing
+anything else. The status reply carries the status document, whose shape is
+versioned by its own ``version`` field (docs/operations.md). ``Peer`` is who
+is on the other end, as the kernel says.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import json
 import pwd
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, Protocol, TypeVar
 
 from anycastd.errors import AnycastdError
@@ -142,6 +147,176 @@ def decode(line: bytes) -> Request:
     )
 
 
+# replies -------------------------------------------------------------------
+
+_OMIT_NONE = {"omit_none": True}  # a field that is left out of the JSON while it is None
+
+
+@dataclass(frozen=True)
+class ProbeOutcome:
+    """One probe's result as a reply shows it (also the ``last`` of each check in the status document)."""
+
+    check: int
+    ok: bool
+    outcome: str
+    kind: str
+    reason: str
+    latency_ms: float | None
+    at: str
+    server: str | None = field(default=None, metadata=_OMIT_NONE)  # `anycastd router`: which server
+
+
+@dataclass(frozen=True)
+class DrainOutcome:
+    """How ``withdraw --wait`` ended: ``drained`` is what anycastctl's exit code follows."""
+
+    drained: bool
+    verdict: str
+    method: str
+    waited: float
+    packets: int | None
+    note: str
+
+
+@dataclass(frozen=True)
+class StatusReply:
+    document: dict[str, Any]  # the status document (docs/operations.md), versioned by its "version"
+
+
+@dataclass(frozen=True)
+class WithdrawReply:
+    withdrawn: tuple[str, ...]
+    warning: str | None = field(default=None, metadata=_OMIT_NONE)
+    drain: DrainOutcome | None = field(default=None, metadata=_OMIT_NONE)  # only for --wait
+
+
+@dataclass(frozen=True)
+class AnnounceReply:
+    announced: tuple[str, ...]
+    not_in_maintenance: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CheckReply:
+    service: str
+    checks: tuple[ProbeOutcome, ...]
+
+
+@dataclass(frozen=True)
+class ErrorReply:
+    error: str
+
+
+Reply = StatusReply | WithdrawReply | AnnounceReply | CheckReply
+REPLY_OF: dict[type[Request], type[Reply]] = {
+    StatusRequest: StatusReply,
+    WithdrawRequest: WithdrawReply,
+    AnnounceRequest: AnnounceReply,
+    CheckRequest: CheckReply,
+}
+
+
+def plain(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: plain(getattr(value, f.name))
+            for f in fields(value)
+            if not (f.metadata.get("omit_none") and getattr(value, f.name) is None)
+        }
+    if isinstance(value, tuple | list):
+        return [plain(v) for v in value]
+    return value
+
+
+def reply_json(reply: Reply | ErrorReply) -> dict[str, Any]:
+    """The reply as the JSON object on the wire (what ``anycastctl --json`` prints)."""
+    if isinstance(reply, ErrorReply):
+        return {"ok": False, "error": reply.error}
+    if isinstance(reply, StatusReply):
+        return {"ok": True, **reply.document}
+    return {"ok": True, **plain(reply)}
+
+
+def encode_reply(reply: Reply | ErrorReply) -> bytes:
+    return json.dumps(reply_json(reply), separators=(",", ":"), default=str).encode() + b"\n"
+
+
+class _Shape:
+    """Reads one JSON object of a reply, raising ControlError that names what is wrong."""
+
+    def __init__(self, data: Any, what: str) -> None:
+        if not isinstance(data, dict):
+            raise ControlError(f"anycastd sent an unexpected reply: {what} is not an object")
+        self.data, self.what = data, what
+
+    def get(self, key: str, kind: type | tuple[type, ...], optional: bool = False) -> Any:
+        value = self.data.get(key)
+        if value is None and optional:
+            return None
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float, (int, float))):
+            raise ControlError(f"anycastd sent an unexpected reply: {self.what}.{key} is {value!r}")
+        return value
+
+    def names(self, key: str) -> tuple[str, ...]:
+        value = self.get(key, list)
+        if not all(isinstance(v, str) for v in value):
+            raise ControlError(f"anycastd sent an unexpected reply: {self.what}.{key} holds a non-name")
+        return tuple(value)
+
+
+def probe_outcome(data: Any, what: str = "check") -> ProbeOutcome:
+    d = _Shape(data, what)
+    return ProbeOutcome(
+        d.get("check", int),
+        d.get("ok", bool),
+        d.get("outcome", str),
+        d.get("kind", str),
+        d.get("reason", str),
+        d.get("latency_ms", (int, float), optional=True),
+        d.get("at", str),
+        d.get("server", str, optional=True),
+    )
+
+
+def _drain_outcome(data: Any) -> DrainOutcome:
+    d = _Shape(data, "drain")
+    return DrainOutcome(
+        d.get("drained", bool),
+        d.get("verdict", str),
+        d.get("method", str),
+        float(d.get("waited", (int, float))),
+        d.get("packets", int, optional=True),
+        d.get("note", str),
+    )
+
+
+def decode_reply(request: Request, line: bytes) -> Reply:
+    """The reply to ``request``, typed; an error reply or a malformed line raises ControlError."""
+    try:
+        data = json.loads(line)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ControlError(f"anycastd sent a reply that is not JSON: {line[:200]!r}") from None
+    d = _Shape(data, "reply")
+    if d.get("ok", bool) is False:
+        raise ControlError(d.get("error", str, optional=True) or "anycastd refused the request")
+    expected = REPLY_OF[type(request)]
+    if expected is StatusReply:
+        if not isinstance(data.get("services"), list):
+            raise ControlError("anycastd sent an unexpected reply: a status without services")
+        return StatusReply({k: v for k, v in data.items() if k != "ok"})
+    if expected is WithdrawReply:
+        drain = data.get("drain")
+        return WithdrawReply(
+            d.names("withdrawn"),
+            d.get("warning", str, optional=True),
+            _drain_outcome(drain) if drain is not None else None,
+        )
+    if expected is AnnounceReply:
+        return AnnounceReply(d.names("announced"), d.names("not_in_maintenance"))
+    checks = d.get("checks", list)
+    return CheckReply(d.get("service", str), tuple(probe_outcome(c, f"checks[{i}]") for i, c in enumerate(checks)))
+
+
 # the daemon's side -----------------------------------------------------------
 
 
@@ -181,6 +356,6 @@ class Peer:
 
 
 class Controller(Protocol):
-    async def handle(self, request: Request, peer: Peer) -> dict[str, Any]:
+    async def handle(self, request: Request, peer: Peer) -> Reply:
         """Carry out ``request``; raise ControlError with a message for the client."""
         ...

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import socket
 from pathlib import Path
-from typing import Any
 
-from anycastd.control import ControlError, Request, encode
+from anycastd.control import ControlError, Reply, Request, decode_reply, encode
 
 
-def call(path: Path, request: Request, timeout: float) -> dict[str, Any]:
-    """Send one request and return the daemon's reply (which may say ok: false)."""
+def call(path: Path, request: Request, timeout: float) -> Reply:
+    """Send one request and return the daemon's typed reply; a refusal raises ControlError with its reason."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
@@ -36,10 +34,4 @@ def call(path: Path, request: Request, timeout: float) -> dict[str, Any]:
             raise ControlError(f"anycastd did not answer within {timeout:g} s") from None
         except OSError as exc:
             raise ControlError(f"lost the connection to anycastd: {exc.strerror or exc}") from None
-    try:
-        reply = json.loads(data)
-    except ValueError:
-        raise ControlError(f"anycastd sent a reply that is not JSON: {data[:200]!r}") from None
-    if not isinstance(reply, dict):
-        raise ControlError(f"anycastd sent an unexpected reply: {data[:200]!r}")
-    return reply
+    return decode_reply(request, data)

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import grp
-import json
 import logging
 import os
 import pwd
@@ -45,9 +44,12 @@ from anycastd.control import (
     AnnounceRequest,
     ControlError,
     Controller,
+    ErrorReply,
     Peer,
+    Reply,
     WithdrawRequest,
     decode,
+    encode_reply,
 )
 from anycastd.errors import AnycastdError
 
@@ -90,10 +92,6 @@ def may_change_state(peer: Peer, group: str | None) -> bool:
     except KeyError:
         return False
     return gid in os.getgrouplist(account.pw_name, account.pw_gid)
-
-
-def _reply(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, separators=(",", ":"), default=str).encode() + b"\n"
 
 
 class ControlServer:
@@ -148,7 +146,7 @@ class ControlServer:
             writer.close()
             return
         if len(self._clients) >= MAX_CLIENTS and not self._evict_one():
-            writer.write(_reply({"ok": False, "error": f"busy: {MAX_CLIENTS} requests are being answered"}))
+            writer.write(encode_reply(ErrorReply(f"busy: {MAX_CLIENTS} requests are being answered")))
             writer.close()
             return
         task = asyncio.ensure_future(self._serve(reader, writer))
@@ -185,10 +183,10 @@ class ControlServer:
                 try:
                     line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT)
                 except TimeoutError:
-                    writer.write(_reply({"ok": False, "error": f"no request within {REQUEST_TIMEOUT:g} s; closing"}))
+                    writer.write(encode_reply(ErrorReply(f"no request within {REQUEST_TIMEOUT:g} s; closing")))
                     return
                 except (ValueError, asyncio.LimitOverrunError):
-                    writer.write(_reply({"ok": False, "error": f"request longer than {MAX_LINE} bytes; closing"}))
+                    writer.write(encode_reply(ErrorReply(f"request longer than {MAX_LINE} bytes; closing")))
                     return
                 if not line:
                     return
@@ -198,14 +196,14 @@ class ControlServer:
                     continue
                 if me is not None:
                     self._waiting.pop(me, None)
-                writer.write(_reply(await self._answer(line, peer)))
+                writer.write(encode_reply(await self._answer(line, peer)))
                 await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
         except (ConnectionError, OSError, TimeoutError):
             pass
         finally:
             await _close(writer)
 
-    async def _answer(self, line: bytes, peer: Peer) -> dict[str, Any]:
+    async def _answer(self, line: bytes, peer: Peer) -> Reply | ErrorReply:
         try:
             request = decode(line)
             if isinstance(request, CHANGES_STATE) and not may_change_state(peer, self.group):
@@ -213,12 +211,12 @@ class ControlServer:
                     f"{peer.user} may read the status but not change it: run as root, as anycastd's user, or as "
                     f"a member of the control group ({self.group or 'none is configured: control.group'})"
                 )
-            return {"ok": True, **await self.controller.handle(request, peer)}
+            return await self.controller.handle(request, peer)
         except AnycastdError as exc:  # ControlError and every other error meant for a person
-            return {"ok": False, "error": str(exc)}
+            return ErrorReply(str(exc))
         except Exception:  # a bug must not take the daemon down through its socket
             log.exception("control request %r failed", line[:200])
-            return {"ok": False, "error": "internal error; see anycastd's log"}
+            return ErrorReply("internal error; see anycastd's log")
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:

@@ -46,12 +46,18 @@ import tenacity
 from anycastd.announce.frr import RouteError, StaticRoutes
 from anycastd.checks.dns import Prober, ProbeResult
 from anycastd.control import (
+    AnnounceReply,
     AnnounceRequest,
+    CheckReply,
     CheckRequest,
     ControlError,
+    DrainOutcome,
     Peer,
+    Reply,
     Request,
+    StatusReply,
     StatusRequest,
+    WithdrawReply,
     WithdrawRequest,
     by_name,
 )
@@ -73,7 +79,7 @@ from anycastd.routes import (
 from anycastd.schema import DnsCheck
 from anycastd.skeleton import Clock, MaintenanceBook, Probe, Sleep, probe_forever, who
 from anycastd.state import Maintenance, MaintenanceStore, StateError
-from anycastd.status import CheckStatus, iso, result_json, transition_json
+from anycastd.status import CheckStatus, iso, probe_outcome, result_json, transition_json
 
 log = logging.getLogger(__name__)
 
@@ -389,9 +395,9 @@ class Router:
 
     # control ----------------------------------------------------------------
 
-    async def handle(self, request: Request, peer: Peer) -> dict[str, Any]:
+    async def handle(self, request: Request, peer: Peer) -> Reply:
         if isinstance(request, StatusRequest):
-            return self.status(request.service)
+            return StatusReply(self.status(request.service))
         if isinstance(request, WithdrawRequest):
             return await self.withdraw(request, peer)
         if isinstance(request, AnnounceRequest):
@@ -412,19 +418,20 @@ class Router:
     def _services(self, name: str | None) -> list[RoutedService]:
         return by_name(self.config.services, name)
 
-    async def withdraw(self, request: WithdrawRequest, peer: Peer) -> dict[str, Any]:
+    async def withdraw(self, request: WithdrawRequest, peer: Peer) -> WithdrawReply:
         name = self._server(request.server, "drain")
         by = who(peer, request.user)
-        reply: dict[str, Any] = {"withdrawn": [name]}
         problem = self.book.drain([name], request.reason, by)
+        warnings = []
         if problem is not None:
-            reply["warning"] = f"{problem}; drained now, but a restart of anycastd would route to it again"
+            warnings.append(f"{problem}; drained now, but a restart of anycastd would route to it again")
         log.warning("%s: drained by %s: %s", name, by, request.reason)
         started = self.clock()
         for member in self._members_of(name):
             self._apply(member.health.drain(request.reason, self.clock()))
         self._choose()  # so that the reply can say what the drain leaves
         ticket = self.request_sync()
+        drain = None
         if request.wait:
             ok = await self.wait_synced(ticket, request.timeout or self.config.vtysh.timeout * (SYNC_ATTEMPTS + 1))
             gone = not any(
@@ -432,24 +439,22 @@ class Router:
                 for m in self._members_of(name)
                 for r in self.owned
             )
-            reply["drain"] = {
-                "drained": ok and gone,
-                "verdict": "drained" if ok and gone else "timeout",
-                "method": "route",
-                "waited": round(self.clock() - started, 3),
-                "packets": None,
-                "note": f"FRR holds no route via {name}: new queries no longer reach it"
+            drain = DrainOutcome(
+                drained=ok and gone,
+                verdict="drained" if ok and gone else "timeout",
+                method="route",
+                waited=round(self.clock() - started, 3),
+                packets=None,
+                note=f"FRR holds no route via {name}: new queries no longer reach it"
                 if ok and gone
                 else f"FRR could not be brought in step: {self.frr_problem or 'no sync finished in time'}",
-            }
+            )
         empty = [s for s, c in self.choices.items() if c is not None and not c.servers]
         if empty:
-            reply["warning"] = (
-                reply.get("warning", "") + f"{', '.join(empty)}: no server carries it now; its route is gone"
-            ).strip()
-        return reply
+            warnings.append(f"{', '.join(empty)}: no server carries it now; its route is gone")
+        return WithdrawReply((name,), " ".join(warnings) or None, drain)
 
-    async def announce(self, request: AnnounceRequest) -> dict[str, Any]:
+    async def announce(self, request: AnnounceRequest) -> AnnounceReply:
         if request.service is not None:
             raise ControlError("anycastd router announces servers, not services: use --server NAME or --all")
         names = [self._server(request.server, "announce")] if request.server else list(self.maintenance)
@@ -462,20 +467,19 @@ class Router:
             for member in self._members_of(name):
                 self._apply(member.health.undrain(self.clock()))
         self.request_sync()
-        return {"announced": lifted, "not_in_maintenance": [n for n in names if n not in lifted]}
+        return AnnounceReply(tuple(lifted), tuple(n for n in names if n not in lifted))
 
-    async def check(self, request: CheckRequest) -> dict[str, Any]:
+    async def check(self, request: CheckRequest) -> CheckReply:
         service = self._services(request.service)[0]
         members = self.members[service.name]
         jobs = [(m, i, c) for m in members for i, c in enumerate(m.checks)]
         results = await asyncio.gather(*(self.prober.probe(c, ()) for _, _, c in jobs))
-        return {
-            "service": service.name,
-            "checks": [
-                {**result_json(i, r, None, self.wall), "server": m.server.name}
-                for (m, i, _), r in zip(jobs, results, strict=True)
-            ],
-        }
+        return CheckReply(
+            service.name,
+            tuple(
+                probe_outcome(i, r, None, self.wall, m.server.name) for (m, i, _), r in zip(jobs, results, strict=True)
+            ),
+        )
 
     # reading ----------------------------------------------------------------
 

@@ -36,12 +36,18 @@ from anycastd.announce import Announcer
 from anycastd.checks.dns import Prober, ProbeResult
 from anycastd.config import Config, Service
 from anycastd.control import (
+    AnnounceReply,
     AnnounceRequest,
+    CheckReply,
     CheckRequest,
     ControlError,
+    DrainOutcome,
     Peer,
+    Reply,
     Request,
+    StatusReply,
     StatusRequest,
+    WithdrawReply,
     WithdrawRequest,
     by_name,
 )
@@ -52,7 +58,7 @@ from anycastd.metrics import Metrics, ServiceView, View
 from anycastd.schema import DnsCheck, IPAddress
 from anycastd.skeleton import Clock, MaintenanceBook, Probe, Sleep, probe_forever, who
 from anycastd.state import Maintenance, MaintenanceStore, StateError
-from anycastd.status import CheckStatus, iso, result_json, transition_json
+from anycastd.status import CheckStatus, iso, probe_outcome, result_json, transition_json
 
 log = logging.getLogger(__name__)
 
@@ -284,11 +290,11 @@ class Sidecar:
 
     # control --------------------------------------------------------------
 
-    async def handle(self, request: Request, peer: Peer) -> dict[str, Any]:
+    async def handle(self, request: Request, peer: Peer) -> Reply:
         if getattr(request, "server", None) is not None:
             raise ControlError("this anycastd is a sidecar, it drains services; --server is for `anycastd router`")
         if isinstance(request, StatusRequest):
-            return self.status(request.service)
+            return StatusReply(self.status(request.service))
         if isinstance(request, WithdrawRequest):
             return await self.withdraw(request, peer)
         if isinstance(request, AnnounceRequest):
@@ -298,23 +304,24 @@ class Sidecar:
     def _targets(self, name: str | None) -> list[Service]:
         return by_name(self.config.services, name)
 
-    async def withdraw(self, request: WithdrawRequest, peer: Peer) -> dict[str, Any]:
+    async def withdraw(self, request: WithdrawRequest, peer: Peer) -> WithdrawReply:
         targets = self._targets(request.service)
         by = who(peer, request.user)
-        reply: dict[str, Any] = {"withdrawn": [s.name for s in targets]}
         problem = self.book.drain([s.name for s in targets], request.reason, by)
+        warning = None
         if problem is not None:
-            reply["warning"] = f"{problem}; withdrawn now, but a restart of anycastd would announce again"
+            warning = f"{problem}; withdrawn now, but a restart of anycastd would announce again"
         for service in targets:
             log.warning("%s: withdrawn for maintenance by %s: %s", service.name, by, request.reason)
             await self.apply(service, self.health[service.name].drain(request.reason, self.clock()))
+        drain = None
         if request.wait:
             d = self.config.drain
             report = await self.wait_drained(
                 targets, quiet=d.quiet, timeout=request.timeout or d.timeout, fallback=d.fallback
             )
-            reply["drain"] = report.to_json()
-        return reply
+            drain = DrainOutcome(**report.to_json())
+        return WithdrawReply(tuple(s.name for s in targets), warning, drain)
 
     async def wait_drained(
         self, services: Sequence[Service], *, quiet: float, timeout: float, fallback: float
@@ -335,7 +342,7 @@ class Sidecar:
         log.log(level, "drain of %s: %s after %.2f s (%s)", names, report.verdict.value, report.waited, report.note)
         return report
 
-    async def announce(self, name: str | None) -> dict[str, Any]:
+    async def announce(self, name: str | None) -> AnnounceReply:
         targets = self._targets(name)
         try:
             names = set(self.book.lift([s.name for s in targets], everything=name is None))
@@ -345,18 +352,12 @@ class Sidecar:
         for service in lifted:
             log.warning("%s: maintenance ended; announced again once its probes pass", service.name)
             await self.apply(service, self.health[service.name].undrain(self.clock()))
-        return {
-            "announced": [s.name for s in lifted],
-            "not_in_maintenance": [s.name for s in targets if s not in lifted],
-        }
+        return AnnounceReply(tuple(s.name for s in lifted), tuple(s.name for s in targets if s not in lifted))
 
-    async def check(self, request: CheckRequest) -> dict[str, Any]:
+    async def check(self, request: CheckRequest) -> CheckReply:
         service = self._targets(request.service)[0]
         results = await asyncio.gather(*(self.prober.probe(c, service.host_addresses) for c in service.checks))
-        return {
-            "service": service.name,
-            "checks": [result_json(i, r, None, self.wall) for i, r in enumerate(results)],
-        }
+        return CheckReply(service.name, tuple(probe_outcome(i, r, None, self.wall) for i, r in enumerate(results)))
 
     # reading --------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from anycastd.checks.dns import ProbeResult
+from anycastd.control import ProbeOutcome, plain
 from anycastd.health import Transition
 
 Clock = Callable[[], float]
@@ -29,16 +30,23 @@ def iso(unix: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(unix)) + f".{int(unix % 1 * 1000):03d}Z"
 
 
+def probe_outcome(
+    index: int, result: ProbeResult, at: str | None, wall: Clock, server: str | None = None
+) -> ProbeOutcome:
+    return ProbeOutcome(
+        check=index,
+        ok=result.ok,
+        outcome=result.outcome.value,
+        kind=result.kind,
+        reason=result.reason,
+        latency_ms=round(result.latency * 1000, 3) if result.latency is not None else None,
+        at=at or iso(wall()),
+        server=server,
+    )
+
+
 def result_json(index: int, result: ProbeResult, at: str | None, wall: Clock) -> dict[str, Any]:
-    return {
-        "check": index,
-        "ok": result.ok,
-        "outcome": result.outcome.value,
-        "kind": result.kind,
-        "reason": result.reason,
-        "latency_ms": round(result.latency * 1000, 3) if result.latency is not None else None,
-        "at": at or iso(wall()),
-    }
+    return dict(plain(probe_outcome(index, result, at, wall)))
 
 
 def transition_json(t: Transition, at: str | None) -> dict[str, Any]:

@@ -17,12 +17,18 @@ from typing import Any
 
 from anycastd import __version__
 from anycastd.control import (
+    AnnounceReply,
     AnnounceRequest,
+    CheckReply,
     CheckRequest,
     ControlError,
+    Reply,
     Request,
+    StatusReply,
     StatusRequest,
     WithdrawRequest,
+    plain,
+    reply_json,
 )
 from anycastd.control_client import call
 from anycastd.schema import CONTROL_SOCKET, DEFAULT_RUNTIME_DIR
@@ -162,43 +168,42 @@ def print_status(reply: dict[str, Any]) -> None:
         print(f"\nPROBLEM: {reply['problem']}")
 
 
-def _print(args: argparse.Namespace, reply: dict[str, Any]) -> int:
+def _print(args: argparse.Namespace, reply: Reply) -> int:
     if args.json:
-        json.dump(reply, sys.stdout, indent=2)
+        json.dump(reply_json(reply), sys.stdout, indent=2)
         print()
-    if args.command == "status":
+    if isinstance(reply, StatusReply):
         if not args.json:
-            print_status(reply)
+            print_status(reply.document)
         return EXIT_OK
-    if args.command == "check":
-        failed = [c for c in reply["checks"] if not c["ok"]]
+    if isinstance(reply, CheckReply):
         if not args.json:
-            for c in reply["checks"]:
-                server = f" {c['server']}" if "server" in c else ""
-                print(f"{reply['service']}{server} checks[{c['check']}]: {_probe(c)}")
-        return EXIT_CHECK_FAILED if failed else EXIT_OK
-    if "warning" in reply:
-        print(f"anycastctl: warning: {reply['warning']}", file=sys.stderr)
-    if args.command == "announce":
+            for c in reply.checks:
+                server = f" {c.server}" if c.server is not None else ""
+                print(f"{reply.service}{server} checks[{c.check}]: {_probe(plain(c))}")
+        return EXIT_CHECK_FAILED if any(not c.ok for c in reply.checks) else EXIT_OK
+    if isinstance(reply, AnnounceReply):
         if not args.json:
-            for name in reply["announced"]:
+            for name in reply.announced:
                 print(f"{name}: maintenance ended; announced again once its probes pass")
-            for name in reply["not_in_maintenance"]:
+            for name in reply.not_in_maintenance:
                 print(f"{name}: was not in maintenance")
         return EXIT_OK
+    if reply.warning:
+        print(f"anycastctl: warning: {reply.warning}", file=sys.stderr)
     if not args.json:
-        for name in reply["withdrawn"]:
+        for name in reply.withdrawn:
             print(f"{name}: {'drained' if args.server else 'withdrawn'} for maintenance")
-    drain = reply.get("drain")
+    drain = reply.drain
     if drain is None:
         return EXIT_OK
     if not args.json:
-        if drain["method"] == "timer":
-            print(f"anycastctl: {drain['note']}", file=sys.stderr)
-        verdict = "drained" if drain["drained"] else "NOT drained"
-        packets = f", {drain['packets']} packets after the withdrawal" if drain["packets"] is not None else ""
-        print(f"{verdict} after {drain['waited']:.2f} s ({drain['method']}: {drain['note']}{packets})")
-    return EXIT_OK if drain["drained"] else EXIT_TIMED_OUT
+        if drain.method == "timer":
+            print(f"anycastctl: {drain.note}", file=sys.stderr)
+        verdict = "drained" if drain.drained else "NOT drained"
+        packets = f", {drain.packets} packets after the withdrawal" if drain.packets is not None else ""
+        print(f"{verdict} after {drain.waited:.2f} s ({drain.method}: {drain.note}{packets})")
+    return EXIT_OK if drain.drained else EXIT_TIMED_OUT
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,9 +221,6 @@ def main(argv: list[str] | None = None) -> int:
         reply = call(args.socket, request, timeout)
     except ControlError as exc:
         print(f"anycastctl: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    if not reply.get("ok"):
-        print(f"anycastctl: {reply.get('error', 'anycastd refused the request')}", file=sys.stderr)
         return EXIT_ERROR
     return _print(args, reply)
 

@@ -3,10 +3,10 @@
     python -m tests.fuzz --seconds 60 [--seed N]
 
 Seeds are the valid example configurations, the hostile corpus
-(tests/hostile/config), control requests and state files. Each round mutates
+(tests/hostile/config), control requests, daemon replies and state files. Each round mutates
 one seed (flip or insert bytes, splice lines, insert a YAML special) and
 feeds it to its parser. The only acceptable outcomes are a value or the
-parser's own error (ConfigError, ProtocolError, StateError). Anything else,
+parser's own error (ConfigError, ControlError, StateError). Anything else,
 or one input taking over HANG seconds, or the process growing past MAX_RSS,
 fails the run and saves the input under /tmp/anycastd-fuzz-*/ with the seed
 that reproduces it.
@@ -82,7 +82,16 @@ def _seeds() -> dict[str, list[bytes]]:
         state.encode({"dns": state.Maintenance("kernel upgrade", "alice", 1.7e9)}).encode(),
         b'{"version": 1, "drained": {}}',
     ]
-    return {"config": configs, "router": configs, "control": requests, "state": states}
+    replies = [
+        b'{"ok":true,"version":1,"services":[{"name":"dns"}]}',
+        b'{"ok":true,"withdrawn":["dns"],"warning":"w","drain":{"drained":true,"verdict":"drained",'
+        b'"method":"nftables","waited":1.5,"packets":3,"note":"quiet"}}',
+        b'{"ok":true,"announced":["ns1"],"not_in_maintenance":[]}',
+        b'{"ok":true,"service":"dns","checks":[{"check":0,"ok":true,"outcome":"ok","kind":"dns",'
+        b'"reason":"NOERROR","latency_ms":0.4,"at":"2026-12-03T10:00:00.000Z","server":"ns1"}]}',
+        b'{"ok":false,"error":"no service"}',
+    ]
+    return {"config": configs, "router": configs, "control": requests, "reply": replies, "state": states}
 
 
 def _parsers(tmp: Path) -> dict[str, Callable[[bytes], object]]:
@@ -98,15 +107,26 @@ def _parsers(tmp: Path) -> dict[str, Callable[[bytes], object]]:
         (tmp / state.FILE_NAME).write_bytes(data)
         return state.FileStore(tmp).load()
 
+    def reply(data: bytes) -> object:
+        """What anycastctl makes of a daemon's reply, for each request it may have sent."""
+        return [control.decode_reply(r, data) for r in REQUESTS]
+
     return {
         "config": via_file(config.load),
         "router": via_file(router_config.load_router),
         "control": control.decode,
+        "reply": reply,
         "state": state_file,
     }
 
 
-EXPECTED_ERRORS = (config.ConfigError, control.ProtocolError, state.StateError)
+EXPECTED_ERRORS = (config.ConfigError, control.ControlError, state.StateError)
+REQUESTS = (
+    control.StatusRequest(),
+    control.WithdrawRequest("dns", "x"),
+    control.AnnounceRequest(None),
+    control.CheckRequest("dns"),
+)
 
 
 def _mutate(rng: random.Random, data: bytes, others: list[bytes]) -> bytes:

@@ -18,16 +18,25 @@ import pytest
 
 from anycastd import control, control_server
 from anycastd.control import (
+    AnnounceReply,
     AnnounceRequest,
+    CheckReply,
     CheckRequest,
     ControlError,
+    DrainOutcome,
     Peer,
+    ProbeOutcome,
     ProtocolError,
+    Reply,
     Request,
+    StatusReply,
     StatusRequest,
+    WithdrawReply,
     WithdrawRequest,
     decode,
+    decode_reply,
     encode,
+    encode_reply,
 )
 from anycastd.control_client import call
 from anycastd.control_server import ControlServer
@@ -93,15 +102,15 @@ class FakeController:
 
     def __init__(self) -> None:
         self.seen: list[tuple[Request, Peer]] = []
-        self.replies: dict[str, dict[str, Any]] = {}
+        self.replies: dict[str, Reply] = {}
 
-    async def handle(self, request: Request, peer: Peer) -> dict[str, Any]:
+    async def handle(self, request: Request, peer: Peer) -> Reply:
         self.seen.append((request, peer))
         if isinstance(request, CheckRequest) and request.service == "nope":
             raise ControlError("no service 'nope' (configured: dns)")
         if isinstance(request, CheckRequest) and request.service == "bug":
             raise RuntimeError("a bug")
-        return self.replies.get(type(request).__name__, {"echo": type(request).__name__})
+        return self.replies.get(type(request).__name__, StatusReply({"echo": type(request).__name__, "services": []}))
 
 
 class Served:
@@ -152,7 +161,7 @@ def replies(data: bytes) -> list[dict[str, Any]]:
 def test_garbage_gets_an_error_and_the_next_request_on_the_same_connection_is_served(served: Served) -> None:
     out = replies(raw(served.path, b'nonsense\n{"command": "status"}\n\n{"command":"check","service":"nope"}\n'))
     assert out[0] == {"ok": False, "error": "not a JSON request (Expecting value: line 1 column 1 (char 0))"}
-    assert out[1] == {"ok": True, "echo": "StatusRequest"}
+    assert out[1] == {"ok": True, "echo": "StatusRequest", "services": []}
     assert out[2] == {"ok": False, "error": "no service 'nope' (configured: dns)"}
     assert [type(r).__name__ for r, _ in served.controller.seen] == ["StatusRequest", "CheckRequest"]
 
@@ -216,7 +225,7 @@ def test_the_operator_gets_in_past_64_idle_clients_and_a_slowloris(served: Serve
         slow.send(b'{"comm')
         idle.append(slow)
         reply = call(served.path, StatusRequest(), timeout=1.0)
-        assert reply == {"ok": True, "echo": "StatusRequest"}
+        assert reply == StatusReply({"echo": "StatusRequest", "services": []})
         # the oldest idle connections were closed (each gets EOF), the newest stay open
         idle[0].settimeout(1.0)
         assert idle[0].recv(10) == b""
@@ -229,9 +238,9 @@ def test_when_every_slot_is_answering_a_newcomer_is_told_the_daemon_is_busy(tmp_
     release = asyncio.Event()
 
     class Slow(FakeController):
-        async def handle(self, request: Request, peer: Peer) -> dict[str, Any]:
+        async def handle(self, request: Request, peer: Peer) -> Reply:
             await release.wait()
-            return {}
+            return StatusReply({"services": []})
 
     with Served(tmp_path / "c.sock", Slow()) as s:
         busy = []
@@ -254,7 +263,9 @@ def test_when_every_slot_is_answering_a_newcomer_is_told_the_daemon_is_busy(tmp_
 
 def test_a_client_that_never_reads_is_cut_off(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(control_server, "WRITE_TIMEOUT", 0.2)
-    served.controller.replies["StatusRequest"] = {"blob": "x" * 4_000_000}  # more than the socket buffers hold
+    served.controller.replies["StatusRequest"] = StatusReply(
+        {"blob": "x" * 4_000_000, "services": []}
+    )  # more than the socket buffers hold
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect(str(served.path))
@@ -382,7 +393,7 @@ def ctl(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_anycastctl_status_table_and_json(served: Served) -> None:
-    served.controller.replies["StatusRequest"] = STATUS
+    served.controller.replies["StatusRequest"] = StatusReply(STATUS)
     human = ctl(served.path, "status")
     assert human.returncode == 0, human.stderr
     lines = human.stdout.splitlines()
@@ -401,10 +412,9 @@ def test_anycastctl_status_table_and_json(served: Served) -> None:
 
 
 def test_anycastctl_withdraw_sends_who_and_waits(served: Served) -> None:
-    served.controller.replies["WithdrawRequest"] = {
-        "withdrawn": ["dns"],
-        "drain": {"drained": True, "method": "nftables", "waited": 1.52, "packets": 37, "note": "no packet for 1 s"},
-    }
+    served.controller.replies["WithdrawRequest"] = WithdrawReply(
+        ("dns",), drain=DrainOutcome(True, "drained", "nftables", 1.52, 37, "no packet for 1 s")
+    )
     result = ctl(served.path, "withdraw", "dns", "--reason", "kernel upgrade", "--wait", "--timeout", "20")
     assert result.returncode == 0, result.stderr
     assert result.stdout == (
@@ -415,10 +425,9 @@ def test_anycastctl_withdraw_sends_who_and_waits(served: Served) -> None:
 
 
 def test_anycastctl_withdraw_timed_out_exits_3(served: Served) -> None:
-    served.controller.replies["WithdrawRequest"] = {
-        "withdrawn": ["dns"],
-        "drain": {"drained": False, "method": "nftables", "waited": 5.0, "packets": 900, "note": "still receiving"},
-    }
+    served.controller.replies["WithdrawRequest"] = WithdrawReply(
+        ("dns",), drain=DrainOutcome(False, "timeout", "nftables", 5.0, 900, "still receiving")
+    )
     result = ctl(served.path, "withdraw", "--all", "--reason", "x", "--wait")
     assert result.returncode == 3
     assert "NOT drained after 5.00 s" in result.stdout
@@ -427,11 +436,9 @@ def test_anycastctl_withdraw_timed_out_exits_3(served: Served) -> None:
 
 def test_anycastctl_timer_fallback_is_said_out_loud(served: Served) -> None:
     note = "could not measure traffic (no nft); waited the fixed drain.fallback of 5 s instead"
-    served.controller.replies["WithdrawRequest"] = {
-        "withdrawn": ["dns"],
-        "warning": "cannot save the maintenance state",
-        "drain": {"drained": True, "method": "timer", "waited": 5.0, "packets": None, "note": note},
-    }
+    served.controller.replies["WithdrawRequest"] = WithdrawReply(
+        ("dns",), "cannot save the maintenance state", DrainOutcome(True, "drained", "timer", 5.0, None, note)
+    )
     result = ctl(served.path, "withdraw", "dns", "--reason", "x", "--wait")
     assert result.returncode == 0
     assert f"anycastctl: {note}" in result.stderr
@@ -439,10 +446,10 @@ def test_anycastctl_timer_fallback_is_said_out_loud(served: Served) -> None:
 
 
 def test_anycastctl_check_exit_codes(served: Served) -> None:
-    served.controller.replies["CheckRequest"] = {
-        "service": "dns",
-        "checks": [{"check": 0, "ok": False, "reason": "192.0.2.10: connection refused", "latency_ms": None}],
-    }
+    served.controller.replies["CheckRequest"] = CheckReply(
+        "dns",
+        (ProbeOutcome(0, False, "refused", "dns", "192.0.2.10: connection refused", None, "2026-11-22T10:00:00Z"),),
+    )
     result = ctl(served.path, "check", "dns")
     assert (result.returncode, result.stdout) == (4, "dns checks[0]: FAIL: 192.0.2.10: connection refused\n")
     refused = ctl(served.path, "check", "nope")
@@ -450,10 +457,69 @@ def test_anycastctl_check_exit_codes(served: Served) -> None:
 
 
 def test_anycastctl_announce(served: Served) -> None:
-    served.controller.replies["AnnounceRequest"] = {"announced": ["dns"], "not_in_maintenance": ["ntp"]}
+    served.controller.replies["AnnounceRequest"] = AnnounceReply(("dns",), ("ntp",))
     result = ctl(served.path, "announce", "--all")
     assert result.returncode == 0
     assert (
         result.stdout == "dns: maintenance ended; announced again once its probes pass\nntp: was not in maintenance\n"
     )
     assert ctl(served.path, "withdraw", "dns", "--reason", "x", "--timeout", "-1").returncode == 2
+
+
+REPLIES: list[tuple[Request, Reply]] = [
+    (StatusRequest(), StatusReply({"version": 1, "services": [{"name": "dns"}]})),
+    (WithdrawRequest("dns", "x"), WithdrawReply(("dns",))),
+    (WithdrawRequest("dns", "x"), WithdrawReply(("dns",), "not saved")),
+    (
+        WithdrawRequest(None, "x", wait=True),
+        WithdrawReply(("dns", "ntp"), None, DrainOutcome(False, "timeout", "route", 3.0, None, "FRR not in step")),
+    ),
+    (AnnounceRequest(None), AnnounceReply(("dns",), ())),
+    (
+        CheckRequest("dns"),
+        CheckReply("dns", (ProbeOutcome(0, True, "ok", "dns", "NOERROR", 0.5, "2026-11-22T10:00:00.000Z", "ns1"),)),
+    ),
+    (CheckRequest("dns"), CheckReply("dns", (ProbeOutcome(1, False, "timeout", "dns", "no answer", None, "t"),))),
+]
+
+
+@pytest.mark.parametrize(("request_", "reply"), REPLIES)
+def test_every_reply_type_survives_the_wire_unchanged(request_: Request, reply: Reply) -> None:
+    assert decode_reply(request_, encode_reply(reply)) == reply
+
+
+def test_optional_reply_fields_are_left_out_while_unset() -> None:
+    assert json.loads(encode_reply(WithdrawReply(("dns",)))) == {"ok": True, "withdrawn": ["dns"]}
+    outcome = ProbeOutcome(0, True, "ok", "dns", "NOERROR", None, "t")
+    assert "server" not in json.loads(encode_reply(CheckReply("dns", (outcome,))))["checks"][0]
+
+
+@pytest.mark.parametrize(
+    ("request_", "line", "message"),
+    [
+        (StatusRequest(), b"<html>", "not JSON"),
+        (StatusRequest(), b"[1]", "reply is not an object"),
+        (StatusRequest(), b'{"ok": "yes"}', "reply.ok is 'yes'"),
+        (StatusRequest(), b'{"ok": false, "error": "no service"}', "no service"),
+        (StatusRequest(), b'{"ok": false}', "anycastd refused the request"),
+        (StatusRequest(), b'{"ok": true}', "a status without services"),
+        (WithdrawRequest("dns", "x"), b'{"ok": true, "withdrawn": "dns"}', "reply.withdrawn is 'dns'"),
+        (WithdrawRequest("dns", "x"), b'{"ok": true, "withdrawn": [1]}', "reply.withdrawn holds a non-name"),
+        (
+            WithdrawRequest("dns", "x"),
+            b'{"ok": true, "withdrawn": ["dns"], "drain": {"drained": 1}}',
+            "drain.drained is 1",
+        ),
+        (
+            WithdrawRequest("dns", "x"),
+            b'{"ok":true,"withdrawn":[],"drain":{"drained":true,"verdict":"d","method":"m","waited":true}}',
+            "drain.waited is True",
+        ),
+        (AnnounceRequest(None), b'{"ok": true, "announced": []}', "reply.not_in_maintenance is None"),
+        (CheckRequest("dns"), b'{"ok": true, "service": "dns", "checks": [{"check": 0}]}', "checks[0].ok is None"),
+    ],
+)
+def test_a_reply_of_the_wrong_shape_is_an_error_that_says_where(request_: Request, line: bytes, message: str) -> None:
+    with pytest.raises(ControlError) as info:
+        decode_reply(request_, line)
+    assert message in str(info.value)

@@ -14,7 +14,16 @@ from prometheus_client import generate_latest
 
 from anycastd.announce.frr import InMemoryRoutes
 from anycastd.checks.dns import ProbeResult
-from anycastd.control import AnnounceRequest, CheckRequest, ControlError, Peer, StatusRequest, WithdrawRequest
+from anycastd.control import (
+    AnnounceReply,
+    AnnounceRequest,
+    CheckReply,
+    CheckRequest,
+    ControlError,
+    Peer,
+    StatusRequest,
+    WithdrawRequest,
+)
 from anycastd.fib import InMemoryFib
 from anycastd.health import Outcome, State
 from anycastd.router import Router
@@ -291,8 +300,8 @@ def test_draining_a_server_removes_its_routes_persists_and_waits_for_frr() -> No
         await rounds(router, prober, 2)
         syncer = asyncio.create_task(router._sync_loop())
         reply = await router.withdraw(WithdrawRequest(None, "kernel upgrade", "alice", True, 5, "ns2"), PEER)
-        assert reply["withdrawn"] == ["ns2"] and reply["drain"]["drained"]
-        assert reply["drain"]["method"] == "route"
+        assert reply.withdrawn == ("ns2",) and reply.drain is not None and reply.drain.drained
+        assert reply.drain.method == "route"
         assert frr.routes(TAG) == via("ns1", "ns3")
         assert store.drained["ns2"].reason == "kernel upgrade"
         await rounds(router, prober, 3)
@@ -304,7 +313,7 @@ def test_draining_a_server_removes_its_routes_persists_and_waits_for_frr() -> No
             "root (sudo by alice)",
         )
         reply = await router.announce(AnnounceRequest(None, "ns2"))
-        assert reply == {"announced": ["ns2"], "not_in_maintenance": []}
+        assert reply == AnnounceReply(("ns2",), ())
         await rounds(router, prober, 2)
         assert frr.routes(TAG) == via("ns1", "ns2", "ns3") and "ns2" not in store.drained
         router._stopping = True
@@ -321,7 +330,7 @@ def test_draining_the_last_server_warns_that_the_service_has_no_route() -> None:
         prober.now.update(ns1=hard, ns2=hard)
         await rounds(router, prober)
         reply = await router.withdraw(WithdrawRequest(None, "swap disk", server="ns3"), PEER)
-        assert "dns: no server carries it now" in reply["warning"]
+        assert "dns: no server carries it now" in (reply.warning or "")
         await router.sync()
         assert frr.routes(TAG) == set()
 
@@ -360,7 +369,7 @@ def test_a_persisted_drain_holds_from_the_start_and_announce_all_lifts_it() -> N
         await rounds(router, prober, 2)
         assert frr.routes(TAG) == via("ns2", "ns3")
         reply = await router.handle(AnnounceRequest(None), PEER)
-        assert reply["announced"] == ["ns1"]
+        assert isinstance(reply, AnnounceReply) and reply.announced == ("ns1",)
         await rounds(router, prober, 2)
         assert frr.routes(TAG) == via("ns1", "ns2", "ns3")
 
@@ -383,7 +392,8 @@ def test_check_probes_every_server_and_changes_nothing() -> None:
         router, frr, prober, _ = make()
         prober.now["ns2"] = hard
         reply = await router.handle(CheckRequest("dns"), PEER)
-        assert [(c["server"], c["ok"]) for c in reply["checks"]] == [("ns1", True), ("ns2", False), ("ns3", True)]
+        assert isinstance(reply, CheckReply)
+        assert [(c.server, c.ok) for c in reply.checks] == [("ns1", True), ("ns2", False), ("ns3", True)]
         assert frr.applied == [] and all(m.status[0].probes == 0 for m in router.members["dns"])
 
     run(go)

@@ -16,7 +16,16 @@ from anycastd.address import InMemoryAddresses
 from anycastd.announce import InMemoryAnnouncer
 from anycastd.checks.dns import ProbeResult
 from anycastd.config import DrainSettings, parse
-from anycastd.control import AnnounceRequest, CheckRequest, ControlError, Peer, WithdrawRequest
+from anycastd.control import (
+    AnnounceReply,
+    AnnounceRequest,
+    CheckReply,
+    CheckRequest,
+    ControlError,
+    Peer,
+    WithdrawReply,
+    WithdrawRequest,
+)
 from anycastd.drain import InMemoryMeter
 from anycastd.errors import AnnounceError, ConfigError
 from anycastd.health import Outcome, State
@@ -219,7 +228,7 @@ def test_withdraw_persists_who_and_why_then_announce_lifts_it() -> None:
         await bring_up(sidecar, "dns")
         assert announcer.calls == [("dns", True)]
         reply = await sidecar.handle(WithdrawRequest("dns", "kernel upgrade", "alice"), ROOT)
-        assert reply == {"withdrawn": ["dns"]}
+        assert reply == WithdrawReply(("dns",))
         assert announcer.calls[-1] == ("dns", False)
         assert store.drained["dns"].reason == "kernel upgrade"
         assert store.drained["dns"].who == "root (sudo by alice)"
@@ -234,9 +243,9 @@ def test_withdraw_persists_who_and_why_then_announce_lifts_it() -> None:
         await bring_up(sidecar, "dns")
         assert announcer.calls[-1] == ("dns", False)
         reply = await sidecar.handle(AnnounceRequest("dns"), ROOT)
-        assert reply == {"announced": ["dns"], "not_in_maintenance": []}
+        assert reply == AnnounceReply(("dns",), ())
         assert store.drained == {} and announcer.calls[-1] == ("dns", True)
-        assert (await sidecar.handle(AnnounceRequest(None), ROOT))["not_in_maintenance"] == ["dns"]
+        assert await sidecar.handle(AnnounceRequest(None), ROOT) == AnnounceReply((), ("dns",))
 
     asyncio.run(go())
 
@@ -247,7 +256,8 @@ def test_a_drain_that_cannot_be_saved_still_withdraws_and_warns() -> None:
         await bring_up(sidecar, "dns")
         store.broken = "disk full"
         reply = await sidecar.handle(WithdrawRequest(None, "x"), ROOT)
-        assert reply["warning"] == "disk full; withdrawn now, but a restart of anycastd would announce again"
+        assert isinstance(reply, WithdrawReply)
+        assert reply.warning == "disk full; withdrawn now, but a restart of anycastd would announce again"
         assert announcer.calls[-1] == ("dns", False)
         with pytest.raises(ControlError, match="disk full; nothing was changed: the services stay withdrawn"):
             await sidecar.handle(AnnounceRequest("dns"), ROOT)
@@ -270,13 +280,15 @@ def test_withdraw_wait_reports_the_measured_drain() -> None:
         await bring_up(sidecar, "dns")
         started = fake.now
         reply = await sidecar.handle(WithdrawRequest("dns", "x", wait=True), ROOT)
-        assert reply["drain"]["drained"] is True and reply["drain"]["method"] == "nftables"
-        assert reply["drain"]["packets"] == 41
+        assert isinstance(reply, WithdrawReply) and reply.drain is not None
+        assert reply.drain.drained is True and reply.drain.method == "nftables"
+        assert reply.drain.packets == 41
         assert fake.now - started == pytest.approx(0.2 + sidecar.config.drain.quiet)
         sidecar.config = dataclasses.replace(sidecar.config, drain=DrainSettings(timeout=0.5))
         counts = itertools.count(200, 7)  # never quiet
         reply = await sidecar.handle(WithdrawRequest("dns", "x", wait=True), ROOT)
-        assert reply["drain"]["verdict"] == "timed_out" and reply["drain"]["packets"] > 0
+        assert isinstance(reply, WithdrawReply) and reply.drain is not None
+        assert reply.drain.verdict == "timed_out" and (reply.drain.packets or 0) > 0
 
     asyncio.run(go())
 
@@ -285,7 +297,8 @@ def test_check_probes_now_without_moving_the_state() -> None:
     async def go() -> None:
         sidecar, _, _, _ = make()
         reply = await sidecar.handle(CheckRequest("dns"), ROOT)
-        assert reply["checks"][0]["ok"] is True and reply["checks"][0]["latency_ms"] == 1.0
+        assert isinstance(reply, CheckReply)
+        assert reply.checks[0].ok is True and reply.checks[0].latency_ms == 1.0
         assert sidecar.health["dns"].checks[0].passes == 0
 
     asyncio.run(go())
