@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from anycastd.damping import DEFAULT_DAMPING, DampingSettings
 from anycastd.errors import ConfigError
 from anycastd.schema import (
     CONTROL_SOCKET,
@@ -27,8 +28,10 @@ from anycastd.schema import (
     IPNetwork,
     MetricsSettings,
     check_service_name,
+    one_of,
     read_check,
     read_control,
+    read_damping,
     read_metrics,
     read_prefixes,
     read_services,
@@ -45,6 +48,8 @@ from anycastd.yamlfile import Reader, absolute_path, read_text, seconds, whole
 
 DEFAULT_INTERFACE = "anycast0"
 DEFAULT_STATE_DIR = Path("/var/lib/anycastd")
+#: What a failing service does: withdraw its path, or keep it tagged GRACEFUL_SHUTDOWN (RFC 8326).
+FAILURE_ACTIONS = ("withdraw", "graceful-shutdown")
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,12 @@ class Service:
     checks: tuple[DnsCheck, ...]
     interface: str = DEFAULT_INTERFACE
     allow_non_host_prefixes: bool = False
+    failure_action: str = "withdraw"
+    damping: DampingSettings | None = DEFAULT_DAMPING  # None: no flap damping
+
+    @property
+    def graceful_shutdown(self) -> bool:
+        return self.failure_action == "graceful-shutdown"
 
     @property
     def host_addresses(self) -> tuple[IPAddress, ...]:
@@ -139,16 +150,19 @@ def _exabgp_path(value: Any) -> Path:
 
 def _service(r: Reader, name: str, data: Any, path: str) -> Service | None:
     check_service_name(r, name, path)
-    m = r.mapping(data, path, {"prefixes", "checks", "interface", "allow_non_host_prefixes"})
+    keys = {"prefixes", "checks", "interface", "allow_non_host_prefixes", "failure_action", "damping"}
+    m = r.mapping(data, path, keys)
     if m is None:
         return None
     allow = r.field(m, path, "allow_non_host_prefixes", to_bool, False)
     interface = r.field(m, path, "interface", to_ifname, DEFAULT_INTERFACE)
+    action = r.field(m, path, "failure_action", one_of(*FAILURE_ACTIONS), "withdraw")
+    damping_ok, damping = read_damping(r, m, path)
     prefixes = read_prefixes(r, m, path, bool(allow))
     checks = [c for c_path, raw in r.items(m, path, "checks", "checks") if (c := read_check(r, raw, c_path))]
-    if allow is None or interface is None or not prefixes or not checks:
+    if allow is None or interface is None or action is None or not damping_ok or not prefixes or not checks:
         return None
-    return Service(name, tuple(prefixes), tuple(checks), interface, allow)
+    return Service(name, tuple(prefixes), tuple(checks), interface, allow, action, damping)
 
 
 def _neighbor(r: Reader, data: Any, path: str) -> Neighbor | None:

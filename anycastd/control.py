@@ -194,6 +194,7 @@ class WithdrawReply:
 class AnnounceReply:
     announced: tuple[str, ...]
     not_in_maintenance: tuple[str, ...]
+    damping_cleared: tuple[str, ...] = ()  # whose flap penalty was cleared (they were suppressed)
 
 
 @dataclass(frozen=True)
@@ -312,7 +313,8 @@ def decode_reply(request: Request, line: bytes) -> Reply:
             _drain_outcome(drain) if drain is not None else None,
         )
     if expected is AnnounceReply:
-        return AnnounceReply(d.names("announced"), d.names("not_in_maintenance"))
+        cleared = d.names("damping_cleared") if "damping_cleared" in data else ()
+        return AnnounceReply(d.names("announced"), d.names("not_in_maintenance"), cleared)
     checks = d.get("checks", list)
     return CheckReply(d.get("service", str), tuple(probe_outcome(c, f"checks[{i}]") for i, c in enumerate(checks)))
 

@@ -15,7 +15,13 @@ writes FRR's policy for all of them:
   the server's session address (``match peer``, the ``local_address`` of the
   server's neighbor entry) *and* its prefix list. Anything else falls through
   to the route map's implicit deny: another server's address, an address in
-  no service, a default route.
+  no service, a default route;
+* before those, an entry that honours GRACEFUL_SHUTDOWN (RFC 8326): a path
+  tagged 65535:0 (a failing server's, with ``failure_action:
+  graceful-shutdown``) gets local preference 0 and goes on (``on-match
+  next``) to the server entries, which still decide whether it is accepted.
+  Such a path is used only while no untagged path is left: the service
+  degrades instead of vanishing when every server fails at once.
 
 Every word goes through ``anycastd.syntax.vtysh_word``: server names are
 checked against a strict grammar and everything else is a typed address or
@@ -31,12 +37,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from anycastd.config import Config
+from anycastd.health import GRACEFUL_SHUTDOWN
 from anycastd.syntax import vtysh_command
 
 BEGIN = "! BEGIN anycastd frr-policy: generated, do not edit (anycastd frr-policy NAME=FILE ...)"
 END = "! END anycastd frr-policy"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}\Z")
 ROUTE_MAPS = {4: "FROM-DNS-V4", 6: "FROM-DNS-V6"}
+GSHUT_LIST = "GSHUT"
 
 
 @dataclass(frozen=True)
@@ -78,8 +86,22 @@ def render(servers: Sequence[ServerFile]) -> str:
                     raise ValueError(f"{server.name} and {seen_peers[peer]} both have the session address {peer}")
                 seen_peers[peer] = server.name
                 entries[family].append((server.name, peer, plist))
+    if entries[4] or entries[6]:
+        lines += [
+            "! RFC 8326: a path tagged GRACEFUL_SHUTDOWN gets local preference 0, so it is used only while",
+            "! no untagged path is left; the server entries below still decide whether it is accepted",
+            vtysh_command("bgp", "community-list", "standard", GSHUT_LIST, "seq", 5, "permit", GRACEFUL_SHUTDOWN),
+        ]
     for family, route_map in ROUTE_MAPS.items():
         keyword = "ip" if family == 4 else "ipv6"
+        if entries[family]:
+            lines += [
+                vtysh_command("route-map", route_map, "permit", 5),
+                " " + vtysh_command("match", "community", GSHUT_LIST),
+                " " + vtysh_command("set", "local-preference", 0),
+                " " + vtysh_command("on-match", "next"),
+                "exit",
+            ]
         for seq, (name, peer, plist) in enumerate(entries[family], start=1):
             lines += [
                 f"! {name}: only its own service prefixes",

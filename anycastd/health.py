@@ -45,6 +45,16 @@ shows both tables; tests/unit/test_health.py checks the page against them.
 A pair missing from the table is a bug (a check never enters MAINTENANCE,
 only a service does): ``CheckHealth`` raises ``IllegalTransition`` and
 leaves its state unchanged.
+
+Two things stand between the probes' verdict (``healthy``) and what is
+announced (``announced``). A drain, above. And flap damping
+(anycastd.damping): a service whose failures come too often is
+*suppressed*, announced again only once its penalty has decayed; damping
+never holds back a withdrawal. ``path_of`` then says what the sidecar puts
+on the wire: the path, no path, or, with the ``graceful-shutdown`` failure
+action, the path tagged GRACEFUL_SHUTDOWN (RFC 8326) while the service
+fails after having been announced, so that a router that honours it keeps
+the path only when no healthy one is left.
 """
 
 from __future__ import annotations
@@ -53,6 +63,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from anycastd.damping import Damping
 from anycastd.errors import AnycastdError
 
 
@@ -170,10 +181,11 @@ ACTIONS: dict[tuple[bool, bool], type[Announce] | type[Withdraw] | None] = {
 
 @dataclass(frozen=True)
 class Decision:
-    """What one event changed: transitions to log and actions to carry out."""
+    """What one event changed: transitions to log, actions to carry out, and notes (flap damping) to log."""
 
     transitions: tuple[Transition, ...] = ()
     actions: tuple[Action, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 class CheckHealth:
@@ -236,13 +248,17 @@ class ServiceHealth:
     since: float | None = None
     transitions: list[Transition] = field(default_factory=list)
     history: int = 20
+    damping: Damping | None = None  # None: no flap damping
+    #: Announced since anycastd started or since the last drain ended: only such a service may keep its
+    #: path tagged GRACEFUL_SHUTDOWN when it fails (``path_of``); one that never passed is not announced.
+    proven: bool = False
 
     @classmethod
-    def create(cls, name: str, thresholds: Sequence[Thresholds]) -> ServiceHealth:
+    def create(cls, name: str, thresholds: Sequence[Thresholds], damping: Damping | None = None) -> ServiceHealth:
         if not thresholds:
             raise ValueError(f"service {name} needs at least one check")
         checks = [CheckHealth(f"{name}/checks[{i}]", t) for i, t in enumerate(thresholds)]
-        return cls(name, checks)
+        return cls(name, checks, damping=damping)
 
     @property
     def state(self) -> State:
@@ -251,17 +267,53 @@ class ServiceHealth:
         return min(check.state for check in self.checks)
 
     @property
-    def announced(self) -> bool:
+    def healthy(self) -> bool:
+        """What the probes conclude: every check UP or FALLING, and no drain."""
         return self.state in ANNOUNCED_STATES
+
+    @property
+    def suppressed(self) -> bool:
+        """Flap damping holds the service back until its penalty decays."""
+        return self.damping is not None and self.damping.suppressed
+
+    @property
+    def announced(self) -> bool:
+        return self.healthy and not self.suppressed
 
     @property
     def decided(self) -> bool:
         """Every check has given a verdict (see ``CheckHealth.decided``); maintenance needs none."""
         return self.maintenance_reason is not None or all(check.decided for check in self.checks)
 
+    def _damp(self, old: State, new: State, now: float) -> tuple[str, ...]:
+        """Count a failure (the probes, not a drain, took the service out of its healthy states) or end a
+        suppression whose penalty has decayed; say what changed."""
+        d = self.damping
+        if d is None:
+            return ()
+        s = d.settings
+        if old in ANNOUNCED_STATES and new not in ANNOUNCED_STATES and new is not State.MAINTENANCE:
+            was_suppressed = d.suppressed
+            d.fail(now)
+            if d.suppressed and not was_suppressed:
+                wait = (d.reuse_at() or now) - now
+                return (
+                    f"{self.name}: flap damping: suppressed, penalty {d.penalty(now):.0f} >= {s.suppress:g}; "
+                    f"announced again once it decays below {s.reuse:g} (in {wait:.1f} s if it fails no more)",
+                )
+            return ()
+        if d.update(now):
+            return (f"{self.name}: flap damping: no longer suppressed (penalty {d.penalty(now):.0f} < {s.reuse:g})",)
+        return ()
+
     def _decide(self, old: State, was: bool, reason: str, now: float, inner: Transition | None) -> Decision:
         transitions = [inner] if inner else []
         new = self.state
+        notes = self._damp(old, new, now)
+        if self.announced:
+            self.proven = True
+        elif new is State.MAINTENANCE:
+            self.proven = False
         if new != old:
             outer = Transition(self.name, old, new, reason, now)
             transitions.append(outer)
@@ -269,7 +321,7 @@ class ServiceHealth:
         self.transitions.extend(transitions)
         del self.transitions[: -self.history]
         action = ACTIONS[(was, self.announced)]
-        return Decision(tuple(transitions), (action(self.name, reason),) if action else ())
+        return Decision(tuple(transitions), (action(self.name, reason),) if action else (), notes)
 
     def feed(self, check: int, result: Result, now: float) -> Decision:
         """Record the result of check number ``check`` taken at ``now``."""
@@ -283,8 +335,40 @@ class ServiceHealth:
         self.maintenance_reason = reason
         return self._decide(old, was, f"maintenance: {reason}", now, None)
 
+    def forgive(self, now: float) -> Decision:
+        """Clear the flap penalty (``anycastctl announce``): announced again now if the checks are up."""
+        old, was = self.state, self.announced
+        if self.damping is not None:
+            self.damping.clear()
+        return self._decide(old, was, "flap penalty cleared by an operator", now, None)
+
     def undrain(self, now: float) -> Decision:
         """Leave maintenance: announced again as soon as the checks are up."""
         old, was = self.state, self.announced
         self.maintenance_reason = None
         return self._decide(old, was, "maintenance ended", now, None)
+
+
+class Path(enum.Enum):
+    """What the sidecar announces for a service."""
+
+    WITHDRAWN = "withdrawn"
+    ANNOUNCED = "announced"
+    GRACEFUL_SHUTDOWN = "graceful-shutdown"  # announced, tagged GRACEFUL_SHUTDOWN (65535:0, RFC 8326)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: The GRACEFUL_SHUTDOWN well-known community (RFC 8326), as ExaBGP and FRR write it.
+GRACEFUL_SHUTDOWN = "65535:0"
+
+
+def path_of(health: ServiceHealth, graceful_shutdown: bool) -> Path:
+    """The path for ``health``: announced when it is; tagged GRACEFUL_SHUTDOWN instead of withdrawn when
+    ``graceful_shutdown`` is the service's failure action and it has been announced (never for a drain)."""
+    if health.announced:
+        return Path.ANNOUNCED
+    if graceful_shutdown and health.proven and health.state is not State.MAINTENANCE:
+        return Path.GRACEFUL_SHUTDOWN
+    return Path.WITHDRAWN

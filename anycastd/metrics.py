@@ -37,6 +37,25 @@ class ServiceView:
     state: State
     announced: bool
     maintenance: bool
+    graceful_shutdown: bool = False  # announced, tagged GRACEFUL_SHUTDOWN, because it fails
+    penalty: float = 0.0  # flap damping's penalty now
+    suppressed: bool = False  # flap damping holds it back
+
+
+def damping_families(label: str) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+    """Flap damping's penalty and suppression, the same names in both daemons; the router adds a server label."""
+    labels = ["service", label] if label else ["service"]
+    penalty = GaugeMetricFamily(
+        "anycastd_damping_penalty",
+        "flap damping's penalty now (each failure adds to it; it halves every half_life)",
+        labels=labels,
+    )
+    suppressed = GaugeMetricFamily(
+        "anycastd_damping_suppressed",
+        "1 while flap damping keeps a recovered resolver out until its penalty decays",
+        labels=labels,
+    )
+    return penalty, suppressed
 
 
 @dataclass(frozen=True)
@@ -64,11 +83,20 @@ class _StateCollector(Collector):
         maintenance = GaugeMetricFamily(
             "anycastd_service_maintenance", "1 while an operator has withdrawn the service", labels=["service"]
         )
+        gshut = GaugeMetricFamily(
+            "anycastd_service_graceful_shutdown",
+            "1 while the failing service's path stays announced, tagged GRACEFUL_SHUTDOWN (65535:0)",
+            labels=["service"],
+        )
+        penalty, suppressed = damping_families("")
         for s in v.services:
             for st in State:
                 state.add_metric([s.name, str(st)], 1.0 if st is s.state else 0.0)
             announced.add_metric([s.name], float(s.announced))
             maintenance.add_metric([s.name], float(s.maintenance))
+            gshut.add_metric([s.name], float(s.graceful_shutdown))
+            penalty.add_metric([s.name], s.penalty)
+            suppressed.add_metric([s.name], float(s.suppressed))
         session = GaugeMetricFamily(
             "anycastd_bgp_session_up", "1 while ExaBGP's session with the neighbor is up", labels=["neighbor"]
         )
@@ -86,7 +114,7 @@ class _StateCollector(Collector):
         )
         if v.exabgp_last_answer is not None:
             answered.add_metric([], v.exabgp_last_answer)
-        yield from (state, announced, maintenance, session, restarts, exabgp, answered)
+        yield from (state, announced, maintenance, gshut, penalty, suppressed, session, restarts, exabgp, answered)
 
 
 class _Endpoint:
@@ -163,6 +191,8 @@ class ServerView:
     healthy: bool
     routed: bool  # FRR holds the server's routes (as last read back)
     maintenance: bool
+    penalty: float = 0.0  # flap damping's penalty now
+    suppressed: bool = False  # flap damping holds it back
 
 
 @dataclass(frozen=True)
@@ -188,12 +218,15 @@ class _RouterCollector(Collector):
         maintenance = GaugeMetricFamily(
             "anycastd_server_maintenance", "1 while an operator has drained the server", labels=labels
         )
+        penalty, suppressed = damping_families("server")
         for s in v.servers:
             for st in State:
                 state.add_metric([s.service, s.server, str(st)], 1.0 if st is s.state else 0.0)
             healthy.add_metric([s.service, s.server], float(s.healthy))
             routed.add_metric([s.service, s.server], float(s.routed))
             maintenance.add_metric([s.service, s.server], float(s.maintenance))
+            penalty.add_metric([s.service, s.server], s.penalty)
+            suppressed.add_metric([s.service, s.server], float(s.suppressed))
         degraded = GaugeMetricFamily(
             "anycastd_service_degraded",
             "1 while no server of the service passes its probes (the last healthy set is kept, or nothing)",
@@ -207,7 +240,7 @@ class _RouterCollector(Collector):
             "anycastd_kernel_fib_agrees", "1 while the kernel's FIB holds what zebra claims it installed"
         )
         kernel.add_metric([], float(v.kernel_agrees))
-        yield from (state, healthy, routed, maintenance, degraded, frr, kernel)
+        yield from (state, healthy, routed, maintenance, penalty, suppressed, degraded, frr, kernel)
 
 
 class RouterMetrics(_Endpoint):

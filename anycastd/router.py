@@ -61,6 +61,7 @@ from anycastd.control import (
     WithdrawRequest,
     by_name,
 )
+from anycastd.damping import Damping
 from anycastd.fib import Divergence, FibError, KernelFib, divergence
 from anycastd.health import Decision, ServiceHealth, State, Thresholds
 from anycastd.metrics import RouterMetrics, RouterView, ServerView
@@ -79,7 +80,7 @@ from anycastd.routes import (
 from anycastd.schema import DnsCheck
 from anycastd.skeleton import Clock, MaintenanceBook, Probe, Sleep, probe_forever, who
 from anycastd.state import Maintenance, MaintenanceStore, StateError
-from anycastd.status import CheckStatus, iso, probe_outcome, result_json, transition_json
+from anycastd.status import CheckStatus, damping_json, iso, probe_outcome, result_json, transition_json
 
 log = logging.getLogger(__name__)
 
@@ -143,11 +144,12 @@ class Router:
             for server in service.servers:
                 checks = service.checks_for(server)
                 thresholds = [Thresholds(c.rise, c.fall, c.fall_hard) for c in checks]
-                health = ServiceHealth.create(f"{service.name}/{server.name}", thresholds)
+                damping = Damping(service.damping) if service.damping is not None else None
+                health = ServiceHealth.create(f"{service.name}/{server.name}", thresholds, damping)
                 status = [CheckStatus() for _ in checks]
                 self.members[service.name].append(Member(service, server, checks, health, status))
         keep = config.when_all_down == "keep"
-        self.selections = {s.name: Selection(s.name, keep) for s in config.services}
+        self.selections = {s.name: Selection(s.name, keep, s.round) for s in config.services}
         self.choices: dict[str, Choice | None] = {s.name: None for s in config.services}
         self.book = MaintenanceBook(store, wall)  # by server name
         self.installed: list[Installed] = []
@@ -190,7 +192,7 @@ class Router:
         await self._read_frr()
         for service in self.config.services:
             held = servers_routed(service, self.owned)
-            self.selections[service.name].last = held
+            self.selections[service.name].hold(held)
             if held:
                 log.info(
                     "%s: FRR holds routes via %s; kept until every server has a verdict", service.name, _names(held)
@@ -233,6 +235,8 @@ class Router:
         for t in decision.transitions:
             level = logging.WARNING if t.new in (State.DOWN, State.FALLING, State.MAINTENANCE) else logging.INFO
             log.log(level, "%s", t)
+        for note in decision.notes:
+            log.warning("%s", note)
         if decision.actions or not all(c is not None for c in self.choices.values()):
             self.request_sync()
 
@@ -277,7 +281,7 @@ class Router:
             healthy = [m.server.name for m in members if m.health.announced]
             drained = [m.server.name for m in members if m.health.state is State.MAINTENANCE]
             old = self.choices[service.name]
-            new = self.selections[service.name].choose(healthy, drained)
+            new = self.selections[service.name].choose(healthy, drained, self.clock())
             self.choices[service.name] = new
             if new.degraded and (old is None or old.degraded != new.degraded):
                 log.error("%s: DEGRADED: %s", service.name, new.degraded)
@@ -466,8 +470,16 @@ class Router:
             log.warning("%s: maintenance ended; routed again once its probes pass", name)
             for member in self._members_of(name):
                 self._apply(member.health.undrain(self.clock()))
+        # the operator vouches for these servers: their flap penalty goes too
+        targets = [request.server] if request.server else list(self.config.server_names)
+        cleared = sorted({m.server.name for n in targets for m in self._members_of(n) if m.health.suppressed})
+        for name in targets:
+            if name in cleared:
+                log.warning("%s: flap penalty cleared by an operator; routed again once its probes pass", name)
+            for member in self._members_of(name):
+                self._apply(member.health.forgive(self.clock()))
         self.request_sync()
-        return AnnounceReply(tuple(lifted), tuple(n for n in names if n not in lifted))
+        return AnnounceReply(tuple(lifted), tuple(n for n in names if n not in lifted), tuple(cleared))
 
     async def check(self, request: CheckRequest) -> CheckReply:
         service = self._services(request.service)[0]
@@ -499,6 +511,7 @@ class Router:
             "routed": m.server.name in routed,
             "since": self._wall_of(m.health.since),
             "maintenance": {"reason": maint.reason, "who": maint.who, "since": iso(maint.since)} if maint else None,
+            "damping": damping_json(m.health.damping, self.clock(), self._wall_of),
             "checks": [
                 {
                     "index": i,
@@ -559,6 +572,8 @@ class Router:
                         m.health.announced,
                         m.server.name in routed,
                         m.health.state is State.MAINTENANCE,
+                        m.health.damping.penalty(self.clock()) if m.health.damping else 0.0,
+                        m.health.suppressed,
                     )
                 )
         degraded = {s: c is not None and c.degraded is not None for s, c in self.choices.items()}

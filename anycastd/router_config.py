@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from anycastd.damping import DEFAULT_DAMPING, DampingSettings
 from anycastd.errors import ConfigError
 from anycastd.schema import (
     CONTROL_SOCKET,
@@ -25,6 +26,7 @@ from anycastd.schema import (
     one_of,
     read_check,
     read_control,
+    read_damping,
     read_metrics,
     read_prefixes,
     read_services,
@@ -58,6 +60,12 @@ class RoutedService:
     prefixes: tuple[IPNetwork, ...]
     checks: tuple[DnsCheck, ...]  # templates: the address is each server's
     servers: tuple[Server, ...]
+    damping: DampingSettings | None = DEFAULT_DAMPING  # per server of the service; None: no flap damping
+
+    @property
+    def round(self) -> float:
+        """One probe round: every server's checks have run once within it (interval plus timeout)."""
+        return max(c.interval + c.timeout for c in self.checks)
 
     def checks_for(self, server: Server) -> tuple[DnsCheck, ...]:
         return tuple(replace(c, address=server.address) for c in self.checks)
@@ -146,10 +154,11 @@ def _server(r: Reader, data: Any, path: str) -> Server | None:
 
 def _routed_service(r: Reader, name: str, data: Any, path: str) -> RoutedService | None:
     check_service_name(r, name, path)
-    m = r.mapping(data, path, {"prefixes", "checks", "servers", "allow_non_host_prefixes"})
+    m = r.mapping(data, path, {"prefixes", "checks", "servers", "allow_non_host_prefixes", "damping"})
     if m is None:
         return None
     allow = r.field(m, path, "allow_non_host_prefixes", to_bool, False)
+    damping_ok, damping = read_damping(r, m, path)
     prefixes = read_prefixes(r, m, path, bool(allow))
     if "checks" in m:
         checks = [c for c_path, raw in r.items(m, path, "checks", "checks") if (c := read_check(r, raw, c_path, True))]
@@ -180,9 +189,9 @@ def _routed_service(r: Reader, name: str, data: Any, path: str) -> RoutedService
                         "addresses must differ from the service address",
                     )
         servers.append(server)
-    if not prefixes or not checks or not servers or allow is None:
+    if not prefixes or not checks or not servers or allow is None or not damping_ok:
         return None
-    return RoutedService(name, tuple(prefixes), tuple(checks), tuple(servers))
+    return RoutedService(name, tuple(prefixes), tuple(checks), tuple(servers), damping)
 
 
 def _vtysh(r: Reader, raw: dict[str, Any]) -> VtyshSettings:

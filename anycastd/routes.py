@@ -10,9 +10,16 @@ from the loop that probes and the adapter that runs vtysh:
 is healthy and not drained, exactly those do. When none is, a router
 without a route drops every query (a black hole), which is worse than
 sending queries to servers that may be failing: so with the ``keep``
-policy the last healthy set stays, minus any server an operator drained,
-and the service is marked *degraded*. ``withdraw`` removes the routes
-instead. Nothing is decided until every server has given a verdict
+policy the routes stay, minus any server an operator drained, and the
+service is marked *degraded*. Which routes: servers lost within one probe
+round (``window``) of each other are one *cascade*, one event with one
+cause, and what stays is the set from before the cascade began. When a
+bad zone or a dead upstream fails every server at once, their verdicts
+still arrive some tens of milliseconds apart; keeping only the last one
+to fail would pour the whole service onto one failing server. A server
+lost long after the others (more than a round) starts a cascade of its
+own: it was the last healthy one, and it alone is kept. ``withdraw``
+removes the routes instead. Nothing is decided until every server has given a verdict
 (``ServiceHealth.decided``): a restarted anycastd must not remove a route
 only because its first probe has not passed ``rise`` times yet.
 
@@ -108,25 +115,51 @@ class Choice:
 
 @dataclass
 class Selection:
-    """Which servers carry one service; remembers the last healthy set for the ``keep`` policy."""
+    """Which servers carry one service; remembers, for the ``keep`` policy, the set from before a cascade."""
 
     service: str
     keep_when_all_down: bool = True
-    last: frozenset[str] = field(default_factory=frozenset)
+    window: float = 0.0  # one probe round: servers lost within it of each other are one cascade
+    chosen: frozenset[str] = field(default_factory=frozenset)  # the servers of the last choice
+    before: frozenset[str] = field(default_factory=frozenset)  # the servers chosen before this cascade began
+    last: frozenset[str] = field(default_factory=frozenset)  # the last set of healthy, undrained servers
+    up: frozenset[str] = field(default_factory=frozenset)  # healthy and undrained, at the last choice
+    lost_at: float | None = None  # when a server last failed out of ``up``
+    kept: frozenset[str] | None = None  # while none is up: what is kept (before drains), else None
 
-    def choose(self, healthy: Iterable[str], drained: Iterable[str]) -> Choice:
-        out = set(drained)
+    def hold(self, servers: frozenset[str]) -> None:
+        """Start from the routes FRR holds (a restarted anycastd): they are what is kept if none passes."""
+        self.chosen = self.before = self.last = servers
+
+    def choose(self, healthy: Iterable[str], drained: Iterable[str], now: float) -> Choice:
+        out = frozenset(drained)
         up = frozenset(healthy) - out
+        failed = self.up - up - out  # a drain is not a failure, and neither starts nor extends a cascade
+        if failed:
+            if self.lost_at is None or now - self.lost_at > self.window:
+                self.before = self.chosen  # the first failure in a round: a cascade begins
+            self.lost_at = now
+        self.up = up
         if up:
-            self.last = up
+            self.last, self.kept = up, None
+            self.chosen = up
             return Choice(up)
-        kept = self.last - out
-        if self.keep_when_all_down and kept:
-            names = ", ".join(sorted(kept))
-            return Choice(kept, f"no server passes its probes; keeping the last healthy set ({names})")
-        if self.keep_when_all_down and self.last:
-            return Choice(frozenset(), "every server of the last healthy set is drained: the service has no route")
-        return Choice(frozenset(), "no server passes its probes: the service has no route")
+        if failed:
+            self.kept = self.before  # failures emptied it: what was there before they began
+        elif self.kept is None:
+            self.kept = self.last  # drains emptied it: the last healthy set, which is drained
+        self.chosen = self.kept - out if self.keep_when_all_down else frozenset()
+        return Choice(self.chosen, self._why())
+
+    def _why(self) -> str:
+        if not self.keep_when_all_down:
+            return "no server passes its probes: the service has no route"
+        if self.chosen:
+            names = ", ".join(sorted(self.chosen))
+            return f"no server passes its probes; keeping the routes from before the failures began ({names})"
+        if self.kept:
+            return "every server of the last healthy set is drained: the service has no route"
+        return "no server passes its probes: the service has no route"
 
 
 def desired_routes(

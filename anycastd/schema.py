@@ -28,6 +28,7 @@ import dns.name
 import dns.rcode
 import dns.rdatatype
 
+from anycastd.damping import DampingSettings
 from anycastd.yamlfile import Reader, absolute_path, kind, seconds, whole
 from anycastd.yamlfile import text as _text
 
@@ -267,3 +268,34 @@ def read_top(text: str, source: str, keys: set[str]) -> tuple[Reader, dict[str, 
     if top is None:
         raise r.fail()
     return r, top
+
+
+DAMPING_KEYS = {"penalty", "half_life", "suppress", "reuse", "max_suppress"}
+
+
+def read_damping(r: Reader, m: dict[str, Any], path: str) -> tuple[bool, DampingSettings | None]:
+    """A service's ``damping``: absent or true for the defaults, false for none, or a mapping of settings.
+    Returns (valid, settings)."""
+    if "damping" not in m or m["damping"] is True:
+        return True, DampingSettings()
+    if m["damping"] is False:
+        return True, None
+    d_path = f"{path}.damping"
+    d = r.mapping(m["damping"], d_path, DAMPING_KEYS)
+    if d is None:
+        return False, None
+    base = DampingSettings()
+    values = {
+        "penalty": r.field(d, d_path, "penalty", whole(1, 1_000_000), base.penalty),
+        "half_life": r.field(d, d_path, "half_life", seconds(0, 3600), base.half_life),
+        "suppress": r.field(d, d_path, "suppress", whole(1, 1_000_000), base.suppress),
+        "reuse": r.field(d, d_path, "reuse", whole(1, 1_000_000), base.reuse),
+        "max_suppress": r.field(d, d_path, "max_suppress", seconds(0, 86400), base.max_suppress),
+    }
+    given = {k: float(v) for k, v in values.items() if v is not None}
+    if len(given) < len(values):
+        return False, None
+    if not given["reuse"] < given["suppress"]:
+        r.problem(f"{d_path}.reuse", f"must be below suppress ({given['suppress']:g}), got {given['reuse']:g}")
+        return False, None
+    return True, DampingSettings(**given)

@@ -51,14 +51,15 @@ from anycastd.control import (
     WithdrawRequest,
     by_name,
 )
+from anycastd.damping import Damping
 from anycastd.drain import DrainReport, TrafficMeter, Verdict, wait_quiet
 from anycastd.errors import AddressError, AnnounceError, ConfigError
-from anycastd.health import Announce, Decision, ServiceHealth, State, Thresholds
+from anycastd.health import GRACEFUL_SHUTDOWN, Decision, Path, ServiceHealth, State, Thresholds, path_of
 from anycastd.metrics import Metrics, ServiceView, View
-from anycastd.schema import DnsCheck, IPAddress
+from anycastd.schema import DnsCheck, IPAddress, IPNetwork
 from anycastd.skeleton import Clock, MaintenanceBook, Probe, Sleep, probe_forever, who
 from anycastd.state import Maintenance, MaintenanceStore, StateError
-from anycastd.status import CheckStatus, iso, probe_outcome, result_json, transition_json
+from anycastd.status import CheckStatus, damping_json, iso, probe_outcome, result_json, transition_json
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,8 @@ class Sidecar:
         self.jitter = jitter
         self.health: dict[str, ServiceHealth] = {}
         self.checks: dict[str, list[CheckStatus]] = {}
+        #: What each service's path was last set to (the announcer keeps it, and replays it after a restart).
+        self.paths: dict[str, Path] = {}
         #: Persisted maintenance, by service name; may name services this configuration lacks.
         self.book = MaintenanceBook(store, wall)
         self._tasks: dict[str, list[asyncio.Task[None]]] = {}
@@ -131,8 +134,10 @@ class Sidecar:
 
     def _init_service(self, service: Service) -> None:
         thresholds = [Thresholds(c.rise, c.fall, c.fall_hard) for c in service.checks]
-        self.health[service.name] = ServiceHealth.create(service.name, thresholds)
+        damping = Damping(service.damping) if service.damping is not None else None
+        self.health[service.name] = ServiceHealth.create(service.name, thresholds, damping)
         self.checks[service.name] = [CheckStatus() for _ in service.checks]
+        self.paths[service.name] = Path.WITHDRAWN
         drained = self.book.get(service.name)
         if drained is not None:
             self.health[service.name].drain(drained.reason, self.clock())
@@ -171,13 +176,10 @@ class Sidecar:
             await self._shutdown()
 
     async def _shutdown(self) -> None:
-        announced = [s for s in self.config.services if self.health[s.name].announced]
+        announced = [s for s in self.config.services if self.paths[s.name] is not Path.WITHDRAWN]
         log.info("withdrawing everything")
         for service in announced:
-            try:
-                await self.announcer.set_announced(service.name, service.prefixes, False)
-            except AnnounceError as exc:
-                log.error("%s: could not withdraw: %s", service.name, exc)
+            await self._set_path(service.name, service.prefixes, Path.WITHDRAWN)
         grace = self.config.drain.grace
         if announced and grace > 0:
             await self.wait_drained(announced, quiet=min(self.config.drain.quiet, grace), timeout=grace, fallback=grace)
@@ -240,12 +242,31 @@ class Sidecar:
             log.log(level, "%s", transition)
             if transition.name == service.name:
                 self.metrics.transition(service.name, transition.new)
-        for action in decision.actions:
-            announced = isinstance(action, Announce)
-            try:
-                await self.announcer.set_announced(service.name, service.prefixes, announced)
-            except AnnounceError as exc:
-                log.error("%s: could not %s: %s", service.name, "announce" if announced else "withdraw", exc)
+        for note in decision.notes:
+            log.warning("%s", note)
+        path = path_of(self.health[service.name], service.graceful_shutdown)
+        if path is not self.paths[service.name]:
+            if path is Path.GRACEFUL_SHUTDOWN:
+                log.warning(
+                    "%s: failing: its path stays announced, tagged GRACEFUL_SHUTDOWN (%s): routers that honour it "
+                    "use it only while no healthy path is left",
+                    service.name,
+                    GRACEFUL_SHUTDOWN,
+                )
+            await self._set_path(service.name, service.prefixes, path)
+
+    async def _set_path(self, name: str, prefixes: Sequence[IPNetwork], path: Path) -> None:
+        self.paths[name] = path  # desired: the announcer keeps it even when this call fails
+        communities = (GRACEFUL_SHUTDOWN,) if path is Path.GRACEFUL_SHUTDOWN else ()
+        try:
+            await self.announcer.set_announced(name, prefixes, path is not Path.WITHDRAWN, communities)
+        except AnnounceError as exc:
+            verb = {
+                Path.WITHDRAWN: "withdraw",
+                Path.ANNOUNCED: "announce",
+                Path.GRACEFUL_SHUTDOWN: "announce tagged GRACEFUL_SHUTDOWN",
+            }[path]
+            log.error("%s: could not %s: %s", name, verb, exc)
 
     # reload ---------------------------------------------------------------
 
@@ -268,12 +289,9 @@ class Sidecar:
             raise ConfigError([f"{new.source}: {exc}"]) from None
         for name in [*removed, *(s.name for s in changed)]:
             await self._stop_service(name)
-            if self.health[name].announced:
-                try:
-                    await self.announcer.set_announced(name, old[name].prefixes, False)
-                except AnnounceError as exc:
-                    log.error("%s: could not withdraw: %s", name, exc)
-            del self.health[name], self.checks[name]
+            if self.paths[name] is not Path.WITHDRAWN:
+                await self._set_path(name, old[name].prefixes, Path.WITHDRAWN)
+            del self.health[name], self.checks[name], self.paths[name]
         self.config = new
         for service in [*added, *changed]:
             self._init_service(service)
@@ -352,7 +370,18 @@ class Sidecar:
         for service in lifted:
             log.warning("%s: maintenance ended; announced again once its probes pass", service.name)
             await self.apply(service, self.health[service.name].undrain(self.clock()))
-        return AnnounceReply(tuple(s.name for s in lifted), tuple(s.name for s in targets if s not in lifted))
+        cleared = [s for s in targets if self.health[s.name].suppressed]
+        for service in targets:
+            if service in cleared:
+                log.warning(
+                    "%s: flap penalty cleared by an operator; announced again once its probes pass", service.name
+                )
+            await self.apply(service, self.health[service.name].forgive(self.clock()))
+        return AnnounceReply(
+            tuple(s.name for s in lifted),
+            tuple(s.name for s in targets if s not in lifted),
+            tuple(s.name for s in cleared),
+        )
 
     async def check(self, request: CheckRequest) -> CheckReply:
         service = self._targets(request.service)[0]
@@ -390,6 +419,10 @@ class Sidecar:
                     "name": service.name,
                     "state": str(health.state),
                     "announced": health.announced,
+                    "healthy": health.healthy,
+                    "path": str(self.paths[service.name]),
+                    "failure_action": service.failure_action,
+                    "damping": self._damping_json(health),
                     "since": self._wall_of(health.since),
                     "prefixes": [{"prefix": str(p), "announced": p in confirmed} for p in service.prefixes],
                     "maintenance": {"reason": m.reason, "who": m.who, "since": iso(m.since)} if m else None,
@@ -406,9 +439,22 @@ class Sidecar:
             "exabgp": self.announcer.describe(),
         }
 
+    def _damping_json(self, health: ServiceHealth) -> dict[str, Any] | None:
+        return damping_json(health.damping, self.clock(), self._wall_of)
+
     def view(self) -> View:
+        now = self.clock()
         services = [
-            ServiceView(name, h.state, h.announced, h.state is State.MAINTENANCE) for name, h in self.health.items()
+            ServiceView(
+                name,
+                h.state,
+                h.announced,
+                h.state is State.MAINTENANCE,
+                self.paths[name] is Path.GRACEFUL_SHUTDOWN,
+                h.damping.penalty(now) if h.damping else 0.0,
+                h.suppressed,
+            )
+            for name, h in self.health.items()
         ]
         backend = self.announcer.describe()
         return View(

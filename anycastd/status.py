@@ -13,6 +13,7 @@ from typing import Any
 
 from anycastd.checks.dns import ProbeResult
 from anycastd.control import ProbeOutcome, plain
+from anycastd.damping import Damping
 from anycastd.health import Transition
 
 Clock = Callable[[], float]
@@ -51,3 +52,20 @@ def result_json(index: int, result: ProbeResult, at: str | None, wall: Clock) ->
 
 def transition_json(t: Transition, at: str | None) -> dict[str, Any]:
     return {"at": at, "name": t.name, "from": str(t.old), "to": str(t.new), "reason": t.reason}
+
+
+def damping_json(
+    damping: Damping | None, now: float, wall_of: Callable[[float | None], str | None]
+) -> dict[str, Any] | None:
+    """Flap damping as status shows it: the penalty now and, while suppressed, until when (if it fails no more)."""
+    if damping is None:
+        return None
+    s = damping.settings
+    return {
+        "penalty": round(damping.penalty(now)),
+        "suppressed": damping.suppressed,
+        "suppressed_until": wall_of(damping.reuse_at()),
+        "suppress": s.suppress,
+        "reuse": s.reuse,
+        "half_life": s.half_life,
+    }

@@ -88,3 +88,15 @@ def vtysh_command(*words: Typed) -> str:
 def nft_word(value: Typed) -> str:
     """One word of an nftables rule; ValueError for anything but a number, address, prefix or name."""
     return _typed_word(value, "nftables")
+
+
+_COMMUNITY = re.compile(r"^([0-9]{1,5}):([0-9]{1,5})\Z")
+
+
+def community(value: str) -> str:
+    """A standard BGP community (RFC 1997) as ``ASN:VALUE``, each 0 to 65535: the only form written to
+    ExaBGP's API or FRR's configuration. Raises ValueError."""
+    m = _COMMUNITY.match(value)
+    if m is None or not all(int(part) <= 65535 for part in m.groups()):
+        raise ValueError(f"a BGP community is two numbers 0-65535 joined by ':', got {value!r}")
+    return value

@@ -205,6 +205,11 @@ class DnsLab:
     def start_resolver(self, server: Server, wait: bool = True) -> None:
         daemons.start_resolver(self.lab, server, wait=wait)
 
+    def set_health_record(self, server: Server, health: str) -> None:
+        """The health record ``server``'s resolver answers, changed by a reload (no restart): "sick" fails
+        the health check while every other query is still answered, as a bad zone pushed everywhere would."""
+        daemons.set_health_record(self.lab, server, health)
+
     def signal_resolver(self, server: Server, sig: int) -> None:
         self.lab.signal(daemons.resolver_key(server), sig)
 

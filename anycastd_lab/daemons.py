@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -129,6 +130,24 @@ zone "example." {{
 """
 
 
+def set_health_record(lab: Lab, server: Server, health: str) -> None:
+    """Make ``server``'s resolver answer ``health`` to the health check, without a restart: its
+    configuration (for BIND, the zone it points at) is rewritten and the resolver reloads it on SIGHUP,
+    as a zone pushed by an operator would be. Everything else it answers stays the same."""
+    sdir = lab.workdir / server.name
+    if server.resolver == "bind":
+        original = lab.topology.node(server.name).bound(ZONE_FILE)
+        if original is None:
+            raise RuntimeError(f"{server.name} runs BIND: bind its zone at {ZONE_FILE} in {lab.topology_file}")
+        zone = sdir / f"db.example.{health}"
+        zone.write_text(original.read_text().replace('"healthy"', f'"{health}"'))
+        zone.chmod(0o644)
+        (sdir / "named.conf").write_text(named_config(lab, server, zone=zone))
+    else:
+        (sdir / "unbound.conf").write_text(unbound_config(lab, server, health=health))
+    lab.signal(resolver_key(server), signal.SIGHUP)
+
+
 def start_resolver(lab: Lab, server: Server, wait: bool = True, config: str | None = None) -> None:
     """The resolver the topology file gives ``server`` (BIND or Unbound), in the foreground; ``config``
     replaces the lab's configuration text (a fault test's broken one)."""
@@ -151,7 +170,9 @@ def start_resolver(lab: Lab, server: Server, wait: bool = True, config: str | No
         )
 
 
-def anycastd_config(lab: Lab, server: Server, **check: object) -> str:
+def anycastd_config(lab: Lab, server: Server, service: str = "", **check: object) -> str:
+    """The sidecar's configuration on ``server``, as the reference topology's; ``service`` adds YAML lines at
+    the service's indent (``damping: false``), ``check`` keys to its check."""
     assert server.asn is not None, f"{server.name} has no anycastd.yaml in {lab.topology_file}"
     extra = "".join(f"\n        {k}: {v}" for k, v in check.items())
     return f"""# anycastd on lab server {server.name}
@@ -177,7 +198,8 @@ services:
   dns:
     prefixes: [{SERVICE_V4}, {SERVICE_V6}]
     interface: lo
-    checks:
+    failure_action: graceful-shutdown
+{service}    checks:
       - address: {server.v4}
         qname: {HEALTH_QNAME}
         qtype: TXT

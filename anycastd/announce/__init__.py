@@ -19,8 +19,10 @@ class Announcer(Protocol):
         """Start the backend. Nothing is announced yet."""
         ...
 
-    async def set_announced(self, service: str, prefixes: Sequence[IPNetwork], announced: bool) -> None:
-        """Make ``service``'s prefixes announced or withdrawn; kept as desired state."""
+    async def set_announced(
+        self, service: str, prefixes: Sequence[IPNetwork], announced: bool, communities: Sequence[str] = ()
+    ) -> None:
+        """Make ``service``'s prefixes announced (with ``communities``) or withdrawn; kept as desired state."""
         ...
 
     async def close(self) -> None:
@@ -46,18 +48,23 @@ class InMemoryAnnouncer:
     def __init__(self) -> None:
         self.announced: dict[str, tuple[IPNetwork, ...]] = {}
         self.calls: list[tuple[str, bool]] = []
+        self.communities: dict[str, tuple[str, ...]] = {}
         self.started = False
         self.closed = False
 
     async def start(self) -> None:
         self.started = True
 
-    async def set_announced(self, service: str, prefixes: Sequence[IPNetwork], announced: bool) -> None:
+    async def set_announced(
+        self, service: str, prefixes: Sequence[IPNetwork], announced: bool, communities: Sequence[str] = ()
+    ) -> None:
         self.calls.append((service, announced))
         if announced:
             self.announced[service] = tuple(prefixes)
+            self.communities[service] = tuple(communities)
         else:
             self.announced.pop(service, None)
+            self.communities.pop(service, None)
 
     async def close(self) -> None:
         self.announced.clear()

@@ -64,6 +64,7 @@ from anycastd.control_server import peer_of
 from anycastd.errors import AnnounceError
 from anycastd.schema import IPNetwork
 from anycastd.status import iso
+from anycastd.syntax import community
 
 log = logging.getLogger(__name__)
 exabgp_log = logging.getLogger("anycastd.exabgp.process")
@@ -138,7 +139,8 @@ class _Helper:
         self.process = process
         self.pid = peer_of(writer).pid or None  # the helper, as the kernel says (SO_PEERCRED)
         self.pending: collections.deque[asyncio.Future[bool]] = collections.deque()
-        self.sent: set[IPNetwork] = set()
+        #: What this ExaBGP has acknowledged announcing: each prefix with its communities.
+        self.sent: dict[IPNetwork, tuple[str, ...]] = {}
         self.closed = False
         self.killed = False  # anycastd killed this pair on purpose
 
@@ -187,7 +189,7 @@ class ExaBGPAnnouncer:
         self.runtime_dir = config.runtime_dir
         self.socket_path = self.runtime_dir / "exabgp.sock"
         self.config_path = self.runtime_dir / "exabgp.conf"
-        self._desired: dict[str, tuple[IPNetwork, ...]] = {}
+        self._desired: dict[str, tuple[tuple[IPNetwork, ...], tuple[str, ...]]] = {}
         self._helper: _Helper | None = None
         self._lock = asyncio.Lock()
         self._server: asyncio.Server | None = None
@@ -223,9 +225,15 @@ class ExaBGPAnnouncer:
             raise AnnounceError(f"cannot prepare ExaBGP in {self.runtime_dir}: {exc}") from None
         self._spawn(self._supervise())
 
-    async def set_announced(self, service: str, prefixes: Sequence[IPNetwork], announced: bool) -> None:
+    async def set_announced(
+        self, service: str, prefixes: Sequence[IPNetwork], announced: bool, communities: Sequence[str] = ()
+    ) -> None:
         if announced:
-            self._desired[service] = tuple(prefixes)
+            try:
+                checked = tuple(community(c) for c in communities)
+            except ValueError as exc:
+                raise AnnounceError(f"{service}: {exc}") from None
+            self._desired[service] = (tuple(prefixes), checked)
         else:
             self._desired.pop(service, None)
         await self._reconcile()
@@ -253,6 +261,13 @@ class ExaBGPAnnouncer:
         if helper is None or self.state != "up":
             return frozenset()  # an ExaBGP that does not answer cannot be said to announce anything
         return frozenset(helper.sent)
+
+    def announced_routes(self) -> dict[IPNetwork, tuple[str, ...]]:
+        """What ExaBGP has confirmed it announces, each prefix with its communities."""
+        helper = self._helper
+        if helper is None or self.state != "up":
+            return {}
+        return dict(helper.sent)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -469,15 +484,21 @@ class ExaBGPAnnouncer:
             helper = self._helper
             if helper is None:
                 return
-            want = {p for prefixes in self._desired.values() for p in prefixes}
-            changes = [("withdraw", p) for p in sorted(helper.sent - want, key=str)]
-            changes += [("announce", p) for p in sorted(want - helper.sent, key=str)]
-            for verb, prefix in changes:
-                # Address each command to the neighbors of the prefix's family only.
+            want = {p: communities for prefixes, communities in self._desired.values() for p in prefixes}
+            changes: list[tuple[str, IPNetwork, tuple[str, ...]]] = [
+                ("withdraw", p, ()) for p in sorted(helper.sent.keys() - want.keys(), key=str)
+            ]
+            for p in sorted(want, key=str):
+                if helper.sent.get(p) != want[p]:
+                    changes.append(("announce", p, want[p]))
+            for verb, prefix, communities in changes:
+                # Address each command to the neighbors of the prefix's family only. Announcing a prefix
+                # again with other communities replaces its path (an implicit withdrawal, RFC 4271 3.1).
+                tail = f" community [{' '.join(communities)}]" if communities else ""
                 for neighbor in self.config.neighbors:
                     if neighbor.address.version != prefix.version:
                         continue
-                    line = f"neighbor {neighbor.address} {verb} route {prefix} next-hop self"
+                    line = f"neighbor {neighbor.address} {verb} route {prefix} next-hop self{tail}"
                     try:
                         ok = await helper.command(line, self.ack_timeout)
                     except AckTimeout:
@@ -490,10 +511,10 @@ class ExaBGPAnnouncer:
                     if not ok:
                         raise AnnounceError(f"ExaBGP answered 'error' to '{line}'")
                 if verb == "announce":
-                    helper.sent.add(prefix)
+                    helper.sent[prefix] = communities
                 else:
-                    helper.sent.discard(prefix)
-                log.info("%s %s", "announced" if verb == "announce" else "withdrew", prefix)
+                    helper.sent.pop(prefix, None)
+                log.info("%s %s%s", "announced" if verb == "announce" else "withdrew", prefix, tail)
 
 
 def _exit_text(code: int | None) -> str:

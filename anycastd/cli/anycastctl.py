@@ -123,6 +123,7 @@ def print_router_status(reply: dict[str, Any]) -> None:
             m = v["maintenance"]
             if m:
                 print(f"  {v['name']}: maintenance: {m['reason']} (by {m['who']}, since {_ago(m['since'])})")
+            _print_damping(f"  {v['name']}: ", v.get("damping"))
             for t in v["transitions"][-2:]:
                 print(f"  {_ago(t['at'])}  {t['name']}: {t['from']} -> {t['to']} ({t['reason']})")
     f = reply["frr"]
@@ -132,6 +133,14 @@ def print_router_status(reply: dict[str, Any]) -> None:
         print(f"  left alone (configured by hand without tag {f['tag']}): {', '.join(f['conflicts'])}")
     if reply.get("problem"):
         print(f"\nPROBLEM: {reply['problem']}")
+
+
+def _print_damping(indent: str, d: dict[str, Any] | None) -> None:
+    if d and d["suppressed"]:
+        print(
+            f"{indent}SUPPRESSED until {_ago(d['suppressed_until'])} by flap damping: penalty {d['penalty']}, "
+            f"announced again below {d['reuse']:g} (`anycastctl announce` clears it)"
+        )
 
 
 def print_status(reply: dict[str, Any]) -> None:
@@ -149,6 +158,9 @@ def print_status(reply: dict[str, Any]) -> None:
         m = s["maintenance"]
         if m:
             print(f"  maintenance: {m['reason']} (by {m['who']}, since {_ago(m['since'])})")
+        if s.get("path") == "graceful-shutdown":
+            print("  path: kept, tagged GRACEFUL_SHUTDOWN (65535:0): failing; used only while no path is healthy")
+        _print_damping("  ", s.get("damping"))
         for c in s["checks"]:
             print(
                 f"  checks[{c['index']}] {c['address']}: {c['state']}, {c['probes']} probes, {c['failures']} failed;"
@@ -188,6 +200,8 @@ def _print(args: argparse.Namespace, reply: Reply) -> int:
                 print(f"{name}: maintenance ended; announced again once its probes pass")
             for name in reply.not_in_maintenance:
                 print(f"{name}: was not in maintenance")
+            for name in reply.damping_cleared:
+                print(f"{name}: flap penalty cleared; announced again once its probes pass")
         return EXIT_OK
     if reply.warning:
         print(f"anycastctl: warning: {reply.warning}", file=sys.stderr)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from anycastd.config import DEFAULT_INTERFACE, ConfigError, load, parse
+from anycastd.damping import DampingSettings
 
 GOOD = """\
 router_id: 192.0.2.10
@@ -291,3 +292,34 @@ def test_operating_settings_defaults_and_what_a_reload_cannot_change() -> None:
     assert tuned.drain.grace == 0 and str(tuned.control_socket) == "/tmp/a.sock"
     assert c.restart_only_changes(tuned) == ["control", "metrics"]  # drain applies live
     assert c.restart_only_changes(parse(GOOD.replace("interval: 0.5", "interval: 0.4"))) == []
+
+
+def service_with(lines: str) -> str:
+    """GOOD with ``lines`` (YAML at the service's indent) added to the dns service."""
+    return GOOD.replace("    prefixes: [203.0.113.53/32", lines + "    prefixes: [203.0.113.53/32")
+
+
+def test_failure_action_and_damping_defaults_and_settings() -> None:
+    dns = parse(GOOD).service("dns")
+    assert dns.failure_action == "withdraw" and not dns.graceful_shutdown
+    assert dns.damping == DampingSettings()
+    dns = parse(service_with("    failure_action: graceful-shutdown\n    damping: false\n")).service("dns")
+    assert dns.graceful_shutdown and dns.damping is None
+    assert parse(service_with("    damping: true\n")).service("dns").damping == DampingSettings()
+    custom = parse(service_with("    damping: {half_life: 5, suppress: 3000, reuse: 1000, max_suppress: 30}\n"))
+    assert custom.service("dns").damping == DampingSettings(1000, 5, 3000, 1000, 30)
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ("    failure_action: gshut\n", "services.dns.failure_action: must be one of withdraw, graceful-shutdown"),
+        ("    damping: {reuse: 2000}\n", "services.dns.damping.reuse: must be below suppress (2000), got 2000"),
+        ("    damping: {half_life: 0}\n", "services.dns.damping.half_life: must be > 0"),
+        ("    damping: {penalty: -1}\n", "services.dns.damping.penalty"),
+        ("    damping: {cutoff: 1}\n", "services.dns.damping.cutoff: unknown key"),
+        ("    damping: yes please\n", "services.dns.damping: must be a mapping"),
+    ],
+)
+def test_bad_failure_action_or_damping_says_what_to_fix(lines: str, message: str) -> None:
+    assert any(message in p for p in problems(service_with(lines))), problems(service_with(lines))

@@ -41,7 +41,7 @@ def test_the_examples_are_valid_configurations() -> None:
 def test_every_sidecar_key_is_described() -> None:
     keys = set(config._TOP_KEYS) | set(schema.CHECK_KEYS)
     keys |= fields(config.Neighbor, config.Service, schema.ControlSettings, config.DrainSettings)
-    keys |= fields(schema.MetricsSettings, config.ExaBGPSettings)
+    keys |= fields(schema.MetricsSettings, config.ExaBGPSettings) | schema.DAMPING_KEYS
     assert keys - described(section("The sidecar")) == set()
 
 

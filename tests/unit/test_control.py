@@ -475,6 +475,7 @@ REPLIES: list[tuple[Request, Reply]] = [
         WithdrawReply(("dns", "ntp"), None, DrainOutcome(False, "timeout", "route", 3.0, None, "FRR not in step")),
     ),
     (AnnounceRequest(None), AnnounceReply(("dns",), ())),
+    (AnnounceRequest(None, "ns1"), AnnounceReply((), ("ns1",), ("ns1",))),
     (
         CheckRequest("dns"),
         CheckReply("dns", (ProbeOutcome(0, True, "ok", "dns", "NOERROR", 0.5, "2026-11-22T10:00:00.000Z", "ns1"),)),

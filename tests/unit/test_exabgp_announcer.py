@@ -180,3 +180,28 @@ def test_heartbeat_bounds_follow_the_probe_interval() -> None:
     assert heartbeat_bounds(fast) == (0.2, 1.0)  # the default interval
     slow = parse(GOOD.replace("interval: 0.5", "interval: 5").replace("timeout: 0.25", "timeout: 1"))
     assert heartbeat_bounds(slow) == (0.5, 2.0)  # still inside the 3 s bound for a freeze
+
+
+def test_graceful_shutdown_re_announces_the_path_tagged_and_back_untagged(tmp_path: Path) -> None:
+    """A change of communities is a new announcement of the same prefix (it replaces the path); a
+    community that is not ASN:VALUE never reaches ExaBGP's API."""
+
+    async def go() -> None:
+        announcer = ExaBGPAnnouncer(config(tmp_path))
+        async with running(announcer):
+            await announcer.set_announced("dns", [V4], True)
+            await announcer.set_announced("dns", [V4], True, ["65535:0"])
+            await announcer.set_announced("dns", [V4], True, ["65535:0"])  # no change, nothing sent
+            await announcer.set_announced("dns", [V4], True)
+            assert commands(announcer) == [
+                "neighbor 192.0.2.9 announce route 203.0.113.53/32 next-hop self",
+                "neighbor 192.0.2.9 announce route 203.0.113.53/32 next-hop self community [65535:0]",
+                "neighbor 192.0.2.9 announce route 203.0.113.53/32 next-hop self",
+            ]
+            assert announcer.announced_routes() == {V4: ()}
+            for bad in ("65536:0", "1:2 3:4", "no-export\nneighbor 192.0.2.9 withdraw route 0.0.0.0/0", ""):
+                with pytest.raises(AnnounceError, match="a BGP community is two numbers"):
+                    await announcer.set_announced("dns", [V4], True, [bad])
+            assert len(commands(announcer)) == 3
+
+    asyncio.run(go())

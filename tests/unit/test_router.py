@@ -122,12 +122,14 @@ def make(
 
 
 async def rounds(router: Router, prober: Prober, n: int = 1) -> None:
-    """n probes of every server, each fed to the health core, then one sync (what the loops and syncer do)."""
+    """n probes of every server, one interval apart, each fed to the health core, then one sync (what the loops
+    and syncer do)."""
     for _ in range(n):
         for members in router.members.values():
             for m in members:
                 result = await prober.probe(m.checks[0], ())
                 router._apply(m.health.feed(0, result.for_health(), router.clock()))
+        await router.sleep(CONFIG.services[0].checks[0].interval)
     await router.sync()
 
 
@@ -216,7 +218,7 @@ def test_when_every_server_fails_the_last_healthy_set_stays_and_says_so(caplog: 
         await rounds(router, prober, 3)
         assert frr.routes(TAG) == via("ns1", "ns2")
         status = router.status()["services"][0]
-        assert "keeping the last healthy set (ns1, ns2)" in status["degraded"]
+        assert "keeping the routes from before the failures began (ns1, ns2)" in status["degraded"]
         metrics = generate_latest(router.metrics.registry).decode()
         assert 'anycastd_service_degraded{service="dns"} 1.0' in metrics
         assert 'anycastd_server_healthy{server="ns1",service="dns"} 0.0' in metrics
@@ -227,7 +229,11 @@ def test_when_every_server_fails_the_last_healthy_set_stays_and_says_so(caplog: 
         assert router.status()["services"][0]["degraded"] is None
 
     run(go)
-    assert "dns: DEGRADED: no server passes its probes; keeping the last healthy set (ns1, ns2)" in caplog.text
+    # ns3 failed rounds before ns1 and ns2: a cascade of its own, so ns1 and ns2 are what is kept
+    assert (
+        "dns: DEGRADED: no server passes its probes; keeping the routes from before the failures began (ns1, ns2)"
+        in (caplog.text)
+    )
     assert "dns: no longer degraded: ns3 carry it" in caplog.text
 
 
@@ -486,5 +492,51 @@ def test_an_unreadable_kernel_fib_is_reported_not_repaired() -> None:
         assert router.status()["frr"]["kernel_agrees"] is None
         assert router.status()["frr"]["fib_problem"] == fib.broken
         assert len(frr.applied) == 1  # the routes themselves went in; no repair was attempted
+
+    run(go)
+
+
+def test_every_server_failing_in_one_round_keeps_every_route() -> None:
+    """A common cause (a bad zone everywhere): the whole set stays, not the last server to fail."""
+
+    async def go() -> None:
+        router, frr, prober, _ = make()
+        await rounds(router, prober, 2)
+        prober.now.update(ns1=hard)
+        await rounds(router, prober)
+        assert frr.routes(TAG) == via("ns2", "ns3")  # one failure: out at once
+        prober.now.update(ns2=hard, ns3=hard)
+        await rounds(router, prober)  # one round later: the same cascade
+        assert frr.routes(TAG) == via("ns1", "ns2", "ns3")
+        assert (
+            "keeping the routes from before the failures began (ns1, ns2, ns3)"
+            in (router.status()["services"][0]["degraded"])
+        )
+        prober.now["ns2"] = ok
+        await rounds(router, prober, 2)
+        assert frr.routes(TAG) == via("ns2")  # one recovered server alone takes the traffic
+
+    run(go)
+
+
+def test_a_flapping_server_is_damped_and_announce_all_clears_it() -> None:
+    async def go() -> None:
+        router, frr, prober, _ = make()
+        await rounds(router, prober, 2)
+        for _ in range(3):
+            prober.now["ns1"] = hard
+            await rounds(router, prober)
+            prober.now["ns1"] = ok
+            await rounds(router, prober, 2)
+        assert frr.routes(TAG) == via("ns2", "ns3")  # healthy again, but suppressed
+        server = router.status()["services"][0]["servers"][0]
+        assert server["healthy"] is False and server["damping"]["suppressed"] is True
+        assert server["damping"]["penalty"] > 2000
+        metrics = generate_latest(router.metrics.registry).decode()
+        assert 'anycastd_damping_suppressed{server="ns1",service="dns"} 1.0' in metrics
+        reply = await router.handle(AnnounceRequest(None), PEER)
+        assert reply == AnnounceReply((), (), ("ns1",))
+        await router.sync()
+        assert frr.routes(TAG) == via("ns1", "ns2", "ns3")
 
     run(go)

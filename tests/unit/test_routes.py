@@ -130,22 +130,63 @@ SELECTIONS = [
 )
 def test_selection(healthy: list[str], drained: list[str], keep: bool, expected: set[str], degraded: bool) -> None:
     selection = Selection("dns", keep)
-    selection.choose(["ns1", "ns2", "ns3"], [])
-    choice = selection.choose(healthy, drained)
+    selection.choose(["ns1", "ns2", "ns3"], [], 0.0)
+    choice = selection.choose(healthy, drained, 1.0)
     assert choice.servers == expected
     assert (choice.degraded is not None) is degraded
 
 
 def test_selection_without_history_has_nothing_to_keep() -> None:
-    choice = Selection("dns").choose([], [])
+    choice = Selection("dns").choose([], [], 0.0)
     assert choice == Choice(frozenset(), "no server passes its probes: the service has no route")
 
 
 def test_a_recovered_server_alone_replaces_the_kept_set() -> None:
-    selection = Selection("dns", last=frozenset({"ns1", "ns2"}))
-    assert selection.choose([], []).servers == {"ns1", "ns2"}
-    assert selection.choose(["ns3"], []) == Choice(frozenset({"ns3"}))
-    assert selection.last == {"ns3"}
+    selection = Selection("dns")
+    selection.hold(frozenset({"ns1", "ns2"}))  # what FRR held when anycastd started
+    assert selection.choose([], [], 0.0).servers == {"ns1", "ns2"}
+    assert selection.choose(["ns3"], [], 1.0) == Choice(frozenset({"ns3"}))
+    assert selection.chosen == {"ns3"}
+
+
+ALL = ["ns1", "ns2", "ns3"]
+
+
+def test_servers_failing_within_a_round_of_each_other_keep_every_route() -> None:
+    """A cause common to every server (a bad zone pushed everywhere): verdicts 50-80 ms apart are one event."""
+    selection = Selection("dns", window=0.3)
+    selection.choose(ALL, [], 10.0)
+    assert selection.choose(["ns2", "ns3"], [], 10.05).servers == {"ns2", "ns3"}  # one failure: out at once
+    assert selection.choose(["ns3"], [], 10.13).servers == {"ns3"}
+    last = selection.choose([], [], 10.2)
+    assert last.servers == set(ALL)
+    assert last.degraded == "no server passes its probes; keeping the routes from before the failures began " + (
+        "(ns1, ns2, ns3)"
+    )
+    assert selection.choose([], ["ns1"], 12.0).servers == {"ns2", "ns3"}  # a drain still takes its server out
+    assert selection.choose(["ns2"], [], 15.0) == Choice(frozenset({"ns2"}))  # a recovered server alone
+
+
+def test_a_cascade_is_a_chain_each_loss_within_a_round_of_the_one_before() -> None:
+    selection = Selection("dns", window=0.3)
+    selection.choose(ALL, [], 0.0)
+    selection.choose(["ns2", "ns3"], [], 1.0)
+    selection.choose(["ns3"], [], 1.25)
+    assert selection.choose([], [], 1.5).servers == set(ALL)
+
+
+def test_a_server_lost_long_after_the_others_is_kept_alone() -> None:
+    """Servers that failed rounds ago were judged then; the last healthy one is what is kept."""
+    selection = Selection("dns", window=0.3)
+    selection.choose(ALL, [], 0.0)
+    selection.choose(["ns3"], [], 1.0)  # ns1 and ns2 together: one cascade
+    assert selection.choose([], [], 1.31).servers == {"ns3"}  # just over a round later: a cascade of its own
+
+
+def test_the_withdraw_policy_keeps_nothing_even_after_a_cascade() -> None:
+    selection = Selection("dns", keep_when_all_down=False, window=0.3)
+    selection.choose(ALL, [], 0.0)
+    assert selection.choose([], [], 0.1) == Choice(frozenset(), "no server passes its probes: the service has no route")
 
 
 def test_desired_routes_keeps_an_undecided_service_as_it_is() -> None:
@@ -198,8 +239,8 @@ def test_several_conflicts_across_families_are_listed_in_order() -> None:
 
 def test_a_drained_last_set_is_said_to_leave_no_route() -> None:
     selection = Selection("dns", keep_when_all_down=True)
-    selection.choose(["ns1"], [])
-    assert selection.choose([], ["ns1"]) == Choice(
+    selection.choose(["ns1"], [], 0.0)
+    assert selection.choose([], ["ns1"], 1.0) == Choice(
         frozenset(), "every server of the last healthy set is drained: the service has no route"
     )
 

@@ -60,9 +60,12 @@ class ScriptedProber:
 
 
 def run_sidecar(
-    results: list[ProbeResult], announcer: InMemoryAnnouncer | None = None, store: MaintenanceStore | None = None
+    results: list[ProbeResult],
+    announcer: InMemoryAnnouncer | None = None,
+    store: MaintenanceStore | None = None,
+    text: str = GOOD,
 ) -> tuple[Sidecar, InMemoryAnnouncer, ScriptedProber, InMemoryAddresses]:
-    config = parse(GOOD)
+    config = parse(text)
     announcer = announcer or InMemoryAnnouncer()
     addresses = InMemoryAddresses()
     fake = FakeTime()
@@ -114,7 +117,11 @@ def test_soft_failures_need_fall_in_a_row() -> None:
 
 class FailingAnnouncer(InMemoryAnnouncer):
     async def set_announced(
-        self, service: str, prefixes: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network], announced: bool
+        self,
+        service: str,
+        prefixes: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network],
+        announced: bool,
+        communities: Sequence[str] = (),
     ) -> None:
         self.calls.append((service, announced))
         raise AnnounceError("ExaBGP went away")
@@ -190,6 +197,12 @@ async def bring_up(sidecar: Sidecar, name: str) -> None:
     service = sidecar.config.service(name)
     for _ in range(service.checks[0].rise):
         await sidecar.apply(service, sidecar.health[name].feed(0, OK.for_health(), sidecar.clock()))
+
+
+async def feed(sidecar: Sidecar, name: str, result: ProbeResult) -> None:
+    service = sidecar.config.service(name)
+    for _ in range(service.checks[0].fall_hard):
+        await sidecar.apply(service, sidecar.health[name].feed(0, result.for_health(), sidecar.clock()))
 
 
 def test_a_persisted_drain_is_honoured_from_the_first_probe() -> None:
@@ -359,3 +372,76 @@ def test_metrics_read_the_live_state() -> None:
     assert 'anycastd_probe_duration_seconds_bucket{check="0",le="0.001",service="dns"} 1.0' in text
     assert 'anycastd_transitions_total{service="dns",to="maintenance"} 1.0' in text
     assert 'anycastd_transitions_total{service="dns",to="up"} 1.0' in text
+
+
+class TaggingAnnouncer(InMemoryAnnouncer):
+    """Records each call with its communities."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tagged: list[tuple[bool, tuple[str, ...]]] = []
+
+    async def set_announced(
+        self,
+        service: str,
+        prefixes: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network],
+        announced: bool,
+        communities: Sequence[str] = (),
+    ) -> None:
+        self.tagged.append((announced, tuple(communities)))
+        await super().set_announced(service, prefixes, announced, communities)
+
+
+GSHUT = GOOD.replace(
+    "    prefixes: [203.0.113.53/32", "    failure_action: graceful-shutdown\n    prefixes: [203.0.113.53/32"
+)
+
+
+def test_graceful_shutdown_keeps_the_failing_path_tagged_and_stopping_withdraws_it() -> None:
+    announcer = TaggingAnnouncer()
+    sidecar, _, _, _ = run_sidecar([HARD, OK, OK, OK, HARD, OK, OK, OK, HARD], announcer, text=GSHUT)
+    assert announcer.tagged == [
+        (True, ()),  # after rise: announced (the failure before it announced nothing)
+        (True, ("65535:0",)),  # failing: kept, tagged GRACEFUL_SHUTDOWN
+        (True, ()),  # recovered: plain again
+        (True, ("65535:0",)),
+        (False, ()),  # stopping withdraws, whatever the failure action
+    ]
+    status = sidecar.status()["services"][0]
+    assert status["failure_action"] == "graceful-shutdown"
+
+
+def test_status_and_metrics_show_the_tagged_path_and_the_damping_penalty() -> None:
+    async def go() -> None:
+        sidecar, announcer, _, _ = make(GSHUT)
+        await bring_up(sidecar, "dns")
+        await feed(sidecar, "dns", HARD)
+        svc = sidecar.status("dns")["services"][0]
+        assert (svc["path"], svc["healthy"], svc["announced"]) == ("graceful-shutdown", False, False)
+        assert svc["damping"]["penalty"] == 1000 and svc["damping"]["suppressed"] is False
+        assert svc["damping"]["suppressed_until"] is None
+        assert announcer.communities == {"dns": ("65535:0",)}
+        metrics = generate_latest(sidecar.metrics.registry).decode()
+        assert 'anycastd_service_graceful_shutdown{service="dns"} 1.0' in metrics
+        assert 'anycastd_damping_penalty{service="dns"} 1000.0' in metrics
+        assert 'anycastd_damping_suppressed{service="dns"} 0.0' in metrics
+
+    asyncio.run(go())
+
+
+def test_a_flapping_resolver_is_suppressed_and_announce_clears_it() -> None:
+    async def go() -> None:
+        sidecar, announcer, _, _ = make()
+        await bring_up(sidecar, "dns")
+        for _ in range(3):
+            await feed(sidecar, "dns", HARD)
+            await bring_up(sidecar, "dns")
+        health = sidecar.health["dns"]
+        assert health.suppressed and health.healthy and announcer.announced == {}
+        svc = sidecar.status("dns")["services"][0]
+        assert svc["damping"]["suppressed"] is True and svc["damping"]["suppressed_until"] is not None
+        reply = await sidecar.handle(AnnounceRequest("dns"), ROOT)
+        assert reply == AnnounceReply((), ("dns",), ("dns",))
+        assert not health.suppressed and "dns" in announcer.announced
+
+    asyncio.run(go())
