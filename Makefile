@@ -52,16 +52,19 @@ integration: deps venv
 demo: deps venv
 	$(PY) -m anycastd_lab.demo
 
-# The benchmarks write docs/benchmarks.md. `make bench` (about 30 minutes) is anycastd beside
-# exabgp healthcheck, and the router-side variant; `make bench-quick` (under 5 minutes) is a smoke
-# run of both that writes nothing; `make bench-sidecar` adds the sidecar's finer breakdowns.
+# The benchmarks write docs/benchmarks.md. `make bench` (about 40 minutes) is anycastd beside
+# exabgp healthcheck, the router-side variant, and fleet safety (every server failing, flapping);
+# `make bench-quick` (under 8 minutes) is a smoke run of all three that writes nothing;
+# `make bench-sidecar` adds the sidecar's finer breakdowns.
 bench: deps venv
 	$(PY) bench/compare.py
 	$(PY) bench/router.py
+	$(PY) bench/fleet.py
 
 bench-quick: deps venv
 	$(PY) bench/compare.py --quick
 	$(PY) bench/router.py --quick
+	$(PY) bench/fleet.py --quick
 
 bench-sidecar: deps venv
 	$(PY) bench/failover.py

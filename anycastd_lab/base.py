@@ -32,6 +32,7 @@ class DnsLab:
     def __init__(self, keep_dir: bool = False) -> None:
         self.lab = Lab(self.TOPOLOGY, keep_dir=keep_dir)
         self.fib: Fib | None = None
+        self.sick: set[str] = set()  # servers whose resolver answers a bad health record (set_health_record)
 
     @property
     def servers(self) -> list[Server]:
@@ -197,18 +198,24 @@ class DnsLab:
     def restart_resolver(self, server: Server, config: str | None = None, wait: bool = False) -> None:
         """Kill ``server``'s resolver and start it again, with ``config`` (its own text) instead of the lab's."""
         self.kill_resolver(server)
+        self.sick.discard(server.name)  # started afresh: the lab's configuration, or the test's own
         daemons.start_resolver(self.lab, server, wait=wait, config=config)
 
     def kill_resolver(self, server: Server) -> None:
         self.lab.stop(daemons.resolver_key(server), signal.SIGKILL)
 
     def start_resolver(self, server: Server, wait: bool = True) -> None:
+        self.sick.discard(server.name)
         daemons.start_resolver(self.lab, server, wait=wait)
 
     def set_health_record(self, server: Server, health: str) -> None:
         """The health record ``server``'s resolver answers, changed by a reload (no restart): "sick" fails
         the health check while every other query is still answered, as a bad zone pushed everywhere would."""
         daemons.set_health_record(self.lab, server, health)
+        if health == "healthy":
+            self.sick.discard(server.name)
+        else:
+            self.sick.add(server.name)
 
     def signal_resolver(self, server: Server, sig: int) -> None:
         self.lab.signal(daemons.resolver_key(server), sig)
@@ -218,10 +225,13 @@ class DnsLab:
         return proc is not None and proc.poll() is None
 
     def revive_resolver(self, server: Server) -> None:
-        """Thaw ``server``'s resolver, or start it again if it is gone."""
+        """Thaw ``server``'s resolver, or start it again if it is gone; a bad health record is made good."""
         if self.resolver_running(server):
             self.signal_resolver(server, signal.SIGCONT)
+            if server.name in self.sick:
+                self.set_health_record(server, "healthy")
         else:
+            self.sick.discard(server.name)
             self.start_resolver(server)
 
     @contextlib.contextmanager

@@ -170,7 +170,9 @@ def start_resolver(lab: Lab, server: Server, wait: bool = True, config: str | No
         )
 
 
-def anycastd_config(lab: Lab, server: Server, service: str = "", **check: object) -> str:
+def anycastd_config(
+    lab: Lab, server: Server, service: str = "", failure_action: str = "graceful-shutdown", **check: object
+) -> str:
     """The sidecar's configuration on ``server``, as the reference topology's; ``service`` adds YAML lines at
     the service's indent (``damping: false``), ``check`` keys to its check."""
     assert server.asn is not None, f"{server.name} has no anycastd.yaml in {lab.topology_file}"
@@ -198,7 +200,7 @@ services:
   dns:
     prefixes: [{SERVICE_V4}, {SERVICE_V6}]
     interface: lo
-    failure_action: graceful-shutdown
+    failure_action: {failure_action}
 {service}    checks:
       - address: {server.v4}
         qname: {HEALTH_QNAME}

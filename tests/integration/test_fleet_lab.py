@@ -3,16 +3,14 @@ one recovered server alone takes the traffic, and a flapping resolver is damped.
 
 A server is made to fail its health check the way a bad zone pushed everywhere would: its resolver is
 reloaded (SIGHUP, no restart) with a health record that no longer matches, while every other query is
-still answered. The route changes and the queries are read off the router's kernel FIB and the client.
+still answered (the lab's restore() makes it good again). The route changes and the queries are read
+off the router's kernel FIB and the client.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from anycastd_lab.base import DnsLab
 from anycastd_lab.bgp import BgpLab
@@ -22,15 +20,6 @@ from anycastd_lab.topology import SERVICE_V4, Server, wait_until
 
 #: A health check fails after `fall` (3) probes 0.2 s apart; generous for a loaded CI machine.
 DETECT = 5.0
-
-
-@pytest.fixture
-def healed(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Whatever a test made sick is healthy again afterwards."""
-    yield
-    lab: DnsLab = request.getfixturevalue("lab" if "lab" in request.fixturenames else "router_lab")
-    for s in lab.servers:
-        lab.set_health_record(s, "healthy")
 
 
 def path_of(lab: BgpLab, server: Server) -> str:
@@ -45,7 +34,7 @@ def bgp_paths(lab: DnsLab) -> dict[str, dict[str, object]]:
     return {by_peer[p["peer"]["peerId"]]: p for p in data.get("paths", []) if p["peer"]["peerId"] in by_peer}
 
 
-def test_one_failing_server_leaves_the_fib_but_its_tagged_path_stays_in_bgp(lab: BgpLab, healed: None) -> None:
+def test_one_failing_server_leaves_the_fib_but_its_tagged_path_stays_in_bgp(lab: BgpLab) -> None:
     s2 = lab.servers[1]
     lab.set_health_record(s2, "sick")
     lab.wait_server(s2, present=False, timeout=DETECT)
@@ -61,7 +50,7 @@ def test_one_failing_server_leaves_the_fib_but_its_tagged_path_stays_in_bgp(lab:
     assert path_of(lab, s2) == "announced"
 
 
-def test_every_server_failing_at_once_keeps_every_path_and_every_query_answered(lab: BgpLab, healed: None) -> None:
+def test_every_server_failing_at_once_keeps_every_path_and_every_query_answered(lab: BgpLab) -> None:
     load = lab.client("203.0.113.53", count=300 * 8, rate=300)
     time.sleep(1.0)
     with FibWatch(lab.lab.router, SERVICE_V4) as watch:
@@ -84,7 +73,7 @@ def test_every_server_failing_at_once_keeps_every_path_and_every_query_answered(
     assert after["lost"] == 0 and set(after["answered"]) == {"s2"}, after
 
 
-def test_a_flapping_resolver_is_damped_and_announce_lets_it_back(lab: BgpLab, healed: None) -> None:
+def test_a_flapping_resolver_is_damped_and_announce_lets_it_back(lab: BgpLab) -> None:
     s3 = lab.servers[2]
     with FibWatch(lab.lab.router, SERVICE_V4) as watch:
         start = time.monotonic()
@@ -103,7 +92,7 @@ def test_a_flapping_resolver_is_damped_and_announce_lets_it_back(lab: BgpLab, he
     lab.wait_server(s3, present=True, timeout=DETECT)
 
 
-def test_router_side_every_server_failing_at_once_keeps_every_route(router_lab: StaticLab, healed: None) -> None:
+def test_router_side_every_server_failing_at_once_keeps_every_route(router_lab: StaticLab) -> None:
     lab = router_lab
     for s in lab.servers:
         lab.set_health_record(s, "sick")
