@@ -14,7 +14,7 @@ from collections import Counter
 from typing import Any
 
 from anycastd_lab.bgp import BgpLab
-from anycastd_lab.topology import SERVICE_V4, SERVICE_V6, run
+from anycastd_lab.topology import SERVICE_V4, SERVICE_V6, run, wait_until
 
 
 def say(text: str = "") -> None:
@@ -105,6 +105,31 @@ def restored(lab: BgpLab, summary: Summary) -> None:
     summary.append(("restored", f"{len(lab.paths())} paths", "-"))
 
 
+def everyone_fails(lab: BgpLab, address: str, summary: Summary) -> None:
+    step("5. The same fault on every server at once: a bad health record pushed everywhere")
+    say("   (each resolver reloads a health record that no longer matches; it answers everything else)")
+    load = lab.client(address, RATE * 5, RATE)
+    time.sleep(1.0)
+    for s in lab.servers:
+        lab.set_health_record(s, "sick")
+    time.sleep(2.5)
+    say("   every anycastd keeps its path, tagged GRACEFUL_SHUTDOWN (65535:0); the router's FIB:")
+    say(route(lab, "-4", SERVICE_V4))
+    result = lab.client_result(load)
+    distribution(lab, result)
+    summary.append(("every server failing at once", f"{len(lab.paths())} paths kept", str(result["lost"])))
+    s2 = lab.servers[1]
+    lab.set_health_record(s2, "healthy")
+    t0 = time.monotonic()
+    wait_until(lambda: lab.server_paths() == {s2.name}, 10, interval=0.002, what=f"{s2.name} alone in the FIB")
+    took = time.monotonic() - t0
+    say(f"   {s2.name} recovers: it alone is in the router's FIB {took * 1000:.0f} ms later")
+    result = lab.client_result(lab.client(address, 300, RATE))
+    distribution(lab, result)
+    summary.append((f"{s2.name} recovers first", f"alone: {sorted(result['answered'])}", str(result["lost"])))
+    lab.restore()
+
+
 def main() -> int:
     if os.geteuid() != 0:
         say("make demo needs root: it creates network namespaces and runs FRR, BIND, Unbound and ExaBGP in them")
@@ -121,6 +146,7 @@ def main() -> int:
         unplanned(lab, address, summary)
         planned(lab, address, summary)
         restored(lab, summary)
+        everyone_fails(lab, address, summary)
         step("Summary (every number measured in this run)")
         rows = [("step", "measured", "lost"), *summary]
         widths = [max(len(r[i]) for r in rows) for i in range(3)]

@@ -21,6 +21,7 @@ import argparse
 import itertools
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from compare import HC_DEFAULTS, HC_FASTEST, Controller, Deployment
@@ -74,6 +75,7 @@ class Fleet(Deployment):
 
 @dataclass
 class AllFail:
+    one_gone: float | None  # seconds from one server failing alone until its path left the FIB
     paths_left: int  # in the FIB once every controller has reacted
     lost: int  # of the load that ran through the failure
     sent: int
@@ -88,8 +90,23 @@ class Results:
     flaps: dict[str, int] = field(default_factory=dict)
 
 
-def all_fail(lab: DnsLab, wait: float) -> AllFail:
-    """Every server fails at once under a steady load; then s2 recovers."""
+def until(lab: DnsLab, want: frozenset[str], limit: float) -> float | None:
+    """Seconds until the FIB holds exactly the servers ``want``; None after ``limit``."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        if lab.server_paths() == want:
+            return time.monotonic() - started
+        time.sleep(0.002)
+    return None
+
+
+def all_fail(lab: DnsLab, wait: float, restore: Callable[[], None]) -> AllFail:
+    """One server fails alone (restored after); then every server fails at once under a steady load; then s2
+    recovers."""
+    s1 = lab.servers[0]
+    lab.set_health_record(s1, "sick")
+    one = until(lab, frozenset(s.name for s in lab.servers[1:]), 2 * wait)
+    restore()
     seconds = 1.0 + wait + 1.0
     load = lab.client(ADDRESS, int(RATE * seconds), RATE)
     time.sleep(1.0)
@@ -101,14 +118,9 @@ def all_fail(lab: DnsLab, wait: float) -> AllFail:
     after = lab.queries(ADDRESS, BURST, rate=RATE)
     s2 = lab.servers[1]
     lab.set_health_record(s2, "healthy")
-    started, alone = time.monotonic(), None
-    while time.monotonic() - started < 2 * wait:
-        if lab.server_paths() == {s2.name}:
-            alone = time.monotonic() - started
-            break
-        time.sleep(0.002)
+    alone = until(lab, frozenset({s2.name}), 2 * wait)
     answered = sum(after["answered"].values())
-    return AllFail(paths, int(result["lost"]), int(RATE * seconds), answered, alone)
+    return AllFail(one, paths, int(result["lost"]), int(RATE * seconds), answered, alone)
 
 
 def flap(lab: DnsLab, seconds: float) -> int:
@@ -132,7 +144,7 @@ def collect(r: Results) -> None:
         for c in CONTROLLERS:
             print(f"== {c.label}", flush=True)
             dep.assign({s.name: c for s in lab.servers})
-            r.all_fail[c.label] = all_fail(lab, settle(c))
+            r.all_fail[c.label] = all_fail(lab, settle(c), dep.restore)
             print(f"   all fail: {r.all_fail[c.label]}", flush=True)
             dep.restore()
             r.flaps[c.label] = flap(lab, r.flap_window)
@@ -141,7 +153,7 @@ def collect(r: Results) -> None:
     with StaticLab() as static:
         label = "anycastd router, when_all_down: keep"
         print(f"== {label}", flush=True)
-        r.all_fail[label] = all_fail(static, settle(GSHUT))
+        r.all_fail[label] = all_fail(static, settle(GSHUT), static.restore)
         static.restore()
         r.flaps[label] = flap(static, r.flap_window)
         static.restore()
@@ -154,6 +166,7 @@ def report(r: Results, command: str, elapsed: float) -> list[str]:
         f"Command: `{command}` (as root); the run took {elapsed / 60:.1f} min. {context()}",
         "Every server runs the same controller. A server fails the way a bad zone pushed everywhere does: its "
         "resolver reloads a health record that no longer matches and answers everything else as before. "
+        "**One fails**: s1 alone fails; the time until its path leaves the FIB. "
         f"**All fail**: at {RATE} queries/s, every server fails at once; after each controller has had time to "
         f"react (one check interval, three fast ones and 2 s), {BURST} more queries are sent; then s2 recovers. "
         f"**Flap**: s3's health record goes bad and good again every second for {r.flap_window:g} s; route "
@@ -161,15 +174,16 @@ def report(r: Results, command: str, elapsed: float) -> list[str]:
         "kept and no query lost when all fail; one recovered server alone carries the service; at most 8 route "
         "changes a minute for a resolver flapping every second.",
         "",
-        "| controller | paths left when all fail | lost during the failure | answered after it | "
-        "recovered server alone in the FIB after | route changes, flapping |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| controller | one fails: out of the FIB after | all fail: paths left | lost during the failure | "
+        "answered after it | recovered server alone in the FIB after | route changes, flapping |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for label, a in r.all_fail.items():
         alone = f"{a.recovered_alone * 1000:.0f} ms" if a.recovered_alone is not None else "never"
+        one = f"{a.one_gone * 1000:.0f} ms" if a.one_gone is not None else "never"
         lines.append(
-            f"| {label} | {a.paths_left} of 3 | {a.lost} of {a.sent} | {a.answered_after} of {BURST} | {alone} | "
-            f"{r.flaps[label]} in {r.flap_window:g} s |"
+            f"| {label} | {one} | {a.paths_left} of 3 | {a.lost} of {a.sent} | {a.answered_after} of {BURST} | "
+            f"{alone} | {r.flaps[label]} in {r.flap_window:g} s |"
         )
     return [*lines, ""]
 
