@@ -9,6 +9,7 @@ off the router's kernel FIB and the client.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 
@@ -73,16 +74,22 @@ def test_every_server_failing_at_once_keeps_every_path_and_every_query_answered(
     assert after["lost"] == 0 and set(after["answered"]) == {"s2"}, after
 
 
-def test_a_flapping_resolver_is_damped_and_announce_lets_it_back(lab: BgpLab) -> None:
-    s3 = lab.servers[2]
+def flap(lab: DnsLab, server: Server, seconds: int) -> int:
+    """``server``'s health record goes bad and good again every second: its path's moves in the FIB."""
     with FibWatch(lab.lab.router, SERVICE_V4) as watch:
         start = time.monotonic()
-        for tick in range(20):  # sick for 1 s, healthy for 1 s, for 20 s
-            lab.set_health_record(s3, "sick" if tick % 2 == 0 else "healthy")
+        for tick in range(seconds):
+            lab.set_health_record(server, "sick" if tick % 2 == 0 else "healthy")
             time.sleep(max(0.0, start + tick + 1 - time.monotonic()))
         time.sleep(1.0)
-    moves = [now for was, now in zip(watch.seen(), watch.seen()[1:], strict=False) if (s3.v4 in was) != (s3.v4 in now)]
-    assert 1 <= len(moves) <= 8, watch.seen()  # undamped: one change a second, 20 in all
+    seen = [server.v4 in hops for hops in watch.seen()]
+    return sum(1 for was, now in itertools.pairwise(seen) if was != now)
+
+
+def test_a_flapping_resolver_is_damped_and_announce_lets_it_back(lab: BgpLab) -> None:
+    s3 = lab.servers[2]
+    moves = flap(lab, s3, 14)
+    assert 1 <= moves <= 8, moves  # undamped: one change a second, 14 in all
     assert "s3" not in lab.server_paths()  # healthy now, but suppressed
     status = json.loads(lab.anycastctl(s3, "status", "--json").stdout)["services"][0]
     assert status["healthy"] and status["damping"]["suppressed"], status
@@ -109,3 +116,16 @@ def test_router_side_every_server_failing_at_once_keeps_every_route(router_lab: 
     s1 = lab.servers[0]
     lab.set_health_record(s1, "healthy")
     wait_until(lambda: lab.server_paths() == {"s1"}, DETECT, what="s1 alone in the FIB")
+
+
+def test_router_side_a_flapping_server_is_damped_and_announce_lets_it_back(router_lab: StaticLab) -> None:
+    lab = router_lab
+    s3 = lab.servers[2]
+    moves = flap(lab, s3, 14)
+    assert 1 <= moves <= 8, moves
+    assert "s3" not in lab.server_paths()
+    server = json.loads(lab.anycastctl("status", "--json").stdout)["services"][0]["servers"][2]
+    assert server["damping"]["suppressed"], server
+    announce = lab.anycastctl("announce", "--server", "s3")
+    assert announce.returncode == 0 and "flap penalty cleared" in announce.stdout, announce
+    lab.wait_server(s3, present=True, timeout=DETECT)
