@@ -1,0 +1,362 @@
+"""Every configuration key as a row: set, it is read into its field; left out, its default; just past its
+bound, refused with its own key path and the exact words. Named by the mutants of `make mutation`: a key
+read under another name, a path, a bound or a default changed by one is caught here.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from anycastd import config, router_config
+from anycastd.damping import DampingSettings
+from anycastd.errors import ConfigError
+from anycastd.schema import TEMPLATE_ADDRESS, ControlSettings, DnsCheck, MetricsSettings, to_command
+from tests.unit.test_config import GOOD
+
+ROUTER = """\
+services:
+  dns:
+    prefixes: [203.0.113.53/32]
+    checks: [{}]
+    servers:
+      - {name: ns1, address: 192.0.2.2}
+"""
+
+Key = list[str | int]
+
+
+def with_value(text: str, key: Key, value: Any) -> str:
+    """``text`` (YAML) with ``key`` set to ``value`` (mappings made on the way)."""
+    data = copy.deepcopy(yaml.safe_load(text))
+    node = data
+    for part in key[:-1]:
+        if isinstance(node, dict) and part not in node:
+            node[part] = {}
+        node = node[part]
+    node[key[-1]] = value
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def problems_of(text: str, parse: Callable[[str, str], object]) -> list[str]:
+    """The problems, without their file:line:column (which depend on the dump's layout)."""
+    with pytest.raises(ConfigError) as info:
+        parse(text, "f.yaml")
+    return [re.sub(r"^f\.yaml(:\d+)*: ", "", p) for p in info.value.problems]
+
+
+CHECK = ["services", "dns", "checks", 0]
+SIDECAR_ROWS: list[tuple[Key, Any, Callable[[config.Config], Any], Any, str]] = [
+    # (key, a good value, where it lands, the bad value just past a bound, the exact problem)
+    (["local_asn"], 4294967295, lambda c: c.local_asn, 4294967296,
+     "local_asn: must be between 1 and 4294967295, got 4294967296"),
+    (["router_id"], "192.0.2.99", lambda c: str(c.router_id), "2001:db8::1",
+     "router_id: must be an IPv4 address, got '2001:db8::1'"),
+    (["runtime_dir"], "/run/x", lambda c: c.runtime_dir, "run/x", "runtime_dir: must be an absolute path, got 'run/x'"),
+    (["state_dir"], "/var/x", lambda c: c.state_dir, "var/x", "state_dir: must be an absolute path, got 'var/x'"),
+    (["control", "socket"], "/run/a.sock", lambda c: c.control.socket, "a.sock",
+     "control.socket: must be an absolute path, got 'a.sock'"),
+    (["metrics", "port"], 65535, lambda c: c.metrics.port, 65536, "metrics.port: must be between 1 and 65535, got 65536"),
+    (["metrics", "address"], "192.0.2.10", lambda c: str(c.metrics.address), "x",
+     "metrics.address: must be an IPv4 or IPv6 address, got 'x'"),
+    (["drain", "quiet"], 600, lambda c: c.drain.quiet, 600.5, "drain.quiet: must be at most 600 seconds, got 600.5"),
+    (["drain", "timeout"], 3600, lambda c: c.drain.timeout, 3600.5,
+     "drain.timeout: must be at most 3600 seconds, got 3600.5"),
+    (["drain", "fallback"], 600, lambda c: c.drain.fallback, 600.5,
+     "drain.fallback: must be at most 600 seconds, got 600.5"),
+    (["drain", "grace"], 0, lambda c: c.drain.grace, -0.5, "drain.grace: must be >= 0, got -0.5"),
+    (["drain", "grace"], 600, lambda c: c.drain.grace, 600.5, "drain.grace: must be at most 600 seconds, got 600.5"),
+    (["exabgp", "watchdog"], 60, lambda c: c.exabgp.watchdog, 60.5,
+     "exabgp.watchdog: must be at most 60 seconds, got 60.5"),
+    (["exabgp", "watchdog"], 0.31, lambda c: c.exabgp.watchdog, 0.3, "exabgp.watchdog: must be > 0.3, got 0.3"),
+    (["exabgp", "command"], ["/usr/bin/exabgp"], lambda c: c.exabgp.command, "exabgp",
+     "exabgp.command: must be a list of 1 to 64 strings (program and arguments), got a string"),
+    (["neighbors", 0, "peer_asn"], 4294967295, lambda c: c.neighbors[0].peer_asn, 0,
+     "neighbors[0].peer_asn: must be between 1 and 4294967295, got 0"),
+    (["neighbors", 0, "hold_time"], 65535, lambda c: c.neighbors[0].hold_time, 65536,
+     "neighbors[0].hold_time: must be between 3 and 65535 seconds (RFC 4271's minimum is 3), got 65536"),
+    (["neighbors", 0, "hold_time"], 3, lambda c: c.neighbors[0].hold_time, 2,
+     "neighbors[0].hold_time: must be between 3 and 65535 seconds (RFC 4271's minimum is 3), got 2"),
+    (["neighbors", 0, "gtsm"], True, lambda c: c.neighbors[0].gtsm, "yes",
+     "neighbors[0].gtsm: must be true or false, got 'yes'"),
+    (["neighbors", 0, "md5_password"], "x" * 80, lambda c: c.neighbors[0].md5_password, "x" * 81,
+     "neighbors[0].md5_password: must be 1 to 80 printable ASCII characters without spaces (the TCP MD5 key limit)"),
+    (["neighbors", 0, "local_address"], "192.0.2.10", lambda c: str(c.neighbors[0].local_address), "2001:db8::9",
+     "neighbors[0].local_address: must be of the same family as address 192.0.2.9, got 2001:db8::9"),
+    (["services", "dns", "interface"], "lo", lambda c: c.services[0].interface, "x" * 16,
+     "services.dns.interface: must be an interface name of 1 to 15 letters, digits, '_', '.', '-', got '"
+     + "x" * 16 + "'"),
+    (["services", "dns", "allow_non_host_prefixes"], True, lambda c: c.services[0].allow_non_host_prefixes, 1,
+     "services.dns.allow_non_host_prefixes: must be true or false, got 1"),
+    ([*CHECK, "port"], 65535, lambda c: c.services[0].checks[0].port, 65536,
+     "services.dns.checks[0].port: must be between 1 and 65535, got 65536"),
+    ([*CHECK, "qname"], "a.example.", lambda c: c.services[0].checks[0].qname, "a..b",
+     "services.dns.checks[0].qname: is not a valid domain name: A DNS label is empty."),
+    ([*CHECK, "qtype"], "aaaa", lambda c: c.services[0].checks[0].qtype, "BOGUS",
+     "services.dns.checks[0].qtype: is not a DNS record type, got 'BOGUS'"),
+    ([*CHECK, "rcode"], "nxdomain", lambda c: c.services[0].checks[0].rcode, "BOGUS",
+     "services.dns.checks[0].rcode: is not a DNS response code such as NOERROR or NXDOMAIN, got 'BOGUS'"),
+    ([*CHECK, "protocol"], "tcp", lambda c: c.services[0].checks[0].protocol, "sctp",
+     "services.dns.checks[0].protocol: must be one of udp, tcp, got 'sctp'"),
+    ([*CHECK, "answer"], "ok", lambda c: c.services[0].checks[0].answer, "",
+     "services.dns.checks[0].answer: must be a non-empty string, got ''"),
+    ([*CHECK, "interval"], 3600, lambda c: c.services[0].checks[0].interval, 3600.5,
+     "services.dns.checks[0].interval: must be at most 3600 seconds, got 3600.5"),
+    ([*CHECK, "timeout"], 0.01, lambda c: c.services[0].checks[0].timeout, 0,
+     "services.dns.checks[0].timeout: must be > 0, got 0"),
+    ([*CHECK, "rise"], 1000, lambda c: c.services[0].checks[0].rise, 1001,
+     "services.dns.checks[0].rise: must be between 1 and 1000, got 1001"),
+    ([*CHECK, "fall"], 1000, lambda c: c.services[0].checks[0].fall, 0,
+     "services.dns.checks[0].fall: must be between 1 and 1000, got 0"),
+    ([*CHECK, "fall_hard"], 1000, lambda c: c.services[0].checks[0].fall_hard, 1001,
+     "services.dns.checks[0].fall_hard: must be between 1 and 1000, got 1001"),
+    ([*CHECK, "probe_service_addresses"], False, lambda c: c.services[0].checks[0].probe_service_addresses, "no",
+     "services.dns.checks[0].probe_service_addresses: must be true or false, got 'no'"),
+    (["services", "dns", "damping", "penalty"], 1000000, lambda c: c.services[0].damping.penalty, 1000001,
+     "services.dns.damping.penalty: must be between 1 and 1000000, got 1000001"),
+    (["services", "dns", "damping", "suppress"], 1000000, lambda c: c.services[0].damping.suppress, 0,
+     "services.dns.damping.suppress: must be between 1 and 1000000, got 0"),
+    (["services", "dns", "damping", "reuse"], 1, lambda c: c.services[0].damping.reuse, 1000001,
+     "services.dns.damping.reuse: must be between 1 and 1000000, got 1000001"),
+    (["services", "dns", "damping", "half_life"], 3600, lambda c: c.services[0].damping.half_life, 3600.5,
+     "services.dns.damping.half_life: must be at most 3600 seconds, got 3600.5"),
+    (["services", "dns", "damping", "max_suppress"], 86400, lambda c: c.services[0].damping.max_suppress, 86400.5,
+     "services.dns.damping.max_suppress: must be at most 86400 seconds, got 86400.5"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("key", "good", "where", "bad", "message"), SIDECAR_ROWS, ids=lambda v: str(v)[:40])
+def test_every_sidecar_key_is_read_and_bounded(
+    key: Key, good: Any, where: Callable[[config.Config], Any], bad: Any, message: str
+) -> None:
+    got = where(config.parse(with_value(GOOD, key, good)))
+    expected = Path(good) if isinstance(got, Path) else tuple(good) if isinstance(got, tuple) else good
+    expected = {"qtype": "AAAA", "rcode": "NXDOMAIN"}.get(str(key[-1]), expected)  # read in their canonical case
+    assert got == expected
+    assert problems_of(with_value(GOOD, key, bad), config.parse) == [message]
+
+
+def test_the_sidecar_defaults_whole() -> None:
+    c = config.parse(GOOD, "f.yaml")
+    assert (c.runtime_dir, c.state_dir, c.control, c.metrics, c.source) == (
+        Path("/run/anycastd"),
+        Path("/var/lib/anycastd"),
+        ControlSettings(),
+        None,
+        "f.yaml",
+    )
+    assert c.drain == config.DrainSettings(1.0, 30.0, 5.0, 3.0) and c.exabgp == config.ExaBGPSettings(None, 1.5)
+    assert [(n.hold_time, n.gtsm, n.md5_password) for n in c.neighbors] == [(3, False, None), (3, False, "s3cret")]
+    dns = c.services[0]
+    assert (dns.interface, dns.allow_non_host_prefixes, dns.failure_action, dns.damping) == (
+        "anycast0",
+        False,
+        "withdraw",
+        DampingSettings(),
+    )
+    check = dns.checks[0]
+    assert (check.port, check.protocol, check.rcode, check.probe_service_addresses) == (53, "udp", "NOERROR", True)
+    metrics = config.parse(with_value(GOOD, ["metrics"], {}))
+    assert metrics.metrics == MetricsSettings(ipaddress.ip_address("127.0.0.1"), 9553)
+    assert config.parse(GOOD).source == "<config>"
+
+
+ROUTER_ROWS: list[tuple[Key, Any, Callable[[router_config.RouterConfig], Any], Any, str]] = [
+    (["router", "tag"], 4294967295, lambda c: c.tag, 4294967296,
+     "router.tag: must be between 1 and 4294967295, got 4294967296"),
+    (["router", "vtysh_timeout"], 120, lambda c: c.vtysh.timeout, 120.5,
+     "router.vtysh_timeout: must be at most 120 seconds, got 120.5"),
+    (["router", "vtysh_timeout"], 0.5, lambda c: c.vtysh.timeout, 0, "router.vtysh_timeout: must be > 0, got 0"),
+    (["router", "resync"], 3600, lambda c: c.vtysh.resync, 3600.5,
+     "router.resync: must be at most 3600 seconds, got 3600.5"),
+    (["router", "vtysh"], ["/usr/bin/vtysh", "-N", "x"], lambda c: c.vtysh.command, ["bin/vtysh"],
+     "router.vtysh: the program must be an absolute path or a name found in PATH, got 'bin/vtysh'"),
+    (["router", "when_all_down"], "withdraw", lambda c: c.when_all_down, "drop",
+     "router.when_all_down: must be one of keep, withdraw, got 'drop'"),
+    (["runtime_dir"], "/run/r", lambda c: c.runtime_dir, "r", "runtime_dir: must be an absolute path, got 'r'"),
+    (["state_dir"], "/var/r", lambda c: c.state_dir, "r", "state_dir: must be an absolute path, got 'r'"),
+    (["control", "socket"], "/run/r.sock", lambda c: c.control.socket, "r",
+     "control.socket: must be an absolute path, got 'r'"),
+    (["metrics", "port"], 1, lambda c: c.metrics.port, 0, "metrics.port: must be between 1 and 65535, got 0"),
+    (["services", "dns", "allow_non_host_prefixes"], True, lambda c: c.services[0].servers[0].name, "x",
+     "services.dns.allow_non_host_prefixes: must be true or false, got 'x'"),
+    (["services", "dns", "checks", 0, "interval"], 10, lambda c: c.services[0].checks[0].interval, 3601,
+     "services.dns.checks[0].interval: must be at most 3600 seconds, got 3601"),
+    (["services", "dns", "damping", "half_life"], 5, lambda c: c.services[0].damping.half_life, 0,
+     "services.dns.damping.half_life: must be > 0, got 0"),
+    (["services", "dns", "servers", 0, "address"], "192.0.2.7", lambda c: str(c.services[0].servers[0].address),
+     "x", "services.dns.servers[0].address: must be an IPv4 or IPv6 address, got 'x'"),
+    (["services", "dns", "servers", 0, "name"], "a" * 63, lambda c: c.services[0].servers[0].name, "a" * 64,
+     "services.dns.servers[0].name: server names are 1 to 63 letters, digits, '_', '.', '-', starting with one of "
+     "the first two"),
+    (["services", "dns", "servers", 0, "weight"], 1, lambda c: c.services[0].servers[0].name, 2,
+     "services.dns.servers[0].weight: FRR's staticd installs equal-cost paths only, so every server weighs 1; "
+     "remove the key (to give a server more traffic, give it more service addresses)"),
+    (["services", "dns", "servers", 0, "nexthops"], ["192.0.2.3"], lambda c: str(c.services[0].servers[0].nexthops[0]),
+     [], "services.dns.servers[0].nexthops: must be a non-empty list of addresses, got a list"),
+]  # fmt: skip
+
+_GOOD_AS = {"allow_non_host_prefixes": "ns1", "weight": "ns1"}
+
+
+@pytest.mark.parametrize(("key", "good", "where", "bad", "message"), ROUTER_ROWS, ids=lambda v: str(v)[:40])
+def test_every_router_key_is_read_and_bounded(
+    key: Key, good: Any, where: Callable[[router_config.RouterConfig], Any], bad: Any, message: str
+) -> None:
+    got = where(router_config.parse_router(with_value(ROUTER, key, good)))
+    expected = _GOOD_AS.get(str(key[-1]), good)
+    if isinstance(got, Path):
+        expected = Path(good)
+    elif isinstance(got, tuple):
+        expected = tuple(good)
+    elif isinstance(good, list):
+        expected = good[0]
+    assert got == expected
+    assert problems_of(with_value(ROUTER, key, bad), router_config.parse_router) == [message]
+
+
+def test_the_router_defaults_whole() -> None:
+    c = router_config.parse_router(ROUTER, "r.yaml")
+    assert (c.tag, c.when_all_down, c.runtime_dir, c.state_dir, c.control, c.metrics, c.source) == (
+        5353,
+        "keep",
+        Path("/run/anycastd"),
+        router_config.DEFAULT_ROUTER_STATE_DIR,
+        ControlSettings(),
+        None,
+        "r.yaml",
+    )
+    assert c.vtysh == router_config.VtyshSettings(("vtysh",), 5.0, 10.0)
+    dns = c.services[0]
+    assert dns.damping == DampingSettings() and dns.checks == (
+        DnsCheck(TEMPLATE_ADDRESS, probe_service_addresses=False),
+    )
+    assert dns.servers[0].nexthops == (ipaddress.ip_address("192.0.2.2"),)
+    assert router_config.parse_router(ROUTER).source == "<config>"
+    assert router_config.parse_router("router:\n" + ROUTER).tag == 5353  # an empty router: section is the defaults
+
+
+# the reader's own edges (anycastd.yamlfile) ------------------------------------------------------------------------
+
+from anycastd import yamlfile  # noqa: E402 (kept beside the tests that use it)
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (None, "nothing"),
+        ({}, "a mapping"),
+        ([], "a list"),
+        ("x", "a string"),
+        (True, "a boolean"),
+        (1.5, "float"),
+        (3, "int"),
+    ],
+)
+def test_kind_names_each_yaml_value(value: Any, shown: str) -> None:
+    assert yamlfile.kind(value) == shown
+
+
+@pytest.mark.parametrize(
+    ("convert", "value", "message"),
+    [
+        (yamlfile.whole(1, 10), 2**198, f"must be between 1 and 10, got {2**198}"),  # 60 digits: shown whole
+        (yamlfile.whole(1, 10), 2**199, "must be between 1 and 10, got a number of more than 60 digits"),
+        (yamlfile.whole(1, 10), True, "must be a whole number, got True"),
+        (yamlfile.seconds(0, 10), 10.5, "must be at most 10 seconds, got 10.5"),
+        (yamlfile.text, "", "must be a non-empty string, got ''"),
+        (
+            yamlfile.text,
+            "\x00" + "y" * 70,
+            "must be printable text without control characters, got " + repr("\x00" + "y" * 70)[:57] + "...",
+        ),
+        (yamlfile.absolute_path, "/" + "p" * 4000, "is longer than 4000 characters"),
+    ],
+)
+def test_converters_say_exactly_what_is_wrong(convert: Callable[[Any], Any], value: Any, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        convert(value)
+    assert str(info.value) == message
+
+
+def test_shown_values_are_cut_at_60_characters() -> None:
+    assert yamlfile._shown("a" * 58) == repr("a" * 58)  # 60 with its quotes: whole
+    assert yamlfile._shown("a" * 59) == repr("a" * 59)[:57] + "..."
+    assert yamlfile.absolute_path("/" + "p" * 3999) == Path("/" + "p" * 3999)
+    assert yamlfile.whole(1, 10)(10) == 10 and yamlfile.seconds(0, 10)(10) == 10.0
+
+
+def test_to_command_takes_up_to_64_words() -> None:
+
+    assert len(to_command(["/bin/x"] * 64)) == 64
+    for bad, shown in ((["/bin/x"] * 65, "a list"), ([], "a list"), ({"a": 1}, "a mapping")):
+        with pytest.raises(ValueError) as info:
+            to_command(bad)
+        assert str(info.value) == f"must be a list of 1 to 64 strings (program and arguments), got {shown}"
+
+
+def test_read_text_takes_exactly_max_bytes_and_places_a_bad_byte(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"#" * yamlfile.MAX_BYTES)
+    assert len(yamlfile.read_text(path)) == yamlfile.MAX_BYTES
+    path.write_bytes(b"#" * (yamlfile.MAX_BYTES + 1))
+    with pytest.raises(ConfigError) as info:
+        yamlfile.read_text(path)
+    assert info.value.problems == [f"{path}: larger than 1024 KiB; this is not an anycastd configuration"]
+    path.write_bytes("a: é\nbb: \xff".encode("utf-8", "surrogateescape") if False else b"a: \xc3\xa9\nbb: \xff\n")
+    with pytest.raises(ConfigError) as info:
+        yamlfile.read_text(path)
+    assert info.value.problems[0].startswith(f"{path}:2:5: ")
+    with pytest.raises(ConfigError) as info:
+        yamlfile.read_text(tmp_path / "missing.yaml")
+    assert info.value.problems == [
+        f"{tmp_path / 'missing.yaml'}: cannot read the configuration: No such file or directory"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            "a:\n  <<: {b: 2}\n",
+            "f.yaml:2:3: merge keys (<<) are not accepted (YAML 1.2 dropped them); write the keys "
+            "out, or give a whole value an anchor (&name) and reuse it (*name)",
+        ),
+        ("a:\n  ? [x]\n  : 1\n", "f.yaml:2:5: keys must be strings, not maps or lists"),
+        (
+            "a:\n   b: !!python/name:os.system x\n",
+            "f.yaml:2:7: YAML tags such as 'tag:yaml.org,2002:python/name:os.system' are not accepted; write the "
+            "plain value without a tag",
+        ),
+    ],
+)
+def test_refusals_point_at_line_and_column(text: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        yamlfile.Reader("f.yaml").document(text)
+    assert info.value.problems[0].startswith(problem)
+
+
+def test_a_problem_under_a_list_item_is_placed_at_the_item() -> None:
+    r = yamlfile.Reader("f.yaml")
+    r.document("top:\n  list:\n    - x\n    - {deep: 1}\n")
+    r.problem("top.list[1].deep.missing", "m")
+    r.problem("top.list[0]", "n")
+    r.problem("nowhere.at.all", "o")
+    assert r.problems == [
+        "f.yaml:4:8: top.list[1].deep.missing: m",
+        "f.yaml:3:7: top.list[0]: n",
+        "f.yaml:1:1: nowhere.at.all: o",
+    ]
+
+
+def test_a_non_string_key_is_named_and_the_rest_is_still_read() -> None:
+    r = yamlfile.Reader("f.yaml")
+    assert r.document("a:\n  1: x\n  b: y\n") == {"a": {"b": "y"}}
+    assert r.problems == ["f.yaml:2:3: a.1: keys must be strings, got 1"]
