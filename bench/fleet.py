@@ -172,7 +172,9 @@ def report(r: Results, command: str, elapsed: float) -> list[str]:
         f"**Flap**: s3's health record goes bad and good again every second for {r.flap_window:g} s; route "
         "changes are s3's path entering or leaving the router's FIB (polled every 10 ms). Goals: every path "
         "kept and no query lost when all fail; one recovered server alone carries the service; at most 8 route "
-        "changes a minute for a resolver flapping every second.",
+        "changes a minute for a resolver flapping every second. One run of each: the one-fails time includes the "
+        "resolver's reload and `fall` (3) failed probes, so it moves by up to a probe interval (200 ms for anycastd) "
+        "from run to run; GRACEFUL_SHUTDOWN leaves the FIB within that of a withdrawal.",
         "",
         "| controller | one fails: out of the FIB after | all fail: paths left | lost during the failure | "
         "answered after it | recovered server alone in the FIB after | route changes, flapping |",

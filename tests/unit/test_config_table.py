@@ -360,3 +360,99 @@ def test_a_non_string_key_is_named_and_the_rest_is_still_read() -> None:
     r = yamlfile.Reader("f.yaml")
     assert r.document("a:\n  1: x\n  b: y\n") == {"a": {"b": "y"}}
     assert r.problems == ["f.yaml:2:3: a.1: keys must be strings, got 1"]
+
+
+def sidecar_problems(text: str) -> list[str]:
+    return problems_of(text, config.parse)
+
+
+def test_the_hold_time_is_a_whole_number_first() -> None:
+    for value in (2**31 + 1, -(2**31) - 1, -100):
+        message = sidecar_problems(with_value(GOOD, ["neighbors", 0, "hold_time"], value))[0]
+        if value == -100:
+            assert message.endswith("got -100")
+        else:
+            assert message == f"neighbors[0].hold_time: must be between -2147483648 and 2147483648, got {value}"
+
+
+@pytest.mark.parametrize(
+    ("password", "good"), [("a", True), ("!~", True), ("", False), ("a b", False), ("a\x7f", False)]
+)
+def test_md5_passwords_are_1_to_80_visible_ascii_characters(password: str, good: bool) -> None:
+    text = with_value(GOOD, ["neighbors", 0, "md5_password"], password)
+    if good:
+        assert config.parse(text).neighbors[0].md5_password == password
+    else:
+        assert sidecar_problems(text) == [
+            "neighbors[0].md5_password: must be 1 to 80 printable ASCII characters without spaces (the TCP MD5 key "
+            "limit)"
+        ]
+
+
+def test_every_bad_neighbor_and_server_is_reported_not_only_the_first() -> None:
+    text = with_value(GOOD, ["neighbors"], [{"address": "x", "peer_asn": 1, "local_address": "192.0.2.10"}] * 2)
+    assert sidecar_problems(text) == [
+        "neighbors[0].address: must be an IPv4 or IPv6 address, got 'x'",
+        "neighbors[1].address: must be an IPv4 or IPv6 address, got 'x'",
+    ]
+    servers = with_value(ROUTER, ["services", "dns", "servers"], [{"name": "a", "address": "x"}] * 2)
+    assert problems_of(servers, router_config.parse_router) == [
+        "services.dns.servers[0].address: must be an IPv4 or IPv6 address, got 'x'",
+        "services.dns.servers[1].address: must be an IPv4 or IPv6 address, got 'x'",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        (["neighbors", 0, "bogus"], 1, "neighbors[0].bogus: unknown key (expected one of: address, gtsm, hold_time, "
+         "local_address, md5_password, peer_asn)"),
+        (["services", "dns", "prefixes", 0], "203.0.113.0/24", "services.dns.prefixes[0]: 203.0.113.0/24 is not a host "
+         "route (/32 or /128); set allow_non_host_prefixes: true if you mean it"),
+        (["neighbors"], [], "neighbors: must be a non-empty list of BGP neighbors, got a list"),
+        (["router"], {}, "router: this is an `anycastd router` configuration: check it with `anycastd check-config "
+         "--router FILE`, run it with `anycastd router --config FILE`"),
+    ],
+)  # fmt: skip
+def test_sidecar_problems_in_their_exact_words(key: Key, value: Any, message: str) -> None:
+    assert sidecar_problems(with_value(GOOD, key, value)) == [message]
+
+
+def test_a_bad_service_name_is_named() -> None:
+    text = GOOD.replace("  dns:\n", "  -dns:\n")
+    assert sidecar_problems(text) == [
+        "services.-dns: service names are 1 to 63 letters, digits, '_', '.', '-', starting with a letter or digit"
+    ]
+    router = ROUTER.replace("  dns:\n", "  -dns:\n")
+    assert problems_of(router, router_config.parse_router) == [
+        "services.-dns: service names are 1 to 63 letters, digits, '_', '.', '-', starting with a letter or digit"
+    ]
+
+
+def test_non_host_prefixes_when_allowed() -> None:
+    sidecar = with_value(with_value(GOOD, ["services", "dns", "allow_non_host_prefixes"], True),
+                         ["services", "dns", "prefixes", 0], "203.0.113.0/24")  # fmt: skip
+    assert str(config.parse(sidecar).services[0].prefixes[0]) == "203.0.113.0/24"
+    router = with_value(with_value(ROUTER, ["services", "dns", "allow_non_host_prefixes"], True),
+                        ["services", "dns", "prefixes", 0], "203.0.113.0/24")  # fmt: skip
+    assert str(router_config.parse_router(router).services[0].prefixes[0]) == "203.0.113.0/24"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        (["services", "dns", "servers", 0, "bogus"], 1, "services.dns.servers[0].bogus: unknown key (expected one "
+         "of: address, name, nexthops, weight)"),
+        (["services", "dns", "bogus"], 1, "services.dns.bogus: unknown key (expected one of: allow_non_host_prefixes, "
+         "checks, damping, prefixes, servers)"),
+        (["services", "dns", "servers"], {}, "services.dns.servers: must be a non-empty list of servers, got a "
+         "mapping"),
+        (["services", "dns", "servers", 0, "name"], 5, "services.dns.servers[0].name: must be a non-empty string, "
+         "got 5"),
+        (["services", "dns", "checks", 0, "probe_service_addresses"], True, "services.dns.checks[0]."
+         "probe_service_addresses: unknown key (expected one of: answer, fall, fall_hard, interval, port, protocol, "
+         "qname, qtype, rcode, rise, timeout)"),
+    ],
+)  # fmt: skip
+def test_router_problems_in_their_exact_words(key: Key, value: Any, message: str) -> None:
+    assert problems_of(with_value(ROUTER, key, value), router_config.parse_router) == [message]
