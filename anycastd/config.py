@@ -157,10 +157,10 @@ def _service(r: Reader, name: str, data: Any, path: str) -> Service | None:
     allow = r.field(m, path, "allow_non_host_prefixes", to_bool, False)
     interface = r.field(m, path, "interface", to_ifname, DEFAULT_INTERFACE)
     action = r.field(m, path, "failure_action", one_of(*FAILURE_ACTIONS), "withdraw")
-    damping_ok, damping = read_damping(r, m, path)
+    damping = read_damping(r, m, path)
     prefixes = read_prefixes(r, m, path, bool(allow))
     checks = [c for c_path, raw in r.items(m, path, "checks", "checks") if (c := read_check(r, raw, c_path))]
-    if allow is None or interface is None or action is None or not damping_ok or not prefixes or not checks:
+    if allow is None or interface is None or action is None or not prefixes or not checks:  # pragma: no mutate
         return None
     return Service(name, tuple(prefixes), tuple(checks), interface, allow, action, damping)
 
@@ -229,7 +229,9 @@ def _drain(r: Reader, top: dict[str, Any]) -> DrainSettings:
         "fallback": r.field(m, "drain", "fallback", seconds(0, 600), d.fallback),
         "grace": r.field(m, "drain", "grace", seconds(0, 600, zero_ok=True), d.grace),
     }
-    return DrainSettings(**{k: v for k, v in values.items() if v is not None})
+    if any(v is None for v in values.values()):  # pragma: no mutate
+        return d  # a problem is recorded: parse raises
+    return DrainSettings(**{k: float(v) for k, v in values.items() if v is not None})
 
 
 def parse(text: str, source: str = "<config>") -> Config:

@@ -23,7 +23,7 @@ last sync made them: the servers keep their traffic while anycastd is away
 Drains are by server: `anycastctl withdraw --server ns1` takes ns1 out of
 every service it serves, and is persisted like the sidecar's.
 
-Why one module of about 570 lines: the probes, the syncer and the operator's
+Why one module of about 600 lines: the probes, the syncer and the operator's
 requests act on one state (members, choices, what FRR holds) on one event
 loop, without locks, because nothing else touches it; the decisions are
 elsewhere (anycastd.routes, anycastd.health), as are the probe schedule and

@@ -158,7 +158,7 @@ def _routed_service(r: Reader, name: str, data: Any, path: str) -> RoutedService
     if m is None:
         return None
     allow = r.field(m, path, "allow_non_host_prefixes", to_bool, False)
-    damping_ok, damping = read_damping(r, m, path)
+    damping = read_damping(r, m, path)
     prefixes = read_prefixes(r, m, path, bool(allow))
     if "checks" in m:
         checks = [c for c_path, raw in r.items(m, path, "checks", "checks") if (c := read_check(r, raw, c_path, True))]
@@ -189,7 +189,7 @@ def _routed_service(r: Reader, name: str, data: Any, path: str) -> RoutedService
                         "addresses must differ from the service address",
                     )
         servers.append(server)
-    if not prefixes or not checks or not servers or allow is None or not damping_ok:  # pragma: no mutate
+    if not prefixes or not checks or not servers or allow is None:  # pragma: no mutate
         return None
     return RoutedService(name, tuple(prefixes), tuple(checks), tuple(servers), damping)
 
@@ -199,7 +199,9 @@ def _vtysh(r: Reader, raw: dict[str, Any]) -> VtyshSettings:
     command = r.field(raw, "router", "vtysh", to_command, d.command)
     timeout = r.field(raw, "router", "vtysh_timeout", seconds(0, 120), d.timeout)
     resync = r.field(raw, "router", "resync", seconds(0, 3600), d.resync)
-    return VtyshSettings(command or d.command, timeout or d.timeout, resync or d.resync)
+    if command is None or timeout is None or resync is None:  # pragma: no mutate
+        return d  # a problem is recorded: parse raises
+    return VtyshSettings(command, timeout, resync)
 
 
 _ROUTER_TOP_KEYS = {"router", "services", "runtime_dir", "state_dir", "control", "metrics"}

@@ -273,17 +273,17 @@ def read_top(text: str, source: str, keys: set[str]) -> tuple[Reader, dict[str, 
 DAMPING_KEYS = {"penalty", "half_life", "suppress", "reuse", "max_suppress"}
 
 
-def read_damping(r: Reader, m: dict[str, Any], path: str) -> tuple[bool, DampingSettings | None]:
+def read_damping(r: Reader, m: dict[str, Any], path: str) -> DampingSettings | None:
     """A service's ``damping``: absent or true for the defaults, false for none, or a mapping of settings.
-    Returns (valid, settings)."""
+    None also when it is wrong: the problem is recorded, and parsing raises."""
     if "damping" not in m or m["damping"] is True:
-        return True, DampingSettings()
+        return DampingSettings()
     if m["damping"] is False:
-        return True, None
+        return None
     d_path = f"{path}.damping"
     d = r.mapping(m["damping"], d_path, DAMPING_KEYS)
     if d is None:
-        return False, None
+        return None
     base = DampingSettings()
     values = {
         "penalty": r.field(d, d_path, "penalty", whole(1, 1_000_000), base.penalty),
@@ -293,9 +293,9 @@ def read_damping(r: Reader, m: dict[str, Any], path: str) -> tuple[bool, Damping
         "max_suppress": r.field(d, d_path, "max_suppress", seconds(0, 86400), base.max_suppress),
     }
     given = {k: float(v) for k, v in values.items() if v is not None}
-    if len(given) < len(values):
-        return False, None
+    if len(given) < len(values):  # pragma: no mutate
+        return None
     if not given["reuse"] < given["suppress"]:
         r.problem(f"{d_path}.reuse", f"must be below suppress ({given['suppress']:g}), got {given['reuse']:g}")
-        return False, None
-    return True, DampingSettings(**given)
+        return None
+    return DampingSettings(**given)

@@ -20,6 +20,14 @@ traffic, never towards announcing a node an operator took out.
 Stopping (SIGTERM) withdraws everything first, then waits until the service
 addresses have been quiet for ``drain.quiet`` (at most ``drain.grace``), then
 stops ExaBGP: a resolver stopped right after anycastd loses no queries.
+
+Why one module of about 470 lines: the probe loops, the operator's requests,
+reload and shutdown act on one state (each service's health, its path, its
+maintenance) on one event loop, without locks, because nothing else touches
+it. What decides is elsewhere: the health machine, flap damping and the path
+(anycastd.health, anycastd.damping), the schedule and the maintenance book
+(anycastd.skeleton), the drain's quiet wait (anycastd.drain), and ExaBGP
+(anycastd.announce). What is left is the order in which things happen.
 """
 
 from __future__ import annotations

@@ -72,7 +72,6 @@ class _Refused(Exception):
     def __init__(self, mark: Any, message: str) -> None:
         super().__init__(message)
         self.location: Location = (mark.line + 1, mark.column + 1)
-        self.message = message
 
 
 class _Composer(yaml.SafeLoader):
@@ -112,9 +111,9 @@ def read_text(path: str | Path) -> str:
     if len(data) > MAX_BYTES:
         raise ConfigError([f"{p}: larger than {MAX_BYTES // 1024} KiB; this is not an anycastd configuration"])
     try:
-        return data.decode("utf-8")
+        return data.decode()
     except UnicodeDecodeError as exc:
-        line, column = _position(data[: exc.start].decode("utf-8", "replace"))
+        line, column = _position(data[: exc.start].decode())  # what precedes the first bad byte is good UTF-8
         raise ConfigError(
             [f"{p}:{line}:{column}: the configuration is not UTF-8 text: {exc.reason} (byte {data[exc.start]:#04x})"]
         ) from None
@@ -166,7 +165,7 @@ class Reader:
         try:
             node = _Composer(text).get_single_node()
         except _Refused as exc:
-            raise ConfigError([f"{self.source}:{exc.location[0]}:{exc.location[1]}: {exc.message}"]) from None
+            raise ConfigError([f"{self.source}:{exc.location[0]}:{exc.location[1]}: {exc}"]) from None
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             where = f"{self.source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else self.source
@@ -184,7 +183,7 @@ class Reader:
         try:
             return self.value(node, "", 0)
         except _Refused as exc:
-            raise ConfigError([f"{self.source}:{exc.location[0]}:{exc.location[1]}: {exc.message}"]) from None
+            raise ConfigError([f"{self.source}:{exc.location[0]}:{exc.location[1]}: {exc}"]) from None
 
     def value(self, node: yaml.Node, path: str, depth: int) -> Any:
         self._values += 1

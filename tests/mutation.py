@@ -2,15 +2,24 @@
 
     python -m tests.mutation          # after `mutmut run`: the verdict
 
-What is mutated is [tool.mutmut] in pyproject.toml: the health machine
-(anycastd/health.py), the planner (anycastd/routes.py), the skeleton's
-schedule and maintenance book (anycastd/skeleton.py) and the wait for a
-drained node to go quiet (anycastd/drain.py). Every mutant must be
+What is mutated is [tool.mutmut] in pyproject.toml: the health machine and
+flap damping (anycastd/health.py, damping.py), the planner
+(anycastd/routes.py), the skeleton's schedule and maintenance book
+(anycastd/skeleton.py), the wait for a drained node to go quiet
+(anycastd/drain.py) and the configuration's validation (anycastd/yamlfile.py,
+schema.py, config.py, router_config.py). Every mutant must be
 killed by a test (the tests named after the mutants they kill are marked
 "Named by the mutants of `make mutation`") or be listed in EQUIVALENT with
 why no test can tell it apart. A mutant that makes a test hang is reported by
 mutmut as a timeout: the tests noticed it (they never finished), so it counts
 as killed.
+
+A few lines of the configuration readers carry ``# pragma: no mutate``: the
+guards that return None when a value is missing (``if address is None or
+...``). A value is None there only when its reader has already recorded a
+problem, and parsing raises ConfigError on any problem before a value is
+used, so no mutant of such a line can change what a configuration parses to;
+the guards exist for the type checker.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ way of failing:
 Because the desired set lives here and every new helper connection starts
 from an empty ExaBGP, a restart can only ever announce what is healthy now.
 
-Why one module of about 500 lines: the process's lifecycle, the helper's
+Why one module of about 530 lines: the process's lifecycle, the helper's
 connection, the heartbeat and the replay of the desired set share one state
 (which ExaBGP, which helper, what it has acknowledged), and every fail-closed
 rule above is a decision across all of them. Split apart, those rules would be

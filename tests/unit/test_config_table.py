@@ -456,3 +456,107 @@ def test_non_host_prefixes_when_allowed() -> None:
 )  # fmt: skip
 def test_router_problems_in_their_exact_words(key: Key, value: Any, message: str) -> None:
     assert problems_of(with_value(ROUTER, key, value), router_config.parse_router) == [message]
+
+
+# the rest of what `make mutation` found untested -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        (["services", "dns", "checks"], [], "services.dns.checks: must be a non-empty list of checks, got a list"),
+        (["services", "dns", "prefixes"], [], "services.dns.prefixes: must be a non-empty list of prefixes, got a list"),
+        (["services", "dns", "prefixes"], ["x", "y"], "services.dns.prefixes[0]: must be a prefix with a length such as "
+         "203.0.113.53/32, got 'x'|services.dns.prefixes[1]: must be a prefix with a length such as 203.0.113.53/32, "
+         "got 'y'"),
+        (["services", "dns", "prefixes"], ["203.0.113.53/32", "203.0.113.53/32"], "services.dns.prefixes[1]: "
+         "203.0.113.53/32 is listed twice"),
+        (["services", "dns", "prefixes", 0], "192.0.2.10/32", "services.dns.prefixes[0]: 192.0.2.10/32 contains the "
+         "admin address 192.0.2.10 (neighbors[0].local_address); the service address must differ"),
+        (["services"], [], "services: must be a mapping of service name to service, got a list"),
+        (["metrics"], True, "metrics: must be a mapping, got a boolean"),
+        (["metrics"], {"bogus": 1}, "metrics.bogus: unknown key (expected one of: address, port)"),
+        (["control"], {"bogus": 1}, "control.bogus: unknown key (expected one of: group, socket)"),
+        ([*CHECK, "timeout"], 60.5, "services.dns.checks[0].timeout: must be at most 60 seconds, got 60.5"),
+    ],
+)  # fmt: skip
+def test_more_sidecar_problems_in_their_exact_words(key: Key, value: Any, message: str) -> None:
+    text = with_value(GOOD, key, value)
+    if key[-1] == "timeout":
+        text = with_value(text, [*CHECK, "interval"], 100)
+    assert sidecar_problems(text) == message.split("|")
+
+
+def test_metrics_false_is_off_and_the_lowest_bounds_are_open() -> None:
+    assert config.parse(with_value(GOOD, ["metrics"], False)).metrics is None
+    low = with_value(GOOD, ["drain"], {"timeout": 0.5, "fallback": 0.5, "grace": 0.5, "quiet": 0.5})
+    assert config.parse(low).drain == config.DrainSettings(0.5, 0.5, 0.5, 0.5)
+    damped = with_value(GOOD, ["services", "dns", "damping"], {"max_suppress": 0.5, "half_life": 0.5})
+    assert config.parse(damped).services[0].damping == DampingSettings(half_life=0.5, max_suppress=0.5)
+
+
+def test_unknown_names_are_said_in_the_key_error() -> None:
+    with pytest.raises(KeyError, match="nope"):
+        config.parse(GOOD).service("nope")
+    with pytest.raises(KeyError, match="nope"):
+        router_config.parse_router(ROUTER).service("nope")
+
+
+def test_load_router_names_its_file(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(ROUTER)
+    assert router_config.load_router(path).source == str(path)
+
+
+def test_a_router_service_without_checks_gets_the_default_check() -> None:
+    text = with_value(
+        ROUTER,
+        ["services", "dns"],
+        {"prefixes": ["203.0.113.53/32"], "servers": [{"name": "a", "address": "192.0.2.2"}]},
+    )
+    assert router_config.parse_router(text).services[0].checks == (
+        DnsCheck(TEMPLATE_ADDRESS, probe_service_addresses=False),
+    )
+
+
+ONE = {"name": "ns1", "address": "192.0.2.2"}
+INSIDE = (
+    "services.dns.servers[0]: 203.0.113.53 is inside the service prefix 203.0.113.53/32; the server's own addresses "
+    "must differ from the service address"
+)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        (["services", "dns", "prefixes", 0], "203.0.113.0/24", "services.dns.prefixes[0]: 203.0.113.0/24 is not a "
+         "host route (/32 or /128); set allow_non_host_prefixes: true if you mean it"),
+        (["services", "dns", "checks"], [], "services.dns.checks: must be a non-empty list of checks, got a list"),
+        (["services", "dns", "servers"], [ONE, ONE], "services.dns.servers[1].name: server 'ns1' is listed twice in "
+         "this service"),
+        (["services", "dns", "servers"], [ONE, {**ONE, "name": "ns2"}], "services.dns.servers[1].address: 192.0.2.2 "
+         "is already the address of server 'ns1'"),
+        (["services", "dns", "servers", 0, "address"], "203.0.113.53", "|".join([INSIDE] * 2)),  # address, nexthop
+        (["services", "dns", "servers", 0, "nexthops"], ["x", "y"], "services.dns.servers[0].nexthops[0]: must be an "
+         "IPv4 or IPv6 address, got 'x'|services.dns.servers[0].nexthops[1]: must be an IPv4 or IPv6 address, got 'y'"),
+        (["services", "dns", "servers", 0, "nexthops"], ["192.0.2.2", "192.0.2.3", "192.0.2.4"], "services.dns."
+         "servers[0].nexthops[1]: a second IPv4 nexthop; give one per family|services.dns.servers[0].nexthops[2]: a "
+         "second IPv4 nexthop; give one per family"),
+        (["services", "other"], {"prefixes": ["203.0.113.53/32"], "servers": [ONE]}, "services.other.prefixes[0]: "
+         "203.0.113.53/32 is already a prefix of service 'dns'"),
+    ],
+)  # fmt: skip
+def test_more_router_problems_in_their_exact_words(key: Key, value: Any, message: str) -> None:
+    assert problems_of(with_value(ROUTER, key, value), router_config.parse_router) == message.split("|")
+
+
+def test_a_problem_is_placed_by_the_nearest_key_it_has() -> None:
+    r = yamlfile.Reader("f.yaml")
+    assert r.problems == [] and r.document("\na:\n  - b:\n      - x\n  - 1\nservices: 2\n")
+    r.problem("a[0].b[5]", "m")  # b's own place, not a[0]'s: the last '[' counts
+    r.problem("a.zz", "n")  # a one-letter key is still a key
+    r.problem("servicesX", "o")  # a name is not shortened into another one: the root
+    assert r.problems == ["f.yaml:3:5: a[0].b[5]: m", "f.yaml:2:1: a.zz: n", "f.yaml:2:1: servicesX: o"]
+    bare = yamlfile.Reader("g.yaml")  # nothing read yet: no place to give
+    bare.problem("x", "p")
+    assert bare.problems == ["g.yaml: x: p"]

@@ -188,3 +188,51 @@ def test_a_suppressed_service_stays_tagged_until_it_is_announced_again() -> None
     assert health.healthy and health.suppressed
     assert path_of(health, graceful_shutdown=True) is Path.GRACEFUL_SHUTDOWN
     assert str(Path.GRACEFUL_SHUTDOWN) == "graceful-shutdown"
+
+
+# Named by the mutants of `make mutation` they kill.
+
+
+def test_settings_messages_and_the_smallest_settings_allowed() -> None:
+    with pytest.raises(ValueError) as info:
+        DampingSettings(reuse=3000)
+    assert str(info.value) == "reuse must be above 0 and below suppress"
+    with pytest.raises(ValueError) as info:
+        DampingSettings(penalty=-1)
+    assert str(info.value) == "penalty, half_life and max_suppress must be above 0"
+    small = DampingSettings(penalty=0.5, half_life=0.5, max_suppress=0.5)  # above 0 is enough
+    assert small.penalty == small.half_life == small.max_suppress == 0.5
+
+
+def test_a_penalty_exactly_at_reuse_still_suppresses() -> None:
+    d = Damping(DampingSettings(penalty=1000, half_life=10, suppress=1000, reuse=500))
+    d.fail(0.0)
+    assert d.suppressed is True
+    assert not d.update(10.0) and d.penalty(10.0) == 500  # decayed to reuse, not below it
+    assert d.update(10.001) and d.suppressed is False
+    d.fail(20.0)
+    d.clear()
+    assert d.suppressed is False
+
+
+def test_the_suppression_note_gives_the_wait_and_is_said_once_per_suppression() -> None:
+    settings = DampingSettings(penalty=1000, half_life=10, suppress=2000, reuse=500)
+    health = damped(settings)
+    health.feed(0, OK, 100.0)
+    health.feed(0, HARD, 100.0)
+    health.feed(0, OK, 100.0)
+    decision = health.feed(0, HARD, 100.0)  # 2000: suppressed, 20 s to decay to 500
+    assert decision.notes == (
+        "dns: flap damping: suppressed, penalty 2000 >= 2000; announced again once it decays below 500 "
+        "(in 20.0 s if it fails no more)",
+    )
+    health.feed(0, OK, 101.0)
+    assert health.feed(0, HARD, 102.0).notes == ()  # already suppressed: said once
+
+
+def test_forgive_changes_no_state_and_a_drain_unproves() -> None:
+    health = damped()
+    health.feed(0, OK, 0.0)
+    assert health.forgive(1.0).transitions == ()
+    health.drain("x", 2.0)
+    assert health.proven is False

@@ -274,3 +274,11 @@ def test_repair_bounces_a_route_for_every_divergent_prefix() -> None:
     ]
     change = repair(found, mine)
     assert set(change.add) == set(change.remove) == mine
+
+
+def test_a_loss_exactly_one_round_after_the_last_is_the_same_cascade() -> None:
+    selection = Selection("dns", window=0.5)
+    selection.choose(ALL, [], 0.0)
+    selection.choose(["ns2", "ns3"], [], 1.0)
+    selection.choose(["ns3"], [], 1.5)
+    assert selection.choose([], [], 2.0).servers == set(ALL)
