@@ -40,6 +40,69 @@ EQUIVALENT: dict[str, str] = {
     "anycastd.drain.x_wait_quiet__mutmut_28": (
         '`log.warning("%s", note)` -> `log.warning(note)`: the same line, for the same reason as the one above'
     ),
+    # the configuration readers
+    **dict.fromkeys(
+        [
+            "anycastd.config.x_parse__mutmut_31",
+            "anycastd.config.x_parse__mutmut_43",
+            "anycastd.config.x_parse__mutmut_61",
+            "anycastd.config.x_parse__mutmut_75",
+            "anycastd.config.x_parse__mutmut_167",
+            "anycastd.router_config.x_parse_router__mutmut_78",
+            "anycastd.router_config.x_parse_router__mutmut_92",
+        ],
+        'the top level\'s path `""` -> `None`: Reader.field and Reader.items only ask whether the path is empty, and both are, so every key path and message is the same',
+    ),
+    **dict.fromkeys(
+        [
+            "anycastd.config.x_parse__mutmut_203",
+            "anycastd.config.x_parse__mutmut_204",
+            "anycastd.config.x_parse__mutmut_205",
+            "anycastd.router_config.x_parse_router__mutmut_132",
+            "anycastd.router_config.x_parse_router__mutmut_133",
+            "anycastd.router_config.x_parse_router__mutmut_134",
+        ],
+        "a guard's `or` -> `and`: a value is None only after its reader recorded a problem, and `r.problems` comes first in the same condition, so parsing raises either way",
+    ),
+    "anycastd.config.x_parse__mutmut_141": (
+        "exabgp.watchdog's default -> None: a missing key then gives None, and the next line puts the default in "
+        "its place (`watchdog if watchdog is not None else ExaBGPSettings.watchdog`)"
+    ),
+    "anycastd.config.x_parse__mutmut_163": (
+        "`watchdog is not None` -> `or True`: watchdog is None only when its value was refused, a problem is "
+        "recorded, and parsing raises before the settings are used"
+    ),
+    "anycastd.router_config.x_parse_router__mutmut_12": (
+        "`top.get('router', {})` -> `top.get('router', None)`: a missing router section then takes the `else {}` "
+        "of the next line, which is the same empty mapping"
+    ),
+    "anycastd.router_config.x_parse_router__mutmut_14": "`top.get('router', )`: the same as the one above",
+    "anycastd.router_config.x__server__mutmut_30": (
+        "a refused server name -> `''` instead of None: the problem is recorded either way and parsing raises; "
+        "the server built with it is never used"
+    ),
+    "anycastd.yamlfile.x_read_text__mutmut_17": (
+        "`f.read(MAX_BYTES + 1)` -> `f.read(None)`: the whole file is read, and one longer than MAX_BYTES is "
+        "refused the same way (only the memory used differs, which no test can see)"
+    ),
+    "anycastd.yamlfile.x_read_text__mutmut_19": (
+        "`MAX_BYTES + 1` -> `MAX_BYTES + 2`: either read shows a file longer than MAX_BYTES as longer"
+    ),
+    "anycastd.yamlfile.xǁReaderǁ_location__mutmut_16": (
+        "`cut > 0` -> `cut >= 0`: a key path never starts with '.' or '[', so cut is never 0"
+    ),
+    "anycastd.yamlfile.xǁReaderǁ_mapping__mutmut_21": (
+        "a key's own path -> None: _scalar uses the path only to name a number that cannot be built, and a "
+        "key is a string or a number YAML has already resolved, which builds"
+    ),
+    "anycastd.damping.xǁDampingǁ__init____mutmut_5": (
+        "the first `_at` 0.0 -> 1.0: the penalty starts at 0, and 0 decays to 0 from any time; the first "
+        "failure sets `_at`"
+    ),
+    "anycastd.health.xǁServiceHealthǁforgive__mutmut_6": (
+        "forgive's `now` -> None: clearing leaves nothing suppressed, so update() never reads the time, and "
+        "forgive never changes the state, so no transition is stamped with it"
+    ),
 }
 
 

@@ -560,3 +560,32 @@ def test_a_problem_is_placed_by_the_nearest_key_it_has() -> None:
     bare = yamlfile.Reader("g.yaml")  # nothing read yet: no place to give
     bare.problem("x", "p")
     assert bare.problems == ["g.yaml: x: p"]
+
+
+def test_the_last_gaps_make_mutation_found_in_the_readers() -> None:
+    admin = with_value(
+        with_value(GOOD, [*CHECK, "address"], "192.0.2.99"), ["services", "dns", "prefixes", 0], "192.0.2.99/32"
+    )
+    assert sidecar_problems(admin) == [
+        "services.dns.prefixes[0]: 192.0.2.99/32 contains the admin address 192.0.2.99 "
+        "(services.dns.checks[0].address); the service address must differ"
+    ]
+    assert sidecar_problems(with_value(GOOD, ["exabgp"], {"bogus": 1})) == [
+        "exabgp.bogus: unknown key (expected one of: command, watchdog)"
+    ]
+    twice = yaml.safe_load(GOOD)["neighbors"][0]
+    assert sidecar_problems(with_value(GOOD, ["neighbors"], [twice, twice])) == [
+        "neighbors[1].address: neighbor 192.0.2.9 is listed twice"
+    ]
+
+
+def test_places_of_duplicate_keys_and_of_keys_inside_list_items() -> None:
+    r = yamlfile.Reader("f.yaml")
+    r.document("first: 0\na:\n  - c: 1\n    b:\n      - x\n  - 1\na: 2\n")
+    r.problem("a[0].b[5]", "m")  # b's own place (line 4), not a[0]'s (line 3): the last '[' counts
+    r.problem("a.zz", "n")  # a one-letter key is still a key: a's (last) place, not the file's first line
+    assert r.problems == [
+        "f.yaml:7:1: a: duplicate key (each name may appear once)",
+        "f.yaml:4:5: a[0].b[5]: m",
+        "f.yaml:7:1: a.zz: n",
+    ]
