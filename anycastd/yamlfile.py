@@ -221,9 +221,8 @@ class Reader:
                 what = f"service {key!r} is defined twice" if path == "services" else "duplicate key"
                 self.problem(child, f"{what} (each name may appear once)")
                 continue
-            self.locations[child] = location
             out[key] = self.value(value_node, child, depth + 1)
-            self.locations[child] = location
+            self.locations[child] = location  # the key's place, not its value's
         return out
 
     def _scalar(self, node: yaml.Node, path: str) -> Any:

@@ -589,3 +589,50 @@ def test_places_of_duplicate_keys_and_of_keys_inside_list_items() -> None:
         "f.yaml:4:5: a[0].b[5]: m",
         "f.yaml:7:1: a.zz: n",
     ]
+
+
+def refused(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        yamlfile.Reader("f.yaml").document(text)
+    return info.value.problems
+
+
+def test_the_deepest_nesting_allowed_reads_and_an_alias_inside_itself_is_refused() -> None:
+    deepest = "[" * 30 + "{a: 1}" + "]" * 30  # 32 levels with the 1: the limit itself
+    value: Any = yamlfile.Reader("f.yaml").document(deepest)
+    for _ in range(30):
+        value = value[0]
+    assert value == {"a": 1}
+    assert refused("a: &x {b: *x}\n") == ["f.yaml:1:4: an alias refers to a value that contains it"]
+    assert refused("a: &x [*x]\n") == ["f.yaml:1:4: an alias refers to a value that contains it"]
+
+
+def test_exactly_max_values_read() -> None:
+    items = yamlfile.MAX_VALUES - 1  # and the list itself
+    assert len(yamlfile.Reader("f.yaml").document("[" + ",".join(["1"] * items) + "]")) == items
+    assert refused("[" + ",".join(["1"] * (items + 1)) + "]")[0].startswith("f.yaml:1:")
+
+
+def test_a_number_python_cannot_build_is_named_with_its_place() -> None:
+    r = yamlfile.Reader("f.yaml")
+    assert r.document("first: 1\na:\n  b: 0b_\n  c: 0b" + "_" * 50 + "\n") == {"first": 1, "a": {"b": None, "c": None}}
+    r.problem("first.q", "o")  # a key's place survives the reading of its value
+    assert r.problems == [
+        "f.yaml:3:6: a.b: '0b_' is not a number",
+        "f.yaml:4:6: a.c: " + repr("0b" + "_" * 38) + " is not a number",
+        "f.yaml:1:1: first.q: o",
+    ]
+    bare = yamlfile.Reader("f.yaml")
+    assert bare.document("0b_\n") is None and bare.problems == ["f.yaml:1:1: value: '0b_' is not a number"]
+
+
+def test_a_character_yaml_forbids_is_named_by_its_code() -> None:
+    assert refused("a: 1\nb: \x01\n") == ["f.yaml:2:4: a character YAML does not allow (0x1); remove it"]
+
+
+def test_a_deep_mapping_reads_and_the_non_specific_tag_is_plain() -> None:
+    deepest: Any = yamlfile.Reader("f.yaml").document("{a: " * 31 + "1" + "}" * 31)  # 32 levels with the 1
+    for _ in range(31):
+        deepest = deepest["a"]
+    assert deepest == 1
+    assert yamlfile.Reader("f.yaml").document("a: ! x\n") == {"a": "x"}  # `!` only says "not a number"
