@@ -430,7 +430,7 @@ class Sidecar:
                     "healthy": health.healthy,
                     "path": str(self.paths[service.name]),
                     "failure_action": service.failure_action,
-                    "damping": self._damping_json(health),
+                    "damping": damping_json(health.damping, self.clock(), self._wall_of),
                     "since": self._wall_of(health.since),
                     "prefixes": [{"prefix": str(p), "announced": p in confirmed} for p in service.prefixes],
                     "maintenance": {"reason": m.reason, "who": m.who, "since": iso(m.since)} if m else None,
@@ -446,9 +446,6 @@ class Sidecar:
             "bgp": self.announcer.sessions(),
             "exabgp": self.announcer.describe(),
         }
-
-    def _damping_json(self, health: ServiceHealth) -> dict[str, Any] | None:
-        return damping_json(health.damping, self.clock(), self._wall_of)
 
     def view(self) -> View:
         now = self.clock()

@@ -48,6 +48,7 @@ class InMemoryAnnouncer:
     def __init__(self) -> None:
         self.announced: dict[str, tuple[IPNetwork, ...]] = {}
         self.calls: list[tuple[str, bool]] = []
+        self.tagged: list[tuple[bool, tuple[str, ...]]] = []  # each call's (announced, communities)
         self.communities: dict[str, tuple[str, ...]] = {}
         self.started = False
         self.closed = False
@@ -59,6 +60,7 @@ class InMemoryAnnouncer:
         self, service: str, prefixes: Sequence[IPNetwork], announced: bool, communities: Sequence[str] = ()
     ) -> None:
         self.calls.append((service, announced))
+        self.tagged.append((announced, tuple(communities)))
         if announced:
             self.announced[service] = tuple(prefixes)
             self.communities[service] = tuple(communities)

@@ -374,31 +374,13 @@ def test_metrics_read_the_live_state() -> None:
     assert 'anycastd_transitions_total{service="dns",to="up"} 1.0' in text
 
 
-class TaggingAnnouncer(InMemoryAnnouncer):
-    """Records each call with its communities."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.tagged: list[tuple[bool, tuple[str, ...]]] = []
-
-    async def set_announced(
-        self,
-        service: str,
-        prefixes: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network],
-        announced: bool,
-        communities: Sequence[str] = (),
-    ) -> None:
-        self.tagged.append((announced, tuple(communities)))
-        await super().set_announced(service, prefixes, announced, communities)
-
-
 GSHUT = GOOD.replace(
     "    prefixes: [203.0.113.53/32", "    failure_action: graceful-shutdown\n    prefixes: [203.0.113.53/32"
 )
 
 
 def test_graceful_shutdown_keeps_the_failing_path_tagged_and_stopping_withdraws_it() -> None:
-    announcer = TaggingAnnouncer()
+    announcer = InMemoryAnnouncer()
     sidecar, _, _, _ = run_sidecar([HARD, OK, OK, OK, HARD, OK, OK, OK, HARD], announcer, text=GSHUT)
     assert announcer.tagged == [
         (True, ()),  # after rise: announced (the failure before it announced nothing)
