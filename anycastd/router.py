@@ -92,6 +92,10 @@ SYNC_ATTEMPTS = 3
 SLOT = 0.025
 
 
+#: Why the router side polls: sock_diag sees the sockets of this host's own namespace only.
+REMOTE = "the resolver is on another host: its sockets cannot be watched from here"
+
+
 def _slot(seconds: float) -> float:
     return round(seconds / SLOT) * SLOT
 
@@ -146,7 +150,7 @@ class Router:
                 thresholds = [Thresholds(c.rise, c.fall, c.fall_hard) for c in checks]
                 damping = Damping(service.damping) if service.damping is not None else None
                 health = ServiceHealth.create(f"{service.name}/{server.name}", thresholds, damping)
-                status = [CheckStatus() for _ in checks]
+                status = [CheckStatus(detection_note=REMOTE) for _ in checks]
                 self.members[service.name].append(Member(service, server, checks, health, status))
         keep = config.when_all_down == "keep"
         self.selections = {s.name: Selection(s.name, keep, s.round) for s in config.services}
@@ -518,6 +522,9 @@ class Router:
                     "state": str(m.health.checks[i].state),
                     "probes": st.probes,
                     "failures": st.failures,
+                    "detection": st.detection,
+                    "detection_note": st.detection_note,
+                    "confirming": st.confirming,
                     "last": result_json(i, st.last, self._wall_of(st.last_at), self.wall) if st.last else None,
                 }
                 for i, st in enumerate(m.status)

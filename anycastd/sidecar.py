@@ -66,6 +66,7 @@ from anycastd.health import GRACEFUL_SHUTDOWN, Decision, Path, ServiceHealth, St
 from anycastd.metrics import Metrics, ServiceView, View
 from anycastd.schema import DnsCheck, IPAddress, IPNetwork
 from anycastd.skeleton import Clock, MaintenanceBook, Probe, Sleep, probe_forever, who
+from anycastd.sockdiag import Polling, Triggers
 from anycastd.state import Maintenance, MaintenanceStore, StateError
 from anycastd.status import CheckStatus, damping_json, iso, probe_outcome, result_json, transition_json
 
@@ -114,8 +115,11 @@ class Sidecar:
         wall: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
         jitter: Callable[[float], float] = lambda interval: random.uniform(0, interval),  # noqa: S311 (spreading load, not secrecy)
+        triggers: Triggers | None = None,
     ) -> None:
         self.config = config
+        #: What wakes a probe before its time (anycastd.sockdiag); by default nothing does.
+        self.triggers: Triggers = triggers or Polling("no event source was given")
         self.announcer = announcer
         self.addresses = addresses
         self.prober = prober
@@ -191,6 +195,7 @@ class Sidecar:
         grace = self.config.drain.grace
         if announced and grace > 0:
             await self.wait_drained(announced, quiet=min(self.config.drain.quiet, grace), timeout=grace, fallback=grace)
+        self.triggers.close()
         log.info("stopping ExaBGP")
         await self.announcer.close()
         await self.meter.close()
@@ -227,20 +232,25 @@ class Sidecar:
             self.checks[service.name][index],
         )
         stall_after = check.interval + check.timeout + STALL_SLACK
+        status = probe.status
+        status.detection, status.detection_note = self.triggers.watch(probe)
 
         async def on_result(probe: Probe, result: ProbeResult, decision: Decision) -> None:
             self.metrics.probe(service.name, index, result.ok, result.kind, result.latency)
             await self.apply(service, decision)
 
-        await probe_forever(
-            probe,
-            self.prober,
-            on_result,
-            clock=self.clock,
-            sleep=self.sleep,
-            jitter=self.jitter,
-            beat=lambda p: self.liveness.beat(p.key, stall_after),
-        )
+        try:
+            await probe_forever(
+                probe,
+                self.prober,
+                on_result,
+                clock=self.clock,
+                sleep=self.sleep,
+                jitter=self.jitter,
+                beat=lambda p: self.liveness.beat(p.key, stall_after),
+            )
+        finally:
+            self.triggers.forget(probe)
 
     async def apply(self, service: Service, decision: Decision) -> None:
         for transition in decision.transitions:
@@ -417,6 +427,10 @@ class Sidecar:
                     "state": str(health.checks[i].state),
                     "probes": status.probes,
                     "failures": status.failures,
+                    "detection": status.detection,
+                    "detection_note": status.detection_note,
+                    "woken": status.woken,
+                    "confirming": status.confirming,
                     "last": result_json(i, status.last, self._wall_of(status.last_at), self.wall)
                     if status.last
                     else None,

@@ -14,8 +14,17 @@ routes). They share the rest, here:
   its ``ServiceHealth``, and handed to the daemon's ``on_result`` with the
   decision. An optional ``beat`` is called every round (the sidecar's
   watchdog), and an optional ``Probe.wake`` event cuts the wait short: an
-  event that suggests the resolver changed (a process exit, say) gets a probe
-  at once. The verdict still comes from probes, never from the event.
+  event that suggests the resolver changed (its socket destroyed, its queue
+  stuck: anycastd.sockdiag) gets a probe at once. The verdict still comes
+  from probes, never from the event.
+* A check in doubt (RISING or FALLING after its last result) is *confirmed*
+  rather than left to its schedule: the next probe is due ``CONFIRM_GAP`` of
+  an interval after the last one started, so a probe that timed out is
+  followed at once. A probe confirming a failure waits only
+  ``CONFIRM_TIMEOUT`` of the check's timeout: the full timeout has already
+  been given once, and each probe still sends its query up to three times,
+  so a lost packet does not fail it. A frozen resolver is then decided in
+  one timeout and ``fall - 1`` short ones instead of ``fall`` intervals.
 * ``MaintenanceBook`` holds who drained what and why, persisted through a
   ``MaintenanceStore`` before it is lifted and applied even when it cannot be
   (a failure errs towards carrying no traffic). A book that cannot be read
@@ -30,11 +39,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from anycastd.checks.dns import Prober, ProbeResult
 from anycastd.control import Peer
-from anycastd.health import Decision, ServiceHealth
+from anycastd.health import Decision, ServiceHealth, State
 from anycastd.schema import DnsCheck, IPAddress
 from anycastd.state import MAX_TEXT, Maintenance, MaintenanceStore, StateError
 from anycastd.status import CheckStatus
@@ -44,6 +53,16 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 Jitter = Callable[[float], float]
+
+#: A check in doubt is probed again this fraction of its interval after the last probe started.
+CONFIRM_GAP = 0.25
+#: A probe confirming a failure waits this fraction of the check's timeout.
+CONFIRM_TIMEOUT = 1 / 3
+
+
+def confirming(check: DnsCheck) -> DnsCheck:
+    """The check as a probe confirming a failure runs it: the same query, a shorter wait."""
+    return replace(check, timeout=check.timeout * CONFIRM_TIMEOUT)
 
 
 @dataclass
@@ -74,25 +93,35 @@ async def probe_forever(
 ) -> None:
     """Probe ``probe.check`` on its schedule until cancelled (see the module's docstring)."""
     check = probe.check
+    short = confirming(check)
+    own = probe.health.checks[probe.index]
+    status = probe.status
     if beat is not None:
         beat(probe)
-    await _wait(probe, jitter(check.interval), sleep)
+    woken = await _wait(probe, jitter(check.interval), sleep)
     next_at = clock()
     while True:
         if beat is not None:
             beat(probe)
-        result = await prober.probe(check, probe.service_addresses)
-        status = probe.status
+        doubt = own.state is State.FALLING
+        status.woken += woken
+        status.confirming += doubt
+        started = clock()
+        result = await prober.probe(short if doubt else check, probe.service_addresses)
         status.last, status.last_at = result, clock()
         status.probes += 1
         status.failures += 0 if result.ok else 1
         decision = probe.health.feed(probe.index, result.for_health(), clock())
         await on_result(probe, result, decision)
-        next_at += check.interval
+        if own.state in (State.RISING, State.FALLING):  # in doubt: confirm, whatever the schedule says
+            next_at = started + check.interval * CONFIRM_GAP
+        else:
+            next_at += check.interval
         delay = next_at - clock()
         if delay < 0:  # a probe ran late: do not burst to catch up
             next_at, delay = clock(), 0.0
-        if await _wait(probe, delay, sleep):
+        woken = await _wait(probe, delay, sleep)
+        if woken:
             next_at = clock()  # woken early: the schedule starts again from this probe
 
 

@@ -25,6 +25,11 @@ class CheckStatus:
     last_at: float | None = None
     probes: int = 0
     failures: int = 0
+    woken: int = 0  # probes an event brought forward (anycastd.sockdiag)
+    confirming: int = 0  # probes that confirmed a failure, with the shorter timeout
+    #: How a failure is noticed: "polling", or an event source; and, when polling, why no events.
+    detection: str = "polling"
+    detection_note: str | None = None
 
 
 def iso(unix: float) -> str:

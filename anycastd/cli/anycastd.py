@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,6 +28,7 @@ from anycastd.offloop import OffLoopReader
 from anycastd.router import Router
 from anycastd.router_config import RouterConfig, load_router
 from anycastd.sidecar import Liveness, Sidecar
+from anycastd.sockdiag import SocketWatch
 from anycastd.state import FileStore
 
 log = logging.getLogger("anycastd")
@@ -99,6 +101,7 @@ async def _run(config: Config, path: str) -> None:
         store=FileStore(config.state_dir),
         meter=NftablesMeter(),
         metrics=metrics,
+        triggers=SocketWatch(time.monotonic),
     )
     reloads: set[asyncio.Task[None]] = set()
     reader: OffLoopReader[Config] = OffLoopReader("sidecar")

@@ -6,12 +6,15 @@ or on real DNS answers from the client namespace, never on logs.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+from typing import Any
 
+from anycastd.sockdiag import METHOD
 from anycastd_lab.bgp import BgpLab
 from anycastd_lab.daemons import anycastd_key
-from anycastd_lab.topology import SERVICE_V4, SERVICE_V6, wait_until
+from anycastd_lab.topology import SERVICE_V4, SERVICE_V6, Server, wait_until
 
 #: anycastd's documented bound for a frozen controller (docs/architecture.md):
 #: exabgp.watchdog (1.5 s by default) plus the time to kill ExaBGP and for the router to react.
@@ -39,10 +42,21 @@ def test_client_queries_are_answered_by_every_server(lab: BgpLab) -> None:
         assert set(result["answered"]) == {"s1", "s2", "s3"}, result
 
 
+def check_status(lab: BgpLab, server: Server) -> dict[str, Any]:
+    """The first check of the dns service, as `anycastctl status --json` shows it."""
+    status = json.loads(lab.anycastctl(server, "status", "--json").stdout)
+    check: dict[str, Any] = status["services"][0]["checks"][0]
+    return check
+
+
 def test_killed_resolver_leaves_the_fib_and_comes_back(lab: BgpLab) -> None:
     s1 = lab.servers[0]
+    before = check_status(lab, s1)
+    assert before["detection"] == METHOD and before["detection_note"] is None
     lab.kill_resolver(s1)
     lab.wait_server(s1, present=False, timeout=5)
+    # the listener's destruction woke a probe: the schedule never counts as woken
+    assert check_status(lab, s1)["woken"] > before["woken"]
     assert lab.server_paths(SERVICE_V4) == {"s2", "s3"}
     assert lab.server_paths(SERVICE_V6) == {"s2", "s3"}
     result = lab.queries("203.0.113.53", 30)
@@ -54,8 +68,13 @@ def test_killed_resolver_leaves_the_fib_and_comes_back(lab: BgpLab) -> None:
 
 def test_frozen_resolver_leaves_the_fib(lab: BgpLab) -> None:
     s2 = lab.servers[1]
+    before = check_status(lab, s2)
     lab.signal_resolver(s2, signal.SIGSTOP)
     lab.wait_server(s2, present=False, timeout=5)
+    after = check_status(lab, s2)
+    # the first timeout was confirmed by short probes, and the stuck queue woke one
+    assert after["confirming"] >= before["confirming"] + 2
+    assert after["woken"] > before["woken"]
     lab.signal_resolver(s2, signal.SIGCONT)
     lab.wait_server(s2, present=True, timeout=5)
 

@@ -31,7 +31,9 @@ from anycastd.errors import AnnounceError, ConfigError
 from anycastd.health import Outcome, State
 from anycastd.schema import DnsCheck, IPAddress
 from anycastd.sidecar import Liveness, Sidecar
+from anycastd.skeleton import Probe
 from anycastd.state import FileStore, InMemoryStore, Maintenance, MaintenanceStore
+from anycastd.status import CheckStatus
 from tests.unit.fake_time import FakeTime
 from tests.unit.test_config import GOOD
 
@@ -427,3 +429,65 @@ def test_a_flapping_resolver_is_suppressed_and_announce_clears_it() -> None:
         assert not health.suppressed and "dns" in announcer.announced
 
     asyncio.run(go())
+
+
+class Triggered:
+    """Triggers that wake every watched probe at once, and say they did; forgotten probes are counted."""
+
+    def __init__(self) -> None:
+        self.watched: list[str] = []
+        self.forgotten: list[str] = []
+        self.closed = False
+
+    def watch(self, probe: Probe) -> tuple[str, str | None]:
+        self.watched.append(probe.key)
+        probe.wake = asyncio.Event()
+        probe.wake.set()
+        return "test events", None
+
+    def forget(self, probe: Probe) -> None:
+        self.forgotten.append(probe.key)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_trigger_wakes_a_probe_and_status_names_the_detection_method() -> None:
+    fake = FakeTime()
+    triggers = Triggered()
+
+    async def go() -> Sidecar:
+        stop = asyncio.Event()
+        announcer = InMemoryAnnouncer()
+        sidecar = Sidecar(
+            parse(GOOD),
+            announcer,
+            InMemoryAddresses(),
+            ScriptedProber([OK], stop, announcer),
+            Liveness(fake.clock),
+            store=InMemoryStore(),
+            meter=InMemoryMeter(),
+            clock=fake.clock,
+            sleep=fake.sleep,
+            jitter=lambda _: 3600.0,  # the schedule alone would not probe for an hour
+        )
+        sidecar.triggers = triggers
+        await sidecar.run(stop)
+        return sidecar
+
+    sidecar = asyncio.run(go())
+    check = sidecar.status()["services"][0]["checks"][0]
+    assert check["woken"] == 1 and check["probes"] == 1 and fake.now < 1000.0 + 3600
+    assert (check["detection"], check["detection_note"]) == ("test events", None)
+    assert triggers.watched == triggers.forgotten == ["dns/checks[0]"] and triggers.closed
+
+
+def test_without_triggers_status_says_the_checks_are_polled_and_why() -> None:
+    sidecar, _, _, _ = make()
+    for service in sidecar.config.services:
+        assert sidecar.triggers.watch(
+            Probe("x", 0, service.checks[0], (), sidecar.health[service.name], CheckStatus())
+        ) == (
+            "polling",
+            "no event source was given",
+        )

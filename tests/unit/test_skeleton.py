@@ -37,7 +37,8 @@ async def alongside(task: asyncio.Future[Any], awaitable: Awaitable[T]) -> T:
 
 
 def _probe(wake: asyncio.Event | None = None) -> Probe:
-    health = ServiceHealth.create("dns", [Thresholds(2, 2, 1)])
+    # rise 1: a passing check is never in doubt, so these tests see the schedule alone
+    health = ServiceHealth.create("dns", [Thresholds(1, 2, 1)])
     return Probe("dns/checks[0]", 0, CHECK, (), health, CheckStatus(), wake)
 
 
@@ -318,3 +319,74 @@ def test_a_fresh_book_has_no_problem_and_finds_its_entries(caplog: pytest.LogCap
         "first: an operator may have drained this node)",
         "maintenance.json: not JSON",  # and saving the withdraw-everything book failed too
     ]
+
+
+class ScriptedProber:
+    """Answers from a script of (outcome, seconds taken), recording when each probe started and its timeout."""
+
+    def __init__(self, fake: FakeTime, script: Sequence[tuple[Outcome, float]], done: asyncio.Event) -> None:
+        self.fake, self.script, self.done = fake, list(script), done
+        self.calls: list[tuple[float, float]] = []
+
+    async def probe(self, check: DnsCheck, service_addresses: Sequence[IPAddress]) -> ProbeResult:
+        self.calls.append((round(self.fake.now - 1000.0, 6), check.timeout))
+        if not self.script:
+            self.done.set()
+            await asyncio.Event().wait()
+        outcome, took = self.script.pop(0)
+        self.fake.now += took
+        return ProbeResult(outcome, outcome.value, took if outcome is Outcome.OK else None, "192.0.2.10")
+
+
+def _scripted(
+    script: Sequence[tuple[Outcome, float]], thresholds: Thresholds
+) -> tuple[list[tuple[float, float]], Probe]:
+    fake = FakeTime()
+    probe = Probe("dns/checks[0]", 0, CHECK, (), ServiceHealth.create("dns", [thresholds]), CheckStatus())
+
+    async def go() -> list[tuple[float, float]]:
+        done = asyncio.Event()
+        prober = ScriptedProber(fake, script, done)
+
+        async def on_result(p: Probe, result: ProbeResult, decision: Decision) -> None:
+            pass
+
+        task = asyncio.ensure_future(
+            probe_forever(probe, prober, on_result, clock=fake.clock, sleep=fake.sleep, jitter=lambda _: 0.0)
+        )
+        await alongside(task, done.wait())
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return prober.calls
+
+    return asyncio.run(go()), probe
+
+
+OK_, FAIL = (Outcome.OK, 0.001), (Outcome.FAIL, 0.5)
+
+
+def test_a_probe_that_timed_out_is_confirmed_at_once_with_a_third_of_the_timeout() -> None:
+    # interval 1 s, timeout 0.5 s, fall 3: UP, then a freeze. The failure took the full timeout, so the
+    # first confirming probe is overdue and goes at once; each confirming probe waits a third of the timeout.
+    third = 0.5 / 3
+    calls, probe = _scripted([OK_, FAIL, (Outcome.FAIL, third), (Outcome.FAIL, third), OK_], Thresholds(1, 3, 1))
+    starts, timeouts = zip(*calls, strict=True)
+    assert starts == pytest.approx((0.0, 1.0, 1.5, 1.75, 2.75, 3.75))
+    assert timeouts == pytest.approx((0.5, 0.5, third, third, 0.5, 0.5))
+    # DOWN after the third failure is no longer in doubt: the schedule again, with the full timeout
+    assert probe.status.confirming == 2 and probe.status.woken == 0
+
+
+def test_a_quick_failure_is_confirmed_a_quarter_interval_after_it_started() -> None:
+    quick = (Outcome.FAIL, 0.01)  # an answer that does not match: no timeout to wait out
+    calls, _ = _scripted([OK_, quick, quick, OK_, OK_], Thresholds(1, 3, 1))
+    starts = [at for at, _ in calls]
+    assert starts == pytest.approx([0.0, 1.0, 1.25, 1.5, 2.5, 3.5])  # UP again after the third: the schedule
+
+
+def test_a_rising_check_is_confirmed_a_quarter_interval_apart_with_the_full_timeout() -> None:
+    calls, probe = _scripted([OK_, OK_, OK_, OK_], Thresholds(3, 3, 1))
+    starts, timeouts = zip(*calls, strict=True)
+    assert starts == pytest.approx((0.0, 0.25, 0.5, 1.5, 2.5))
+    assert set(timeouts) == {0.5}
+    assert probe.health.state is State.UP and probe.status.confirming == 0

@@ -1,0 +1,74 @@
+"""sock_diag against this kernel: a listener destroyed and a stuck queue are seen, by an unprivileged user too.
+
+No timing is asserted: bench/triggers.py measures how fast the kernel reports.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import select
+import socket
+import subprocess
+import sys
+
+from anycastd.sockdiag import Endpoint, Watcher
+
+LOOPBACK = ipaddress.ip_address("127.0.0.1")
+
+
+def _listener() -> tuple[socket.socket, Endpoint]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock, Endpoint(LOOPBACK, sock.getsockname()[1], socket.IPPROTO_UDP)
+
+
+def test_the_kernel_reports_a_listener_destroyed_and_its_queue_stuck() -> None:
+    watcher = Watcher()
+    listener, endpoint = _listener()
+    other, elsewhere = _listener()
+    try:
+        info = watcher.lookup(endpoint)
+        assert info is not None and info.port == endpoint.port and info.rqueue == 0
+        assert watcher.sample([endpoint]) == []
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            for _ in range(3):  # nobody reads: the queue grows, then stays
+                client.sendto(b"q" * 40, ("127.0.0.1", endpoint.port))
+                assert watcher.sample([endpoint, elsewhere]) in ([], [endpoint])
+            assert watcher.sample([endpoint, elsewhere]) == [endpoint]
+            listener.recv(100)  # the resolver reads: the queue shrinks, so it is not stuck
+            assert watcher.sample([endpoint]) == []
+        other.close()  # not watched here: no event for it
+        listener.close()
+        seen: set[Endpoint] = set()
+        while endpoint not in seen and select.select([watcher.fileno()], [], [], 5)[0]:
+            seen |= watcher.destroyed([endpoint])
+        assert seen == {endpoint}
+        assert watcher.lookup(endpoint) is None  # nothing listens there now
+    finally:
+        listener.close()
+        other.close()
+        watcher.close()
+
+
+WATCH_AS_NOBODY = """
+import ipaddress, select, socket
+from anycastd.sockdiag import Endpoint, Watcher
+watcher = Watcher()
+endpoint = Endpoint(ipaddress.ip_address("127.0.0.1"), {port}, socket.IPPROTO_UDP)
+print("watching", flush=True)
+seen = set()
+while endpoint not in seen and select.select([watcher.fileno()], [], [], 5)[0]:
+    seen |= watcher.destroyed([endpoint])
+print("destroyed" if seen else "nothing")
+"""
+
+
+def test_an_unprivileged_watcher_sees_another_users_listener_go() -> None:
+    # The sidecar runs as its own user: the resolver's sockets are not its own.
+    listener, endpoint = _listener()
+    argv = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
+    code = WATCH_AS_NOBODY.format(port=endpoint.port)
+    with subprocess.Popen([*argv, "--", sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "watching"
+        listener.close()
+        assert proc.stdout.read().strip() == "destroyed"

@@ -1,0 +1,193 @@
+"""sock_diag: the kernel's messages read back, and the watch waking exactly the probes an event concerns."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import struct
+from collections.abc import Collection, Iterable
+
+import pytest
+
+from anycastd.health import ServiceHealth, Thresholds
+from anycastd.schema import DnsCheck
+from anycastd.skeleton import Probe
+from anycastd.sockdiag import (
+    METHOD,
+    NLMSG_ERROR,
+    SOCK_DIAG_BY_FAMILY,
+    DiagError,
+    Endpoint,
+    SocketInfo,
+    SocketWatch,
+    Watcher,
+    endpoints_of,
+    lookup_request,
+    parse_messages,
+)
+from anycastd.status import CheckStatus
+
+UDP, TCP = socket.IPPROTO_UDP, socket.IPPROTO_TCP
+A = ipaddress.ip_address("192.0.2.10")
+S4 = ipaddress.ip_address("203.0.113.53")
+S6 = ipaddress.ip_address("2001:db8::53")
+ANY4 = ipaddress.ip_address("0.0.0.0")
+
+
+def diag_msg(address: str, port: int, rqueue: int = 0, remote_port: int = 0, seq: int = 1) -> bytes:
+    """One SOCK_DIAG_BY_FAMILY message as the kernel writes it (linux/inet_diag.h)."""
+    ip = ipaddress.ip_address(address)
+    family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+    sockid = struct.pack("!HH16s16sIII", port, remote_port, ip.packed.ljust(16, b"\0"), bytes(16), 0, 7, 0)
+    body = struct.pack("=BBBB", family, 7, 0, 0) + sockid + struct.pack("=IIIII", 0, rqueue, 0, 101, 4242)
+    return struct.pack("=IHHII", 16 + len(body), SOCK_DIAG_BY_FAMILY, 0, seq, 0) + body
+
+
+def error_msg(errno: int) -> bytes:
+    body = struct.pack("=i", -errno) + bytes(16)
+    return struct.pack("=IHHII", 16 + len(body), NLMSG_ERROR, 0, 1, 0) + body
+
+
+def test_a_kernel_message_is_read_into_the_socket_it_describes() -> None:
+    data = diag_msg("192.0.2.10", 53, rqueue=2496) + diag_msg("2001:db8::53", 53)
+    first, second = parse_messages(data, UDP)
+    assert first == SocketInfo(socket.AF_INET, UDP, A, 53, 0, 2496, 4242)
+    assert isinstance(second, SocketInfo) and second.local == S6 and second.family == socket.AF_INET6
+
+
+def test_an_error_is_its_number_and_a_truncated_datagram_ends_the_reading() -> None:
+    assert list(parse_messages(error_msg(2), UDP)) == [2]  # ENOENT: nothing listens there
+    whole = diag_msg("192.0.2.10", 53)
+    assert list(parse_messages(whole[:-1], UDP)) == []
+    assert list(parse_messages(whole + whole[:20], UDP)) == list(parse_messages(whole, UDP))
+    short_header = struct.pack("=IHHII", 8, SOCK_DIAG_BY_FAMILY, 0, 1, 0)
+    assert list(parse_messages(short_header, UDP)) == []
+
+
+def test_a_lookup_asks_for_the_socket_a_query_to_the_endpoint_reaches() -> None:
+    wire = lookup_request(Endpoint(S6, 5353, UDP), seq=9)
+    length, kind, flags, seq, _ = struct.unpack_from("=IHHII", wire)
+    assert (length, kind, flags, seq) == (len(wire), SOCK_DIAG_BY_FAMILY, 1, 9)  # a request, not a dump
+    family, protocol, _, states = struct.unpack_from("=BBBxI", wire, 16)
+    assert (family, protocol, states) == (socket.AF_INET6, UDP, 0xFFFFFFFF)
+    _, dport, _, dst, _, cookie0, cookie1 = struct.unpack_from("!HH16s16sIII", wire, 24)
+    assert (dport, dst, cookie0, cookie1) == (5353, S6.packed, 0xFFFFFFFF, 0xFFFFFFFF)
+
+
+@pytest.mark.parametrize(
+    ("info", "serves"),
+    [
+        (SocketInfo(socket.AF_INET, UDP, A, 53, 0, 0, 1), True),
+        (SocketInfo(socket.AF_INET, UDP, ANY4, 53, 0, 0, 1), True),  # bound to every address
+        (SocketInfo(socket.AF_INET, UDP, S4, 53, 0, 0, 1), False),  # another address
+        (SocketInfo(socket.AF_INET, UDP, A, 5353, 0, 0, 1), False),  # another port
+        (SocketInfo(socket.AF_INET, UDP, A, 53, 40000, 0, 1), False),  # a connection, not the listener
+        (SocketInfo(socket.AF_INET, TCP, A, 53, 0, 0, 1), False),  # the other protocol
+        (SocketInfo(socket.AF_INET6, UDP, ipaddress.ip_address("::"), 53, 0, 0, 1), False),  # the other family
+    ],
+)
+def test_a_socket_serves_an_endpoint_only_as_its_listener(info: SocketInfo, serves: bool) -> None:
+    assert info.serves(Endpoint(A, 53, UDP)) is serves
+
+
+def test_a_check_watches_its_address_and_the_service_addresses_it_probes() -> None:
+    check = DnsCheck(A)
+    assert endpoints_of(check, [S4, S6, A]) == (Endpoint(A, 53, UDP), Endpoint(S4, 53, UDP), Endpoint(S6, 53, UDP))
+    alone = DnsCheck(A, port=5353, protocol="tcp", probe_service_addresses=False)
+    assert endpoints_of(alone, [S4]) == (Endpoint(A, 5353, TCP),)
+
+
+class FakeWatcher(Watcher):
+    """The kernel's side, scripted: what was destroyed, which queues are stuck."""
+
+    def __init__(self) -> None:  # no netlink sockets
+        self.gone: set[Endpoint] = set()
+        self.stuck: list[Endpoint] = []
+        self.reader, self.writer = socket.socketpair()
+        self.closed = False
+
+    def fileno(self) -> int:
+        return self.reader.fileno()
+
+    def fire(self, *gone: Endpoint) -> None:
+        self.gone.update(gone)
+        self.writer.send(b"!")
+
+    def destroyed(self, endpoints: Collection[Endpoint]) -> set[Endpoint]:
+        self.reader.recv(16)
+        gone, self.gone = self.gone & set(endpoints), set()
+        return gone
+
+    def sample(self, endpoints: Iterable[Endpoint]) -> list[Endpoint]:
+        return [e for e in self.stuck if e in set(endpoints)]
+
+    def close(self) -> None:
+        self.closed = True
+        self.reader.close()
+        self.writer.close()
+
+
+def _probe(key: str, check: DnsCheck) -> Probe:
+    return Probe(key, 0, check, (S4,), ServiceHealth.create(key, [Thresholds(3, 3, 1)]), CheckStatus())
+
+
+def test_a_destroyed_socket_wakes_the_probes_that_reach_it_and_no_other() -> None:
+    async def go() -> None:
+        fake = FakeWatcher()
+        now = [0.0]
+        watch = SocketWatch(lambda: now[0], sample_every=3600, make=lambda: fake)
+        mine, other = _probe("dns/checks[0]", DnsCheck(A)), _probe("dot/checks[0]", DnsCheck(A, port=853))
+        assert watch.watch(mine) == (METHOD, None) and watch.watch(other) == (METHOD, None)
+        assert mine.wake is not None and other.wake is not None
+        fake.fire(Endpoint(S4, 53, UDP))  # the service address's socket: mine probes it too
+        await asyncio.wait_for(mine.wake.wait(), 5)
+        assert not other.wake.is_set()
+        watch.forget(mine)
+        mine.wake.clear()
+        fake.fire(Endpoint(A, 53, UDP))
+        await asyncio.sleep(0.05)
+        assert not mine.wake.is_set()  # forgotten
+        watch.close()
+        assert fake.closed
+
+    asyncio.run(go())
+
+
+def test_a_stuck_queue_wakes_its_probe_once_per_timeout() -> None:
+    async def go() -> list[float]:
+        fake = FakeWatcher()
+        now = [0.0]
+        watch = SocketWatch(lambda: now[0], sample_every=0.001, make=lambda: fake)
+        probe = _probe("dns/checks[0]", DnsCheck(A, timeout=0.15))
+        watch.watch(probe)
+        assert probe.wake is not None
+        fake.stuck = [Endpoint(A, 53, UDP)]
+        woken = []
+        for step in range(40):  # 40 samples over 0.4 s of the watch's clock
+            now[0] = step * 0.01
+            await asyncio.sleep(0.002)
+            if probe.wake.is_set():
+                woken.append(now[0])
+                probe.wake.clear()
+        watch.close()
+        return woken
+
+    woken = asyncio.run(go())
+    assert woken == pytest.approx([0.0, 0.15, 0.3])
+
+
+def test_without_sock_diag_every_probe_polls_and_says_why() -> None:
+    def refuse() -> Watcher:
+        raise DiagError("sock_diag unavailable: Operation not permitted (socket events need CAP_NET_ADMIN)")
+
+    async def go() -> tuple[tuple[str, str | None], Probe]:
+        watch = SocketWatch(lambda: 0.0, make=refuse)
+        probe = _probe("dns/checks[0]", DnsCheck(A))
+        said = watch.watch(probe)
+        watch.close()
+        return said, probe
+
+    (method, why), probe = asyncio.run(go())
+    assert method == "polling" and why is not None and "CAP_NET_ADMIN" in why
+    assert probe.wake is None
