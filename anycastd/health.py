@@ -188,6 +188,10 @@ class Decision:
     notes: tuple[str, ...] = ()
 
 
+#: The decision of a result that changes nothing.
+QUIET = Decision()
+
+
 class CheckHealth:
     """Rise/fall hysteresis for one check."""
 
@@ -325,8 +329,15 @@ class ServiceHealth:
 
     def feed(self, check: int, result: Result, now: float) -> Decision:
         """Record the result of check number ``check`` taken at ``now``."""
+        one = self.checks[check]
+        if result.outcome is Outcome.OK and one.state is State.UP and not self.suppressed:
+            # A pass of a check that is UP changes only its counts: the service's state, its damping (not
+            # suppressed, so nothing to end) and what is announced stay. The common case, hundreds of times
+            # a second on a router, so the service's decision is skipped.
+            one.feed(result, now)
+            return QUIET
         old, was = self.state, self.announced
-        inner = self.checks[check].feed(result, now)
+        inner = one.feed(result, now)
         return self._decide(old, was, f"checks[{check}]: {result.reason}", now, inner)
 
     def drain(self, reason: str, now: float) -> Decision:

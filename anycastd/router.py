@@ -34,6 +34,7 @@ the maintenance book (anycastd.skeleton) and FRR's dialect
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -62,6 +63,7 @@ from anycastd.control import (
     by_name,
 )
 from anycastd.damping import Damping
+from anycastd.engine import ProbeEngine
 from anycastd.fib import Divergence, FibError, KernelFib, divergence
 from anycastd.health import Decision, ServiceHealth, State, Thresholds
 from anycastd.metrics import RouterMetrics, RouterView, ServerView
@@ -130,8 +132,12 @@ class Router:
         jitter: Callable[[float], float] = lambda interval: _slot(random.uniform(0, interval)),  # noqa: S311 (spreading load, not secrecy)
         retry_wait: tenacity.wait.wait_base | None = None,
         fib: KernelFib | None = None,
+        engine: Callable[[], ProbeEngine] | None = None,
     ) -> None:
         self.config = config
+        #: Makes the probe engine that runs every UDP check (anycastd.engine); None: one task per check.
+        self.engine_factory = engine
+        self.engine: ProbeEngine | None = None
         self.routes = routes
         #: The kernel's FIB, read back after every change: zebra's word alone is not proof. None: not read.
         self.fib = fib
@@ -201,21 +207,30 @@ class Router:
                 log.info(
                     "%s: FRR holds routes via %s; kept until every server has a verdict", service.name, _names(held)
                 )
-        tasks = [
-            asyncio.create_task(self._check_loop(member, index), name=f"{member.key}/checks[{index}]")
-            for members in self.members.values()
-            for member in members
-            for index in range(len(member.checks))
-        ]
+        tasks: list[asyncio.Task[None]] = []
+        engine = self.engine = self.engine_factory() if self.engine_factory is not None else None
+        for members in self.members.values():
+            for member in members:
+                for index, check in enumerate(member.checks):
+                    if engine is not None and check.protocol == "udp":
+                        on_result = functools.partial(self._on_result, member)
+                        engine.add(self._probe(member, index), on_result, self.jitter(check.interval))
+                        continue
+                    tasks.append(
+                        asyncio.create_task(self._check_loop(member, index), name=self._probe_key(member, index))
+                    )
         syncer = asyncio.create_task(self._sync_loop(), name="syncer")
-        stopping = asyncio.ensure_future(stop.wait())
+        stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        failed: list[asyncio.Future[Any]] = [engine.failed] if engine is not None else []
         try:
-            done, _ = await asyncio.wait([stopping, syncer, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait([stopping, syncer, *failed, *tasks], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task is not stopping:
                     task.result()  # a loop only ends by raising: let it be seen
         finally:
             stopping.cancel()
+            if engine is not None:
+                engine.close()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -224,15 +239,24 @@ class Router:
             await asyncio.gather(syncer, return_exceptions=True)  # a change in progress finishes, none starts
             log.info("stopped; FRR keeps the routes as they are: %s", _routes(self.owned) or "none")
 
-    async def _check_loop(self, member: Member, index: int) -> None:
-        probe = Probe(
-            f"{member.key}/checks[{index}]", index, member.checks[index], (), member.health, member.status[index]
+    @staticmethod
+    def _probe_key(member: Member, index: int) -> str:
+        return f"{member.key}/checks[{index}]"
+
+    def _probe(self, member: Member, index: int) -> Probe:
+        return Probe(
+            self._probe_key(member, index), index, member.checks[index], (), member.health, member.status[index]
         )
 
-        async def on_result(probe: Probe, result: ProbeResult, decision: Decision) -> None:
-            self.metrics.probe(member.service.name, member.server.name, index, result)
-            self._apply(decision)
+    def _on_result(self, member: Member, probe: Probe, result: ProbeResult, decision: Decision) -> None:
+        self.metrics.probe(member.service.name, member.server.name, probe.index, result)
+        self._apply(decision)
 
+    async def _check_loop(self, member: Member, index: int) -> None:
+        async def on_result(probe: Probe, result: ProbeResult, decision: Decision) -> None:
+            self._on_result(member, probe, result, decision)
+
+        probe = self._probe(member, index)
         await probe_forever(probe, self.prober, on_result, clock=self.clock, sleep=self.sleep, jitter=self.jitter)
 
     def _apply(self, decision: Decision) -> None:

@@ -79,6 +79,20 @@ class VtyshSettings:
     command: tuple[str, ...] = ("vtysh",)
     timeout: float = 5.0  # seconds one vtysh call may take
     resync: float = 10.0  # seconds between reads of FRR that repair drift (FRR restarted, a hand edit)
+    #: "vty": one kept-open session per daemon on its VTY socket; "vtysh": one vtysh process per call.
+    session: str = "vty"
+
+    @property
+    def vty_dir(self) -> Path:
+        """Where FRR's daemons keep their VTY sockets: vtysh's own ``--vty_socket``, or FRR's default."""
+        argv = self.command
+        for i, word in enumerate(argv[:-1]):
+            if word == "--vty_socket":
+                return Path(argv[i + 1])
+        for word in argv:
+            if word.startswith("--vty_socket="):
+                return Path(word.split("=", 1)[1])
+        return Path("/var/run/frr")
 
 
 @dataclass(frozen=True)
@@ -199,13 +213,15 @@ def _vtysh(r: Reader, raw: dict[str, Any]) -> VtyshSettings:
     command = r.field(raw, "router", "vtysh", to_command, d.command)
     timeout = r.field(raw, "router", "vtysh_timeout", seconds(0, 120), d.timeout)
     resync = r.field(raw, "router", "resync", seconds(0, 3600), d.resync)
-    if command is None or timeout is None or resync is None:  # pragma: no mutate
+    session = r.field(raw, "router", "frr_session", one_of(*SESSIONS), d.session)
+    if command is None or timeout is None or resync is None or session is None:  # pragma: no mutate
         return d  # a problem is recorded: parse raises
-    return VtyshSettings(command, timeout, resync)
+    return VtyshSettings(command, timeout, resync, session)
 
 
 _ROUTER_TOP_KEYS = {"router", "services", "runtime_dir", "state_dir", "control", "metrics"}
-_ROUTER_KEYS = {"vtysh", "vtysh_timeout", "resync", "tag", "when_all_down"}
+_ROUTER_KEYS = {"vtysh", "vtysh_timeout", "resync", "tag", "when_all_down", "frr_session"}
+SESSIONS = ("vty", "vtysh")
 
 
 def parse_router(text: str, source: str = "<config>") -> RouterConfig:

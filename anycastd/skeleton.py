@@ -94,8 +94,6 @@ async def probe_forever(
     """Probe ``probe.check`` on its schedule until cancelled (see the module's docstring)."""
     check = probe.check
     short = confirming(check)
-    own = probe.health.checks[probe.index]
-    status = probe.status
     if beat is not None:
         beat(probe)
     woken = await _wait(probe, jitter(check.interval), sleep)
@@ -103,30 +101,51 @@ async def probe_forever(
     while True:
         if beat is not None:
             beat(probe)
-        doubt = own.state is State.FALLING
-        status.woken += woken
-        status.confirming += doubt
+        doubt = in_doubt(probe)
+        probe.status.woken += woken
         started = clock()
         result = await prober.probe(short if doubt else check, probe.service_addresses)
-        status.last, status.last_at = result, clock()
-        status.probes += 1
-        status.failures += 0 if result.ok else 1
-        decision = probe.health.feed(probe.index, result.for_health(), clock())
+        decision = record(probe, result, doubt, clock())
         await on_result(probe, result, decision)
-        if own.state in (State.RISING, State.FALLING):  # in doubt: confirm, whatever the schedule says
-            next_at = started + check.interval * CONFIRM_GAP
-        else:
-            next_at += check.interval
-        delay = next_at - clock()
-        if delay < 0:  # a probe ran late: do not burst to catch up
-            next_at, delay = clock(), 0.0
-        woken = await _wait(probe, delay, sleep)
+        next_at = next_due(probe, started, next_at, clock())
+        woken = await _wait(probe, next_at - clock(), sleep)
         if woken:
             next_at = clock()  # woken early: the schedule starts again from this probe
 
 
+def in_doubt(probe: Probe) -> bool:
+    """The next probe confirms a failure (see the module's docstring): it waits only CONFIRM_TIMEOUT."""
+    return probe.health.checks[probe.index].state is State.FALLING
+
+
+def record(probe: Probe, result: ProbeResult, confirming: bool, now: float) -> Decision:
+    """Count ``result`` in the probe's status and feed it to the health machine."""
+    status = probe.status
+    status.last, status.last_at = result, now
+    status.probes += 1
+    status.failures += 0 if result.ok else 1
+    status.confirming += confirming
+    return probe.health.feed(probe.index, result.for_health(), now)
+
+
+def next_due(probe: Probe, started: float, due: float, now: float) -> float:
+    """When the next probe is due, given when the last started and when it was due.
+
+    A check in doubt is confirmed CONFIRM_GAP of an interval after the last probe started; otherwise
+    the schedule goes on from when the last was due, so that the rate does not drift. A probe that
+    ran late starts a new schedule from now instead of a burst to catch up.
+    """
+    check = probe.check
+    if probe.health.checks[probe.index].state in (State.RISING, State.FALLING):
+        due = started + check.interval * CONFIRM_GAP
+    else:
+        due += check.interval
+    return max(due, now)
+
+
 async def _wait(probe: Probe, delay: float, sleep: Sleep) -> bool:
     """Sleep ``delay``, or less if ``probe.wake`` is set meanwhile; True if woken."""
+    delay = max(delay, 0.0)
     wake = probe.wake
     if wake is None:
         await sleep(delay)

@@ -143,7 +143,7 @@ class _Channel(asyncio.DatagramProtocol):
 
 
 @dataclass(frozen=True)
-class _Compiled:
+class Compiled:
     """What a check sends and expects, prepared once: probing then costs no dnspython work when all is well."""
 
     query: dns.message.Message  # for the slow path (classify), which explains a failure
@@ -158,7 +158,7 @@ class _Compiled:
 _FLAT_TYPES = frozenset({dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.TXT})
 
 
-def compile_check(check: DnsCheck) -> _Compiled:
+def compile_check(check: DnsCheck) -> Compiled:
     query = dns.message.make_query(check.qname, check.qtype)
     query.id = 0
     wire = query.to_wire()
@@ -169,7 +169,7 @@ def compile_check(check: DnsCheck) -> _Compiled:
             rdata = dns.rdata.from_text(dns.rdataclass.IN, rdtype, check.answer).to_wire()
         except dns.exception.DNSException:
             rdata = None  # the slow path compares text
-    return _Compiled(query, wire[2:], wire[12:], dns.rcode.from_text(check.rcode), rdtype, rdata)
+    return Compiled(query, wire[2:], wire[12:], dns.rcode.from_text(check.rcode), rdtype, rdata)
 
 
 def _skip_name(wire: bytes, at: int) -> int:
@@ -184,7 +184,7 @@ def _skip_name(wire: bytes, at: int) -> int:
             return at
 
 
-def fast_accept(c: _Compiled, query_id: int, wire: bytes, want_answer: bool) -> bool:
+def fast_accept(c: Compiled, query_id: int, wire: bytes, want_answer: bool) -> bool:
     """True only for a well-formed response that passes: the id, QR, opcode, rcode and question match,
     the expected answer is present, and the sections add up to the length. False means "ask classify",
     never "failed": the slow path decides and explains."""
@@ -210,14 +210,14 @@ def fast_accept(c: _Compiled, query_id: int, wire: bytes, want_answer: bool) -> 
         return False
 
 
-def _os_failure(exc: OSError, target: str) -> ProbeResult:
+def os_failure(exc: OSError, target: str) -> ProbeResult:
     if isinstance(exc, ConnectionRefusedError) or exc.errno == errno.ECONNREFUSED:
         return ProbeResult(Outcome.HARD_FAIL, f"{target}: connection refused", None, target, "refused")
     reason = exc.strerror or str(exc)
     return ProbeResult(Outcome.FAIL, f"{target}: {reason.lower()}", None, target, "network")
 
 
-async def query_udp(channel: _Channel, check: DnsCheck, c: _Compiled, address: IPAddress) -> ProbeResult:
+async def query_udp(channel: _Channel, check: DnsCheck, c: Compiled, address: IPAddress) -> ProbeResult:
     """One query over ``channel``, sent up to UDP_SENDS times within the timeout, timed with loop timers."""
     target = str(address)
     loop = asyncio.get_running_loop()
@@ -253,7 +253,7 @@ async def query_udp(channel: _Channel, check: DnsCheck, c: _Compiled, address: I
     try:
         data = await waiter
     except OSError as exc:
-        return _os_failure(exc, target)
+        return os_failure(exc, target)
     finally:
         if timer is not None:
             timer.cancel()
@@ -275,7 +275,7 @@ async def query_tcp(check: DnsCheck, query: dns.message.Message, address: IPAddr
     except dns.exception.Timeout:
         return ProbeResult(Outcome.FAIL, f"{target}: timeout after {_ms(check.timeout)}", None, target, "timeout")
     except OSError as exc:
-        return _os_failure(exc, target)
+        return os_failure(exc, target)
     except (dns.exception.DNSException, EOFError) as exc:
         return ProbeResult(Outcome.FAIL, f"{target}: malformed response ({exc})", None, target, "malformed")
     return classify(check, query, response.to_wire(), target, time.monotonic() - started)
@@ -297,7 +297,7 @@ class DnsProber:
     """The real prober: dnspython over the network, one long-lived UDP socket per resolver address."""
 
     def __init__(self) -> None:
-        self._compiled: dict[DnsCheck, _Compiled] = {}
+        self._compiled: dict[DnsCheck, Compiled] = {}
         self._channels: dict[tuple[IPAddress, int], _Channel] = {}
 
     async def _channel(self, address: IPAddress, port: int) -> _Channel:
@@ -307,13 +307,13 @@ class DnsProber:
         self._channels[(address, port)] = channel
         return channel
 
-    async def _udp(self, check: DnsCheck, c: _Compiled, address: IPAddress) -> ProbeResult:
+    async def _udp(self, check: DnsCheck, c: Compiled, address: IPAddress) -> ProbeResult:
         channel = self._channels.get((address, check.port))
         if channel is None or channel.closed:
             try:
                 channel = await self._channel(address, check.port)
             except OSError as exc:
-                return _os_failure(exc, str(address))
+                return os_failure(exc, str(address))
         return await query_udp(channel, check, c, address)
 
     async def probe(self, check: DnsCheck, service_addresses: Sequence[IPAddress]) -> ProbeResult:

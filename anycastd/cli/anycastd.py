@@ -15,11 +15,12 @@ from typing import Any, TypeVar
 from anycastd import __version__, frr_policy
 from anycastd.address import NetlinkAddresses
 from anycastd.announce.exabgp import ExaBGPAnnouncer
-from anycastd.announce.frr import VtyshRoutes
+from anycastd.announce.frr import VtyRoutes, VtyshRoutes
 from anycastd.checks.dns import DnsProber
 from anycastd.config import Config, load
 from anycastd.control import Controller
 from anycastd.control_server import ControlServer
+from anycastd.engine import ProbeEngine
 from anycastd.errors import AnycastdError, ConfigError
 from anycastd.fib import NetlinkFib
 from anycastd.metrics import Metrics, RouterMetrics
@@ -149,19 +150,23 @@ async def _run_router(config: RouterConfig) -> None:
     )
     metrics = RouterMetrics()
     prober = DnsProber()
+    routes = VtyRoutes(config.vtysh) if config.vtysh.session == "vty" else VtyshRoutes(config.vtysh)
     router = Router(
         config,
-        VtyshRoutes(config.vtysh),
+        routes,
         prober,
         store=FileStore(config.state_dir),
         metrics=metrics,
         fib=NetlinkFib(),
+        engine=ProbeEngine,
     )
     try:
         await _serve(config, router, metrics, lambda: router.run(stop))
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
         prober.close()
+        if isinstance(routes, VtyRoutes):
+            routes.close()
 
 
 def _check_config(args: argparse.Namespace) -> int:

@@ -180,6 +180,8 @@ ROUTER_ROWS: list[tuple[Key, Any, Callable[[router_config.RouterConfig], Any], A
      "router.vtysh: the program must be an absolute path or a name found in PATH, got 'bin/vtysh'"),
     (["router", "when_all_down"], "withdraw", lambda c: c.when_all_down, "drop",
      "router.when_all_down: must be one of keep, withdraw, got 'drop'"),
+    (["router", "frr_session"], "vtysh", lambda c: c.vtysh.session, "telnet",
+     "router.frr_session: must be one of vty, vtysh, got 'telnet'"),
     (["runtime_dir"], "/run/r", lambda c: c.runtime_dir, "r", "runtime_dir: must be an absolute path, got 'r'"),
     (["state_dir"], "/var/r", lambda c: c.state_dir, "r", "state_dir: must be an absolute path, got 'r'"),
     (["control", "socket"], "/run/r.sock", lambda c: c.control.socket, "r",
@@ -233,7 +235,9 @@ def test_the_router_defaults_whole() -> None:
         None,
         "r.yaml",
     )
-    assert c.vtysh == router_config.VtyshSettings(("vtysh",), 5.0, 10.0)
+    assert c.vtysh == router_config.VtyshSettings(("vtysh",), 5.0, 10.0, "vty")
+    assert c.vtysh.vty_dir == Path("/var/run/frr")  # FRR's own default, where vtysh looks too
+
     dns = c.services[0]
     assert dns.damping == DampingSettings() and dns.checks == (
         DnsCheck(TEMPLATE_ADDRESS, probe_service_addresses=False),
@@ -636,3 +640,16 @@ def test_a_deep_mapping_reads_and_the_non_specific_tag_is_plain() -> None:
         deepest = deepest["a"]
     assert deepest == 1
     assert yamlfile.Reader("f.yaml").document("a: ! x\n") == {"a": "x"}  # `!` only says "not a number"
+
+
+@pytest.mark.parametrize(
+    ("command", "where"),
+    [
+        (("vtysh", "--vty_socket", "/run/lab"), "/run/lab"),
+        (("/usr/bin/vtysh", "--vty_socket=/run/lab"), "/run/lab"),
+        (("vtysh", "--vty_socket"), "/var/run/frr"),  # no directory given after it: FRR's default
+        (("vtysh", "-N", "blue"), "/var/run/frr"),
+    ],
+)
+def test_the_vty_sockets_are_where_vtysh_is_told_to_look(command: tuple[str, ...], where: str) -> None:
+    assert router_config.VtyshSettings(command).vty_dir == Path(where)

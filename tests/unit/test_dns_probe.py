@@ -13,7 +13,7 @@ import dns.rcode
 import dns.rrset
 import pytest
 
-from anycastd.checks.dns import DnsProber, ProbeResult, _os_failure, classify, combine, compile_check, fast_accept
+from anycastd.checks.dns import DnsProber, ProbeResult, classify, combine, compile_check, fast_accept, os_failure
 from anycastd.health import Outcome
 from anycastd.schema import DnsCheck, IPAddress
 from tests.unit.responder import Responder, serve
@@ -138,7 +138,7 @@ def test_service_addresses_can_be_left_out() -> None:
     ],
 )
 def test_os_errors_become_results(error: OSError, outcome: Outcome, reason: str) -> None:
-    result = _os_failure(error, "a")
+    result = os_failure(error, "a")
     assert (result.outcome, result.reason) == (outcome, reason)
 
 

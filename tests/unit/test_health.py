@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from anycastd.damping import DEFAULT_DAMPING, Damping
 from anycastd.health import (
     ACTIONS,
     CHECK_TABLE,
+    QUIET,
     TRANSITIONS,
     Announce,
     CheckHealth,
@@ -239,3 +241,18 @@ def test_drain_and_undrain_are_transitions_from_the_state_before_at_the_time_giv
     undrained = service.undrain(4.0)
     assert [(t.old, t.new, t.at) for t in undrained.transitions] == [(State.MAINTENANCE, State.UP, 4.0)]
     assert service.since == 4.0
+
+
+def test_a_pass_of_a_check_that_is_up_changes_only_its_counts() -> None:
+    # The fast path of ServiceHealth.feed: it must decide exactly what the full decision would.
+    health = ServiceHealth.create("dns", [Thresholds(2, 2, 1), Thresholds(2, 2, 1)], Damping(DEFAULT_DAMPING))
+    ok = Result(Outcome.OK, "NOERROR")
+    for check in (0, 0, 1):
+        health.feed(check, ok, 1.0)
+    assert health.checks[0].state is State.UP and health.state is State.RISING  # check 1 is not up yet
+    before = list(health.transitions)
+    assert health.feed(0, ok, 2.0) is QUIET  # the other check's doubt does not matter to this one
+    assert health.checks[0].passes == 3 and health.transitions == before and health.since is not None
+    decision = health.feed(1, ok, 3.0)  # RISING -> UP is no pass of an UP check: the full decision
+    assert [type(a).__name__ for a in decision.actions] == ["Announce"] and health.proven
+    assert health.feed(1, ok, 4.0) is QUIET
