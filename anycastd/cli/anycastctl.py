@@ -128,7 +128,8 @@ def print_router_status(reply: dict[str, Any]) -> None:
                 print(f"  {_ago(t['at'])}  {t['name']}: {t['from']} -> {t['to']} ({t['reason']})")
     f = reply["frr"]
     sync = "in step" if f["in_sync"] else f"NOT in step: {f['problem']}"
-    print(f"\nFRR (tag {f['tag']}): {sync}; last sync {_ago(f['last_sync'])}, {f['calls']} vtysh call(s)")
+    via = "VTY session" if f.get("backend") == "vty" else "vtysh"
+    print(f"\nFRR (tag {f['tag']}): {sync}; last sync {_ago(f['last_sync'])}, {f['calls']} call(s) through {via}")
     if f["conflicts"]:
         print(f"  left alone (configured by hand without tag {f['tag']}): {', '.join(f['conflicts'])}")
     if reply.get("problem"):
@@ -166,6 +167,9 @@ def print_status(reply: dict[str, Any]) -> None:
                 f"  checks[{c['index']}] {c['address']}: {c['state']}, {c['probes']} probes, {c['failures']} failed;"
                 f" last {_probe(c['last'])}"
             )
+            if c.get("detection"):
+                why = f" ({c['detection_note']})" if c.get("detection_note") else ""
+                print(f"    detection: {c['detection']}{why}; {c.get('woken', 0)} probes woken by an event")
         for t in s["transitions"][-5:]:
             print(f"  {_ago(t['at'])}  {t['name']}: {t['from']} -> {t['to']} ({t['reason']})")
     sessions = ", ".join(f"{n} {st}" for n, st in reply["bgp"].items()) or "none"
