@@ -15,7 +15,7 @@ deps:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,bench]'
 	touch $@
 
 venv: $(VENV)/.installed
@@ -57,11 +57,15 @@ demo: deps venv
 # `make bench-quick` (under 8 minutes) is a smoke run of all three that writes nothing;
 # `make bench-sidecar` adds the sidecar's finer breakdowns.
 bench: deps venv
+	$(PY) bench/triggers.py
+	$(PY) bench/detection.py
 	$(PY) bench/compare.py
 	$(PY) bench/router.py
 	$(PY) bench/fleet.py
 
 bench-quick: deps venv
+	$(PY) bench/triggers.py --trials 10 --no-write
+	$(PY) bench/detection.py --quick
 	$(PY) bench/compare.py --quick
 	$(PY) bench/router.py --quick
 	$(PY) bench/fleet.py --quick

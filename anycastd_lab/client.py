@@ -106,6 +106,7 @@ def run(address: str, count: int, rate: float, timeout: float, timeline: bool) -
         "answered": dict(client.answered),
         "lost": client.lost,
         "seconds": round(client.now(), 3),
+        "start": client.start,  # time.monotonic() when the first query went: the clock is the machine's
     }
     if timeline:
         result["timeline"] = [[round(t, 4), who] for t, who in client.events]
