@@ -266,6 +266,8 @@ def distribution(plt: Any, r: Results) -> str:
                 ax.scatter(v, [i] * len(v), s=10, color="tab:blue", zorder=3)
             ax.set_yticks(range(1, len(rows) + 1), [label.split(",")[0] for label, _ in rows], fontsize=7)
             ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(plt.matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+            ax.xaxis.set_minor_formatter(plt.matplotlib.ticker.NullFormatter())
         ax.set_title(f"resolver {fault.name}: path gone after (ms)", fontsize=9)
     fig.tight_layout()
     fig.savefig(IMAGES / "detection-distribution.png", dpi=80)

@@ -30,9 +30,6 @@ import sys
 #: Mutants no test can tell from the original, and why. Keyed by mutmut's name (it changes when the function
 #: does: then this list is read again, which is the point).
 EQUIVALENT: dict[str, str] = {
-    "anycastd.skeleton.x_probe_forever__mutmut_48": (
-        "`delay < 0` -> `delay <= 0`: at delay 0 both sleep 0 s and the next due time is the same (clock() == next_at)"
-    ),
     "anycastd.skeleton.xǁMaintenanceBookǁrestore__mutmut_28": (
         '`log.error("%s", problem)` -> `log.error(problem)`: logging %-formats only when given arguments, so '
         "the line logged is the same, even for a problem with a % in it"
