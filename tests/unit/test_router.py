@@ -540,3 +540,42 @@ def test_a_flapping_server_is_damped_and_announce_all_clears_it() -> None:
         assert frr.routes(TAG) == via("ns1", "ns2", "ns3")
 
     run(go)
+
+
+class RecordingEngine:
+    """Stands in for anycastd.engine.ProbeEngine: records what it is given, fails when told to."""
+
+    def __init__(self) -> None:
+        self.added: list[tuple[str, float]] = []
+        self.failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.closed = False
+
+    def add(self, probe: Any, on_result: Any, first: float) -> None:
+        self.added.append((probe.key, first))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_udp_checks_run_on_the_engine_tcp_checks_as_tasks_and_an_engine_failure_stops_the_router() -> None:
+    text = TEXT.replace("checks: [{rise: 2, fall: 2}]", "checks: [{rise: 2, fall: 2}, {protocol: tcp}]")
+    engines: list[RecordingEngine] = []
+
+    def engine() -> RecordingEngine:
+        engines.append(RecordingEngine())
+        return engines[-1]
+
+    async def go() -> None:
+        router, _, prober, _ = make(config=parse_router(text))
+        router.engine_factory = engine  # type: ignore[assignment]
+        task = asyncio.ensure_future(router.run(asyncio.Event()))
+        await until(lambda: bool(engines) and len(engines[0].added) == 3, "the engine's probes")
+        # the engine took every UDP check: what reaches the task prober is the TCP check of each server
+        await until(lambda: set(prober.asked) == {"ns1", "ns2", "ns3"}, "a TCP probe of each server, as a task")
+        engines[0].failed.set_exception(RuntimeError("the probe engine failed"))
+        with pytest.raises(RuntimeError, match="the probe engine failed"):
+            await task
+
+    asyncio.run(go())
+    assert [key for key, _ in engines[0].added] == ["dns/ns1/checks[0]", "dns/ns2/checks[0]", "dns/ns3/checks[0]"]
+    assert engines[0].closed
