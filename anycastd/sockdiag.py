@@ -64,8 +64,9 @@ GROUPS = {
     (socket.AF_INET6, socket.IPPROTO_UDP): 4,
 }
 NOCOOKIE = 0xFFFFFFFF
-#: How often the receive queues are sampled: a stuck queue is seen 2 to 3 samples after it sticks.
-SAMPLE_EVERY = 0.01
+#: How often the receive queues are sampled: a stuck queue is seen one to two samples after it sticks.
+#: Each sample wakes the daemon: every 10 ms cost 2 % of a core on this machine, every 25 ms 0.9 %.
+SAMPLE_EVERY = 0.025
 #: The detection method status shows for a watched probe.
 METHOD = "sock_diag: socket destroyed, receive queue stuck"
 
