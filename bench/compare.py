@@ -49,6 +49,7 @@ from report import arguments, context, publish
 from resources import cpu_seconds, rss_mb
 
 from anycastd.schema import DnsCheck
+from anycastd_lab import daemons
 from anycastd_lab.bgp import BgpLab
 from anycastd_lab.daemons import anycastd_key
 from anycastd_lab.fib import FibWatch
@@ -160,10 +161,19 @@ class Deployment:
     def key(self, s: Server) -> str:
         return f"exabgp-healthcheck-{s.name}"
 
+    def failure_action(self, c: Controller) -> str:
+        """anycastd's failure action: its default, withdraw, like for like with `--withdraw-on-down` (the
+        lab's own configuration keeps a failing path tagged GRACEFUL_SHUTDOWN instead, which would leave
+        anycastd's path the last one standing when every server fails at once)."""
+        return "withdraw"
+
+    def anycastd_config(self, s: Server) -> str:
+        return daemons.anycastd_config(self.lab.lab, s, failure_action=self.failure_action(self.controller(s)))
+
     def start(self, s: Server) -> None:
         c = self.controller(s)
         if c.healthcheck is None:
-            self.lab.start_anycastd(s)
+            self.lab.start_anycastd(s, self.anycastd_config(s))
             return
         lab = self.lab.lab
         for prefix in (SERVICE_V4, SERVICE_V6):  # what --no-ip-setup expects to find
@@ -222,7 +232,7 @@ class Deployment:
         """Every resolver and controller running and thawed, nothing drained, every path in the FIB."""
         for s in self.lab.servers:
             if self.controller(s).healthcheck is None:
-                self.lab.revive(s)
+                self.revive_anycastd(s)
                 continue
             self.lab.revive_resolver(s)
             self.disable_file(s).unlink(missing_ok=True)
@@ -235,6 +245,17 @@ class Deployment:
             if self.controller(s).healthcheck is None:
                 self.lab.undrain(s)
         self.lab.wait_paths(len(self.lab.servers), timeout=90)
+
+    def revive_anycastd(self, s: Server) -> None:
+        """anycastd on ``s`` running with this deployment's configuration and thawed; its resolver too."""
+        config, _, _ = daemons.anycastd_paths(self.lab.lab, s)
+        if self.lab.anycastd_running(s) and config.read_text() != self.anycastd_config(s):
+            self.lab.lab.stop(anycastd_key(s), signal.SIGKILL)
+        if self.lab.anycastd_running(s):
+            self.lab.signal_anycastd(s, signal.SIGCONT)
+        else:
+            self.start(s)
+        self.lab.revive_resolver(s)
 
     # questions 1 to 5: the same event on every server at once --------------------------------------------------
 
@@ -649,7 +670,8 @@ def report(r: Results, command: str, elapsed: float) -> list[str]:
         f"running one of the controllers, which rotate over the servers between trials (s1 runs BIND, s2 and "
         f"s3 Unbound; by trial: {placements}). Each trial of questions 1 to 5 does the same thing to every "
         f"server at once and times each server's path in the router's FIB (polled every 2 ms). "
-        f"anycastd: check {settings}. `exabgp healthcheck` (ExaBGP's own, same ExaBGP) runs "
+        f"anycastd: check {settings}, and its default `failure_action: withdraw`. "
+        "`exabgp healthcheck` (ExaBGP's own, same ExaBGP) runs "
         f"`dig +time=1 +tries=1 @ADMIN {HEALTH_QNAME} TXT`; defaults are --interval 5 --fast-interval 1 "
         f"--rise 3 --fall 3 --timeout 5, fastest is `{FASTEST}`. Both get `--withdraw-on-down`: see the note "
         "below the tables. The controller is anycastd (which takes its ExaBGP down with it) or the "

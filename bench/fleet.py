@@ -27,12 +27,11 @@ from dataclasses import dataclass, field
 from compare import HC_DEFAULTS, HC_FASTEST, Controller, Deployment
 from report import arguments, context, publish
 
-from anycastd_lab import daemons
 from anycastd_lab.base import DnsLab
 from anycastd_lab.bgp import BgpLab
 from anycastd_lab.fib import FibWatch
 from anycastd_lab.static import StaticLab
-from anycastd_lab.topology import SERVICE_V4, Server
+from anycastd_lab.topology import SERVICE_V4
 
 RATE = 200  # queries per second from the client while every server fails
 BURST = 300  # queries in the burst sent once every controller has reacted
@@ -52,25 +51,8 @@ def settle(c: Controller) -> float:
 class Fleet(Deployment):
     """compare.Deployment with anycastd's failure action chosen per controller."""
 
-    def start(self, s: Server) -> None:
-        c = self.controller(s)
-        if c.healthcheck is None:
-            self.lab.start_anycastd(s, daemons.anycastd_config(self.lab.lab, s, failure_action=ACTION[c]))
-            return
-        super().start(s)
-
-    def restore(self) -> None:
-        for s in self.lab.servers:
-            if self.controller(s).healthcheck is None and not self.lab.anycastd_running(s):
-                self.start(s)
-        for s in self.lab.servers:
-            if self.controller(s).healthcheck is None:
-                self.lab.revive_resolver(s)
-                self.lab.undrain(s)  # also clears flap damping's penalty
-            else:
-                super().restore()
-                break
-        self.lab.wait_paths(len(self.lab.servers), timeout=90)
+    def failure_action(self, c: Controller) -> str:
+        return ACTION[c]
 
 
 @dataclass
