@@ -253,6 +253,17 @@ def _events(data: bytes) -> Iterator[SocketInfo]:
             yield SocketInfo(item.family, socket.IPPROTO_TCP, item.local, item.port, item.remote_port, 0, item.inode)
 
 
+def queues_of(check: DnsCheck, service_addresses: Iterable[IPAddress]) -> tuple[Endpoint, ...]:
+    """The sockets whose receive queue can show a frozen resolver before the probe does: those the
+    clients' queries reach, the service addresses'. Only the probes go to the admin address, and a
+    probe waiting there says nothing its own timeout does not; it is watched only without a service
+    address. Probed or not, a service address's socket holds the clients' queries."""
+    service = [a for a in service_addresses if a != check.address]
+    if check.protocol == "tcp":
+        return ()
+    return tuple(Endpoint(a, check.port, socket.IPPROTO_UDP) for a in service or [check.address])
+
+
 def endpoints_of(check: DnsCheck, service_addresses: Iterable[IPAddress]) -> tuple[Endpoint, ...]:
     """The resolver's sockets a probe of ``check`` reaches: its address and, if it probes them, the service's."""
     protocol = socket.IPPROTO_TCP if check.protocol == "tcp" else socket.IPPROTO_UDP
@@ -307,6 +318,7 @@ class SocketWatch:
         self.watcher: Watcher | None = None
         self.problem: str | None = None
         self.probes: dict[str, tuple[Probe, tuple[Endpoint, ...]]] = {}  # by Probe.key
+        self.queues: dict[str, tuple[Endpoint, ...]] = {}  # the sockets sampled for each probe
         self._woken_at: dict[str, float] = {}
         self._timer: asyncio.TimerHandle | None = None
 
@@ -326,10 +338,12 @@ class SocketWatch:
         if probe.wake is None:
             probe.wake = asyncio.Event()
         self.probes[probe.key] = (probe, endpoints_of(probe.check, probe.service_addresses))
+        self.queues[probe.key] = queues_of(probe.check, probe.service_addresses)
         return METHOD, None
 
     def forget(self, probe: Probe) -> None:
         self.probes.pop(probe.key, None)
+        self.queues.pop(probe.key, None)
         self._woken_at.pop(probe.key, None)
 
     def _all(self) -> set[Endpoint]:
@@ -346,10 +360,11 @@ class SocketWatch:
 
     def _sample(self) -> None:
         assert self.watcher is not None
-        stuck = set(self.watcher.sample(self._all()))
+        stuck = set(self.watcher.sample({e for queues in self.queues.values() for e in queues}))
         now = self.clock()
-        for probe, endpoints in self.probes.values():
-            if stuck.intersection(endpoints) and now - self._woken_at.get(probe.key, -1e9) >= probe.check.timeout:
+        for probe, _ in self.probes.values():
+            due = now - self._woken_at.get(probe.key, -1e9) >= probe.check.timeout
+            if due and stuck.intersection(self.queues[probe.key]):
                 log.debug("%s: the resolver's receive queue is not shrinking: probing now", probe.key)
                 self._woken_at[probe.key] = now
                 assert probe.wake is not None

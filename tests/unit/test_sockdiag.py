@@ -25,6 +25,7 @@ from anycastd.sockdiag import (
     endpoints_of,
     lookup_request,
     parse_messages,
+    queues_of,
 )
 from anycastd.status import CheckStatus
 
@@ -89,6 +90,14 @@ def test_a_lookup_asks_for_the_socket_a_query_to_the_endpoint_reaches() -> None:
 )
 def test_a_socket_serves_an_endpoint_only_as_its_listener(info: SocketInfo, serves: bool) -> None:
     assert info.serves(Endpoint(A, 53, UDP)) is serves
+
+
+def test_the_queues_sampled_are_those_the_clients_reach() -> None:
+    assert queues_of(DnsCheck(A), [S4, S6, A]) == (Endpoint(S4, 53, UDP), Endpoint(S6, 53, UDP))
+    unprobed = DnsCheck(A, probe_service_addresses=False)  # probed or not, they hold the clients' queries
+    assert queues_of(unprobed, [S4]) == (Endpoint(S4, 53, UDP),)
+    assert queues_of(DnsCheck(A), []) == (Endpoint(A, 53, UDP),)  # no service address: the admin one
+    assert queues_of(DnsCheck(A, protocol="tcp"), [S4]) == ()  # a listener's queue is its backlog
 
 
 def test_a_check_watches_its_address_and_the_service_addresses_it_probes() -> None:
@@ -162,7 +171,7 @@ def test_a_stuck_queue_wakes_its_probe_once_per_timeout() -> None:
         probe = _probe("dns/checks[0]", DnsCheck(A, timeout=0.15))
         watch.watch(probe)
         assert probe.wake is not None
-        fake.stuck = [Endpoint(A, 53, UDP)]
+        fake.stuck = [Endpoint(S4, 53, UDP)]  # the service address's socket: the clients' queries
         woken = []
         for step in range(40):  # 40 samples over 0.4 s of the watch's clock
             now[0] = step * 0.01
