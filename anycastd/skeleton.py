@@ -17,10 +17,13 @@ routes). They share the rest, here:
   event that suggests the resolver changed (its socket destroyed, its queue
   stuck: anycastd.sockdiag) gets a probe at once. The verdict still comes
   from probes, never from the event.
-* A check in doubt (RISING or FALLING after its last result) is *confirmed*
-  rather than left to its schedule: the next probe is due ``CONFIRM_GAP`` of
-  an interval after the last one started, so a probe that timed out is
-  followed at once. A probe confirming a failure waits only
+* A failing check (FALLING after its last result) is *confirmed* rather
+  than left to its schedule: the next probe is due ``CONFIRM_GAP`` of an
+  interval after the last one started, so a probe that timed out is
+  followed at once. A rising check keeps its schedule: ``rise`` passes an
+  interval apart are what keeps a resolver that flaps every few hundred
+  milliseconds out (bench/compare.py, question 7: confirming the rise too
+  let one flapping every 300 ms back in five times a minute instead of once). A probe confirming a failure waits only
   ``CONFIRM_TIMEOUT`` of the check's timeout: the full timeout has already
   been given once, and each probe still sends its query up to three times,
   so a lost packet does not fail it. A frozen resolver is then decided in
@@ -54,7 +57,7 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 Jitter = Callable[[float], float]
 
-#: A check in doubt is probed again this fraction of its interval after the last probe started.
+#: A failing check is probed again this fraction of its interval after the last probe started.
 CONFIRM_GAP = 0.25
 #: A probe confirming a failure waits this fraction of the check's timeout.
 CONFIRM_TIMEOUT = 1 / 3
@@ -131,12 +134,12 @@ def record(probe: Probe, result: ProbeResult, confirming: bool, now: float) -> D
 def next_due(probe: Probe, started: float, due: float, now: float) -> float:
     """When the next probe is due, given when the last started and when it was due.
 
-    A check in doubt is confirmed CONFIRM_GAP of an interval after the last probe started; otherwise
+    A failing check is confirmed CONFIRM_GAP of an interval after the last probe started; otherwise
     the schedule goes on from when the last was due, so that the rate does not drift. A probe that
     ran late starts a new schedule from now instead of a burst to catch up.
     """
     check = probe.check
-    if probe.health.checks[probe.index].state in (State.RISING, State.FALLING):
+    if probe.health.checks[probe.index].state is State.FALLING:
         due = started + check.interval * CONFIRM_GAP
     else:
         due += check.interval

@@ -698,6 +698,7 @@ def main() -> int:
         p.add_argument("--trials", type=int, default=5)
         p.add_argument("--quick", action="store_true", help="1 trial, short windows: a smoke run that writes nothing")
         p.add_argument("--give-up", type=float, default=10.0, help="seconds to wait for a FIB change")
+        p.add_argument("--loss-minutes", type=float, default=10.0, help="minutes of 5 %% probe loss (question 7)")
 
     args = arguments(__doc__, "bench/compare.py", options)
     if args is None:
@@ -706,8 +707,11 @@ def main() -> int:
         r = Results(trials=1, window=5.0, give_up=args.give_up, loss_window=30.0, flap_window=10.0)
         command = "python bench/compare.py --quick"
     else:
-        r = Results(trials=args.trials, window=60.0, give_up=args.give_up, loss_window=600.0, flap_window=60.0)
-        command = f"python bench/compare.py --trials {args.trials}"
+        loss = args.loss_minutes * 60
+        r = Results(trials=args.trials, window=60.0, give_up=args.give_up, loss_window=loss, flap_window=60.0)
+        command = f"python bench/compare.py --trials {args.trials}" + (
+            f" --loss-minutes {args.loss_minutes:g}" if args.loss_minutes != 10.0 else ""
+        )
     started = time.monotonic()
     with BgpLab() as lab:
         collect(lab, r)
