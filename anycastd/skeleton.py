@@ -23,11 +23,12 @@ routes). They share the rest, here:
   followed at once. A rising check keeps its schedule: ``rise`` passes an
   interval apart are what keeps a resolver that flaps every few hundred
   milliseconds out (bench/compare.py, question 7: confirming the rise too
-  let one flapping every 300 ms back in five times a minute instead of once). A probe confirming a failure waits only
-  ``CONFIRM_TIMEOUT`` of the check's timeout: the full timeout has already
-  been given once, and each probe still sends its query up to three times,
-  so a lost packet does not fail it. A frozen resolver is then decided in
-  one timeout and ``fall - 1`` short ones instead of ``fall`` intervals.
+  let one flapping every 300 ms back in five times a minute instead of once).
+  A probe confirming a failure waits only ``CONFIRM_TIMEOUT`` of the check's
+  timeout: the full timeout has already been given once, and each probe
+  still sends its query up to three times, so a lost packet does not fail
+  it. A frozen resolver is then decided in one timeout and ``fall - 1``
+  short ones instead of ``fall`` intervals.
 * ``MaintenanceBook`` holds who drained what and why, persisted through a
   ``MaintenanceStore`` before it is lifted and applied even when it cannot be
   (a failure errs towards carrying no traffic). A book that cannot be read
@@ -121,13 +122,13 @@ def in_doubt(probe: Probe) -> bool:
     return probe.health.checks[probe.index].state is State.FALLING
 
 
-def record(probe: Probe, result: ProbeResult, confirming: bool, now: float) -> Decision:
-    """Count ``result`` in the probe's status and feed it to the health machine."""
+def record(probe: Probe, result: ProbeResult, confirmed: bool, now: float) -> Decision:
+    """Count ``result`` (``confirmed``: of a probe confirming a failure) and feed it to the health machine."""
     status = probe.status
     status.last, status.last_at = result, now
     status.probes += 1
     status.failures += 0 if result.ok else 1
-    status.confirming += confirming
+    status.confirming += confirmed
     return probe.health.feed(probe.index, result.for_health(), now)
 
 
