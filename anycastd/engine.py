@@ -37,7 +37,16 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from anycastd.checks.dns import UDP_SENDS, Compiled, ProbeResult, classify, compile_check, fast_accept, os_failure
+from anycastd.checks.dns import (
+    UDP_SENDS,
+    Compiled,
+    ProbeResult,
+    compile_check,
+    judge,
+    os_failure,
+    refused,
+    timed_out,
+)
 from anycastd.health import Decision, Outcome
 from anycastd.skeleton import Probe, confirming, in_doubt, next_due, record
 
@@ -167,7 +176,7 @@ class ProbeEngine:
                 if kind == _DUE:
                     self._start(job)
                 elif job.sends == UDP_SENDS:
-                    self._finish(job, _timeout(job))
+                    self._finish(job, timed_out(job.target[0], job.timeout))
                     continue
                 outbox.append(job)
             self._transmit(outbox)  # every send of this wake-up back to back: the kernel's path stays warm
@@ -265,20 +274,18 @@ class ProbeEngine:
             address, port = destination[0], destination[1]
             for key, job in list(self._pending.items()):
                 if key[0] == address and key[1] == port:
-                    self._finish(job, _refused(address))
+                    self._finish(job, refused(address))
 
     def _answered(self, job: _Job, data: bytes) -> None:
-        probe = job.probe
-        check = probe.check
         assert job.compiled is not None and job.query_id is not None
         latency = self.loop.time() - job.started
         target = job.target[0]
-        if data[2:] == job.known or fast_accept(job.compiled, job.query_id, data, check.answer is not None):
-            job.known = data[2:]  # the same answer again (only the id differs) needs no parsing
+        if data[2:] == job.known:  # the same answer as last time (only the id differs) needs no parsing
+            check = job.probe.check
             result = ProbeResult(Outcome.OK, f"{target}: {check.rcode} in {latency * 1000:.0f} ms", latency, target)
         else:
-            job.compiled.query.id = job.query_id
-            result = classify(check, job.compiled.query, data, target, latency)
+            result = judge(job.probe.check, job.compiled, job.query_id, data, target=target, latency=latency)
+            job.known = data[2:] if result.ok else job.known
         self._finish(job, result)
 
     def _forget(self, job: _Job) -> None:
@@ -296,12 +303,3 @@ class ProbeEngine:
         if probe.key in self._jobs:  # on_result may have removed it
             job.due = next_due(probe, job.started, job.due, now)
             self._push(job.due, _DUE, job)
-
-
-def _timeout(job: _Job) -> ProbeResult:
-    target = job.target[0]
-    return ProbeResult(Outcome.FAIL, f"{target}: timeout after {job.timeout * 1000:.0f} ms", None, target, "timeout")
-
-
-def _refused(target: str) -> ProbeResult:
-    return ProbeResult(Outcome.HARD_FAIL, f"{target}: connection refused", None, target, "refused")

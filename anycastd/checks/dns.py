@@ -210,9 +210,26 @@ def fast_accept(c: Compiled, query_id: int, wire: bytes, want_answer: bool) -> b
         return False
 
 
+def refused(target: str) -> ProbeResult:
+    """Nothing listens on the resolver's port: a hard failure."""
+    return ProbeResult(Outcome.HARD_FAIL, f"{target}: connection refused", None, target, "refused")
+
+
+def timed_out(target: str, timeout: float) -> ProbeResult:
+    return ProbeResult(Outcome.FAIL, f"{target}: timeout after {_ms(timeout)}", None, target, "timeout")
+
+
+def judge(check: DnsCheck, c: Compiled, query_id: int, wire: bytes, *, target: str, latency: float) -> ProbeResult:
+    """The verdict on an answer to the UDP query ``query_id``: the fast path if it passes, else classify."""
+    if fast_accept(c, query_id, wire, check.answer is not None):
+        return ProbeResult(Outcome.OK, f"{target}: {check.rcode} in {_ms(latency)}", latency, target)
+    c.query.id = query_id
+    return classify(check, c.query, wire, target, latency)
+
+
 def os_failure(exc: OSError, target: str) -> ProbeResult:
     if isinstance(exc, ConnectionRefusedError) or exc.errno == errno.ECONNREFUSED:
-        return ProbeResult(Outcome.HARD_FAIL, f"{target}: connection refused", None, target, "refused")
+        return refused(target)
     reason = exc.strerror or str(exc)
     return ProbeResult(Outcome.FAIL, f"{target}: {reason.lower()}", None, target, "network")
 
@@ -259,12 +276,8 @@ async def query_udp(channel: _Channel, check: DnsCheck, c: Compiled, address: IP
             timer.cancel()
         del channel.pending[query_id]
     if not data:
-        return ProbeResult(Outcome.FAIL, f"{target}: timeout after {_ms(check.timeout)}", None, target, "timeout")
-    latency = loop.time() - started
-    if fast_accept(c, query_id, data, check.answer is not None):
-        return ProbeResult(Outcome.OK, f"{target}: {check.rcode} in {_ms(latency)}", latency, target)
-    c.query.id = query_id
-    return classify(check, c.query, data, target, latency)
+        return timed_out(target, check.timeout)
+    return judge(check, c, query_id, data, target=target, latency=loop.time() - started)
 
 
 async def query_tcp(check: DnsCheck, query: dns.message.Message, address: IPAddress) -> ProbeResult:
@@ -273,7 +286,7 @@ async def query_tcp(check: DnsCheck, query: dns.message.Message, address: IPAddr
     try:
         response = await dns.asyncquery.tcp(query, str(address), timeout=check.timeout, port=check.port)
     except dns.exception.Timeout:
-        return ProbeResult(Outcome.FAIL, f"{target}: timeout after {_ms(check.timeout)}", None, target, "timeout")
+        return timed_out(target, check.timeout)
     except OSError as exc:
         return os_failure(exc, target)
     except (dns.exception.DNSException, EOFError) as exc:
