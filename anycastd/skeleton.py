@@ -16,7 +16,9 @@ routes). They share the rest, here:
   watchdog), and an optional ``Probe.wake`` event cuts the wait short: an
   event that suggests the resolver changed (its socket destroyed, its queue
   stuck: anycastd.sockdiag) gets a probe at once. The verdict still comes
-  from probes, never from the event.
+  from probes, never from the event. A stuck queue also marks the probe
+  ``urgent``: the clients' queries are already waiting unanswered, so that
+  probe waits only a confirming probe's timeout (below).
 * A failing check (FALLING after its last result) is *confirmed* rather
   than left to its schedule: the next probe is due ``CONFIRM_GAP`` of an
   interval after the last one started, so a probe that timed out is
@@ -28,7 +30,8 @@ routes). They share the rest, here:
   timeout: the full timeout has already been given once, and each probe
   still sends its query up to three times, so a lost packet does not fail
   it. A frozen resolver is then decided in one timeout and ``fall - 1``
-  short ones instead of ``fall`` intervals.
+  short ones instead of ``fall`` intervals; with clients' queries stuck in
+  its queue, in ``fall`` short ones.
 * ``MaintenanceBook`` holds who drained what and why, persisted through a
   ``MaintenanceStore`` before it is lifted and applied even when it cannot be
   (a failure errs towards carrying no traffic). A book that cannot be read
@@ -80,6 +83,7 @@ class Probe:
     health: ServiceHealth
     status: CheckStatus
     wake: asyncio.Event | None = None  # set: probe now, whatever the schedule says
+    urgent: bool = False  # the next probe follows an event that suggests a failure: a confirming probe's timeout
 
 
 OnResult = Callable[[Probe, ProbeResult, Decision], Awaitable[None]]
@@ -105,7 +109,8 @@ async def probe_forever(
     while True:
         if beat is not None:
             beat(probe)
-        doubt = in_doubt(probe)
+        doubt = in_doubt(probe) or probe.urgent
+        probe.urgent = False
         probe.status.woken += woken
         started = clock()
         result = await prober.probe(short if doubt else check, probe.service_addresses)

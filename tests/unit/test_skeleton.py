@@ -339,10 +339,11 @@ class ScriptedProber:
 
 
 def _scripted(
-    script: Sequence[tuple[Outcome, float]], thresholds: Thresholds
+    script: Sequence[tuple[Outcome, float]], thresholds: Thresholds, urgent: bool = False
 ) -> tuple[list[tuple[float, float]], Probe]:
     fake = FakeTime()
     probe = Probe("dns/checks[0]", 0, CHECK, (), ServiceHealth.create("dns", [thresholds]), CheckStatus())
+    probe.urgent = urgent
 
     async def go() -> list[tuple[float, float]]:
         done = asyncio.Event()
@@ -390,3 +391,13 @@ def test_a_rising_check_keeps_its_schedule_so_a_flapping_resolver_stays_out() ->
     assert starts == pytest.approx((0.0, 1.0, 2.0, 3.0, 4.0))
     assert set(timeouts) == {0.5}
     assert probe.health.state is State.UP and probe.status.confirming == 0
+
+
+def test_an_urgent_probe_waits_a_confirming_probes_timeout_once() -> None:
+    # a stuck queue (anycastd.sockdiag) marks the probe urgent: the clients' queries are already waiting
+    third = 0.5 / 3
+    calls, probe = _scripted([OK_, OK_, OK_], Thresholds(1, 3, 1), urgent=True)
+    starts, timeouts = zip(*calls, strict=True)
+    assert timeouts == pytest.approx((third, 0.5, 0.5, 0.5))
+    assert starts == pytest.approx((0.0, 1.0, 2.0, 3.0))  # passing: the schedule is unchanged
+    assert not probe.urgent and probe.status.confirming == 1

@@ -6,7 +6,7 @@ import asyncio
 import ipaddress
 import socket
 import struct
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 
 import pytest
 
@@ -113,6 +113,7 @@ class FakeWatcher(Watcher):
     def __init__(self) -> None:  # no netlink sockets
         self.gone: set[Endpoint] = set()
         self.stuck: list[Endpoint] = []
+        self.held = False
         self.reader, self.writer = socket.socketpair()
         self.closed = False
 
@@ -128,8 +129,12 @@ class FakeWatcher(Watcher):
         gone, self.gone = self.gone & set(endpoints), set()
         return gone
 
-    def sample(self, endpoints: Iterable[Endpoint]) -> list[Endpoint]:
-        return [e for e in self.stuck if e in set(endpoints)]
+    @property
+    def holding(self) -> bool:
+        return self.held or bool(self.stuck)
+
+    def sample(self, endpoints: Collection[Endpoint]) -> list[Endpoint]:
+        return [e for e in self.stuck if e in endpoints]
 
     def close(self) -> None:
         self.closed = True
@@ -145,7 +150,7 @@ def test_a_destroyed_socket_wakes_the_probes_that_reach_it_and_no_other() -> Non
     async def go() -> None:
         fake = FakeWatcher()
         now = [0.0]
-        watch = SocketWatch(lambda: now[0], sample_every=3600, make=lambda: fake)
+        watch = SocketWatch(lambda: now[0], idle=3600, busy=3600, make=lambda: fake)
         mine, other = _probe("dns/checks[0]", DnsCheck(A)), _probe("dot/checks[0]", DnsCheck(A, port=853))
         assert watch.watch(mine) == (METHOD, None) and watch.watch(other) == (METHOD, None)
         assert mine.wake is not None and other.wake is not None
@@ -167,7 +172,7 @@ def test_a_stuck_queue_wakes_its_probe_once_per_timeout() -> None:
     async def go() -> list[float]:
         fake = FakeWatcher()
         now = [0.0]
-        watch = SocketWatch(lambda: now[0], sample_every=0.001, make=lambda: fake)
+        watch = SocketWatch(lambda: now[0], idle=0.001, busy=0.001, make=lambda: fake)
         probe = _probe("dns/checks[0]", DnsCheck(A, timeout=0.15))
         watch.watch(probe)
         assert probe.wake is not None
@@ -177,8 +182,10 @@ def test_a_stuck_queue_wakes_its_probe_once_per_timeout() -> None:
             now[0] = step * 0.01
             await asyncio.sleep(0.002)
             if probe.wake.is_set():
+                assert probe.urgent  # the clients' queries wait: the probe waits a confirming probe's timeout
                 woken.append(now[0])
                 probe.wake.clear()
+                probe.urgent = False
         watch.close()
         return woken
 
@@ -200,3 +207,31 @@ def test_without_sock_diag_every_probe_polls_and_says_why() -> None:
     (method, why), probe = asyncio.run(go())
     assert method == "polling" and why is not None and "CAP_NET_ADMIN" in why
     assert probe.wake is None
+
+
+def test_queues_are_sampled_slowly_while_empty_and_quickly_while_one_holds_a_query() -> None:
+    async def go() -> list[float]:
+        fake = FakeWatcher()
+        watch = SocketWatch(lambda: 0.0, idle=100.0, busy=1.0, make=lambda: fake)
+        watch.watch(_probe("dns/checks[0]", DnsCheck(A)))
+        loop = asyncio.get_running_loop()
+        gaps = []
+        for held in (False, True, False):
+            fake.held = held
+            watch._sample()
+            assert watch._timer is not None
+            gaps.append(round(watch._timer.when() - loop.time()))
+        watch.close()
+        return gaps
+
+    assert asyncio.run(go()) == [100, 1, 100]
+
+
+def test_a_watcher_forgets_the_queues_it_no_longer_samples() -> None:
+    watcher = Watcher.__new__(Watcher)  # no netlink: the bookkeeping alone
+    one, two = Endpoint(S4, 53, UDP), Endpoint(A, 53, UDP)
+    watcher._queues = {one: 3, two: 0}
+    watcher.lookup = lambda endpoint: None  # type: ignore[method-assign]  # nothing listens: empty
+    assert watcher.holding
+    assert watcher.sample([two]) == []
+    assert not watcher.holding and watcher._queues == {two: 0}
