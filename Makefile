@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEBIAN_PACKAGES := frr unbound bind9 bind9-dnsutils nftables iproute2 procps python3-venv systemd util-linux
 
-.PHONY: deps venv lint test fuzz mutation unit integration demo bench bench-quick bench-sidecar reliability clean
+.PHONY: deps venv dist lint test fuzz mutation unit integration demo bench bench-quick bench-sidecar reliability clean
 
 deps:
 	./scripts/install-debian-packages.sh $(DEBIAN_PACKAGES)
@@ -19,6 +19,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 venv: $(VENV)/.installed
+
+# What operators install (docs/operations.md): the sdist and a wheel built from it, in dist/.
+dist: venv
+	$(PY) -m build --outdir dist .
 
 lint: venv
 	$(PY) -m ruff check .

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from anycastd import config
+from anycastd import __version__, config
 from anycastd.cli.anycastd import _parser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,16 +98,20 @@ def test_systemd_scores_the_units_exposure_at_most_3(unit: str, tmp_path: Path) 
     assert score <= MAX_EXPOSURE, "\n".join(line for line in result.stdout.splitlines() if "✗" in line)
 
 
-def test_the_wheel_holds_the_runtime_only(tmp_path: Path) -> None:
-    """What operators install on a DNS server: the daemon and its CLI, not the lab, the demo or the benchmarks."""
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An sdist, and a wheel built from it, as `make dist` builds them."""
+    out = tmp_path_factory.mktemp("dist")
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
-        check=False,
-        capture_output=True,
-        text=True,
+        [sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)], check=False, capture_output=True, text=True
     )
-    assert built.returncode == 0, built.stderr
-    [wheel] = tmp_path.glob("anycastd_dns-*.whl")
+    assert built.returncode == 0, built.stdout + built.stderr
+    return out
+
+
+def test_the_wheel_holds_the_runtime_only(dist: Path) -> None:
+    """What operators install on a DNS server: the daemon and its CLI, not the lab, the demo or the benchmarks."""
+    [wheel] = dist.glob("anycastd_dns-*.whl")
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
     top = {name.split("/", 1)[0] for name in names}
@@ -115,3 +119,40 @@ def test_the_wheel_holds_the_runtime_only(tmp_path: Path) -> None:
     assert not [n for n in names if "/lab/" in n or "anycastd_lab" in n or n.startswith(("tests/", "bench/"))]
     for needed in ("anycastd/cli/anycastd.py", "anycastd/announce/exabgp_helper.py", "anycastd/offloop.py"):
         assert needed in names
+    assert f"anycastd_dns-{__version__}.dist-info/licenses/LICENSE" in names
+
+
+def test_the_built_package_installs_into_a_clean_venv_and_runs(dist: Path, tmp_path: Path) -> None:
+    """docs/operations.md's instructions: a fresh venv, the wheel, and both commands answer with the one version."""
+    [wheel] = dist.glob(f"anycastd_dns-{__version__}-*.whl")
+    assert list(dist.glob(f"anycastd_dns-{__version__}.tar.gz"))
+    venv = tmp_path / "venv"
+    python = shutil.which("python3", path="/usr/bin") or sys.executable
+    subprocess.run([python, "-m", "venv", str(venv)], check=True)
+    pip = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", str(wheel)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert pip.returncode == 0, pip.stderr
+    for command in ("anycastd", "anycastctl"):
+        out = subprocess.run([str(venv / "bin" / command), "--version"], check=True, capture_output=True, text=True)
+        assert out.stdout.split() == [command, __version__]
+    shown = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import importlib.metadata as m; print(m.metadata('anycastd-dns')['License-Expression'])",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert shown.stdout.strip() == "Apache-2.0"
+
+
+def test_the_version_is_written_once() -> None:
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert 'dynamic = ["version"]' in pyproject and "\nversion =" not in pyproject
+    assert (ROOT / "LICENSE").read_text().split()[:3] == ["Apache", "License", "Version"]
