@@ -80,7 +80,7 @@ from anycastd.routes import (
     servers_routed,
 )
 from anycastd.schema import DnsCheck
-from anycastd.skeleton import Clock, MaintenanceBook, Probe, Sleep, probe_forever, who
+from anycastd.skeleton import Clock, Liveness, MaintenanceBook, Probe, Sleep, probe_forever, stall_after, who
 from anycastd.state import Maintenance, MaintenanceStore, StateError
 from anycastd.status import CheckStatus, damping_json, iso, probe_outcome, result_json, transition_json
 
@@ -148,6 +148,8 @@ class Router:
         self.sleep = sleep
         self.jitter = jitter
         self.retry_wait = retry_wait or tenacity.wait_exponential(multiplier=0.05, max=0.5)
+        #: Every probe beats it with each result (the systemd watchdog pings only while all do).
+        self.liveness = Liveness(clock)
         self.members: dict[str, list[Member]] = {}
         for service in config.services:
             self.members[service.name] = []
@@ -249,6 +251,7 @@ class Router:
         )
 
     def _on_result(self, member: Member, probe: Probe, result: ProbeResult, decision: Decision) -> None:
+        self.liveness.beat(probe.key, stall_after(probe.check))
         self.metrics.probe(member.service.name, member.server.name, probe.index, result)
         self._apply(decision)
 
@@ -589,6 +592,28 @@ class Router:
                 "fib_problem": self.fib_problem,
             },
         }
+
+    # systemd (anycastd.sdnotify) ----------------------------------------------
+
+    def ready(self) -> bool:
+        """Every server has a verdict and one pass over FRR has been made (whether FRR took it or not)."""
+        decided = all(c is not None for c in self.choices.values())
+        return decided and (self.last_sync is not None or self.frr_problem is not None)
+
+    def summary(self) -> str:
+        """One line: the servers each service is routed via, e.g. "dns via s1, s2 (2 of 3)"."""
+        parts = []
+        for service in self.config.services:
+            routed = sorted(servers_routed(service, self.owned))
+            choice = self.choices[service.name]
+            part = f"{service.name} via {', '.join(routed) or 'nothing'} ({len(routed)} of {len(service.servers)})"
+            parts.append(part + (" DEGRADED" if choice is not None and choice.degraded else ""))
+        if self.frr_problem is not None:
+            parts.append(f"FRR: {self.frr_problem}")
+        return "; ".join(parts)
+
+    def alive(self) -> bool:
+        return self.liveness()
 
     def view(self) -> RouterView:
         servers = []

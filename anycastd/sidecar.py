@@ -65,34 +65,14 @@ from anycastd.errors import AddressError, AnnounceError, ConfigError
 from anycastd.health import GRACEFUL_SHUTDOWN, Decision, Path, ServiceHealth, State, Thresholds, path_of
 from anycastd.metrics import Metrics, ServiceView, View
 from anycastd.schema import DnsCheck, IPAddress, IPNetwork
-from anycastd.skeleton import Clock, MaintenanceBook, Probe, Sleep, probe_forever, who
+from anycastd.skeleton import Clock, Liveness, MaintenanceBook, Probe, Sleep, probe_forever, stall_after, who
 from anycastd.sockdiag import Polling, Triggers
 from anycastd.state import Maintenance, MaintenanceStore, StateError
 from anycastd.status import CheckStatus, damping_json, iso, probe_outcome, result_json, transition_json
 
 log = logging.getLogger(__name__)
 
-#: Added to a check's interval + timeout before its loop counts as stalled.
-STALL_SLACK = 1.0
 STATUS_VERSION = 1
-
-
-class Liveness:
-    """Deadlines by which each loop must beat again."""
-
-    def __init__(self, clock: Clock = time.monotonic) -> None:
-        self.clock = clock
-        self._deadlines: dict[str, float] = {}
-
-    def beat(self, key: str, within: float) -> None:
-        self._deadlines[key] = self.clock() + within
-
-    def forget(self, key: str) -> None:
-        self._deadlines.pop(key, None)
-
-    def __call__(self) -> bool:
-        now = self.clock()
-        return all(deadline >= now for deadline in self._deadlines.values())
 
 
 def _loop_key(service: str, index: int) -> str:
@@ -231,7 +211,7 @@ class Sidecar:
             self.health[service.name],
             self.checks[service.name][index],
         )
-        stall_after = check.interval + check.timeout + STALL_SLACK
+        within = stall_after(check)
         status = probe.status
         status.detection, status.detection_note = self.triggers.watch(probe)
 
@@ -247,7 +227,7 @@ class Sidecar:
                 clock=self.clock,
                 sleep=self.sleep,
                 jitter=self.jitter,
-                beat=lambda p: self.liveness.beat(p.key, stall_after),
+                beat=lambda p: self.liveness.beat(p.key, within),
             )
         finally:
             self.triggers.forget(probe)
@@ -460,6 +440,19 @@ class Sidecar:
             "bgp": self.announcer.sessions(),
             "exabgp": self.announcer.describe(),
         }
+
+    # systemd (anycastd.sdnotify) ----------------------------------------------
+
+    def ready(self) -> bool:
+        """Started, and every service has a verdict (maintenance is one): its path has been set."""
+        return self._crashed is not None and all(h.decided for h in self.health.values())
+
+    def summary(self) -> str:
+        """One line: each service's path and state, e.g. "dns announced (UP); dot withdrawn (DOWN)"."""
+        return "; ".join(f"{s.name} {self.paths[s.name]} ({self.health[s.name].state})" for s in self.config.services)
+
+    def alive(self) -> bool:
+        return self.liveness()
 
     def view(self) -> View:
         now = self.clock()

@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
@@ -67,6 +68,34 @@ CONFIRM_GAP = 0.25
 CONFIRM_TIMEOUT = 1 / 3
 
 
+#: Added to a check's interval + timeout before its loop counts as stalled.
+STALL_SLACK = 1.0
+
+
+class Liveness:
+    """Deadlines by which each probe loop must beat again: the sidecar's ExaBGP heartbeat and both
+    daemons' systemd watchdog pings go out only while every one is met."""
+
+    def __init__(self, clock: Clock = time.monotonic) -> None:
+        self.clock = clock
+        self._deadlines: dict[str, float] = {}
+
+    def beat(self, key: str, within: float) -> None:
+        self._deadlines[key] = self.clock() + within
+
+    def forget(self, key: str) -> None:
+        self._deadlines.pop(key, None)
+
+    def __call__(self) -> bool:
+        now = self.clock()
+        return all(deadline >= now for deadline in self._deadlines.values())
+
+
+def stall_after(check: DnsCheck) -> float:
+    """How long a loop probing ``check`` may go without a beat before it counts as stalled."""
+    return check.interval + check.timeout + STALL_SLACK
+
+
 def confirming(check: DnsCheck) -> DnsCheck:
     """The check as a probe confirming a failure runs it: the same query, a shorter wait."""
     return replace(check, timeout=check.timeout * CONFIRM_TIMEOUT)
@@ -84,6 +113,17 @@ class Probe:
     status: CheckStatus
     wake: asyncio.Event | None = None  # set: probe now, whatever the schedule says
     urgent: bool = False  # the next probe follows an event that suggests a failure: a confirming probe's timeout
+    #: The probe in flight while it waits the full timeout (probe_forever sets it; ``hurry`` cancels it).
+    inflight: asyncio.Future[ProbeResult] | None = None
+
+    def hurry(self) -> None:
+        """An event says the resolver has stopped (its clients' queries are stuck): probe now, with a
+        confirming probe's timeout, instead of the probe in flight that would wait the full one."""
+        self.urgent = True
+        if self.inflight is not None:
+            self.inflight.cancel()
+        if self.wake is not None:
+            self.wake.set()
 
 
 OnResult = Callable[[Probe, ProbeResult, Decision], Awaitable[None]]
@@ -113,13 +153,45 @@ async def probe_forever(
         probe.urgent = False
         probe.status.woken += woken
         started = clock()
-        result = await prober.probe(short if doubt else check, probe.service_addresses)
+        try:
+            result = await _run(probe, prober.probe(short if doubt else check, probe.service_addresses), doubt)
+        except _Hurried:  # hurry() abandoned it: the urgent probe replaces it, at once, and the schedule restarts
+            woken, next_at = _cleared(probe), clock()
+            continue
         decision = record(probe, result, doubt, clock())
         await on_result(probe, result, decision)
         next_at = next_due(probe, started, next_at, clock())
         woken = await _wait(probe, next_at - clock(), sleep)
         if woken:
             next_at = clock()  # woken early: the schedule starts again from this probe
+
+
+def _cleared(probe: Probe) -> bool:
+    if probe.wake is not None:
+        probe.wake.clear()
+    return True
+
+
+class _Hurried(Exception):
+    """The probe in flight was abandoned by ``Probe.hurry``."""
+
+
+async def _run(probe: Probe, probing: Awaitable[ProbeResult], short: bool) -> ProbeResult:
+    """Await one probe; one that waits the full timeout can be abandoned by ``Probe.hurry`` (``_Hurried``)."""
+    if short or probe.wake is None:
+        return await probing  # already quick, or nothing can hurry it
+    task = probe.inflight = asyncio.ensure_future(probing)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if task.cancelled() and current is not None and not current.cancelling():
+            raise _Hurried from None
+        raise
+    finally:
+        probe.inflight = None
+        if not task.done():
+            task.cancel()
 
 
 def in_doubt(probe: Probe) -> bool:

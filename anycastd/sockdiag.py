@@ -317,9 +317,10 @@ class SocketWatch:
     status says why. The queues are sampled every ``idle`` seconds while all are empty and every
     ``busy`` while one holds a query, so a queue that sticks is seen ``idle + busy`` after at
     most, for the cost of ``1 / idle`` wake-ups a second. A stuck queue wakes a probe at most
-    once per ``check.timeout``, and marks it ``urgent``: the clients' queries are already
-    waiting, so the probe waits only a confirming probe's timeout (anycastd.skeleton). The
-    verdict is still the probes', not a stream of wake-ups.
+    once per ``check.timeout``, and hurries it (``Probe.hurry``): the clients' queries are
+    already waiting, so the probe waits only a confirming probe's timeout, and a probe in
+    flight that would wait the full one is abandoned for it (anycastd.skeleton). The verdict
+    is still the probes', not a stream of wake-ups.
     """
 
     def __init__(
@@ -384,9 +385,7 @@ class SocketWatch:
             if due and stuck.intersection(self.queues[probe.key]):
                 log.debug("%s: the resolver's receive queue is not shrinking: probing now", probe.key)
                 self._woken_at[probe.key] = now
-                assert probe.wake is not None
-                probe.urgent = True
-                probe.wake.set()
+                probe.hurry()
         every = self.busy if self.watcher.holding else self.idle
         self._timer = asyncio.get_running_loop().call_later(every, self._sample)
 

@@ -18,7 +18,6 @@ from anycastd.announce.exabgp import ExaBGPAnnouncer
 from anycastd.announce.frr import VtyRoutes, VtyshRoutes
 from anycastd.checks.dns import DnsProber
 from anycastd.config import Config, load
-from anycastd.control import Controller
 from anycastd.control_server import ControlServer
 from anycastd.engine import ProbeEngine
 from anycastd.errors import AnycastdError, ConfigError
@@ -28,7 +27,9 @@ from anycastd.nft_meter import NftablesMeter
 from anycastd.offloop import OffLoopReader
 from anycastd.router import Router
 from anycastd.router_config import RouterConfig, load_router
-from anycastd.sidecar import Liveness, Sidecar
+from anycastd.sdnotify import Notifier, supervise
+from anycastd.sidecar import Sidecar
+from anycastd.skeleton import Liveness
 from anycastd.sockdiag import SocketWatch
 from anycastd.state import FileStore
 
@@ -114,7 +115,7 @@ async def _run(config: Config, path: str) -> None:
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     try:
-        await _serve(config, sidecar, metrics, lambda: sidecar.run(stop))
+        await _serve(config, sidecar, metrics, lambda: sidecar.run(stop), stop=stop, stopping=SIDECAR_STOPPING)
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
         await asyncio.gather(*reloads, return_exceptions=True)
@@ -123,18 +124,28 @@ async def _run(config: Config, path: str) -> None:
 
 async def _serve(
     config: Config | RouterConfig,
-    daemon: Controller,
+    daemon: Sidecar | Router,
     metrics: Metrics | RouterMetrics,
     run: Callable[[], Awaitable[None]],
+    *,
+    stop: asyncio.Event,
+    stopping: str,
 ) -> None:
-    """Run ``run()`` with the control socket and (if configured) the metrics endpoint up; close both after."""
+    """Run ``run()`` with the control socket, the metrics endpoint (if configured) and systemd's notify
+    protocol (under `Type=notify`) up; close them after."""
     control = ControlServer(config.control_socket, daemon, config.control.group)
     await control.start()
+    notifier = Notifier()
+    supervisor = asyncio.create_task(supervise(notifier, daemon, stop, stopping), name="systemd")
     try:
         if config.metrics is not None:
             metrics.serve(config.metrics.address, config.metrics.port)
         await run()
     finally:
+        if not supervisor.done():
+            supervisor.cancel()
+        await asyncio.gather(supervisor, return_exceptions=True)
+        notifier.close()
         await control.close()
         metrics.close()
 
@@ -161,12 +172,16 @@ async def _run_router(config: RouterConfig) -> None:
         engine=ProbeEngine,
     )
     try:
-        await _serve(config, router, metrics, lambda: router.run(stop))
+        await _serve(config, router, metrics, lambda: router.run(stop), stop=stop, stopping=ROUTER_STOPPING)
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
         prober.close()
         if isinstance(routes, VtyRoutes):
             routes.close()
+
+
+SIDECAR_STOPPING = "stopping: withdrawing every route, waiting for the queries to stop"
+ROUTER_STOPPING = "stopping: FRR keeps the routes as they are"
 
 
 def _check_config(args: argparse.Namespace) -> int:

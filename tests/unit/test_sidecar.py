@@ -30,8 +30,8 @@ from anycastd.drain import InMemoryMeter
 from anycastd.errors import AnnounceError, ConfigError
 from anycastd.health import Outcome, State
 from anycastd.schema import DnsCheck, IPAddress
-from anycastd.sidecar import Liveness, Sidecar
-from anycastd.skeleton import Probe
+from anycastd.sidecar import Sidecar
+from anycastd.skeleton import Liveness, Probe
 from anycastd.state import FileStore, InMemoryStore, Maintenance, MaintenanceStore
 from anycastd.status import CheckStatus
 from tests.unit.fake_time import FakeTime

@@ -401,3 +401,40 @@ def test_an_urgent_probe_waits_a_confirming_probes_timeout_once() -> None:
     assert timeouts == pytest.approx((third, 0.5, 0.5, 0.5))
     assert starts == pytest.approx((0.0, 1.0, 2.0, 3.0))  # passing: the schedule is unchanged
     assert not probe.urgent and probe.status.confirming == 1
+
+
+def test_hurry_abandons_a_probe_waiting_the_full_timeout_for_an_urgent_one() -> None:
+    async def go() -> tuple[list[float], Probe, bool]:
+        loop = asyncio.get_running_loop()
+        probe = _probe(asyncio.Event())
+        timeouts: list[float] = []
+        started = asyncio.Event()
+        hung = asyncio.Event()
+
+        class Prober:
+            async def probe(self, check: DnsCheck, service_addresses: Sequence[IPAddress]) -> ProbeResult:
+                timeouts.append(check.timeout)
+                started.set()
+                if len(timeouts) == 1:
+                    await hung.wait()  # the resolver froze under this one: it never answers
+                return OK
+
+        async def on_result(p: Probe, result: ProbeResult, decision: Decision) -> None:
+            pass
+
+        task = asyncio.ensure_future(
+            probe_forever(probe, Prober(), on_result, clock=loop.time, sleep=asyncio.sleep, jitter=lambda _: 0.0)
+        )
+        await alongside(task, started.wait())
+        assert probe.inflight is not None  # the full timeout: it may be hurried
+        probe.hurry()  # the clients' queue is stuck
+        await alongside(task, until(lambda: probe.status.probes == 1, "the urgent probe"))
+        assert not probe.wake.is_set()  # consumed by the urgent probe, not left for another
+        task.cancel()  # a shutdown is not a hurry: it ends the loop
+        await asyncio.gather(task, return_exceptions=True)
+        return timeouts, probe, task.cancelled()
+
+    timeouts, probe, cancelled = asyncio.run(go())
+    assert timeouts == pytest.approx([0.5, 0.5 / 3])
+    assert probe.status.probes == 1 and probe.status.confirming == 1  # the abandoned one is not counted
+    assert cancelled and probe.inflight is None
