@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import ipaddress
 import logging
@@ -82,6 +83,33 @@ _SOCKID = struct.Struct("!HH16s16sIII")
 _MSG_HEAD = struct.Struct("=BBBB")
 _MSG_TAIL = struct.Struct("=IIIII")
 MSG_SIZE = _MSG_HEAD.size + _SOCKID.size + _MSG_TAIL.size
+
+
+# classic BPF (linux/filter.h), to let only listeners' destructions wake the daemon
+SO_ATTACH_FILTER = 26
+_BPF_LDH_ABS = 0x28  # BPF_LD | BPF_H | BPF_ABS: A = the big-endian 16 bits at k
+_BPF_JEQ_K = 0x15  # BPF_JMP | BPF_JEQ | BPF_K: if A == k skip jt, else jf
+_BPF_RET_K = 0x06  # BPF_RET | BPF_K: keep k bytes of the message (0: drop it)
+_BPF_INSN = struct.Struct("=HBBI")
+# where a destruction event holds its ports: nlmsghdr, then inet_diag_msg's 4 bytes, then the sockid
+_SPORT_AT = _NLMSGHDR.size + _MSG_HEAD.size
+_DPORT_AT = _SPORT_AT + 2
+
+
+def listener_filter(ports: Collection[int]) -> bytes:
+    """A classic BPF program that keeps only the destruction of a socket with no peer (a listener)
+    on one of ``ports``. Every probe's own socket (an ephemeral port, connected) is dropped in the
+    kernel, so it does not wake the daemon."""
+    wanted = sorted(set(ports))
+    n = len(wanted)
+    program = [
+        (_BPF_LDH_ABS, 0, 0, _DPORT_AT),
+        (_BPF_JEQ_K, 0, n + 1, 0),  # connected (a peer's port): drop
+        (_BPF_LDH_ABS, 0, 0, _SPORT_AT),
+    ]
+    program += [(_BPF_JEQ_K, n - k, 0, port) for k, port in enumerate(wanted)]  # a match jumps to "keep"
+    program += [(_BPF_RET_K, 0, 0, 0), (_BPF_RET_K, 0, 0, 0xFFFFFFFF)]
+    return b"".join(_BPF_INSN.pack(*insn) for insn in program)
 
 
 class DiagError(Exception):
@@ -175,6 +203,7 @@ class Watcher:
 
     def __init__(self) -> None:
         self._queues: dict[Endpoint, int] = {}
+        self._ports: frozenset[int] | None = None
         self._seq = 0
         self.events: socket.socket | None = None
         self.query: socket.socket | None = None
@@ -196,6 +225,17 @@ class Watcher:
     def fileno(self) -> int:
         assert self.events is not None
         return self.events.fileno()
+
+    def listen_to(self, ports: Collection[int]) -> None:
+        """Let only the destruction of listeners on ``ports`` through (``listener_filter``)."""
+        assert self.events is not None
+        if frozenset(ports) == self._ports:
+            return
+        code = listener_filter(ports)
+        buffer = ctypes.create_string_buffer(code)
+        prog = struct.pack("@HP", len(code) // _BPF_INSN.size, ctypes.addressof(buffer))
+        self.events.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, prog)
+        self._ports = frozenset(ports)
 
     def destroyed(self, endpoints: Collection[Endpoint]) -> set[Endpoint]:
         """The endpoints whose listening socket the kernel has reported destroyed since the last call."""
@@ -357,6 +397,10 @@ class SocketWatch:
             probe.wake = asyncio.Event()
         self.probes[probe.key] = (probe, endpoints_of(probe.check, probe.service_addresses))
         self.queues[probe.key] = queues_of(probe.check, probe.service_addresses)
+        try:
+            self.watcher.listen_to({e.port for e in self._all()})
+        except OSError as exc:  # unfiltered: every socket destroyed wakes the daemon, which still works
+            log.warning("sock_diag: cannot filter the events in the kernel (%s); each is filtered here", exc)
         return METHOD, None
 
     def forget(self, probe: Probe) -> None:

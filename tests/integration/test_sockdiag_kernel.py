@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 
-from anycastd.sockdiag import Endpoint, Watcher
+from anycastd.sockdiag import Endpoint, SocketInfo, Watcher, parse_messages
 
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
 
@@ -26,6 +26,7 @@ def test_the_kernel_reports_a_listener_destroyed_and_its_queue_stuck() -> None:
     watcher = Watcher()
     listener, endpoint = _listener()
     other, elsewhere = _listener()
+    watcher.listen_to({endpoint.port})  # what the sidecar does: the ports its checks reach
     try:
         info = watcher.lookup(endpoint)
         assert info is not None and info.port == endpoint.port and info.rqueue == 0
@@ -37,11 +38,24 @@ def test_the_kernel_reports_a_listener_destroyed_and_its_queue_stuck() -> None:
             assert watcher.sample([endpoint, elsewhere]) == [endpoint]
             listener.recv(100)  # the resolver reads: the queue shrinks, so it is not stuck
             assert watcher.sample([endpoint]) == []
-        other.close()  # not watched here: no event for it
+        other.close()  # not on a watched port: the kernel drops its event
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # a probe's own socket: dropped too
+            probe.connect(("127.0.0.1", endpoint.port))
         listener.close()
         seen: set[Endpoint] = set()
         while endpoint not in seen and select.select([watcher.fileno()], [], [], 5)[0]:
-            seen |= watcher.destroyed([endpoint])
+            assert watcher.events is not None
+            data = watcher.events.recv(65536)  # each event, raw: only the listener's gets through the filter
+            seen |= {
+                e
+                for info in parse_messages(data, socket.IPPROTO_UDP)
+                if isinstance(info, SocketInfo)
+                for e in [endpoint]
+                if info.serves(e)
+            }
+            assert [i.port for i in parse_messages(data, socket.IPPROTO_UDP) if isinstance(i, SocketInfo)] == [
+                endpoint.port
+            ]
         assert seen == {endpoint}
         assert watcher.lookup(endpoint) is None  # nothing listens there now
     finally:
@@ -52,7 +66,7 @@ def test_the_kernel_reports_a_listener_destroyed_and_its_queue_stuck() -> None:
 
 WATCH_AS_NOBODY = """
 import ipaddress, select, socket
-from anycastd.sockdiag import Endpoint, Watcher
+from anycastd.sockdiag import Endpoint, SocketInfo, Watcher, parse_messages
 watcher = Watcher()
 endpoint = Endpoint(ipaddress.ip_address("127.0.0.1"), {port}, socket.IPPROTO_UDP)
 print("watching", flush=True)

@@ -70,6 +70,13 @@ def test_systemd_accepts_the_unit(unit: str, tmp_path: Path) -> None:
     assert problems == []
 
 
+@pytest.mark.parametrize("unit", [c[0] for c in CASES])
+def test_each_unit_is_notify_with_a_watchdog_and_restarts_on_failure(unit: str) -> None:
+    s = service(unit)
+    assert (s["Type"], s["NotifyAccess"], s["Restart"]) == ("notify", "main", "on-failure")
+    assert s["WatchdogSec"] == "5s"  # pings stop once a probe loop misses its stall bound; 5 s later, a restart
+
+
 #: The exposure `systemd-analyze security` may give either unit (0 is best, 10 worst).
 MAX_EXPOSURE = 3.0
 

@@ -23,6 +23,7 @@ from anycastd.sockdiag import (
     SocketWatch,
     Watcher,
     endpoints_of,
+    listener_filter,
     lookup_request,
     parse_messages,
     queues_of,
@@ -107,6 +108,37 @@ def test_a_check_watches_its_address_and_the_service_addresses_it_probes() -> No
     assert endpoints_of(alone, [S4]) == (Endpoint(A, 5353, TCP),)
 
 
+def run_bpf(program: bytes, packet: bytes) -> int:
+    """The classic BPF instructions listener_filter emits, interpreted: the bytes kept (0: dropped)."""
+    insns = [struct.unpack_from("=HBBI", program, at) for at in range(0, len(program), 8)]
+    pc, a = 0, 0
+    while True:
+        code, jt, jf, k = insns[pc]
+        if code == 0x28:  # ldh [k], big-endian
+            a = int.from_bytes(packet[k : k + 2], "big")
+        elif code == 0x15:  # jeq #k
+            pc += jt if a == k else jf
+        elif code == 0x06:  # ret #k
+            return k
+        else:
+            raise AssertionError(f"unexpected instruction {code:#x}")
+        pc += 1
+
+
+@pytest.mark.parametrize(
+    ("packet", "kept"),
+    [
+        (diag_msg("192.0.2.10", 53), True),  # the resolver's listener
+        (diag_msg("::", 853), True),  # a wildcard listener on another watched port
+        (diag_msg("192.0.2.10", 5353), False),  # a listener on a port no check reaches
+        (diag_msg("192.0.2.10", 40000, remote_port=53), False),  # a probe's own socket, connected to the resolver
+        (diag_msg("192.0.2.10", 53, remote_port=40000), False),  # a TCP connection the resolver accepted
+    ],
+)
+def test_the_kernel_keeps_only_the_destruction_of_listeners_on_watched_ports(packet: bytes, kept: bool) -> None:
+    assert bool(run_bpf(listener_filter({53, 853}), packet)) is kept
+
+
 class FakeWatcher(Watcher):
     """The kernel's side, scripted: what was destroyed, which queues are stuck."""
 
@@ -114,11 +146,15 @@ class FakeWatcher(Watcher):
         self.gone: set[Endpoint] = set()
         self.stuck: list[Endpoint] = []
         self.held = False
+        self.ports: set[int] = set()
         self.reader, self.writer = socket.socketpair()
         self.closed = False
 
     def fileno(self) -> int:
         return self.reader.fileno()
+
+    def listen_to(self, ports: Collection[int]) -> None:
+        self.ports = set(ports)
 
     def fire(self, *gone: Endpoint) -> None:
         self.gone.update(gone)
@@ -154,6 +190,7 @@ def test_a_destroyed_socket_wakes_the_probes_that_reach_it_and_no_other() -> Non
         mine, other = _probe("dns/checks[0]", DnsCheck(A)), _probe("dot/checks[0]", DnsCheck(A, port=853))
         assert watch.watch(mine) == (METHOD, None) and watch.watch(other) == (METHOD, None)
         assert mine.wake is not None and other.wake is not None
+        assert fake.ports == {53, 853}  # the kernel lets through only these listeners' destruction
         fake.fire(Endpoint(S4, 53, UDP))  # the service address's socket: mine probes it too
         await asyncio.wait_for(mine.wake.wait(), 5)
         assert not other.wake.is_set()
