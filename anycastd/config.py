@@ -88,7 +88,7 @@ class Neighbor:
 
 @dataclass(frozen=True)
 class ExaBGPSettings:
-    command: tuple[str, ...] | None = None  # None: this Python's ``-m exabgp``
+    command: tuple[str, ...] | None = None  # None: this Python's ``-m anycastd.announce.exabgp_run`` (ExaBGP)
     watchdog: float = 1.5
 
 

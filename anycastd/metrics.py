@@ -4,22 +4,39 @@ Counters and the latency histogram are updated by the loop as probes finish.
 Everything that is a *state* (service state, announced, maintenance, BGP
 sessions) is read from the daemon when Prometheus scrapes, through a
 ``View`` callback, so there is no second copy of the state to keep in step.
-Each ``Metrics`` has its own registry: no module-level singletons.
+Each ``Metrics`` has its own registry: no module-level singletons. It holds the
+standard process, platform and garbage-collector collectors too, and
+``anycastd_build_info``. Every labelled counter is created at zero for each label
+set it can take as soon as the services are known (``declare``), so that an alert
+on ``rate(...)`` or ``increase(...)`` holds from the first scrape instead of only
+after the first failure. Names follow Prometheus's conventions: counters end in
+``_total``, and units are in the name (``_seconds``).
 """
 
 from __future__ import annotations
 
 import logging
+import platform
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from anycastd.checks.dns import ProbeResult
+from anycastd import __version__
+from anycastd.checks.dns import FAILURE_KINDS, ProbeResult
 from anycastd.errors import AnycastdError
 from anycastd.health import State
 from anycastd.schema import IPAddress
@@ -102,7 +119,7 @@ class _StateCollector(Collector):
         )
         for neighbor, phase in sorted(v.sessions.items()):
             session.add_metric([neighbor], 1.0 if phase == "up" else 0.0)
-        restarts = GaugeMetricFamily("anycastd_exabgp_restarts", "times ExaBGP had to be started again")
+        restarts = CounterMetricFamily("anycastd_exabgp_restarts", "times ExaBGP had to be started again")
         restarts.add_metric([], float(v.exabgp_restarts))
         exabgp = GaugeMetricFamily(
             "anycastd_exabgp_state", "1 for the state ExaBGP is in, 0 for the others", labels=["state"]
@@ -124,6 +141,11 @@ class _Endpoint:
         self.registry = CollectorRegistry()
         self._server: Any = None
         self._thread: threading.Thread | None = None
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        build = Info("anycastd_build", "the anycastd that runs: its version and Python's", registry=self.registry)
+        build.info({"version": __version__, "python": platform.python_version()})
 
     def serve(self, address: IPAddress, port: int) -> None:
         try:
@@ -169,6 +191,15 @@ class Metrics(_Endpoint):
 
     def watch(self, view: Callable[[], View]) -> None:
         self.registry.register(_StateCollector(view))
+
+    def declare(self, services: Iterable[tuple[str, int]]) -> None:
+        """Create every labelled series at zero for these (service, number of checks)."""
+        for service, checks in services:
+            for check in range(checks):
+                for kind in FAILURE_KINDS:
+                    self.probe_failures.labels(service, str(check), kind)
+            for state in State:
+                self.transitions.labels(service, str(state))
 
     def probe(self, service: str, check: int, ok: bool, kind: str, latency: float | None) -> None:
         if ok and latency is not None:
@@ -262,6 +293,15 @@ class RouterMetrics(_Endpoint):
 
     def watch(self, view: Callable[[], RouterView]) -> None:
         self.registry.register(_RouterCollector(view))
+
+    def declare(self, servers: Iterable[tuple[str, str, int]]) -> None:
+        """Create every labelled series at zero for these (service, server, number of checks)."""
+        for service, server, checks in servers:
+            for check in range(checks):
+                for kind in FAILURE_KINDS:
+                    self.probe_failures.labels(service, server, str(check), kind)
+        for kind in ("add", "remove"):
+            self.route_changes.labels(kind)
 
     def probe(self, service: str, server: str, check: int, result: ProbeResult) -> None:
         if result.ok and result.latency is not None:

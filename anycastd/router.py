@@ -177,6 +177,7 @@ class Router:
         self._synced = asyncio.Condition()
         self._stopping = False
         self.metrics.watch(self.view)
+        self.metrics.declare((m.service.name, m.server.name, len(m.checks)) for ms in self.members.values() for m in ms)
 
     # lifecycle ------------------------------------------------------------
 

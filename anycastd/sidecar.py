@@ -125,6 +125,7 @@ class Sidecar:
     # lifecycle ------------------------------------------------------------
 
     def _init_service(self, service: Service) -> None:
+        self.metrics.declare([(service.name, len(service.checks))])
         thresholds = [Thresholds(c.rise, c.fall, c.fall_hard) for c in service.checks]
         damping = Damping(service.damping) if service.damping is not None else None
         self.health[service.name] = ServiceHealth.create(service.name, thresholds, damping)
@@ -227,10 +228,15 @@ class Sidecar:
                 clock=self.clock,
                 sleep=self.sleep,
                 jitter=self.jitter,
-                beat=lambda p: self.liveness.beat(p.key, within),
+                beat=lambda p: self._beat(p, within),
             )
         finally:
             self.triggers.forget(probe)
+
+    def _beat(self, probe: Probe, within: float) -> None:
+        """Every probe round, before the probe: the loop is alive, and the receive queues are sampled."""
+        self.liveness.beat(probe.key, within)
+        self.triggers.tick()
 
     async def apply(self, service: Service, decision: Decision) -> None:
         for transition in decision.transitions:

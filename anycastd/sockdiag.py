@@ -65,9 +65,9 @@ GROUPS = {
     (socket.AF_INET6, socket.IPPROTO_UDP): 4,
 }
 NOCOOKIE = 0xFFFFFFFF
-#: How often the receive queues are sampled while every one is empty. Each sample wakes the daemon,
-#: and the wake-up, not the lookup (about 7 us), is the cost: 0.7 % of a core at 25 ms on this
-#: machine, 0.2 % at 100 ms (a bare asyncio timer, no work).
+#: How often, at most, the receive queues are sampled while every one is empty. Those samples ride on
+#: the probes' own wake-ups (``SocketWatch.tick``, before each probe): a wake-up, not the lookup (about
+#: 7 us), is what a sample costs (bench/triggers.py).
 SAMPLE_IDLE = 0.1
 #: ... and while one holds a query: a queue that has not shrunk by the next sample is stuck.
 SAMPLE_BUSY = 0.01
@@ -331,6 +331,10 @@ class Triggers(Protocol):
 
     def forget(self, probe: Probe) -> None: ...
 
+    def tick(self) -> None:
+        """A probe is about to run: the daemon is awake anyway."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -346,6 +350,9 @@ class Polling:
     def forget(self, probe: Probe) -> None:
         pass
 
+    def tick(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -354,9 +361,11 @@ class SocketWatch:
     """The sidecar's triggers: sock_diag events and receive-queue samples wake the probes they concern.
 
     The watch opens on the first probe. If sock_diag cannot be used, every probe polls, and its
-    status says why. The queues are sampled every ``idle`` seconds while all are empty and every
-    ``busy`` while one holds a query, so a queue that sticks is seen ``idle + busy`` after at
-    most, for the cost of ``1 / idle`` wake-ups a second. A stuck queue wakes a probe at most
+    status says why. While every queue is empty they are sampled when a probe is about to run
+    (``tick``: the daemon is awake then anyway), at most every ``idle`` seconds; while one holds
+    a query, every ``busy`` seconds, on a timer of their own. A queue that sticks is then seen
+    within a probe interval plus ``busy``, and an idle daemon is woken by nothing more than its
+    probes. A stuck queue wakes a probe at most
     once per ``check.timeout``, and hurries it (``Probe.hurry``): the clients' queries are
     already waiting, so the probe waits only a confirming probe's timeout, and a probe in
     flight that would wait the full one is abandoned for it (anycastd.skeleton). The verdict
@@ -378,7 +387,8 @@ class SocketWatch:
         self.probes: dict[str, tuple[Probe, tuple[Endpoint, ...]]] = {}  # by Probe.key
         self.queues: dict[str, tuple[Endpoint, ...]] = {}  # the sockets sampled for each probe
         self._woken_at: dict[str, float] = {}
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None  # the next busy sample
+        self._sampled_at = -1e9
 
     def watch(self, probe: Probe) -> tuple[str, str | None]:
         if self.watcher is None and self.problem is None:
@@ -388,9 +398,7 @@ class SocketWatch:
                 self.problem = str(exc)
                 log.warning("%s; failures are found by polling alone", exc)
             else:
-                loop = asyncio.get_running_loop()
-                loop.add_reader(self.watcher.fileno(), self._on_events)
-                self._timer = loop.call_later(self.idle, self._sample)
+                asyncio.get_running_loop().add_reader(self.watcher.fileno(), self._on_events)
         if self.watcher is None:
             return "polling", self.problem
         if probe.wake is None:
@@ -420,8 +428,16 @@ class SocketWatch:
                 assert probe.wake is not None
                 probe.wake.set()
 
+    def tick(self) -> None:
+        # a probe interval a little shorter than ``idle`` (a schedule's jitter) still samples every round
+        idle_again = self.clock() - self._sampled_at >= self.idle * 0.9
+        if self.watcher is not None and self._timer is None and idle_again:
+            self._sample()
+
     def _sample(self) -> None:
         assert self.watcher is not None
+        self._timer = None
+        self._sampled_at = self.clock()
         stuck = set(self.watcher.sample({e for queues in self.queues.values() for e in queues}))
         now = self.clock()
         for probe, _ in self.probes.values():
@@ -430,8 +446,8 @@ class SocketWatch:
                 log.debug("%s: the resolver's receive queue is not shrinking: probing now", probe.key)
                 self._woken_at[probe.key] = now
                 probe.hurry()
-        every = self.busy if self.watcher.holding else self.idle
-        self._timer = asyncio.get_running_loop().call_later(every, self._sample)
+        if self.watcher.holding:
+            self._timer = asyncio.get_running_loop().call_later(self.busy, self._sample)
 
     def close(self) -> None:
         if self._timer is not None:

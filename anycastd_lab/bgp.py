@@ -78,7 +78,7 @@ class BgpLab(DnsLab):
     def exabgp_pid(self, server: Server) -> int | None:
         """The ExaBGP process anycastd runs on ``server``, found by its command line."""
         for pid, argv in self.lab.commands(server.name).items():
-            if b"exabgp" in argv and b"-m" in argv:
+            if b"-m" in argv and (b"exabgp" in argv or b"anycastd.announce.exabgp_run" in argv):
                 return pid
         return None
 

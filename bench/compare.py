@@ -209,7 +209,7 @@ class Deployment:
     def _role(argv: list[bytes]) -> str:
         if b"healthcheck" in argv:
             return "healthcheck"
-        if b"exabgp" in argv:
+        if b"exabgp" in argv or b"anycastd.announce.exabgp_run" in argv:
             return "exabgp"
         if any(a.endswith(b"exabgp_helper.py") for a in argv):
             return "helper"

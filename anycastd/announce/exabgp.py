@@ -57,7 +57,7 @@ from typing import Any
 
 import tenacity
 
-from anycastd.announce import exabgp_helper
+from anycastd.announce import exabgp_helper, notification
 from anycastd.announce.exabgp_config import render_config
 from anycastd.config import Config
 from anycastd.control_server import peer_of
@@ -298,7 +298,7 @@ class ExaBGPAnnouncer:
         task.add_done_callback(self._tasks.discard)
 
     def _command(self) -> list[str]:
-        base = list(self.config.exabgp.command or (sys.executable, "-m", "exabgp"))
+        base = list(self.config.exabgp.command or (sys.executable, "-m", "anycastd.announce.exabgp_run"))
         return [*base, str(self.config_path)]
 
     async def _supervise(self) -> None:
@@ -328,7 +328,10 @@ class ExaBGPAnnouncer:
                 async for raw in self._process.stdout:
                     line = raw.decode(errors="replace").rstrip()
                     tail.append(line)
-                    exabgp_log.debug("%s", line)
+                    level, fmt, text = relay(line)
+                    if self._closing:  # "SIGTERM received" is CRITICAL to ExaBGP; here it was asked for
+                        level = min(level, logging.DEBUG)
+                    exabgp_log.log(level, fmt, text)
                 code = await self._process.wait()
             if self._closing:
                 return
@@ -429,7 +432,8 @@ class ExaBGPAnnouncer:
             old = self._sessions.get(words[1])
             self._sessions[words[1]] = words[2]
             if old != words[2]:
-                log.info("BGP session with %s: %s -> %s%s", words[1], old, words[2], _detail(line))
+                level = logging.WARNING if old == "up" and not self._closing else logging.INFO
+                log.log(level, "BGP session with %s: %s -> %s%s", words[1], old, words[2], _detail(line))
             return
         if line and not line.startswith("shutdown"):
             log.debug("from ExaBGP: %s", line)
@@ -527,4 +531,28 @@ def _exit_text(code: int | None) -> str:
 
 def _detail(line: str) -> str:
     rest = line.split(None, 3)[3:] if len(line.split()) > 3 else []
-    return f" ({rest[0]})" if rest else ""
+    return f" ({notification.decoded(rest[0])})" if rest else ""
+
+
+#: ExaBGP's levels (anycastd.announce.exabgp_run writes them first on each line) as anycastd logs them:
+#: its warnings and errors as such, the rest (its INFO is chatter: every route it sends) at DEBUG.
+EXABGP_LEVELS = {
+    "FATAL": logging.ERROR,
+    "CRITICAL": logging.ERROR,
+    "ERROR": logging.ERROR,
+    "WARNING": logging.WARNING,
+}
+#: ExaBGP's categories that are never a problem: "advice" says its environment file is missing,
+#: at ERROR, every start (anycastd passes its settings in the environment instead).
+QUIET_SOURCES = frozenset({"advice", "welcome"})
+
+
+def relay(line: str) -> tuple[int, str, str]:
+    """How one line of ExaBGP's log is logged: (level, "%s", the line without its level word)."""
+    level, _, rest = line.partition(" ")
+    if level not in EXABGP_LEVELS and level not in ("INFO", "DEBUG"):
+        return logging.DEBUG, "%s", line  # a custom exabgp.command: no level to read
+    source = rest.split(None, 1)[0] if rest.strip() else ""
+    if source in QUIET_SOURCES:
+        return logging.DEBUG, "%s", rest
+    return EXABGP_LEVELS.get(level, logging.DEBUG), "%s", notification.decoded(rest)

@@ -44,6 +44,10 @@ from anycastd.schema import DnsCheck, IPAddress
 UDP_SENDS = 3
 
 
+#: Every ``ProbeResult.kind`` of a failure (metrics create each at zero, so alerts on them hold from the start).
+FAILURE_KINDS = ("timeout", "refused", "network", "malformed", "mismatch", "rcode", "answer")
+
+
 @dataclass(frozen=True)
 class ProbeResult:
     """The verdict on one query, or the combined verdict of a probe."""

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from anycastd import __version__, frr_policy
+from anycastd import __version__, frr_policy, logs
 from anycastd.address import NetlinkAddresses
 from anycastd.announce.exabgp import ExaBGPAnnouncer
 from anycastd.announce.frr import VtyRoutes, VtyshRoutes
@@ -234,12 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         return _check_config(args)
     if args.command == "frr-policy":
         return _frr_policy(args)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("pyroute2").setLevel(logging.WARNING)  # its debug is a netlink packet trace
+    logs.setup(args.log_level)
     if args.command == "router":
         router = _load(args.config, load_router)
         if router is None:

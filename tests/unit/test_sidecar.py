@@ -438,6 +438,10 @@ class Triggered:
         self.watched: list[str] = []
         self.forgotten: list[str] = []
         self.closed = False
+        self.ticks = 0
+
+    def tick(self) -> None:
+        self.ticks += 1
 
     def watch(self, probe: Probe) -> tuple[str, str | None]:
         self.watched.append(probe.key)
@@ -480,6 +484,7 @@ def test_a_trigger_wakes_a_probe_and_status_names_the_detection_method() -> None
     assert check["woken"] == 1 and check["probes"] == 1 and fake.now < 1000.0 + 3600
     assert (check["detection"], check["detection_note"]) == ("test events", None)
     assert triggers.watched == triggers.forgotten == ["dns/checks[0]"] and triggers.closed
+    assert triggers.ticks == 3  # every round ticks them, before its probe: the one answered and the one left hanging
 
 
 def test_without_triggers_status_says_the_checks_are_polled_and_why() -> None:

@@ -214,6 +214,7 @@ def test_a_stuck_queue_wakes_its_probe_once_per_timeout() -> None:
         watch.watch(probe)
         assert probe.wake is not None
         fake.stuck = [Endpoint(S4, 53, UDP)]  # the service address's socket: the clients' queries
+        watch.tick()  # a probe round samples; a queue holding queries is sampled again every ``busy``
         woken = []
         for step in range(40):  # 40 samples over 0.4 s of the watch's clock
             now[0] = step * 0.01
@@ -246,22 +247,32 @@ def test_without_sock_diag_every_probe_polls_and_says_why() -> None:
     assert probe.wake is None
 
 
-def test_queues_are_sampled_slowly_while_empty_and_quickly_while_one_holds_a_query() -> None:
-    async def go() -> list[float]:
+def test_idle_queues_are_sampled_on_the_probes_wake_ups_and_busy_ones_on_a_timer() -> None:
+    async def go() -> list[object]:
         fake = FakeWatcher()
-        watch = SocketWatch(lambda: 0.0, idle=100.0, busy=1.0, make=lambda: fake)
+        now = [0.0]
+        samples: list[float] = []
+        fake.sample = lambda endpoints: samples.append(now[0]) or []  # type: ignore[method-assign,func-returns-value]
+        watch = SocketWatch(lambda: now[0], idle=0.1, busy=1.0, make=lambda: fake)
         watch.watch(_probe("dns/checks[0]", DnsCheck(A)))
         loop = asyncio.get_running_loop()
-        gaps = []
-        for held in (False, True, False):
-            fake.held = held
-            watch._sample()
-            assert watch._timer is not None
-            gaps.append(round(watch._timer.when() - loop.time()))
+        seen: list[object] = []
+        watch.tick()  # a probe round: sampled, all empty: no timer of its own
+        seen += [samples[-1], watch._timer]
+        now[0] = 0.05
+        watch.tick()  # another check's round, within ``idle``: not sampled again
+        seen.append(len(samples))
+        now[0] = 0.1
+        fake.held = True
+        watch.tick()  # a queue holds a query: sampled again in ``busy``
+        assert watch._timer is not None
+        seen.append(round(watch._timer.when() - loop.time()))
+        watch.tick()  # the busy timer is pending: a probe round adds nothing
+        seen.append(len(samples))
         watch.close()
-        return gaps
+        return seen
 
-    assert asyncio.run(go()) == [100, 1, 100]
+    assert asyncio.run(go()) == [0.0, None, 1, 1, 2]
 
 
 def test_a_watcher_forgets_the_queues_it_no_longer_samples() -> None:
