@@ -214,8 +214,9 @@ def main() -> int:
             "|---|---:|---:|",
             *costs,
             "",
-            f"One lookup takes {per_lookup:.1f} us: the wake-up, not the lookup, is the cost. anycastd samples",
-            "every 100 ms while every queue is empty and every 10 ms while one holds a query (anycastd.sockdiag).",
+            f"A lookup in a tight loop takes {per_lookup:.1f} us; a sample the daemon is woken for costs far more",
+            "(the table). So anycastd takes its idle samples when a probe wakes it anyway (at most every 100 ms)",
+            "and wakes for samples of its own only while a queue holds a query, every 10 ms (anycastd.sockdiag).",
         ],
         write=not args.no_write,
     )
