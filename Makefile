@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEBIAN_PACKAGES := frr unbound bind9 bind9-dnsutils nftables iproute2 procps python3-venv systemd util-linux
 
-.PHONY: deps venv dist lint test fuzz mutation unit integration demo bench bench-quick bench-sidecar reliability clean
+.PHONY: deps venv dist cli-files install-cli-files lint test fuzz mutation unit integration demo bench bench-quick bench-sidecar reliability clean
 
 deps:
 	./scripts/install-debian-packages.sh $(DEBIAN_PACKAGES)
@@ -23,6 +23,20 @@ venv: $(VENV)/.installed
 # What operators install (docs/operations.md): the sdist and a wheel built from it, in dist/.
 dist: venv
 	$(PY) -m build --outdir dist .
+
+# Man pages and bash/zsh completion from the argument parsers, into packaging/ (committed; a test checks
+# they are current). install-cli-files puts them where man, bash and zsh look (PREFIX=/usr/local).
+PREFIX ?= /usr/local
+cli-files: venv
+	$(PY) scripts/cli_files.py packaging
+
+install-cli-files:
+	install -D -m 644 packaging/man/anycastd.1 $(DESTDIR)$(PREFIX)/share/man/man1/anycastd.1
+	install -D -m 644 packaging/man/anycastctl.1 $(DESTDIR)$(PREFIX)/share/man/man1/anycastctl.1
+	install -D -m 644 packaging/completion/anycastd.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/anycastd
+	install -D -m 644 packaging/completion/anycastctl.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/anycastctl
+	install -D -m 644 packaging/completion/_anycastd $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_anycastd
+	install -D -m 644 packaging/completion/_anycastctl $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_anycastctl
 
 lint: venv
 	$(PY) -m ruff check .

@@ -37,6 +37,10 @@ class ControlError(AnycastdError):
     """A control request failed, or the control socket could not be used."""
 
 
+class Unreachable(ControlError):
+    """No anycastd listens on the control socket (it is missing, or left behind by a dead daemon)."""
+
+
 class ProtocolError(ControlError):
     """A control request was malformed."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from anycastd.control import ControlError, Reply, Request, decode_reply, encode
+from anycastd.control import ControlError, Reply, Request, Unreachable, decode_reply, encode
 
 
 def call(path: Path, request: Request, timeout: float) -> Reply:
@@ -15,7 +15,9 @@ def call(path: Path, request: Request, timeout: float) -> Reply:
         try:
             sock.connect(str(path))
         except FileNotFoundError:
-            raise ControlError(f"no control socket at {path}: is anycastd running? (or pass --socket)") from None
+            raise Unreachable(f"no control socket at {path}: is anycastd running? (or pass --socket)") from None
+        except ConnectionRefusedError:
+            raise Unreachable(f"nothing listens on {path}: anycastd is not running") from None
         except PermissionError:
             raise ControlError(
                 f"permission denied on {path}: run as root or as a member of the configured control.group"

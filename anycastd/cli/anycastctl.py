@@ -1,8 +1,13 @@
 """`anycastctl`: talk to a running anycastd over its control socket.
 
-Exit codes: 0 done (for ``withdraw --wait``: drained), 1 error (anycastd said
-no, or could not be reached), 2 usage, 3 ``withdraw --wait`` timed out (the
-service is withdrawn but still receives queries), 4 ``check``: a probe failed.
+Global options (--json, --socket) go before or after the command.
+
+Exit codes: 0 done (for status: every service announced; anycastd router:
+every server routed), 1 error (anycastd said no), 2 usage, 3 withdraw --wait
+timed out (withdrawn, but queries still arrive), 4 check: a probe failed,
+5 status: a service is withdrawn (or a server not routed), 6 status: degraded
+(a failing service kept announced, a BGP session or FRR not in step, no healthy
+server), 7 no anycastd answers on the socket.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from anycastd.control import (
     Request,
     StatusReply,
     StatusRequest,
+    Unreachable,
     WithdrawRequest,
     plain,
     reply_json,
@@ -34,8 +40,28 @@ from anycastd.control_client import call
 from anycastd.schema import CONTROL_SOCKET, DEFAULT_RUNTIME_DIR
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_TIMED_OUT, EXIT_CHECK_FAILED = 0, 1, 2, 3, 4
+EXIT_WITHDRAWN, EXIT_DEGRADED, EXIT_NO_DAEMON = 5, 6, 7
 DEFAULT_SOCKET = DEFAULT_RUNTIME_DIR / CONTROL_SOCKET
 REPLY_TIMEOUT = 10.0
+
+
+def _global_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """--json and --socket, on the top parser (with their defaults) and on each command's (without:
+    given after the command, they override; not given, they leave what came before)."""
+    socket_default = Path(os.environ.get("ANYCASTD_SOCKET", str(DEFAULT_SOCKET)))
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=False if defaults else argparse.SUPPRESS,
+        help="print the stable JSON form (see docs/operations.md)",
+    )
+    parser.add_argument(
+        "--socket",
+        type=Path,
+        metavar="PATH",
+        default=socket_default if defaults else argparse.SUPPRESS,
+        help=f"anycastd's control socket (default: $ANYCASTD_SOCKET or {DEFAULT_SOCKET})",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,28 +69,25 @@ def _parser() -> argparse.ArgumentParser:
         prog="anycastctl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"anycastctl {__version__}")
-    parser.add_argument(
-        "--socket",
-        type=Path,
-        default=Path(os.environ.get("ANYCASTD_SOCKET", str(DEFAULT_SOCKET))),
-        help=f"anycastd's control socket (default: $ANYCASTD_SOCKET or {DEFAULT_SOCKET})",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    status = sub.add_parser("status", help="state, routes, probes and BGP sessions")
+    _global_options(parser, defaults=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        _global_options(p, defaults=False)
+        return p
+
+    status = command("status", "state, routes, probes and BGP sessions; the exit code says whether all is announced")
     status.add_argument("service", nargs="?")
-    status.add_argument("--json", action="store_true", help="the stable JSON form (see docs/operations.md)")
-    withdraw = sub.add_parser("withdraw", help="maintenance: withdraw now, and stay withdrawn until announce")
+    withdraw = command("withdraw", "maintenance: withdraw now, and stay withdrawn until announce")
     _target(withdraw)
     withdraw.add_argument("--reason", required=True, help="why, for the log and for status (kept across restarts)")
     withdraw.add_argument("--wait", action="store_true", help="return once no query has arrived for drain.quiet")
     withdraw.add_argument("--timeout", type=float, help="give up waiting after this many seconds (drain.timeout)")
-    withdraw.add_argument("--json", action="store_true")
-    announce = sub.add_parser("announce", help="end maintenance: announced again once the probes pass")
+    announce = command("announce", "end maintenance: announced again once the probes pass")
     _target(announce)
-    announce.add_argument("--json", action="store_true")
-    check = sub.add_parser("check", help="probe now and print the results (does not change any state)")
+    check = command("check", "probe now and print the results (does not change any state)")
     check.add_argument("service")
-    check.add_argument("--json", action="store_true")
     return parser
 
 
@@ -184,6 +207,26 @@ def print_status(reply: dict[str, Any]) -> None:
         print(f"\nPROBLEM: {reply['problem']}")
 
 
+def status_code(doc: dict[str, Any]) -> int:
+    """The exit code of ``status`` for its document: EXIT_OK, EXIT_WITHDRAWN or EXIT_DEGRADED (the worst)."""
+    if doc.get("mode") == "router":
+        f = doc["frr"]
+        degraded = bool(doc.get("problem")) or not f["in_sync"] or f.get("kernel_agrees") is False
+        withdrawn = False
+        for s in doc["services"]:
+            degraded = degraded or bool(s["degraded"]) or (s["decided"] and not s["routed_via"])
+            withdrawn = withdrawn or not s["decided"] or any(not v["routed"] for v in s["servers"])
+    else:
+        sessions = doc["bgp"].values()
+        degraded = bool(doc.get("problem")) or not sessions or any(state != "up" for state in sessions)
+        withdrawn = False
+        for s in doc["services"]:
+            degraded = degraded or s.get("path") == "graceful-shutdown"
+            withdrawn = withdrawn or not s["announced"]
+            degraded = degraded or (s["announced"] and not all(p["announced"] for p in s["prefixes"]))
+    return EXIT_DEGRADED if degraded else EXIT_WITHDRAWN if withdrawn else EXIT_OK
+
+
 def _print(args: argparse.Namespace, reply: Reply) -> int:
     if args.json:
         json.dump(reply_json(reply), sys.stdout, indent=2)
@@ -191,7 +234,7 @@ def _print(args: argparse.Namespace, reply: Reply) -> int:
     if isinstance(reply, StatusReply):
         if not args.json:
             print_status(reply.document)
-        return EXIT_OK
+        return status_code(reply.document)
     if isinstance(reply, CheckReply):
         if not args.json:
             for c in reply.checks:
@@ -237,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
         timeout += request.timeout or 3600.0  # the daemon ends the wait; this only guards against a hung daemon
     try:
         reply = call(args.socket, request, timeout)
+    except Unreachable as exc:
+        print(f"anycastctl: {exc}", file=sys.stderr)
+        return EXIT_NO_DAEMON
     except ControlError as exc:
         print(f"anycastctl: {exc}", file=sys.stderr)
         return EXIT_ERROR

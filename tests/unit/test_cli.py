@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from anycastd.cli.anycastctl import status_code
 from tests.unit.test_config import GOOD
 
 
@@ -64,11 +68,17 @@ def test_version() -> None:
 
 def test_anycastctl_without_a_daemon_says_where_it_looked(tmp_path: Path) -> None:
     result = cli("anycastd.cli.anycastctl", "--socket", str(tmp_path / "none.sock"), "status")
-    assert result.returncode == 1
+    assert result.returncode == 7  # no daemon
     assert (
         result.stderr
         == f"anycastctl: no control socket at {tmp_path}/none.sock: is anycastd running? (or pass --socket)\n"
     )
+    stale = tmp_path / "stale.sock"  # left behind by a daemon that died
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
+        dead.bind(str(stale))
+    after = cli("anycastd.cli.anycastctl", "status", "--json", "--socket", str(stale))  # global options after it
+    assert after.returncode == 7
+    assert after.stderr == f"anycastctl: nothing listens on {stale}: anycastd is not running\n"
     assert cli("anycastd.cli.anycastctl").returncode == 2
     assert cli("anycastd.cli.anycastctl", "withdraw", "dns").returncode == 2  # --reason is required
     assert cli("anycastd.cli.anycastctl", "withdraw", "dns", "--all", "--reason", "x").returncode == 2
@@ -87,3 +97,61 @@ def test_check_config_router(tmp_path: Path) -> None:
     refused = cli("anycastd", "router", "--config", str(bad))
     assert refused.returncode == 1
     assert f"{bad}:10:3: router.when_all_down: must be one of keep, withdraw, got 'drop'" in refused.stderr
+
+
+def _sidecar_doc(**change: object) -> dict[str, object]:
+    service = {
+        "name": "dns",
+        "announced": True,
+        "path": "announced",
+        "prefixes": [{"prefix": "203.0.113.53/32", "announced": True}],
+    }
+    doc: dict[str, object] = {"problem": None, "bgp": {"192.0.2.9": "up"}, "services": [service]}
+    for key, value in change.items():
+        if key in service:
+            service[key] = value
+        else:
+            doc[key] = value
+    return doc
+
+
+def _router_doc(**change: object) -> dict[str, object]:
+    service = {
+        "name": "dns",
+        "decided": True,
+        "degraded": None,
+        "routed_via": ["ns1", "ns2"],
+        "servers": [{"name": "ns1", "routed": True}, {"name": "ns2", "routed": True}],
+    }
+    frr = {"in_sync": True, "kernel_agrees": True}
+    doc: dict[str, object] = {"mode": "router", "problem": None, "frr": frr, "services": [service]}
+    for key, value in change.items():
+        for part in (service, frr, doc):
+            if key in part:
+                part[key] = value
+                break
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("doc", "code"),
+    [
+        (_sidecar_doc(), 0),
+        (_sidecar_doc(announced=False, path="withdrawn"), 5),  # down, drained, or held by damping
+        (_sidecar_doc(path="graceful-shutdown"), 6),  # failing, kept announced
+        (_sidecar_doc(bgp={"192.0.2.9": "down"}), 6),  # "announced", but the router has nothing
+        (_sidecar_doc(bgp={}), 6),
+        (_sidecar_doc(prefixes=[{"prefix": "203.0.113.53/32", "announced": False}]), 6),  # ExaBGP has not confirmed
+        (_sidecar_doc(problem="maintenance.json: not JSON"), 6),
+        (_sidecar_doc(announced=False, bgp={"192.0.2.9": "down"}), 6),  # the worse of the two
+        (_router_doc(), 0),
+        (_router_doc(servers=[{"name": "ns1", "routed": True}, {"name": "ns2", "routed": False}]), 5),
+        (_router_doc(decided=False), 5),  # waiting for every server's first verdict
+        (_router_doc(degraded="no server passes its probes; the last healthy set is kept"), 6),
+        (_router_doc(routed_via=[]), 6),
+        (_router_doc(in_sync=False), 6),
+        (_router_doc(kernel_agrees=False), 6),
+    ],
+)
+def test_status_exit_codes_say_announced_withdrawn_or_degraded(doc: dict[str, object], code: int) -> None:
+    assert status_code(doc) == code

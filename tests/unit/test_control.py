@@ -395,7 +395,7 @@ def ctl(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_anycastctl_status_table_and_json(served: Served) -> None:
     served.controller.replies["StatusRequest"] = StatusReply(STATUS)
     human = ctl(served.path, "status")
-    assert human.returncode == 0, human.stderr
+    assert human.returncode == 5, human.stderr  # dns is withdrawn (maintenance)
     lines = human.stdout.splitlines()
     assert lines[0].split() == ["SERVICE", "STATE", "ANNOUNCED", "SINCE", "(UTC)"]
     assert lines[1].split() == ["dns", "maintenance", "no", "2026-11-22", "10:00:00"]
@@ -409,6 +409,9 @@ def test_anycastctl_status_table_and_json(served: Served) -> None:
     machine = ctl(served.path, "status", "dns", "--json")
     assert json.loads(machine.stdout) == {"ok": True, **STATUS}
     assert served.controller.seen[-1][0] == StatusRequest("dns")
+    assert machine.returncode == 5
+    before = ctl(served.path, "--json", "status", "dns")  # a global option, before the command
+    assert (before.stdout, before.returncode) == (machine.stdout, 5)
 
 
 def test_anycastctl_withdraw_sends_who_and_waits(served: Served) -> None:

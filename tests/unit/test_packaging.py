@@ -122,11 +122,29 @@ def test_the_wheel_holds_the_runtime_only(dist: Path) -> None:
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
     top = {name.split("/", 1)[0] for name in names}
-    assert {t for t in top if not t.endswith(".dist-info")} == {"anycastd"}
+    assert {t for t in top if not t.endswith((".dist-info", ".data"))} == {"anycastd"}
     assert not [n for n in names if "/lab/" in n or "anycastd_lab" in n or n.startswith(("tests/", "bench/"))]
     for needed in ("anycastd/cli/anycastd.py", "anycastd/announce/exabgp_helper.py", "anycastd/offloop.py"):
         assert needed in names
     assert f"anycastd_dns-{__version__}.dist-info/licenses/LICENSE" in names
+    data = f"anycastd_dns-{__version__}.data/data/share"
+    for shared in ("man/man1/anycastctl.1", "bash-completion/completions/anycastctl", "zsh/site-functions/_anycastd"):
+        assert f"{data}/{shared}" in names
+
+
+def test_the_man_pages_and_completions_are_those_the_parsers_give_now(tmp_path: Path) -> None:
+    """`make cli-files` was run after the last change to a parser: the committed files are current."""
+    made = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "cli_files.py"), str(tmp_path)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode == 0, made.stderr
+    fresh = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    assert len(fresh) == 6
+    stale = [str(p) for p in fresh if (tmp_path / p).read_text() != (ROOT / "packaging" / p).read_text()]
+    assert stale == [], "run `make cli-files` and commit packaging/"
 
 
 def test_the_built_package_installs_into_a_clean_venv_and_runs(dist: Path, tmp_path: Path) -> None:
@@ -146,6 +164,8 @@ def test_the_built_package_installs_into_a_clean_venv_and_runs(dist: Path, tmp_p
     for command in ("anycastd", "anycastctl"):
         out = subprocess.run([str(venv / "bin" / command), "--version"], check=True, capture_output=True, text=True)
         assert out.stdout.split() == [command, __version__]
+        assert (venv / "share" / "man" / "man1" / f"{command}.1").is_file()
+        assert (venv / "share" / "bash-completion" / "completions" / command).is_file()
     shown = subprocess.run(
         [
             str(venv / "bin" / "python"),
