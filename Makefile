@@ -5,7 +5,7 @@
 PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEBIAN_PACKAGES := frr unbound bind9 bind9-dnsutils nftables iproute2 procps python3-venv systemd util-linux
+DEBIAN_PACKAGES := frr unbound bind9 bind9-dnsutils nftables iproute2 procps python3-venv systemd util-linux prometheus
 
 .PHONY: deps venv dist cli-files install-cli-files lint test fuzz mutation unit integration demo bench bench-quick bench-sidecar reliability clean
 

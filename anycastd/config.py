@@ -13,12 +13,15 @@ problem`` lines. The router's configuration is anycastd.router_config.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from anycastd.announce import PLAIN, RouteAttributes
 from anycastd.damping import DEFAULT_DAMPING, DampingSettings
 from anycastd.errors import ConfigError
+from anycastd.health import GRACEFUL_SHUTDOWN
 from anycastd.schema import (
     CONTROL_SOCKET,
     DEFAULT_RUNTIME_DIR,
@@ -43,8 +46,8 @@ from anycastd.schema import (
     to_ipv4,
     to_path,
 )
-from anycastd.syntax import exabgp_problem
-from anycastd.yamlfile import Reader, absolute_path, read_text, seconds, whole
+from anycastd.syntax import MAX_PREPEND, community, exabgp_problem, large_community
+from anycastd.yamlfile import Reader, absolute_path, kind, read_text, seconds, whole
 
 DEFAULT_INTERFACE = "anycast0"
 DEFAULT_STATE_DIR = Path("/var/lib/anycastd")
@@ -61,6 +64,7 @@ class Service:
     allow_non_host_prefixes: bool = False
     failure_action: str = "withdraw"
     damping: DampingSettings | None = DEFAULT_DAMPING  # None: no flap damping
+    bgp: RouteAttributes = PLAIN  # the path attributes its prefixes are announced with
 
     @property
     def graceful_shutdown(self) -> bool:
@@ -150,7 +154,7 @@ def _exabgp_path(value: Any) -> Path:
 
 def _service(r: Reader, name: str, data: Any, path: str) -> Service | None:
     check_service_name(r, name, path)
-    keys = {"prefixes", "checks", "interface", "allow_non_host_prefixes", "failure_action", "damping"}
+    keys = {"prefixes", "checks", "interface", "allow_non_host_prefixes", "failure_action", "damping", "bgp"}
     m = r.mapping(data, path, keys)
     if m is None:
         return None
@@ -158,11 +162,57 @@ def _service(r: Reader, name: str, data: Any, path: str) -> Service | None:
     interface = r.field(m, path, "interface", to_ifname, DEFAULT_INTERFACE)
     action = r.field(m, path, "failure_action", one_of(*FAILURE_ACTIONS), "withdraw")
     damping = read_damping(r, m, path)
+    bgp = _attributes(r, m["bgp"], f"{path}.bgp") if "bgp" in m else PLAIN
     prefixes = read_prefixes(r, m, path, bool(allow))
     checks = [c for c_path, raw in r.items(m, path, "checks", "checks") if (c := read_check(r, raw, c_path))]
     if allow is None or interface is None or action is None or not prefixes or not checks:  # pragma: no mutate
         return None
-    return Service(name, tuple(prefixes), tuple(checks), interface, allow, action, damping)
+    if bgp is None:
+        return None
+    return Service(name, tuple(prefixes), tuple(checks), interface, allow, action, damping, bgp)
+
+
+#: The most communities (or large communities) one service may carry: enough to steer, bounded.
+MAX_COMMUNITIES = 32
+
+
+def _attributes(r: Reader, data: Any, path: str) -> RouteAttributes | None:
+    """A service's ``bgp``: communities, large_communities, med, as_path_prepend (all optional)."""
+    m = r.mapping(data, path, {"communities", "large_communities", "med", "as_path_prepend"})
+    if m is None:
+        return None
+    communities = r.field(m, path, "communities", _listed(community, "communities"), ())
+    large = r.field(m, path, "large_communities", _listed(large_community, "large communities"), ())
+    med = r.field(m, path, "med", whole(0, 4294967295), None)
+    prepend = r.field(m, path, "as_path_prepend", whole(0, MAX_PREPEND), 0)
+    if communities is not None and GRACEFUL_SHUTDOWN in communities:
+        r.problem(
+            f"{path}.communities",
+            f"{GRACEFUL_SHUTDOWN} is GRACEFUL_SHUTDOWN (RFC 8326): routers would use this path last, always; "
+            "anycastd adds it itself to a failing service with failure_action: graceful-shutdown",
+        )
+        return None
+    if communities is None or large is None or prepend is None or ("med" in m and med is None):  # pragma: no mutate
+        return None
+    return RouteAttributes(tuple(communities), tuple(large), med, prepend)
+
+
+def _listed(convert: Callable[[str], str], what: str) -> Callable[[Any], list[str]]:
+    def read(value: Any) -> list[str]:
+        if not isinstance(value, list):
+            raise ValueError(f"must be a list of {what}, got {kind(value)}")
+        if len(value) > MAX_COMMUNITIES:
+            raise ValueError(f"must list at most {MAX_COMMUNITIES} {what}, got {len(value)}")
+        out = []
+        for item in value:
+            if not isinstance(item, str):  # 65000:100 unquoted is YAML's sexagesimal number 3900100
+                raise ValueError(f'each must be a quoted string like "65000:100", got {item!r}')
+            out.append(convert(item))
+        if len(set(out)) != len(out):
+            raise ValueError(f"lists one of its {what} twice")
+        return out
+
+    return read
 
 
 def _neighbor(r: Reader, data: Any, path: str) -> Neighbor | None:
@@ -193,6 +243,15 @@ def _neighbor(r: Reader, data: Any, path: str) -> Neighbor | None:
 
 
 def _cross_checks(r: Reader, config: Config) -> None:
+    ibgp = [f"neighbors[{i}]" for i, n in enumerate(config.neighbors) if n.peer_asn == config.local_asn]
+    for s in config.services:
+        if s.bgp.as_path_prepend and ibgp:
+            r.problem(
+                f"services.{s.name}.bgp.as_path_prepend",
+                f"needs eBGP neighbors, but {', '.join(ibgp)} {'is' if len(ibgp) == 1 else 'are'} iBGP "
+                f"(peer_asn {config.local_asn} = local_asn): "
+                "the router would see its own AS on the path and drop it",
+            )
     admin: dict[IPAddress, str] = {}
     for i, n in enumerate(config.neighbors):
         admin[n.local_address] = f"neighbors[{i}].local_address"

@@ -37,10 +37,11 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from anycastd.address import Addresses
-from anycastd.announce import Announcer
+from anycastd.announce import PLAIN, Announcer
 from anycastd.checks.dns import Prober, ProbeResult
 from anycastd.config import Config, Service
 from anycastd.control import (
@@ -261,9 +262,10 @@ class Sidecar:
 
     async def _set_path(self, name: str, prefixes: Sequence[IPNetwork], path: Path) -> None:
         self.paths[name] = path  # desired: the announcer keeps it even when this call fails
-        communities = (GRACEFUL_SHUTDOWN,) if path is Path.GRACEFUL_SHUTDOWN else ()
+        configured = {s.name: s.bgp for s in self.config.services}.get(name, PLAIN)
+        attributes = configured.tagged(GRACEFUL_SHUTDOWN) if path is Path.GRACEFUL_SHUTDOWN else configured
         try:
-            await self.announcer.set_announced(name, prefixes, path is not Path.WITHDRAWN, communities)
+            await self.announcer.set_announced(name, prefixes, path is not Path.WITHDRAWN, attributes)
         except AnnounceError as exc:
             verb = {
                 Path.WITHDRAWN: "withdraw",
@@ -284,7 +286,13 @@ class Sidecar:
             )
         old = {s.name: s for s in self.config.services}
         added = [s for s in new.services if s.name not in old]
-        changed = [s for s in new.services if s.name in old and old[s.name] != s]
+        # only its BGP attributes: the same probes and state, the path announced again with the new ones
+        retagged = [
+            s
+            for s in new.services
+            if s.name in old and old[s.name] != s and replace(s, bgp=old[s.name].bgp) == old[s.name]
+        ]
+        changed = [s for s in new.services if s.name in old and old[s.name] != s and s not in retagged]
         removed = [name for name in old if name not in {s.name for s in new.services}]
         try:
             for service in [*added, *changed]:
@@ -301,9 +309,13 @@ class Sidecar:
             self._init_service(service)
             if self._crashed is not None:
                 self._start_service(service)
+        for service in retagged:
+            if self.paths[service.name] is not Path.WITHDRAWN:
+                await self._set_path(service.name, service.prefixes, self.paths[service.name])
         summary = {
             "added": [s.name for s in added],
             "changed": [s.name for s in changed],
+            "retagged": [s.name for s in retagged],
             "removed": removed,
             "unchanged": [s.name for s in new.services if s.name in old and old[s.name] == s],
         }

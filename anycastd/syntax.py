@@ -93,10 +93,24 @@ def nft_word(value: Typed) -> str:
 _COMMUNITY = re.compile(r"^([0-9]{1,5}):([0-9]{1,5})\Z")
 
 
+#: The most extra copies of the local AS an announcement's AS path may carry (config: as_path_prepend).
+MAX_PREPEND = 10
+
+_LARGE_COMMUNITY = re.compile(r"^([0-9]{1,10}):([0-9]{1,10}):([0-9]{1,10})\Z")
+
+
+def large_community(value: str) -> str:
+    """A large BGP community (RFC 8092) as ``ASN:DATA:DATA``, each 0 to 4294967295. Raises ValueError."""
+    m = _LARGE_COMMUNITY.match(value) if isinstance(value, str) else None
+    if m is None or not all(int(part) <= 4294967295 for part in m.groups()):
+        raise ValueError(f"a large BGP community is three numbers 0-4294967295 joined by ':', got {value!r}")
+    return value
+
+
 def community(value: str) -> str:
     """A standard BGP community (RFC 1997) as ``ASN:VALUE``, each 0 to 65535: the only form written to
     ExaBGP's API or FRR's configuration. Raises ValueError."""
-    m = _COMMUNITY.match(value)
+    m = _COMMUNITY.match(value) if isinstance(value, str) else None
     if m is None or not all(int(part) <= 65535 for part in m.groups()):
         raise ValueError(f"a BGP community is two numbers 0-65535 joined by ':', got {value!r}")
     return value

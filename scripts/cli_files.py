@@ -47,8 +47,8 @@ def render(name: str) -> dict[str, str]:
         },
     )
     return {
-        f"completion/{name}.bash": shtab.complete(parser, shell="bash"),
-        f"completion/_{name}": shtab.complete(parser, shell="zsh"),
+        f"completion/{name}.bash": shtab.complete(parser, shell="bash"),  # noqa: S604 (a shell name, not a shell)
+        f"completion/_{name}": shtab.complete(parser, shell="zsh"),  # noqa: S604
         f"man/{name}.1": str(page),
     }
 

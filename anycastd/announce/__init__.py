@@ -8,10 +8,32 @@ was lost and came back. Callers say what they want; they never replay.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # the ExaBGP helper lives in this package and must start fast
     from anycastd.schema import IPNetwork
+
+
+@dataclass(frozen=True)
+class RouteAttributes:
+    """The BGP path attributes a service's prefixes are announced with (the config's ``bgp``), validated:
+    communities ``ASN:VALUE`` (RFC 1997), large communities ``ASN:DATA:DATA`` (RFC 8092), MED, and how
+    many extra times the local AS is prepended to the AS path."""
+
+    communities: tuple[str, ...] = ()
+    large_communities: tuple[str, ...] = ()
+    med: int | None = None
+    as_path_prepend: int = 0
+
+    def tagged(self, community: str) -> RouteAttributes:
+        """These attributes with ``community`` added (once)."""
+        if community in self.communities:
+            return self
+        return RouteAttributes((*self.communities, community), self.large_communities, self.med, self.as_path_prepend)
+
+
+PLAIN = RouteAttributes()
 
 
 class Announcer(Protocol):
@@ -20,9 +42,9 @@ class Announcer(Protocol):
         ...
 
     async def set_announced(
-        self, service: str, prefixes: Sequence[IPNetwork], announced: bool, communities: Sequence[str] = ()
+        self, service: str, prefixes: Sequence[IPNetwork], announced: bool, attributes: RouteAttributes = PLAIN
     ) -> None:
-        """Make ``service``'s prefixes announced (with ``communities``) or withdrawn; kept as desired state."""
+        """Make ``service``'s prefixes announced (with ``attributes``) or withdrawn; kept as desired state."""
         ...
 
     async def close(self) -> None:
@@ -50,6 +72,7 @@ class InMemoryAnnouncer:
         self.calls: list[tuple[str, bool]] = []
         self.tagged: list[tuple[bool, tuple[str, ...]]] = []  # each call's (announced, communities)
         self.communities: dict[str, tuple[str, ...]] = {}
+        self.attributes: dict[str, RouteAttributes] = {}
         self.started = False
         self.closed = False
 
@@ -57,16 +80,18 @@ class InMemoryAnnouncer:
         self.started = True
 
     async def set_announced(
-        self, service: str, prefixes: Sequence[IPNetwork], announced: bool, communities: Sequence[str] = ()
+        self, service: str, prefixes: Sequence[IPNetwork], announced: bool, attributes: RouteAttributes = PLAIN
     ) -> None:
         self.calls.append((service, announced))
-        self.tagged.append((announced, tuple(communities)))
+        self.tagged.append((announced, attributes.communities))
         if announced:
             self.announced[service] = tuple(prefixes)
-            self.communities[service] = tuple(communities)
+            self.communities[service] = attributes.communities
+            self.attributes[service] = attributes
         else:
             self.announced.pop(service, None)
             self.communities.pop(service, None)
+            self.attributes.pop(service, None)
 
     async def close(self) -> None:
         self.announced.clear()

@@ -57,14 +57,14 @@ from typing import Any
 
 import tenacity
 
-from anycastd.announce import exabgp_helper, notification
+from anycastd.announce import PLAIN, RouteAttributes, exabgp_helper, notification
 from anycastd.announce.exabgp_config import render_config
 from anycastd.config import Config
 from anycastd.control_server import peer_of
 from anycastd.errors import AnnounceError
 from anycastd.schema import IPNetwork
 from anycastd.status import iso
-from anycastd.syntax import community
+from anycastd.syntax import MAX_PREPEND, community, large_community
 
 log = logging.getLogger(__name__)
 exabgp_log = logging.getLogger("anycastd.exabgp.process")
@@ -140,7 +140,7 @@ class _Helper:
         self.pid = peer_of(writer).pid or None  # the helper, as the kernel says (SO_PEERCRED)
         self.pending: collections.deque[asyncio.Future[bool]] = collections.deque()
         #: What this ExaBGP has acknowledged announcing: each prefix with its communities.
-        self.sent: dict[IPNetwork, tuple[str, ...]] = {}
+        self.sent: dict[IPNetwork, RouteAttributes] = {}
         self.closed = False
         self.killed = False  # anycastd killed this pair on purpose
 
@@ -189,7 +189,7 @@ class ExaBGPAnnouncer:
         self.runtime_dir = config.runtime_dir
         self.socket_path = self.runtime_dir / "exabgp.sock"
         self.config_path = self.runtime_dir / "exabgp.conf"
-        self._desired: dict[str, tuple[tuple[IPNetwork, ...], tuple[str, ...]]] = {}
+        self._desired: dict[str, tuple[tuple[IPNetwork, ...], RouteAttributes]] = {}
         self._helper: _Helper | None = None
         self._lock = asyncio.Lock()
         self._server: asyncio.Server | None = None
@@ -226,14 +226,14 @@ class ExaBGPAnnouncer:
         self._spawn(self._supervise())
 
     async def set_announced(
-        self, service: str, prefixes: Sequence[IPNetwork], announced: bool, communities: Sequence[str] = ()
+        self, service: str, prefixes: Sequence[IPNetwork], announced: bool, attributes: RouteAttributes = PLAIN
     ) -> None:
         if announced:
             try:
-                checked = tuple(community(c) for c in communities)
+                route_words(attributes, 1)  # every value checked again here: these words reach ExaBGP's API
             except ValueError as exc:
                 raise AnnounceError(f"{service}: {exc}") from None
-            self._desired[service] = (tuple(prefixes), checked)
+            self._desired[service] = (tuple(prefixes), attributes)
         else:
             self._desired.pop(service, None)
         await self._reconcile()
@@ -262,8 +262,8 @@ class ExaBGPAnnouncer:
             return frozenset()  # an ExaBGP that does not answer cannot be said to announce anything
         return frozenset(helper.sent)
 
-    def announced_routes(self) -> dict[IPNetwork, tuple[str, ...]]:
-        """What ExaBGP has confirmed it announces, each prefix with its communities."""
+    def announced_routes(self) -> dict[IPNetwork, RouteAttributes]:
+        """What ExaBGP has confirmed it announces, each prefix with its attributes."""
         helper = self._helper
         if helper is None or self.state != "up":
             return {}
@@ -488,17 +488,17 @@ class ExaBGPAnnouncer:
             helper = self._helper
             if helper is None:
                 return
-            want = {p: communities for prefixes, communities in self._desired.values() for p in prefixes}
-            changes: list[tuple[str, IPNetwork, tuple[str, ...]]] = [
-                ("withdraw", p, ()) for p in sorted(helper.sent.keys() - want.keys(), key=str)
+            want = {p: attributes for prefixes, attributes in self._desired.values() for p in prefixes}
+            changes: list[tuple[str, IPNetwork, RouteAttributes]] = [
+                ("withdraw", p, PLAIN) for p in sorted(helper.sent.keys() - want.keys(), key=str)
             ]
             for p in sorted(want, key=str):
                 if helper.sent.get(p) != want[p]:
                     changes.append(("announce", p, want[p]))
-            for verb, prefix, communities in changes:
+            for verb, prefix, attributes in changes:
                 # Address each command to the neighbors of the prefix's family only. Announcing a prefix
-                # again with other communities replaces its path (an implicit withdrawal, RFC 4271 3.1).
-                tail = f" community [{' '.join(communities)}]" if communities else ""
+                # again with other attributes replaces its path (an implicit withdrawal, RFC 4271 3.1).
+                tail = route_words(attributes, self.config.local_asn) if verb == "announce" else ""
                 for neighbor in self.config.neighbors:
                     if neighbor.address.version != prefix.version:
                         continue
@@ -515,10 +515,32 @@ class ExaBGPAnnouncer:
                     if not ok:
                         raise AnnounceError(f"ExaBGP answered 'error' to '{line}'")
                 if verb == "announce":
-                    helper.sent[prefix] = communities
+                    helper.sent[prefix] = attributes
                 else:
                     helper.sent.pop(prefix, None)
                 log.info("%s %s%s", "announced" if verb == "announce" else "withdrew", prefix, tail)
+
+
+def route_words(attributes: RouteAttributes, local_asn: int) -> str:
+    """The attributes as words of ExaBGP's ``announce route`` command, each value checked again
+    (quoted by construction: only numbers and ':' reach the API). Raises ValueError.
+
+    An eBGP path starts with the local AS (ExaBGP adds it when no AS path is given); a prepend
+    gives that AS ``1 + as_path_prepend`` times."""
+    words = ""
+    if attributes.med is not None:
+        if not 0 <= attributes.med <= 4294967295:
+            raise ValueError(f"MED must be between 0 and 4294967295, got {attributes.med}")
+        words += f" med {int(attributes.med)}"
+    if attributes.communities:
+        words += f" community [{' '.join(community(c) for c in attributes.communities)}]"
+    if attributes.large_communities:
+        words += f" large-community [{' '.join(large_community(c) for c in attributes.large_communities)}]"
+    if attributes.as_path_prepend:
+        if not 0 < attributes.as_path_prepend <= MAX_PREPEND:
+            raise ValueError(f"as_path_prepend must be between 0 and {MAX_PREPEND}, got {attributes.as_path_prepend}")
+        words += f" as-path [{' '.join([str(int(local_asn))] * (1 + attributes.as_path_prepend))}]"
+    return words
 
 
 def _exit_text(code: int | None) -> str:

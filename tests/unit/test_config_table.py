@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from anycastd import config, router_config
+from anycastd.announce import RouteAttributes
 from anycastd.damping import DampingSettings
 from anycastd.errors import ConfigError
 from anycastd.schema import TEMPLATE_ADDRESS, ControlSettings, DnsCheck, MetricsSettings, to_command
@@ -129,6 +130,27 @@ SIDECAR_ROWS: list[tuple[Key, Any, Callable[[config.Config], Any], Any, str]] = 
      "services.dns.damping.half_life: must be at most 3600 seconds, got 3600.5"),
     (["services", "dns", "damping", "max_suppress"], 86400, lambda c: c.services[0].damping.max_suppress, 86400.5,
      "services.dns.damping.max_suppress: must be at most 86400 seconds, got 86400.5"),
+    (["services", "dns", "bgp", "med"], 4294967295, lambda c: c.services[0].bgp.med, 4294967296,
+     "services.dns.bgp.med: must be between 0 and 4294967295, got 4294967296"),
+    (["services", "dns", "bgp", "as_path_prepend"], 10, lambda c: c.services[0].bgp.as_path_prepend, 11,
+     "services.dns.bgp.as_path_prepend: must be between 0 and 10, got 11"),
+    (["services", "dns", "bgp", "communities"], ["65535:65535", "0:0"], lambda c: c.services[0].bgp.communities,
+     ["65536:0"], "services.dns.bgp.communities: a BGP community is two numbers 0-65535 joined by ':', got '65536:0'"),
+    (["services", "dns", "bgp", "communities"], ["1:1"] * 1, lambda c: c.services[0].bgp.communities, [3900010],
+     'services.dns.bgp.communities: each must be a quoted string like "65000:100", got 3900010'),
+    (["services", "dns", "bgp", "communities"], [f"1:{i}" for i in range(32)], lambda c: c.services[0].bgp.communities,
+     [f"1:{i}" for i in range(33)], "services.dns.bgp.communities: must list at most 32 communities, got 33"),
+    (["services", "dns", "bgp", "communities"], ["1:1", "1:2"], lambda c: c.services[0].bgp.communities, ["1:1", "1:1"],
+     "services.dns.bgp.communities: lists one of its communities twice"),
+    (["services", "dns", "bgp", "communities"], ["65535:1"], lambda c: c.services[0].bgp.communities, ["65535:0"],
+     "services.dns.bgp.communities: 65535:0 is GRACEFUL_SHUTDOWN (RFC 8326): routers would use this path last, "
+     "always; anycastd adds it itself to a failing service with failure_action: graceful-shutdown"),
+    (["services", "dns", "bgp", "large_communities"], ["4294967295:0:4294967295"],
+     lambda c: c.services[0].bgp.large_communities, ["4294967296:0:0"],
+     "services.dns.bgp.large_communities: a large BGP community is three numbers 0-4294967295 joined by ':', got "
+     "'4294967296:0:0'"),
+    (["services", "dns", "bgp", "large_communities"], ["1:2:3"], lambda c: c.services[0].bgp.large_communities,
+     "1:2:3", "services.dns.bgp.large_communities: must be a list of large communities, got a string"),
 ]  # fmt: skip
 
 
@@ -161,6 +183,7 @@ def test_the_sidecar_defaults_whole() -> None:
         "withdraw",
         DampingSettings(),
     )
+    assert dns.bgp == RouteAttributes((), (), None, 0)  # no attribute of its own: ExaBGP's defaults
     check = dns.checks[0]
     assert (check.port, check.protocol, check.rcode, check.probe_service_addresses) == (53, "udp", "NOERROR", True)
     metrics = config.parse(with_value(GOOD, ["metrics"], {}))
@@ -653,3 +676,11 @@ def test_a_deep_mapping_reads_and_the_non_specific_tag_is_plain() -> None:
 )
 def test_the_vty_sockets_are_where_vtysh_is_told_to_look(command: tuple[str, ...], where: str) -> None:
     assert router_config.VtyshSettings(command).vty_dir == Path(where)
+
+
+def test_a_prepend_over_ibgp_is_refused_with_the_neighbor_named() -> None:
+    text = with_value(with_value(GOOD, ["services", "dns", "bgp", "as_path_prepend"], 2), ["local_asn"], 65000)
+    assert problems_of(text, config.parse) == [
+        "services.dns.bgp.as_path_prepend: needs eBGP neighbors, but neighbors[0], neighbors[1] are iBGP "
+        "(peer_asn 65000 = local_asn): the router would see its own AS on the path and drop it"
+    ]

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from anycastd import config, router_config, schema
+from anycastd.announce import RouteAttributes
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
@@ -33,15 +34,20 @@ def fields(*classes: type) -> set[str]:
 
 def test_the_examples_are_valid_configurations() -> None:
     sidecar, router = yaml_blocks(section("The sidecar")), yaml_blocks(section("The router"))
-    assert len(sidecar) == len(router) == 1
+    assert len(sidecar) == 3 and len(router) == 1
     assert config.parse(sidecar[0]).services[0].name == "dns"
+    # the two sites of services.NAME.bgp: each a services block, in the full example's place
+    top = sidecar[0][: sidecar[0].index("services:")]
+    site_a, site_b = (config.parse(top + block).services[0].bgp for block in sidecar[1:])
+    assert (site_a.communities, site_a.as_path_prepend, site_a.med) == (("64500:100",), 0, None)
+    assert (site_b.communities, site_b.as_path_prepend, site_b.med) == (("64500:200",), 3, 200)
     assert len(router_config.parse_router(router[0]).services[0].servers) == 2
 
 
 def test_every_sidecar_key_is_described() -> None:
     keys = set(config._TOP_KEYS) | set(schema.CHECK_KEYS)
     keys |= fields(config.Neighbor, config.Service, schema.ControlSettings, config.DrainSettings)
-    keys |= fields(schema.MetricsSettings, config.ExaBGPSettings) | schema.DAMPING_KEYS
+    keys |= fields(schema.MetricsSettings, config.ExaBGPSettings, RouteAttributes) | schema.DAMPING_KEYS
     assert keys - described(section("The sidecar")) == set()
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from anycastd.announce import RouteAttributes
 from anycastd.announce.exabgp import AckTimeout, ExaBGPAnnouncer, heartbeat_bounds
 from anycastd.config import Config, parse
 from anycastd.errors import AnnounceError
@@ -183,25 +184,70 @@ def test_heartbeat_bounds_follow_the_probe_interval() -> None:
 
 
 def test_graceful_shutdown_re_announces_the_path_tagged_and_back_untagged(tmp_path: Path) -> None:
-    """A change of communities is a new announcement of the same prefix (it replaces the path); a
+    """A change of attributes is a new announcement of the same prefix (it replaces the path); a
     community that is not ASN:VALUE never reaches ExaBGP's API."""
+    gshut = RouteAttributes(communities=("65535:0",))
 
     async def go() -> None:
         announcer = ExaBGPAnnouncer(config(tmp_path))
         async with running(announcer):
             await announcer.set_announced("dns", [V4], True)
-            await announcer.set_announced("dns", [V4], True, ["65535:0"])
-            await announcer.set_announced("dns", [V4], True, ["65535:0"])  # no change, nothing sent
+            await announcer.set_announced("dns", [V4], True, gshut)
+            await announcer.set_announced("dns", [V4], True, gshut)  # no change, nothing sent
             await announcer.set_announced("dns", [V4], True)
             assert commands(announcer) == [
                 "neighbor 192.0.2.9 announce route 203.0.113.53/32 next-hop self",
                 "neighbor 192.0.2.9 announce route 203.0.113.53/32 next-hop self community [65535:0]",
                 "neighbor 192.0.2.9 announce route 203.0.113.53/32 next-hop self",
             ]
-            assert announcer.announced_routes() == {V4: ()}
+            assert announcer.announced_routes() == {V4: RouteAttributes()}
             for bad in ("65536:0", "1:2 3:4", "no-export\nneighbor 192.0.2.9 withdraw route 0.0.0.0/0", ""):
                 with pytest.raises(AnnounceError, match="a BGP community is two numbers"):
-                    await announcer.set_announced("dns", [V4], True, [bad])
+                    await announcer.set_announced("dns", [V4], True, RouteAttributes(communities=(bad,)))
             assert len(commands(announcer)) == 3
+
+    asyncio.run(go())
+
+
+def test_every_attribute_reaches_exabgp_as_its_own_words(tmp_path: Path) -> None:
+    steer = RouteAttributes(("64500:200", "64500:7"), ("64500:1:2",), 200, 3)
+
+    async def go() -> None:
+        announcer = ExaBGPAnnouncer(config(tmp_path))
+        async with running(announcer):
+            await announcer.set_announced("dns", [V4], True, steer)
+            await announcer.set_announced("dns", [V4], True, steer.tagged("65535:0"))  # failing, kept
+            await announcer.set_announced("dns", [V4], False)
+            assert commands(announcer) == [
+                "neighbor 192.0.2.9 announce route 203.0.113.53/32 next-hop self med 200"
+                " community [64500:200 64500:7] large-community [64500:1:2] as-path [65001 65001 65001 65001]",
+                "neighbor 192.0.2.9 announce route 203.0.113.53/32 next-hop self med 200"
+                " community [64500:200 64500:7 65535:0] large-community [64500:1:2] as-path [65001 65001 65001 65001]",
+                "neighbor 192.0.2.9 withdraw route 203.0.113.53/32 next-hop self",
+            ]
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize(
+    ("attributes", "problem"),
+    [
+        (RouteAttributes(large_communities=("1:2",)), "a large BGP community is three numbers"),
+        (RouteAttributes(large_communities=("4294967296:0:0",)), "a large BGP community is three numbers"),
+        (RouteAttributes(large_communities=("1:2:3]\nneighbor 192.0.2.9 withdraw route 0.0.0.0/0",)), "three numbers"),
+        (RouteAttributes(med=-1), "MED must be between"),
+        (RouteAttributes(med=2**32), "MED must be between"),
+        (RouteAttributes(as_path_prepend=11), "as_path_prepend must be between"),
+    ],
+)
+def test_an_attribute_out_of_range_never_reaches_exabgp(
+    tmp_path: Path, attributes: RouteAttributes, problem: str
+) -> None:
+    async def go() -> None:
+        announcer = ExaBGPAnnouncer(config(tmp_path))
+        async with running(announcer):
+            with pytest.raises(AnnounceError, match=problem):
+                await announcer.set_announced("dns", [V4], True, attributes)
+            assert commands(announcer) == []
 
     asyncio.run(go())

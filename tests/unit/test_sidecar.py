@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from anycastd.address import InMemoryAddresses
-from anycastd.announce import InMemoryAnnouncer
+from anycastd.announce import InMemoryAnnouncer, RouteAttributes
 from anycastd.checks.dns import ProbeResult
 from anycastd.config import DrainSettings, parse
 from anycastd.control import (
@@ -328,17 +328,35 @@ def test_reload_keeps_unchanged_services_and_restarts_changed_ones() -> None:
         new = parse(TWO + "        rise: 2\n", "anycastd.yaml")
         assert new.service("dns") == sidecar.config.service("dns") and new.service("ntp").checks[0].rise == 2
         summary = await sidecar.reload(new)
-        assert summary == {"added": [], "changed": ["ntp"], "removed": [], "unchanged": ["dns"]}
+        assert summary == {"added": [], "changed": ["ntp"], "retagged": [], "removed": [], "unchanged": ["dns"]}
         assert announcer.calls[calls:] == [("ntp", False)]  # dns untouched: no flap
         assert sidecar.health["dns"].announced and sidecar.health["ntp"].state is State.DOWN
         await bring_up(sidecar, "ntp")  # its new checks pass rise (2) times: announced again
         assert announcer.calls[-1] == ("ntp", True)
         summary = await sidecar.reload(parse(GOOD, "anycastd.yaml"))
-        assert summary == {"added": [], "changed": [], "removed": ["ntp"], "unchanged": ["dns"]}
+        assert summary == {"added": [], "changed": [], "retagged": [], "removed": ["ntp"], "unchanged": ["dns"]}
         assert "ntp" not in sidecar.health and announcer.calls[-1] == ("ntp", False)
         summary = await sidecar.reload(parse(TWO, "anycastd.yaml"))
         assert summary["added"] == ["ntp"] and sidecar.health["ntp"].state is State.DOWN
         assert announcer.announced.keys() == {"dns"}
+
+    asyncio.run(go())
+
+
+def test_a_reload_that_changes_only_bgp_attributes_re_announces_without_a_flap() -> None:
+    async def go() -> None:
+        sidecar, announcer, _, _ = make(GOOD)
+        await bring_up(sidecar, "dns")
+        calls = len(announcer.calls)
+        steer = GOOD.replace(
+            "    prefixes: [203.0.113.53/32",
+            '    bgp: {med: 200, communities: ["64500:200"]}\n    prefixes: [203.0.113.53/32',
+        )
+        summary = await sidecar.reload(parse(steer, "anycastd.yaml"))
+        assert summary["retagged"] == ["dns"] and summary["changed"] == []
+        assert announcer.calls[calls:] == [("dns", True)]  # announced again, never withdrawn
+        assert announcer.attributes["dns"] == RouteAttributes(("64500:200",), (), 200, 0)
+        assert sidecar.health["dns"].announced  # the same state: no rise to wait for
 
     asyncio.run(go())
 

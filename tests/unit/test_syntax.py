@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -22,6 +23,8 @@ from exabgp.logger import log
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from anycastd.announce import RouteAttributes
+from anycastd.announce.exabgp import route_words
 from anycastd.announce.exabgp_config import helper_argv, render_config
 from anycastd.announce.frr import no_route_command, parse_running_config, route_command
 from anycastd.config import ConfigError, parse
@@ -180,3 +183,33 @@ def test_a_trailing_newline_is_not_a_word(value: str) -> None:
     for writer in (vtysh_word, nft_word):
         with pytest.raises(ValueError):
             writer(value)
+
+
+_COMMUNITY = st.builds(lambda a, b: f"{a}:{b}", st.integers(0, 65535), st.integers(0, 65535))
+_LARGE = st.builds(lambda a, b, c: f"{a}:{b}:{c}", *[st.integers(0, 2**32 - 1)] * 3)
+_ATTRIBUTES = st.builds(
+    RouteAttributes,
+    st.lists(_COMMUNITY, max_size=4, unique=True).map(tuple),
+    st.lists(_LARGE, max_size=4, unique=True).map(tuple),
+    st.one_of(st.none(), st.integers(0, 2**32 - 1)),
+    st.integers(0, 10),
+)
+
+
+@given(_ATTRIBUTES, st.integers(1, 2**32 - 1))
+def test_route_attributes_become_only_numbers_and_exabgps_keywords(attributes: RouteAttributes, asn: int) -> None:
+    words = route_words(attributes, asn).replace("[", " [ ").replace("]", " ] ").split()
+    keywords = {"med", "community", "large-community", "as-path", "[", "]"}
+    assert all(w in keywords or re.fullmatch(r"[0-9]+(:[0-9]+){0,2}", w) for w in words), words
+    if attributes.as_path_prepend:
+        assert words.count(str(asn)) >= 1 + attributes.as_path_prepend
+
+
+@given(HOSTILE)
+def test_a_hostile_community_never_reaches_exabgps_api(value: str) -> None:
+    for attributes in (RouteAttributes(communities=(value,)), RouteAttributes(large_communities=(value,))):
+        try:
+            words = route_words(attributes, 65001)
+        except ValueError:
+            continue
+        assert re.fullmatch(r" (large-)?community \[[0-9:]+\]", words), words
