@@ -14,6 +14,9 @@ from anycastd_lab import daemons
 from anycastd_lab.base import DnsLab
 from anycastd_lab.topology import Server, wait_until
 
+#: anycastctl status's exit codes when anycastd answered: all announced, withdrawn, degraded.
+ANSWERED = (0, 5, 6)
+
 
 class BgpLab(DnsLab):
     def frr_config(self) -> str:
@@ -48,7 +51,7 @@ class BgpLab(DnsLab):
     def anycastctl_ready(self, server: Server, timeout: float = 10.0) -> None:
         """Wait until anycastd on ``server`` answers on its control socket."""
         what = f"anycastd on {server.name} answering"
-        wait_until(lambda: self.anycastctl(server, "status").returncode == 0, timeout, what=what)
+        wait_until(lambda: self.anycastctl(server, "status").returncode in ANSWERED, timeout, what=what)
 
     def log_size(self, server: Server) -> int:
         _, logfile, _ = daemons.anycastd_paths(self.lab, server)

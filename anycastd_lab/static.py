@@ -18,6 +18,9 @@ from anycastd_lab import clab, daemons
 from anycastd_lab.base import DnsLab
 from anycastd_lab.topology import run, wait_until
 
+#: anycastctl status's exit codes when anycastd answered: all announced, withdrawn, degraded.
+ANSWERED = (0, 5, 6)
+
 
 class StaticLab(DnsLab):
     TOPOLOGY = clab.STATIC_TOPOLOGY
@@ -48,7 +51,7 @@ class StaticLab(DnsLab):
         return daemons.anycastctl_router(self.lab, *args)
 
     def anycastctl_ready(self, timeout: float = 10.0) -> None:
-        wait_until(lambda: self.anycastctl("status").returncode == 0, timeout, what="anycastd router answering")
+        wait_until(lambda: self.anycastctl("status").returncode in ANSWERED, timeout, what="anycastd router answering")
 
     def log_size(self) -> int:
         _, logfile, _ = daemons.router_paths(self.lab)
