@@ -65,9 +65,11 @@ GROUPS = {
     (socket.AF_INET6, socket.IPPROTO_UDP): 4,
 }
 NOCOOKIE = 0xFFFFFFFF
-#: How often, at most, the receive queues are sampled while every one is empty. Those samples ride on
-#: the probes' own wake-ups (``SocketWatch.tick``, before each probe): a wake-up, not the lookup (about
-#: 7 us), is what a sample costs (bench/triggers.py).
+#: How often the receive queues are sampled while every one is empty. A probe round (``SocketWatch.tick``)
+#: samples them when the last sample is at least 0.9 of this old: the daemon is awake anyway. A timer
+#: samples them 1.05 of this after the last sample, so that a probe interval longer than this (the
+#: default, 0.2 s) still has them sampled this often, and one of this length never wakes for it: a
+#: wake-up, not the lookup (about 7 us), is what a sample costs (bench/triggers.py).
 SAMPLE_IDLE = 0.1
 #: ... and while one holds a query: a queue that has not shrunk by the next sample is stuck.
 SAMPLE_BUSY = 0.01
@@ -361,11 +363,11 @@ class SocketWatch:
     """The sidecar's triggers: sock_diag events and receive-queue samples wake the probes they concern.
 
     The watch opens on the first probe. If sock_diag cannot be used, every probe polls, and its
-    status says why. While every queue is empty they are sampled when a probe is about to run
-    (``tick``: the daemon is awake then anyway), at most every ``idle`` seconds; while one holds
-    a query, every ``busy`` seconds, on a timer of their own. A queue that sticks is then seen
-    within a probe interval plus ``busy``, and an idle daemon is woken by nothing more than its
-    probes. A stuck queue wakes a probe at most
+    status says why. While every queue is empty they are sampled about every ``idle`` seconds,
+    by a probe round when one comes (``tick``: the daemon is awake then anyway), else by a timer;
+    while one holds a query, every ``busy`` seconds, by the timer. A queue that sticks is then
+    seen within ``1.05 idle + busy``, and with probes every ``idle`` seconds an idle daemon is
+    woken by nothing more than its probes. A stuck queue wakes a probe at most
     once per ``check.timeout``, and hurries it (``Probe.hurry``): the clients' queries are
     already waiting, so the probe waits only a confirming probe's timeout, and a probe in
     flight that would wait the full one is abandoned for it (anycastd.skeleton). The verdict
@@ -387,7 +389,8 @@ class SocketWatch:
         self.probes: dict[str, tuple[Probe, tuple[Endpoint, ...]]] = {}  # by Probe.key
         self.queues: dict[str, tuple[Endpoint, ...]] = {}  # the sockets sampled for each probe
         self._woken_at: dict[str, float] = {}
-        self._timer: asyncio.TimerHandle | None = None  # the next busy sample
+        self._timer: asyncio.TimerHandle | None = None  # the next sample, should no probe round come first
+        self._busy = False  # a queue held a query at the last sample: the timer samples every ``busy``
         self._sampled_at = -1e9
 
     def watch(self, probe: Probe) -> tuple[str, str | None]:
@@ -431,12 +434,13 @@ class SocketWatch:
     def tick(self) -> None:
         # a probe interval a little shorter than ``idle`` (a schedule's jitter) still samples every round
         idle_again = self.clock() - self._sampled_at >= self.idle * 0.9
-        if self.watcher is not None and self._timer is None and idle_again:
+        if self.watcher is not None and not self._busy and idle_again:
             self._sample()
 
     def _sample(self) -> None:
         assert self.watcher is not None
-        self._timer = None
+        if self._timer is not None:
+            self._timer.cancel()
         self._sampled_at = self.clock()
         stuck = set(self.watcher.sample({e for queues in self.queues.values() for e in queues}))
         now = self.clock()
@@ -446,8 +450,9 @@ class SocketWatch:
                 log.debug("%s: the resolver's receive queue is not shrinking: probing now", probe.key)
                 self._woken_at[probe.key] = now
                 probe.hurry()
-        if self.watcher.holding:
-            self._timer = asyncio.get_running_loop().call_later(self.busy, self._sample)
+        self._busy = self.watcher.holding
+        every = self.busy if self._busy else self.idle * 1.05
+        self._timer = asyncio.get_running_loop().call_later(every, self._sample)
 
     def close(self) -> None:
         if self._timer is not None:

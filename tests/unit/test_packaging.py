@@ -179,6 +179,29 @@ def test_the_built_package_installs_into_a_clean_venv_and_runs(dist: Path, tmp_p
     assert shown.stdout.strip() == "Apache-2.0"
 
 
+def test_it_installs_from_a_git_url(tmp_path: Path) -> None:
+    """The README's other way: pip from git (this checkout's repository, by a file:// URL)."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    venv = tmp_path / "venv"
+    subprocess.run([shutil.which("python3", path="/usr/bin") or sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = subprocess.run(
+        [
+            str(venv / "bin" / "pip"),
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            f"anycastd-dns @ git+file://{ROOT}",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert pip.returncode == 0, pip.stderr
+    out = subprocess.run([str(venv / "bin" / "anycastctl"), "--version"], check=True, capture_output=True, text=True)
+    assert out.stdout.split() == ["anycastctl", __version__]
+
+
 def test_the_version_is_written_once() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert 'dynamic = ["version"]' in pyproject and "\nversion =" not in pyproject

@@ -247,32 +247,40 @@ def test_without_sock_diag_every_probe_polls_and_says_why() -> None:
     assert probe.wake is None
 
 
-def test_idle_queues_are_sampled_on_the_probes_wake_ups_and_busy_ones_on_a_timer() -> None:
+def test_idle_queues_are_sampled_by_probe_rounds_or_a_timer_and_busy_ones_by_the_timer() -> None:
     async def go() -> list[object]:
         fake = FakeWatcher()
         now = [0.0]
         samples: list[float] = []
         fake.sample = lambda endpoints: samples.append(now[0]) or []  # type: ignore[method-assign,func-returns-value]
-        watch = SocketWatch(lambda: now[0], idle=0.1, busy=1.0, make=lambda: fake)
+        watch = SocketWatch(lambda: now[0], idle=10.0, busy=1.0, make=lambda: fake)
         watch.watch(_probe("dns/checks[0]", DnsCheck(A)))
         loop = asyncio.get_running_loop()
+
+        def timer() -> float:
+            assert watch._timer is not None
+            return round(watch._timer.when() - loop.time(), 3)
+
         seen: list[object] = []
-        watch.tick()  # a probe round: sampled, all empty: no timer of its own
-        seen += [samples[-1], watch._timer]
-        now[0] = 0.05
-        watch.tick()  # another check's round, within ``idle``: not sampled again
+        watch.tick()  # a probe round: sampled; all empty: the timer would sample 1.05 idle later
+        seen += [list(samples), timer()]
+        now[0] = 5.0
+        watch.tick()  # another round, within 0.9 idle: not sampled again
         seen.append(len(samples))
-        now[0] = 0.1
+        now[0] = 9.5
         fake.held = True
-        watch.tick()  # a queue holds a query: sampled again in ``busy``
-        assert watch._timer is not None
-        seen.append(round(watch._timer.when() - loop.time()))
-        watch.tick()  # the busy timer is pending: a probe round adds nothing
+        watch.tick()  # 0.95 idle: this round samples instead of the timer; a queue holds a query
+        seen += [len(samples), timer()]
+        watch.tick()  # busy: the timer samples every ``busy``; a probe round adds nothing
         seen.append(len(samples))
+        watch._sample()  # the busy timer fires; still holding
+        fake.held = False
+        watch._sample()  # and again: empty now, back to the idle period
+        seen += [len(samples), timer()]
         watch.close()
         return seen
 
-    assert asyncio.run(go()) == [0.0, None, 1, 1, 2]
+    assert asyncio.run(go()) == [[0.0], 10.5, 1, 2, 1.0, 2, 4, 10.5]
 
 
 def test_a_watcher_forgets_the_queues_it_no_longer_samples() -> None:
