@@ -16,9 +16,10 @@ routes). They share the rest, here:
   watchdog), and an optional ``Probe.wake`` event cuts the wait short: an
   event that suggests the resolver changed (its socket destroyed, its queue
   stuck: anycastd.sockdiag) gets a probe at once. The verdict still comes
-  from probes, never from the event. A stuck queue also marks the probe
-  ``urgent``: the clients' queries are already waiting unanswered, so that
-  probe waits only a confirming probe's timeout (below).
+  from probes, never from the event. A stuck queue also *hurries* the probe
+  (``Probe.hurry``): the clients' queries are already waiting unanswered, so
+  the next probe waits only a confirming probe's timeout (below), and a probe
+  in flight that would wait the full one is abandoned for it (not counted).
 * A failing check (FALLING after its last result) is *confirmed* rather
   than left to its schedule: the next probe is due ``CONFIRM_GAP`` of an
   interval after the last one started, so a probe that timed out is
