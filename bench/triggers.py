@@ -215,8 +215,9 @@ def main() -> int:
             *costs,
             "",
             f"A lookup in a tight loop takes {per_lookup:.1f} us; a sample the daemon is woken for costs far more",
-            "(the table). So anycastd takes its idle samples when a probe wakes it anyway (at most every 100 ms)",
-            "and wakes for samples of its own only while a queue holds a query, every 10 ms (anycastd.sockdiag).",
+            "(the table). So anycastd takes an idle sample when a probe round wakes it anyway, or, if none comes",
+            "within 105 ms of the last sample (the default probe interval is 0.2 s), on a timer; and every 10 ms",
+            "only while a queue holds a query (anycastd.sockdiag).",
         ],
         write=not args.no_write,
     )
