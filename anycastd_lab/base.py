@@ -204,6 +204,17 @@ class DnsLab:
     def kill_resolver(self, server: Server) -> None:
         self.lab.stop(daemons.resolver_key(server), signal.SIGKILL)
 
+    def kill_resolvers(self, *servers: Server) -> None:
+        """SIGKILL several resolvers at the same instant (each signalled before any is waited for)."""
+        procs = [self.lab.processes.pop(daemons.resolver_key(s), None) for s in servers]
+        for proc in procs:
+            if proc is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGKILL)
+        for proc in procs:
+            if proc is not None:
+                proc.wait(timeout=10)
+
     def start_resolver(self, server: Server, wait: bool = True) -> None:
         self.sick.discard(server.name)
         daemons.start_resolver(self.lab, server, wait=wait)

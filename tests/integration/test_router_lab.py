@@ -92,8 +92,7 @@ def test_when_every_resolver_dies_the_last_set_stays_and_the_alarm_is_raised(rou
     lab.kill_resolver(s3)
     lab.wait_server(s3, present=False, timeout=3)
     time.sleep(1.0)  # more than a probe round: s3's failure is an event of its own
-    lab.kill_resolver(s1)
-    lab.kill_resolver(s2)
+    lab.kill_resolvers(s1, s2)  # at the same instant: each is seen at its next probe, within one round
     wait_until(lambda: "DEGRADED" in lab.log_since(offset), 5, what="the DEGRADED log line")
     time.sleep(0.5)
     # Not a black hole: the routes from before s1 and s2 failed stay. Their deaths are seen a probe
