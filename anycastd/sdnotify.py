@@ -27,12 +27,13 @@ no task, no wake-ups.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
+
+from anycastd.skeleton import sleep_unless
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ async def supervise(
     while not daemon.ready():
         if stop.is_set():
             break
-        await _until(stop, STARTING_POLL, sleep)
+        await sleep_unless(stop, STARTING_POLL, sleep)
     said = daemon.summary()
     if not stop.is_set():
         notifier.send(READY="1", STATUS=said)
@@ -149,18 +150,5 @@ async def supervise(
         if summary != said:
             notifier.send(STATUS=summary)
             said = summary
-        await _until(stop, every, sleep)
+        await sleep_unless(stop, every, sleep)
     notifier.send(STOPPING="1", STATUS=stopping)
-
-
-async def _until(stop: asyncio.Event, seconds: float, sleep: Callable[[float], Awaitable[None]]) -> None:
-    """Sleep ``seconds``, or less if ``stop`` is set meanwhile."""
-    sleeping = asyncio.ensure_future(sleep(seconds))
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait([sleeping, stopping], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (sleeping, stopping):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task

@@ -232,19 +232,25 @@ async def _wait(probe: Probe, delay: float, sleep: Sleep) -> bool:
     if wake is None:
         await sleep(delay)
         return False
-    if not wake.is_set():
-        sleeping = asyncio.ensure_future(sleep(delay))
-        waking = asyncio.ensure_future(wake.wait())
-        try:
-            await asyncio.wait([sleeping, waking], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (sleeping, waking):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+    await sleep_unless(wake, delay, sleep)
     woken = wake.is_set()
     wake.clear()
     return woken
+
+
+async def sleep_unless(event: asyncio.Event, delay: float, sleep: Sleep) -> None:
+    """Sleep ``delay`` with ``sleep`` (the daemon's own, faked in tests), or less if ``event`` is set meanwhile."""
+    if event.is_set():
+        return
+    sleeping = asyncio.ensure_future(sleep(delay))
+    waking = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait([sleeping, waking], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (sleeping, waking):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def who(peer: Peer, claimed: str) -> str:
