@@ -10,12 +10,10 @@ import signal
 import subprocess
 import sys
 
+from anycastd.cli.anycastctl import ANSWERED
 from anycastd_lab import daemons
 from anycastd_lab.base import DnsLab
 from anycastd_lab.topology import Server, wait_until
-
-#: anycastctl status's exit codes when anycastd answered: all announced, withdrawn, degraded.
-ANSWERED = (0, 5, 6)
 
 
 class BgpLab(DnsLab):

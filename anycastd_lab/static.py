@@ -13,13 +13,11 @@ import subprocess
 import sys
 
 from anycastd.announce.frr import parse_running_config
+from anycastd.cli.anycastctl import ANSWERED
 from anycastd.routes import Installed
 from anycastd_lab import clab, daemons
 from anycastd_lab.base import DnsLab
 from anycastd_lab.topology import run, wait_until
-
-#: anycastctl status's exit codes when anycastd answered: all announced, withdrawn, degraded.
-ANSWERED = (0, 5, 6)
 
 
 class StaticLab(DnsLab):
