@@ -287,12 +287,9 @@ class Sidecar:
         old = {s.name: s for s in self.config.services}
         added = [s for s in new.services if s.name not in old]
         # only its BGP attributes: the same probes and state, the path announced again with the new ones
-        retagged = [
-            s
-            for s in new.services
-            if s.name in old and old[s.name] != s and replace(s, bgp=old[s.name].bgp) == old[s.name]
-        ]
-        changed = [s for s in new.services if s.name in old and old[s.name] != s and s not in retagged]
+        differ = [s for s in new.services if s.name in old and old[s.name] != s]
+        retagged = [s for s in differ if replace(s, bgp=old[s.name].bgp) == old[s.name]]
+        changed = [s for s in differ if s not in retagged]
         removed = [name for name in old if name not in {s.name for s in new.services}]
         try:
             for service in [*added, *changed]:
