@@ -12,7 +12,10 @@ problem`` lines. The router's configuration is anycastd.router_config.
 
 from __future__ import annotations
 
+import grp
 import ipaddress
+import math
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +83,27 @@ class Service:
 MIN_HOLD_TIME = 3
 
 
+#: bfdd's bounds for its intervals (10 ms to 60 s) and RFC 5880's detect multiplier as bfdd takes it.
+MIN_BFD_INTERVAL, MAX_BFD_INTERVAL = 0.01, 60.0
+MIN_BFD_MULTIPLIER, MAX_BFD_MULTIPLIER = 2, 255
+
+
+@dataclass(frozen=True)
+class BfdSettings:
+    """BFD (RFC 5880) on one BGP session, spoken by FRR's bfdd: the field's usual 300 ms x 3 by default."""
+
+    interval: float = 0.3  # seconds: how often this side sends, and the slowest it asks the router to send
+    multiplier: int = 3  # how many intervals without a packet before the session is down
+
+    @property
+    def interval_ms(self) -> int:
+        return round(self.interval * 1000)
+
+    @property
+    def detection_time(self) -> float:
+        return self.interval * self.multiplier
+
+
 @dataclass(frozen=True)
 class Neighbor:
     address: IPAddress
@@ -88,12 +112,24 @@ class Neighbor:
     hold_time: int = 3
     md5_password: str | None = None
     gtsm: bool = False  # RFC 5082: accept the router's packets only with TTL 255 (the router must send 255)
+    bfd: BfdSettings | None = None  # None: no BFD on this session (the hold time is the bound for a dead host)
 
 
 @dataclass(frozen=True)
 class ExaBGPSettings:
     command: tuple[str, ...] | None = None  # None: this Python's ``-m anycastd.announce.exabgp_run`` (ExaBGP)
     watchdog: float = 1.5
+
+
+#: Where Debian's frr package puts bfdd (Red Hat's: /usr/libexec/frr/bfdd).
+DEFAULT_BFDD = ("/usr/lib/frr/bfdd",)
+#: The group FRR's daemons insist their user belongs to (FRR's VTY_GROUP); the frr package creates it.
+FRR_VTY_GROUP = "frrvty"
+
+
+@dataclass(frozen=True)
+class BfddSettings:
+    command: tuple[str, ...] = DEFAULT_BFDD  # bfdd, with any arguments of the operator's own
 
 
 @dataclass(frozen=True)
@@ -116,7 +152,13 @@ class Config:
     control: ControlSettings = field(default_factory=ControlSettings)
     drain: DrainSettings = DrainSettings()
     metrics: MetricsSettings | None = None  # None: no metrics endpoint
+    bfdd: BfddSettings = BfddSettings()
     source: str = "<config>"
+
+    @property
+    def bfd_neighbors(self) -> tuple[Neighbor, ...]:
+        """The neighbors whose sessions have BFD: bfdd runs only when there is one."""
+        return tuple(n for n in self.neighbors if n.bfd is not None)
 
     @property
     def control_socket(self) -> Path:
@@ -124,7 +166,9 @@ class Config:
 
     def restart_only_changes(self, new: Config) -> list[str]:
         """The settings that differ in ``new`` and that a reload cannot apply (only a restart can)."""
-        keys = ("router_id", "local_asn", "neighbors", "exabgp", "runtime_dir", "state_dir", "control", "metrics")
+        keys = (
+            "router_id", "local_asn", "neighbors", "exabgp", "runtime_dir", "state_dir", "control", "metrics", "bfdd",
+        )  # fmt: skip
         return [k for k in keys if getattr(self, k) != getattr(new, k)]
 
     def service(self, name: str) -> Service:
@@ -215,8 +259,39 @@ def _listed(convert: Callable[[str], str], what: str) -> Callable[[Any], list[st
     return read
 
 
+def _bfd(r: Reader, data: Any, path: str) -> BfdSettings | bool | None:
+    """A neighbor's ``bfd``: true for the defaults, false for none, or {interval, multiplier}.
+    False (not None) when it is wrong: the problem is recorded, and parsing raises."""
+    if data is True:
+        return BfdSettings()
+    if data is False:
+        return None
+    if not isinstance(data, dict):
+        r.problem(path, f"must be true, false or a mapping with interval and multiplier, got {kind(data)}")
+        return False
+    m = r.mapping(data, path, {"interval", "multiplier"})
+    assert m is not None  # a dict
+    base = BfdSettings()
+    interval = r.field(m, path, "interval", _bfd_interval, base.interval)
+    multiplier = r.field(m, path, "multiplier", whole(MIN_BFD_MULTIPLIER, MAX_BFD_MULTIPLIER), base.multiplier)
+    if interval is None or multiplier is None:  # pragma: no mutate
+        return False
+    return BfdSettings(interval, multiplier)
+
+
+def _bfd_interval(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise ValueError(f"must be a number of seconds, got {value!r}")
+    if not MIN_BFD_INTERVAL <= value <= MAX_BFD_INTERVAL:
+        raise ValueError(f"must be between {MIN_BFD_INTERVAL:g} and {MAX_BFD_INTERVAL:g} seconds, got {value:g}")
+    if abs(round(value * 1000) - value * 1000) > 1e-6:
+        raise ValueError(f"must be a whole number of milliseconds (bfdd counts in ms), got {value:g}")
+    return float(value)
+
+
 def _neighbor(r: Reader, data: Any, path: str) -> Neighbor | None:
-    m = r.mapping(data, path, {"address", "peer_asn", "local_address", "hold_time", "md5_password", "gtsm"})
+    keys = {"address", "peer_asn", "local_address", "hold_time", "md5_password", "gtsm", "bfd"}
+    m = r.mapping(data, path, keys)
     if m is None:
         return None
     address = r.field(m, path, "address", to_address)
@@ -225,6 +300,7 @@ def _neighbor(r: Reader, data: Any, path: str) -> Neighbor | None:
     hold = r.field(m, path, "hold_time", whole(-(2**31), 2**31), 3)
     md5 = r.field(m, path, "md5_password", _md5, None)
     gtsm = r.field(m, path, "gtsm", to_bool, False)
+    bfd = _bfd(r, m["bfd"], f"{path}.bfd") if "bfd" in m else None
     if hold is not None and not MIN_HOLD_TIME <= hold <= 65535:
         # 0 (RFC 4271's "no keepalives") would leave a frozen or powered-off server's paths on the
         # router forever; under 3 s, RFC 4271 refuses it. The hold time is the bound for a dead host.
@@ -239,7 +315,21 @@ def _neighbor(r: Reader, data: Any, path: str) -> Neighbor | None:
         return None
     if address is None or peer_asn is None or local is None or hold is None or gtsm is None:  # pragma: no mutate
         return None
-    return Neighbor(address, peer_asn, local, hold, md5, gtsm)
+    if bfd is False:
+        return None
+    return Neighbor(address, peer_asn, local, hold, md5, gtsm, bfd if isinstance(bfd, BfdSettings) else None)
+
+
+def bfdd_problem(command: tuple[str, ...]) -> str | None:
+    """Why bfdd cannot be run here (missing, or FRR's group missing), or None. `check-config` asks it too:
+    a configuration with BFD passes only where the daemon can start bfdd."""
+    if shutil.which(command[0]) is None:
+        return f"needs FRR's bfdd, and {command[0]} is not there: install the Debian package frr (or set bfdd.command)"
+    try:
+        grp.getgrnam(FRR_VTY_GROUP)
+    except KeyError:
+        return f"needs FRR's group {FRR_VTY_GROUP}, which does not exist: install the Debian package frr"
+    return None
 
 
 def _cross_checks(r: Reader, config: Config) -> None:
@@ -271,7 +361,7 @@ def _cross_checks(r: Reader, config: Config) -> None:
 
 _TOP_KEYS = {
     "router_id", "local_asn", "neighbors", "services", "exabgp",
-    "runtime_dir", "state_dir", "control", "drain", "metrics",
+    "runtime_dir", "state_dir", "control", "drain", "metrics", "bfdd",
 }  # fmt: skip
 
 
@@ -317,6 +407,11 @@ def parse(text: str, source: str = "<config>") -> Config:
             command = r.field(e, "exabgp", "command", to_command, None)
             watchdog = r.field(e, "exabgp", "watchdog", seconds(0.3, 60), ExaBGPSettings.watchdog)
             exabgp = ExaBGPSettings(command, watchdog if watchdog is not None else ExaBGPSettings.watchdog)
+    bfdd = BfddSettings()
+    if "bfdd" in top:
+        b = r.mapping(top["bfdd"], "bfdd", {"command"})
+        if b is not None:
+            bfdd = BfddSettings(r.field(b, "bfdd", "command", to_command, DEFAULT_BFDD) or DEFAULT_BFDD)
     neighbors: list[Neighbor] = []
     for n_path, raw in r.items(top, "", "neighbors", "BGP neighbors"):
         n = _neighbor(r, raw, n_path)
@@ -339,9 +434,13 @@ def parse(text: str, source: str = "<config>") -> Config:
         control,
         drain,
         metrics,
+        bfdd,
         source,
     )
     _cross_checks(r, config)
+    with_bfd = [i for i, n in enumerate(config.neighbors) if n.bfd is not None]
+    if with_bfd and (problem := bfdd_problem(config.bfdd.command)) is not None:
+        r.problem(f"neighbors[{with_bfd[0]}].bfd", problem)
     if r.problems:
         raise ConfigError(r.problems)
     return config

@@ -83,6 +83,9 @@ class View:
     exabgp_state: str = "starting"
     #: Unix time of ExaBGP's last answer, None before the first.
     exabgp_last_answer: float | None = None
+    #: Each BFD session's state (anycastd.announce.bfdd.SESSION_STATES), by neighbor; empty without BFD.
+    bfd: dict[str, str] = field(default_factory=dict)
+    bfdd_restarts: int = 0
 
 
 class _StateCollector(Collector):
@@ -132,6 +135,15 @@ class _StateCollector(Collector):
         if v.exabgp_last_answer is not None:
             answered.add_metric([], v.exabgp_last_answer)
         yield from (state, announced, maintenance, gshut, penalty, suppressed, session, restarts, exabgp, answered)
+        if v.bfd:
+            bfd = GaugeMetricFamily(
+                "anycastd_bfd_up", "1 while bfdd's BFD session with the neighbor is up", labels=["neighbor"]
+            )
+            for neighbor, bfd_state in sorted(v.bfd.items()):
+                bfd.add_metric([neighbor], 1.0 if bfd_state == "up" else 0.0)
+            bfdd = CounterMetricFamily("anycastd_bfdd_restarts", "times bfdd had to be started again")
+            bfdd.add_metric([], float(v.bfdd_restarts))
+            yield from (bfd, bfdd)
 
 
 class _Endpoint:
@@ -189,8 +201,24 @@ class Metrics(_Endpoint):
             registry=self.registry,
         )
 
+        self.bfd_transitions = Counter(
+            "anycastd_bfd_transitions",
+            "BFD session state changes, by neighbor and the state entered (unknown: bfdd not answering)",
+            ["neighbor", "to"],
+            registry=self.registry,
+        )
+
     def watch(self, view: Callable[[], View]) -> None:
         self.registry.register(_StateCollector(view))
+
+    def declare_bfd(self, neighbors: Iterable[str], states: Iterable[str]) -> None:
+        """Create every BFD transition series at zero."""
+        for neighbor in neighbors:
+            for state in states:
+                self.bfd_transitions.labels(neighbor, state)
+
+    def bfd_transition(self, neighbor: str, to: str) -> None:
+        self.bfd_transitions.labels(neighbor, to).inc()
 
     def declare(self, services: Iterable[tuple[str, int]]) -> None:
         """Create every labelled series at zero for these (service, number of checks)."""

@@ -42,6 +42,7 @@ from typing import Any
 
 from anycastd.address import Addresses
 from anycastd.announce import PLAIN, Announcer
+from anycastd.announce.bfdd import BfdSpeaker
 from anycastd.checks.dns import Prober, ProbeResult
 from anycastd.config import Config, Service
 from anycastd.control import (
@@ -97,8 +98,11 @@ class Sidecar:
         sleep: Sleep = asyncio.sleep,
         jitter: Callable[[float], float] = lambda interval: random.uniform(0, interval),  # noqa: S311 (spreading load, not secrecy)
         triggers: Triggers | None = None,
+        bfd: BfdSpeaker | None = None,
     ) -> None:
         self.config = config
+        #: BFD for the neighbors that ask for it (anycastd.announce.bfdd), None when none does.
+        self.bfd = bfd
         #: What wakes a probe before its time (anycastd.sockdiag); by default nothing does.
         self.triggers: Triggers = triggers or Polling("no event source was given")
         self.announcer = announcer
@@ -154,6 +158,8 @@ class Sidecar:
         for service in self.config.services:
             await self.addresses.ensure(service.interface, service.prefixes)
         self.restore_maintenance()
+        if self.bfd is not None:
+            await self.bfd.start()
         await self.announcer.start()
         self._crashed = asyncio.get_running_loop().create_future()
         for service in self.config.services:
@@ -180,6 +186,8 @@ class Sidecar:
         self.triggers.close()
         log.info("stopping ExaBGP")
         await self.announcer.close()
+        if self.bfd is not None:  # after ExaBGP: the router sees the sessions close, not BFD fail
+            await self.bfd.close()
         await self.meter.close()
 
     def _start_service(self, service: Service) -> None:
@@ -454,6 +462,7 @@ class Sidecar:
             "services": services,
             "bgp": self.announcer.sessions(),
             "exabgp": self.announcer.describe(),
+            "bfd": self.bfd.describe() if self.bfd is not None else None,
         }
 
     # systemd (anycastd.sdnotify) ----------------------------------------------
@@ -490,4 +499,6 @@ class Sidecar:
             int(backend.get("restarts", 0)),
             str(backend.get("state", "up")),
             getattr(self.announcer, "last_answer", None),
+            self.bfd.session_states() if self.bfd is not None else {},
+            int(self.bfd.describe().get("restarts", 0)) if self.bfd is not None else 0,
         )

@@ -6,17 +6,23 @@ all exercise the same topology and the same failure actions.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import signal
 import subprocess
 import sys
 
 from anycastd.cli.anycastctl import ANSWERED
 from anycastd_lab import daemons
-from anycastd_lab.base import DnsLab
+from anycastd_lab.base import DnsLab, process_running
 from anycastd_lab.topology import Server, wait_until
 
 
 class BgpLab(DnsLab):
+    #: bfdd before bgpd: bgpd's sessions ask for BFD (frr/bgp/frr.conf) through zebra, and bfdd answers
+    FRR_DAEMONS = ("zebra", "bfdd", "bgpd")
+
     def frr_config(self) -> str:
         return daemons.frr_bgp_config()
 
@@ -90,6 +96,52 @@ class BgpLab(DnsLab):
                 return pid
         return None
 
+    def bfd_sessions(self) -> dict[str, str]:
+        """The router's BFD sessions (bfdd), peer address to state."""
+        out = json.loads(self.vtysh("show bfd peers json") or "[]")
+        return {str(p["peer"]): str(p["status"]) for p in out}
+
+    def wait_bfd(self, *servers: Server, up: bool = True, timeout: float = 15.0) -> None:
+        """Wait until the router's BFD sessions with ``servers`` (all by default), both families, are (not) up.
+        BFD comes up a second or two after BGP: until then a session sends at most once a second (RFC 5880)."""
+        addresses = {a for s in servers or self.servers for a in (s.v4, s.v6)}
+        wait_until(
+            lambda: all((self.bfd_sessions().get(a) == "up") == up for a in addresses),
+            timeout,
+            what=f"BFD with {sorted(addresses)} {'up' if up else 'down'} on the router (now {self.bfd_sessions()})",
+        )
+
+    def bfdd_pid(self, server: Server) -> int | None:
+        """The bfdd anycastd runs on ``server`` (anycastd.announce.bfdd), found by its command line."""
+        for pid, argv in self.lab.commands(server.name).items():
+            if argv and argv[0].endswith(b"bfdd") and process_running(pid):
+                return pid
+        return None
+
+    # a whole host's failures ------------------------------------------------
+
+    def blackhole(self, server: Server, on: bool = True) -> None:
+        """Drop every frame ``server`` sends, at the router's port, with no change of carrier: what a power
+        cut or a kernel panic looks like from the router (an nftables netdev ingress chain; no netem here)."""
+        ns, table = self.lab.router, f"acd_blackhole_{server.name}"
+        if on:
+            device = self.router_link(server)
+            chain = f"{{ type filter hook ingress device {device} priority -500; }}"
+            self.lab.exec(ns, "nft", f"add table netdev {table}; add chain netdev {table} in {chain}; "
+                          f"add rule netdev {table} in drop")  # fmt: skip
+        else:
+            self.lab.exec(ns, "nft", f"delete table netdev {table}", check=False)
+
+    def freeze_host(self, server: Server, sig: int = signal.SIGSTOP) -> None:
+        """SIGSTOP every process on ``server`` (SIGCONT with ``sig``): a host frozen under memory pressure,
+        whose kernel still answers TCP and ARP while nothing in user space runs."""
+        for pid in self.lab.commands(server.name):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    def thaw_host(self, server: Server) -> None:
+        self.freeze_host(server, signal.SIGCONT)
+
     def bgp_established(self, server: Server) -> bool:
         out = self.vtysh(f"show bgp neighbor {server.v4} json")
         return '"bgpState":"Established"' in out.replace(" ", "")
@@ -112,11 +164,17 @@ class BgpLab(DnsLab):
             raise RuntimeError(f"anycastctl announce --all failed on {server.name}")
 
     def restore(self) -> None:
-        """Bring every daemon back and wait for all paths: each test starts from a healthy lab."""
+        """Bring every daemon back and wait for all paths and BFD sessions: each test starts from a healthy lab."""
         self.ensure_frr()
         self.links_up()
+        for s in self.servers:
+            self.blackhole(s, on=False)
+            self.thaw_host(s)
         for s in self.servers:
             self.revive(s)
         for s in self.servers:
             self.undrain(s)
         self.wait_paths(len(self.servers), timeout=30)
+        with_bfd = [s for s in self.servers if "bfd:" in daemons.anycastd_paths(self.lab, s)[0].read_text()]
+        if with_bfd:
+            self.wait_bfd(*with_bfd, timeout=30)

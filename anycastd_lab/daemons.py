@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from anycastd.config import parse as parse_config
 from anycastd_lab.topology import (
     HEALTH_QNAME,
     ROUTER_ASN,
@@ -50,18 +51,31 @@ def start_frr(lab: Lab, config: str, daemons: tuple[str, ...] = ("zebra", "bgpd"
         ]  # fmt: skip
         if daemon == "bgpd":
             argv += ["-p", "179"]
+        if daemon == "bfdd":
+            argv += ["--bfdctl", str(rdir / "bfdd.sock")]  # not /var/run/frr's: labs run side by side
         lab.exec(lab.router, *argv)
         if daemon == "zebra":
             wait_until((rdir / "zserv.api").exists, 10, what="zebra's socket")
 
 
 def daemon_part(config: str, daemon: str) -> str:
-    """What of a router configuration ``daemon`` gets: zebra its hostname and its global ``zebra ...``
-    settings, every other daemon the rest (each would log the other's lines as errors)."""
+    """What of a router configuration ``daemon`` gets, as vtysh splits an integrated frr.conf: zebra its
+    hostname and its global ``zebra ...`` settings, bfdd the ``bfd`` block, every other daemon the rest.
+    A daemon given another's block logs its lines as errors, and reads the block's ``exit`` as leaving
+    configuration mode: everything after it would be lost without a word."""
     lines = config.splitlines(keepends=True)
     if daemon == "zebra":
         return "".join(line for line in lines if line.startswith(("hostname ", *ZEBRA_LINES)))
-    return "".join(line for line in lines if not line.startswith(ZEBRA_LINES))
+    bfd: list[str] = []
+    rest: list[str] = []
+    inside = False
+    for line in lines:
+        inside = inside or line.rstrip() == "bfd"
+        (bfd if inside else rest).append(line)
+        inside = inside and line.rstrip() != "exit"
+    if daemon == "bfdd":
+        return "".join(bfd)
+    return "".join(line for line in rest if not line.startswith(ZEBRA_LINES))
 
 
 def vtysh(lab: Lab, command: str) -> str:
@@ -170,13 +184,24 @@ def start_resolver(lab: Lab, server: Server, wait: bool = True, config: str | No
         )
 
 
+#: BFD on each of a lab server's sessions, as in containerlab/s*/anycastd.yaml (frr/bgp/frr.conf's profile).
+LAB_BFD = "{interval: 0.1, multiplier: 3}"
+
+
 def anycastd_config(
-    lab: Lab, server: Server, service: str = "", failure_action: str = "graceful-shutdown", **check: object
+    lab: Lab,
+    server: Server,
+    service: str = "",
+    failure_action: str = "graceful-shutdown",
+    bfd: str | None = LAB_BFD,
+    **check: object,
 ) -> str:
     """The sidecar's configuration on ``server``, as the reference topology's; ``service`` adds YAML lines at
-    the service's indent (``damping: false``), ``check`` keys to its check."""
+    the service's indent (``damping: false``), ``check`` keys to its check; ``bfd`` is each neighbor's (None:
+    no BFD)."""
     assert server.asn is not None, f"{server.name} has no anycastd.yaml in {lab.topology_file}"
     extra = "".join(f"\n        {k}: {v}" for k, v in check.items())
+    bfd_line = f"\n    bfd: {bfd}" if bfd is not None else ""
     return f"""# anycastd on lab server {server.name}
 router_id: {server.v4}
 local_asn: {server.asn}
@@ -190,12 +215,12 @@ neighbors:
     peer_asn: {ROUTER_ASN}
     local_address: {server.v4}
     hold_time: 3
-    gtsm: true
+    gtsm: true{bfd_line}
   - address: {server.router_v6}
     peer_asn: {ROUTER_ASN}
     local_address: {server.v6}
     hold_time: 3
-    gtsm: true
+    gtsm: true{bfd_line}
 services:
   dns:
     prefixes: [{SERVICE_V4}, {SERVICE_V6}]
@@ -236,6 +261,8 @@ def anycastd_paths(lab: Lab, server: Server) -> tuple[Path, Path, Path]:
 UNPRIVILEGED_USER = "anycastd"
 #: The sidecar's one capability (docs/security.md): the service addresses (netlink) and nftables.
 SIDECAR_CAPABILITIES = ("net_admin",)
+#: What bfdd needs besides, when a neighbor has BFD (packaging/systemd/anycastd.service.d/bfd.conf).
+BFD_CAPABILITIES = ("net_bind_service", "net_raw", "sys_admin")
 
 
 def ensure_user(name: str = UNPRIVILEGED_USER) -> None:
@@ -277,11 +304,13 @@ def as_user(user: str, capabilities: tuple[str, ...]) -> list[str]:
 def start_anycastd(
     lab: Lab, server: Server, config: str | None = None, user: str | None = None
 ) -> subprocess.Popen[bytes]:
-    """anycastd on ``server``; with ``user``, as that unprivileged user with CAP_NET_ADMIN alone."""
+    """anycastd on ``server``; with ``user``, as that unprivileged user with CAP_NET_ADMIN alone (and what
+    bfdd needs, when the configuration has BFD: the unit's drop-in)."""
     sdir = lab.workdir / server.name
     sdir.mkdir(exist_ok=True)
     path, logfile, _ = anycastd_paths(lab, server)
-    path.write_text(config or anycastd_config(lab, server))
+    text = config or anycastd_config(lab, server)
+    path.write_text(text)
     argv = [sys.executable, "-m", "anycastd", "run", "--config", str(path), "--log-level", "debug"]
     if user is not None:
         ensure_user(user)
@@ -289,7 +318,8 @@ def start_anycastd(
         for sub in (sdir / "run", sdir / "state"):  # what systemd's RuntimeDirectory= and StateDirectory= give
             sub.mkdir(exist_ok=True)
             subprocess.run(["chown", "-R", f"{user}:", str(sub)], check=True)
-        argv = [*as_user(user, SIDECAR_CAPABILITIES), *argv]
+        bfd = BFD_CAPABILITIES if parse_config(text).bfd_neighbors else ()
+        argv = [*as_user(user, SIDECAR_CAPABILITIES + bfd), *argv]
     return lab.spawn(anycastd_key(server), lab.ns(server.name), argv, logfile)
 
 

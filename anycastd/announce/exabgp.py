@@ -45,10 +45,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import ctypes
 import logging
 import os
-import pwd
 import signal
 import sys
 import time
@@ -58,6 +56,7 @@ from typing import Any
 import tenacity
 
 from anycastd.announce import PLAIN, RouteAttributes, exabgp_helper, notification
+from anycastd.announce.child import die_with_parent, own_user
 from anycastd.announce.exabgp_config import render_config
 from anycastd.config import Config
 from anycastd.control_server import peer_of
@@ -87,21 +86,6 @@ def heartbeat_bounds(config: Config) -> tuple[float, float]:
     return period, min(max(5 * period, 1.0), 2.0)
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _die_with_parent() -> None:
-    """Runs in the child between fork and exec: die when anycastd dies."""
-    _libc.prctl(exabgp_helper.PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
-def _own_user() -> str:
-    try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:  # a uid without a name: ExaBGP switches user only as root, and root has one
-        return "root"
-
-
 EXABGP_ENV = {
     "exabgp_daemon_daemonize": "false",
     # Never change user: the kernel clears PR_SET_PDEATHSIG when a process does, and that signal is
@@ -109,7 +93,7 @@ EXABGP_ENV = {
     # exabgp.daemon.user, so that is whoever runs anycastd: under packaging/systemd, the unprivileged
     # user anycastd with CAP_NET_ADMIN alone (docs/security.md), and ExaBGP then changes nothing.
     "exabgp_daemon_drop": "false",
-    "exabgp_daemon_user": _own_user(),
+    "exabgp_daemon_user": own_user(),
     "exabgp_daemon_pid": "",
     "exabgp_api_ack": "true",
     "exabgp_api_respawn": "false",  # a dead helper means a dead controller: do not hide it
@@ -313,7 +297,7 @@ class ExaBGPAnnouncer:
                     stdout=asyncio.subprocess.PIPE,
                     stderr=asyncio.subprocess.STDOUT,
                     env={**os.environ, **EXABGP_ENV},
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=die_with_parent,
                     start_new_session=True,  # a Ctrl-C meant for anycastd must not reach ExaBGP first
                 )
             except OSError as exc:

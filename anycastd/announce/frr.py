@@ -203,7 +203,7 @@ _CMD_SUCCESS, _CMD_WARNING = 0, 1
 _MAX_ANSWER = 16 << 20
 
 
-class _Vty:
+class Vty:
     """One kept-open connection to one daemon's VTY socket, in enable mode."""
 
     def __init__(self, path: Path, timeout: float) -> None:
@@ -263,14 +263,14 @@ class VtyRoutes:
 
     def __init__(self, settings: VtyshSettings) -> None:
         self.settings = settings
-        self.staticd = _Vty(settings.vty_dir / "staticd.vty", settings.timeout)
-        self.zebra = _Vty(settings.vty_dir / "zebra.vty", settings.timeout)
+        self.staticd = Vty(settings.vty_dir / "staticd.vty", settings.timeout)
+        self.zebra = Vty(settings.vty_dir / "zebra.vty", settings.timeout)
         self.calls = 0
         self.last_error: str | None = None
         self.last_duration: float | None = None
         self._lock = asyncio.Lock()
 
-    async def _run(self, vty: _Vty, lines: Sequence[str], stop_on_refusal: bool) -> list[str]:
+    async def _run(self, vty: Vty, lines: Sequence[str], stop_on_refusal: bool) -> list[str]:
         """Run ``lines`` in one session; their outputs. A refused line ends a change (after ``end``)."""
         async with self._lock:
             started = time.monotonic()

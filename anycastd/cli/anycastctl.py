@@ -205,8 +205,21 @@ def print_status(reply: dict[str, Any]) -> None:
     )
     if e.get("problem"):
         print(f"ExaBGP's last problem: {e['problem']}")
+    _print_bfd(reply.get("bfd"))
     if reply.get("problem"):
         print(f"\nPROBLEM: {reply['problem']}")
+
+
+def _print_bfd(b: dict[str, Any] | None) -> None:
+    if not b:
+        return
+    sessions = ", ".join(
+        f"{n} {v['state']} ({v['interval_ms']} ms x {v['multiplier']}{', multihop' if v.get('multihop') else ''})"
+        for n, v in b["sessions"].items()
+    )
+    print(f"BFD: {sessions}; bfdd pid {b.get('pid') or '-'} {b.get('state', '-')}, {b.get('restarts', 0)} restart(s)")
+    if b.get("problem"):
+        print(f"bfdd's last problem: {b['problem']}")
 
 
 def status_code(doc: dict[str, Any]) -> int:
@@ -221,6 +234,8 @@ def status_code(doc: dict[str, Any]) -> int:
     else:
         sessions = doc["bgp"].values()
         degraded = bool(doc.get("problem")) or not sessions or any(state != "up" for state in sessions)
+        bfd = (doc.get("bfd") or {}).get("sessions", {})
+        degraded = degraded or any(v["state"] != "up" for v in bfd.values())
         withdrawn = False
         for s in doc["services"]:
             degraded = degraded or s.get("path") == "graceful-shutdown"

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from anycastd import __version__, frr_policy, logs
 from anycastd.address import NetlinkAddresses
+from anycastd.announce.bfdd import SESSION_STATES, Bfdd
 from anycastd.announce.exabgp import ExaBGPAnnouncer
 from anycastd.announce.frr import VtyRoutes, VtyshRoutes
 from anycastd.checks.dns import DnsProber
@@ -93,6 +94,10 @@ async def _run(config: Config, path: str) -> None:
     liveness = Liveness()
     metrics = Metrics()
     announcer = ExaBGPAnnouncer(config, alive=liveness)
+    bfd = None
+    if config.bfd_neighbors:
+        metrics.declare_bfd([str(n.address) for n in config.bfd_neighbors], SESSION_STATES)
+        bfd = Bfdd(config, on_change=metrics.bfd_transition)
     prober = DnsProber()
     sidecar = Sidecar(
         config,
@@ -104,6 +109,7 @@ async def _run(config: Config, path: str) -> None:
         meter=NftablesMeter(),
         metrics=metrics,
         triggers=SocketWatch(time.monotonic),
+        bfd=bfd,
     )
     reloads: set[asyncio.Task[None]] = set()
     reader: OffLoopReader[Config] = OffLoopReader("sidecar")

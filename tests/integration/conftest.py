@@ -15,7 +15,17 @@ from anycastd_lab.bgp import BgpLab
 from anycastd_lab.static import StaticLab
 from anycastd_lab.topology import reap_stale_labs
 
-NEEDED = ["ip", "vtysh", "unbound", "named", "dig", "/usr/lib/frr/zebra", "/usr/lib/frr/bgpd", "/usr/lib/frr/staticd"]
+NEEDED = [
+    "ip",
+    "vtysh",
+    "unbound",
+    "named",
+    "dig",
+    "/usr/lib/frr/zebra",
+    "/usr/lib/frr/bgpd",
+    "/usr/lib/frr/staticd",
+    "/usr/lib/frr/bfdd",
+]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

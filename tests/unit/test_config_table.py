@@ -87,6 +87,20 @@ SIDECAR_ROWS: list[tuple[Key, Any, Callable[[config.Config], Any], Any, str]] = 
      "neighbors[0].hold_time: must be between 3 and 65535 seconds (RFC 4271's minimum is 3), got 2"),
     (["neighbors", 0, "gtsm"], True, lambda c: c.neighbors[0].gtsm, "yes",
      "neighbors[0].gtsm: must be true or false, got 'yes'"),
+    (["neighbors", 0, "bfd"], True, lambda c: c.neighbors[0].bfd == config.BfdSettings(0.3, 3), "yes",
+     "neighbors[0].bfd: must be true, false or a mapping with interval and multiplier, got a string"),
+    (["neighbors", 0, "bfd", "interval"], 0.01, lambda c: c.neighbors[0].bfd.interval, 0.009,
+     "neighbors[0].bfd.interval: must be between 0.01 and 60 seconds, got 0.009"),
+    (["neighbors", 0, "bfd", "interval"], 60, lambda c: c.neighbors[0].bfd.interval, 60.001,
+     "neighbors[0].bfd.interval: must be between 0.01 and 60 seconds, got 60.001"),
+    (["neighbors", 0, "bfd", "interval"], 0.105, lambda c: c.neighbors[0].bfd.interval, 0.1005,
+     "neighbors[0].bfd.interval: must be a whole number of milliseconds (bfdd counts in ms), got 0.1005"),
+    (["neighbors", 0, "bfd", "multiplier"], 2, lambda c: c.neighbors[0].bfd.multiplier, 1,
+     "neighbors[0].bfd.multiplier: must be between 2 and 255, got 1"),
+    (["neighbors", 0, "bfd", "multiplier"], 255, lambda c: c.neighbors[0].bfd.multiplier, 256,
+     "neighbors[0].bfd.multiplier: must be between 2 and 255, got 256"),
+    (["bfdd", "command"], ["/usr/lib/frr/bfdd", "--log-level", "debug"], lambda c: c.bfdd.command, "bfdd",
+     "bfdd.command: must be a list of 1 to 64 strings (program and arguments), got a string"),
     (["neighbors", 0, "md5_password"], "x" * 80, lambda c: c.neighbors[0].md5_password, "x" * 81,
      "neighbors[0].md5_password: must be 1 to 80 printable ASCII characters without spaces (the TCP MD5 key limit)"),
     (["neighbors", 0, "local_address"], "192.0.2.10", lambda c: str(c.neighbors[0].local_address), "2001:db8::9",
@@ -163,6 +177,24 @@ def test_every_sidecar_key_is_read_and_bounded(
     expected = {"qtype": "AAAA", "rcode": "NXDOMAIN"}.get(str(key[-1]), expected)  # read in their canonical case
     assert got == expected
     assert problems_of(with_value(GOOD, key, bad), config.parse) == [message]
+
+
+def test_bfd_needs_bfdd_and_says_which_package_brings_it() -> None:
+    text = with_value(with_value(GOOD, ["neighbors", 1, "bfd"], True), ["bfdd", "command"], ["/nonexistent/bfdd"])
+    assert problems_of(text, config.parse) == [
+        "neighbors[1].bfd: needs FRR's bfdd, and /nonexistent/bfdd is not there: install the Debian package frr "
+        "(or set bfdd.command)"
+    ]
+    without = with_value(GOOD, ["bfdd", "command"], ["/nonexistent/bfdd"])  # no neighbor asks for BFD
+    assert config.parse(without).bfd_neighbors == ()
+
+
+def test_bfd_is_per_neighbor_and_off_unless_asked() -> None:
+    c = config.parse(with_value(GOOD, ["neighbors", 1, "bfd"], {"interval": 0.1}))
+    assert [n.bfd for n in c.neighbors] == [None, config.BfdSettings(0.1, 3)]
+    assert c.bfd_neighbors == (c.neighbors[1],) and c.neighbors[1].bfd.detection_time == pytest.approx(0.3)
+    assert config.parse(with_value(GOOD, ["neighbors", 1, "bfd"], False)).bfd_neighbors == ()
+    assert c.bfdd == config.BfddSettings(("/usr/lib/frr/bfdd",))
 
 
 def test_the_sidecar_defaults_whole() -> None:
@@ -432,8 +464,14 @@ def test_every_bad_neighbor_and_server_is_reported_not_only_the_first() -> None:
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        (["neighbors", 0, "bogus"], 1, "neighbors[0].bogus: unknown key (expected one of: address, gtsm, hold_time, "
-         "local_address, md5_password, peer_asn)"),
+        (["neighbors", 0, "bogus"], 1, "neighbors[0].bogus: unknown key (expected one of: address, bfd, gtsm, "
+         "hold_time, local_address, md5_password, peer_asn)"),
+        (["neighbors", 0, "bfd", "echo"], 1, "neighbors[0].bfd.echo: unknown key (expected one of: interval, "
+         "multiplier)"),
+        (["neighbors", 0, "bfd", "interval"], True, "neighbors[0].bfd.interval: must be a number of seconds, got True"),
+        (["neighbors", 0, "bfd"], {"interval": float("nan")}, "neighbors[0].bfd.interval: must be a number of "
+         "seconds, got nan"),
+        (["neighbors", 0, "bfd"], {"multiplier": 3.5}, "neighbors[0].bfd.multiplier: must be a whole number, got 3.5"),
         (["services", "dns", "prefixes", 0], "203.0.113.0/24", "services.dns.prefixes[0]: 203.0.113.0/24 is not a host "
          "route (/32 or /128); set allow_non_host_prefixes: true if you mean it"),
         (["neighbors"], [], "neighbors: must be a non-empty list of BGP neighbors, got a list"),
