@@ -80,6 +80,7 @@ bench: deps venv
 	$(PY) bench/compare.py
 	$(PY) bench/router.py
 	$(PY) bench/fleet.py
+	$(PY) bench/bfd.py
 
 bench-quick: deps venv
 	$(PY) bench/triggers.py --trials 10 --no-write
@@ -87,6 +88,7 @@ bench-quick: deps venv
 	$(PY) bench/compare.py --quick
 	$(PY) bench/router.py --quick
 	$(PY) bench/fleet.py --quick
+	$(PY) bench/bfd.py --quick
 
 bench-sidecar: deps venv
 	$(PY) bench/failover.py

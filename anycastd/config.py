@@ -50,7 +50,7 @@ from anycastd.schema import (
     to_path,
 )
 from anycastd.syntax import MAX_PREPEND, community, exabgp_problem, large_community
-from anycastd.yamlfile import Reader, absolute_path, kind, read_text, seconds, whole
+from anycastd.yamlfile import Reader, absolute_path, kind, read_text, seconds, shown, whole
 
 DEFAULT_INTERFACE = "anycast0"
 DEFAULT_STATE_DIR = Path("/var/lib/anycastd")
@@ -280,10 +280,11 @@ def _bfd(r: Reader, data: Any, path: str) -> BfdSettings | bool | None:
 
 
 def _bfd_interval(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise ValueError(f"must be a number of seconds, got {value!r}")
-    if not MIN_BFD_INTERVAL <= value <= MAX_BFD_INTERVAL:
-        raise ValueError(f"must be between {MIN_BFD_INTERVAL:g} and {MAX_BFD_INTERVAL:g} seconds, got {value:g}")
+    nan = isinstance(value, float) and math.isnan(value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or nan:
+        raise ValueError(f"must be a number of seconds, got {shown(value)}")
+    if not MIN_BFD_INTERVAL <= value <= MAX_BFD_INTERVAL:  # compared as they are: a huge int is no float
+        raise ValueError(f"must be between {MIN_BFD_INTERVAL:g} and {MAX_BFD_INTERVAL:g} seconds, got {shown(value)}")
     if abs(round(value * 1000) - value * 1000) > 1e-6:
         raise ValueError(f"must be a whole number of milliseconds (bfdd counts in ms), got {value:g}")
     return float(value)

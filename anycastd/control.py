@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, Protocol, TypeVar
 
 from anycastd.errors import AnycastdError
+from anycastd.untrusted import loads
 
 MAX_LINE = 16 * 1024
 MAX_REASON = 200
@@ -108,7 +109,7 @@ def _server(data: dict[str, Any], command: str, service: str | None) -> str | No
 def decode(line: bytes) -> Request:
     """Parse one request line; raise ProtocolError saying what is wrong with it."""
     try:
-        data = json.loads(line)
+        data = loads(line)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"not a JSON request ({exc})") from None
     except RecursionError:
@@ -298,7 +299,7 @@ def _drain_outcome(data: Any) -> DrainOutcome:
 def decode_reply(request: Request, line: bytes) -> Reply:
     """The reply to ``request``, typed; an error reply or a malformed line raises ControlError."""
     try:
-        data = json.loads(line)
+        data = loads(line)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise ControlError(f"anycastd sent a reply that is not JSON: {line[:200]!r}") from None
     d = _Shape(data, "reply")

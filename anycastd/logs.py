@@ -17,6 +17,8 @@ import sys
 from collections.abc import Mapping
 from typing import TextIO
 
+from anycastd.untrusted import whole_number
+
 #: syslog priorities (sd-daemon(3)) by logging level.
 PRIORITIES = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
 PLAIN = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -43,14 +45,15 @@ class JournalFormatter(logging.Formatter):
 
 def to_journal(stream: TextIO, environ: Mapping[str, str]) -> bool:
     """True if ``stream`` is the journal stream systemd named in ``JOURNAL_STREAM`` (device:inode)."""
-    device, _, inode = environ.get("JOURNAL_STREAM", "").partition(":")
-    if not (device.isdigit() and inode.isdigit()):
+    device_text, _, inode_text = environ.get("JOURNAL_STREAM", "").partition(":")
+    device, inode = whole_number(device_text), whole_number(inode_text)
+    if device is None or inode is None:
         return False
     try:
         st = os.fstat(stream.fileno())
     except (OSError, ValueError):
         return False
-    return (st.st_dev, st.st_ino) == (int(device), int(inode))
+    return (st.st_dev, st.st_ino) == (device, inode)
 
 
 def setup(level: str, stream: TextIO | None = None, environ: Mapping[str, str] | None = None) -> bool:

@@ -10,13 +10,13 @@ the ruleset is written from typed addresses only (anycastd.syntax.nft_word).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Iterable, Sequence
 
 from anycastd.drain import MeterError
 from anycastd.schema import IPAddress
 from anycastd.syntax import nft_word
+from anycastd.untrusted import loads
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def nft_ruleset(addresses: Iterable[IPAddress]) -> str:
 def parse_counters(text: str) -> dict[str, int]:
     """Packets per address from ``nft -j list table inet anycastd``."""
     try:
-        items = json.loads(text)["nftables"]
+        items = loads(text)["nftables"]
     except (ValueError, KeyError, TypeError) as exc:
         raise MeterError(f"nft printed something that is not its JSON ruleset ({exc})") from None
     counts: dict[str, int] = {}

@@ -6,6 +6,7 @@ module adds the servers, their nexthops, and vtysh.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -84,15 +85,57 @@ class VtyshSettings:
 
     @property
     def vty_dir(self) -> Path:
-        """Where FRR's daemons keep their VTY sockets: vtysh's own ``--vty_socket``, or FRR's default."""
-        argv = self.command
-        for i, word in enumerate(argv[:-1]):
-            if word == "--vty_socket":
-                return Path(argv[i + 1])
-        for word in argv:
-            if word.startswith("--vty_socket="):
-                return Path(word.split("=", 1)[1])
-        return Path("/var/run/frr")
+        """Where FRR's daemons keep their VTY sockets, as vtysh with these arguments finds them: its own
+        ``--vty_socket``, else FRR's directory, in the pathspace ``-N``/``--pathspace`` names if any."""
+        given = vtysh_options(self.command)
+        if "--vty_socket" in given:
+            return Path(given["--vty_socket"])
+        return FRR_VTY_DIR / given["-N"] if "-N" in given else FRR_VTY_DIR
+
+
+#: FRR's own directory for its daemons' sockets (Debian's build: --localstatedir=/var/run/frr).
+FRR_VTY_DIR = Path("/var/run/frr")
+#: What a pathspace may be called: one directory name under FRR_VTY_DIR.
+_PATHSPACE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\Z")
+
+
+def vtysh_options(argv: tuple[str, ...]) -> dict[str, str]:
+    """The options of a vtysh command line that say where FRR's sockets are, as vtysh's getopt reads them:
+    ``--vty_socket DIR`` (or ``=DIR``), and the pathspace as ``-N NAME``, ``-NNAME``, ``--pathspace NAME`` or
+    ``--pathspace=NAME``, under the key ``-N``. The last one given wins, as with getopt."""
+    found: dict[str, str] = {}
+    words = list(argv[1:])
+    i = 0
+    while i < len(words):
+        word = words[i]
+        value: str | None = None
+        key = None
+        if word in ("--vty_socket", "--pathspace", "-N"):
+            key = "--vty_socket" if word == "--vty_socket" else "-N"
+            value = words[i + 1] if i + 1 < len(words) else None
+            i += 1
+        elif word.startswith(("--vty_socket=", "--pathspace=")):
+            key = "--vty_socket" if word.startswith("--vty_socket=") else "-N"
+            value = word.split("=", 1)[1]
+        elif word.startswith("-N") and not word.startswith("--"):
+            key, value = "-N", word[2:]
+        if key is not None and value is not None:
+            found[key] = value
+        i += 1
+    return found
+
+
+def _vtysh_command(value: Any) -> tuple[str, ...]:
+    """``router.vtysh``: a command line, whose pathspace (if any) names one directory under FRR's."""
+    command = to_command(value)
+    given = vtysh_options(command)
+    pathspace = given.get("-N")
+    if pathspace is not None and "--vty_socket" not in given and not _PATHSPACE.match(pathspace):
+        raise ValueError(
+            f"names the pathspace {pathspace[:40]!r}, which is not one directory name (letters, digits, "
+            f"'_', '.', '-'): FRR's sockets would be looked for outside {FRR_VTY_DIR}"
+        )
+    return command
 
 
 @dataclass(frozen=True)
@@ -210,7 +253,7 @@ def _routed_service(r: Reader, name: str, data: Any, path: str) -> RoutedService
 
 def _vtysh(r: Reader, raw: dict[str, Any]) -> VtyshSettings:
     d = VtyshSettings()
-    command = r.field(raw, "router", "vtysh", to_command, d.command)
+    command = r.field(raw, "router", "vtysh", _vtysh_command, d.command)
     timeout = r.field(raw, "router", "vtysh_timeout", seconds(0, 120), d.timeout)
     resync = r.field(raw, "router", "resync", seconds(0, 3600), d.resync)
     session = r.field(raw, "router", "frr_session", one_of(*SESSIONS), d.session)

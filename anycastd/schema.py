@@ -82,7 +82,22 @@ def to_bool(value: Any) -> bool:
     return value
 
 
+#: Why no address or prefix of either configuration may carry an IPv6 zone id (``fe80::1%eth0``): Python reads
+#: one, but ExaBGP's configuration, vtysh, bfdd and the kernel's routes, where each address goes, cannot.
+ZONE_ID = "must not carry a zone id (%{zone}): ExaBGP, FRR and the kernel's routes take plain addresses. {fix}"
+ADDRESS_FIX = "Use a global address (a link-local BGP neighbor or server is not supported)"
+PREFIX_FIX = "A service prefix is bound on its service's interface (services.NAME.interface); give it without one"
+
+
+def _no_zone(value: str, fix: str = ADDRESS_FIX) -> None:
+    if "%" in value:
+        raise ValueError(ZONE_ID.format(zone=value.partition("%")[2].partition("/")[0][:16], fix=fix))
+
+
 def to_address(value: Any) -> IPAddress:
+    """An IPv4 or IPv6 address, as every address field of both configurations reads one."""
+    if isinstance(value, str):
+        _no_zone(value)
     try:
         return ipaddress.ip_address(str(value))
     except ValueError:
@@ -99,6 +114,7 @@ def to_ipv4(value: Any) -> ipaddress.IPv4Address:
 def to_prefix(value: Any) -> IPNetwork:
     if not isinstance(value, str) or "/" not in value:
         raise ValueError(f"must be a prefix with a length such as 203.0.113.53/32, got {value!r}")
+    _no_zone(value, PREFIX_FIX)
     try:
         return ipaddress.ip_network(value)
     except ValueError as exc:

@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 from anycastd.skeleton import sleep_unless
+from anycastd.untrusted import whole_number
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,9 @@ class Notifier:
         elif raw:
             self.problem = f"NOTIFY_SOCKET={raw!r} is neither an absolute path nor @abstract: not notifying systemd"
         usec, for_pid = env.get("WATCHDOG_USEC", ""), env.get("WATCHDOG_PID", "")
-        if self.address is not None and usec.isdigit() and int(usec) > 0 and for_pid in ("", str(pid)):
-            self.watchdog = int(usec) / 1e6
+        microseconds = whole_number(usec)
+        if self.address is not None and microseconds and for_pid in ("", str(pid)):
+            self.watchdog = microseconds / 1e6
 
     @property
     def enabled(self) -> bool:

@@ -33,7 +33,6 @@ import json
 import math
 import os
 import re
-import stat
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from anycastd.errors import AnycastdError
+from anycastd.untrusted import UntrustedFileError, loads, read_file
 
 FILE_NAME = "maintenance.json"
 FORMAT_VERSION = 1
@@ -95,7 +95,7 @@ class InMemoryStore:
 
 def decode(text: str, source: str) -> dict[str, Maintenance]:
     try:
-        data = json.loads(text)
+        data = loads(text)
     except ValueError as exc:
         raise StateError(f"{source}: not JSON ({exc})") from None
     except RecursionError:
@@ -145,10 +145,9 @@ class FileStore:
 
     def load(self) -> dict[str, Maintenance]:
         try:
-            with open(self.path, "rb") as f:
-                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                    raise StateError(self._aside(f"{self.path}: not a regular file"))
-                data = f.read(MAX_BYTES + 1)
+            data = read_file(self.path, MAX_BYTES)
+        except UntrustedFileError as exc:
+            raise StateError(self._aside(f"{self.path}: {exc}")) from None
         except FileNotFoundError:
             return {}
         except OSError as exc:  # unreadable here and now (permissions, I/O): leave it where it is

@@ -35,8 +35,6 @@ in one round.
 from __future__ import annotations
 
 import math
-import os
-import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,6 +42,7 @@ from typing import Any, TypeVar
 import yaml
 
 from anycastd.errors import ConfigError
+from anycastd.untrusted import UntrustedFileError, read_file
 
 #: The largest configuration file read; the biggest real one (64 servers) is about 10 KiB.
 MAX_BYTES = 1024 * 1024
@@ -101,11 +100,10 @@ def read_text(path: str | Path) -> str:
     """The file's text, at most MAX_BYTES of UTF-8; ConfigError (with a line and column) otherwise."""
     p = Path(path)
     try:
-        with open(p, "rb") as f:
-            mode = os.fstat(f.fileno()).st_mode
-            if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
-                raise ConfigError([f"{p}: not a regular file"])
-            data = f.read(MAX_BYTES + 1)
+        # a pipe too (`check-config <(generate)`), within a deadline; a FIFO nobody writes to reads as empty
+        data = read_file(p, MAX_BYTES, pipes=True)
+    except UntrustedFileError as exc:
+        raise ConfigError([f"{p}: cannot be the configuration: it is {exc}"]) from None
     except OSError as exc:
         raise ConfigError([f"{p}: cannot read the configuration: {exc.strerror or exc}"]) from None
     if len(data) > MAX_BYTES:
@@ -297,9 +295,9 @@ def kind(value: Any) -> str:
 def whole(lo: int, hi: int) -> Callable[[Any], int]:
     def convert(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"must be a whole number, got {_shown(value)}")
+            raise ValueError(f"must be a whole number, got {shown(value)}")
         if not lo <= value <= hi:
-            raise ValueError(f"must be between {lo} and {hi}, got {_shown(value)}")
+            raise ValueError(f"must be between {lo} and {hi}, got {shown(value)}")
         return value
 
     return convert
@@ -308,44 +306,44 @@ def whole(lo: int, hi: int) -> Callable[[Any], int]:
 def seconds(lo_exclusive: float, hi: float, zero_ok: bool = False) -> Callable[[Any], float]:
     def convert(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"must be a number of seconds, got {_shown(value)}")
+            raise ValueError(f"must be a number of seconds, got {shown(value)}")
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"must be a finite number of seconds, got {value}")
         if zero_ok and value < 0:
-            raise ValueError(f"must be >= 0, got {_shown(value)}")
+            raise ValueError(f"must be >= 0, got {shown(value)}")
         if value <= lo_exclusive and not (zero_ok and value == 0):
-            raise ValueError(f"must be > {lo_exclusive:g}, got {_shown(value)}")
+            raise ValueError(f"must be > {lo_exclusive:g}, got {shown(value)}")
         if value > hi:
-            raise ValueError(f"must be at most {hi:g} seconds, got {_shown(value)}")
+            raise ValueError(f"must be at most {hi:g} seconds, got {shown(value)}")
         return float(value)
 
     return convert
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
     """A value for an error message: at most 60 characters of it."""
     if isinstance(value, float):
-        shown = f"{value:g}"
+        out = f"{value:g}"
     elif isinstance(value, int) and not isinstance(value, bool):
-        shown = str(value) if value.bit_length() < 200 else "a number of more than 60 digits"
+        out = str(value) if value.bit_length() < 200 else "a number of more than 60 digits"
     else:
-        shown = repr(value)
-    return shown if len(shown) <= 60 else shown[:57] + "..."
+        out = repr(value)
+    return out if len(out) <= 60 else out[:57] + "..."
 
 
 def text(value: Any) -> str:
     """A non-empty string of printable characters (no newline, tab or other control character)."""
     if not isinstance(value, str) or not value:
-        raise ValueError(f"must be a non-empty string, got {_shown(value)}")
+        raise ValueError(f"must be a non-empty string, got {shown(value)}")
     if not value.isprintable():  # control characters, newlines and line separators included
-        raise ValueError(f"must be printable text without control characters, got {_shown(value)}")
+        raise ValueError(f"must be printable text without control characters, got {shown(value)}")
     return value
 
 
 def absolute_path(value: Any) -> Path:
     path = Path(text(value))
     if not path.is_absolute():
-        raise ValueError(f"must be an absolute path, got {_shown(value)}")
+        raise ValueError(f"must be an absolute path, got {shown(value)}")
     if len(str(path)) > 4000:
         raise ValueError("is longer than 4000 characters")
     return path

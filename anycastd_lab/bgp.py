@@ -52,10 +52,25 @@ class BgpLab(DnsLab):
     def anycastctl(self, server: Server, *args: str) -> subprocess.CompletedProcess[str]:
         return daemons.anycastctl(self.lab, server, *args)
 
+    def wait_status_ok(self, server: Server, timeout: float = 10.0) -> None:
+        """Wait until `anycastctl status` on ``server`` exits 0: everything announced, every session up."""
+        what = f"anycastctl status on {server.name} exiting 0"
+        wait_until(lambda: self.anycastctl(server, "status").returncode == 0, timeout, what=what)
+
     def anycastctl_ready(self, server: Server, timeout: float = 10.0) -> None:
-        """Wait until anycastd on ``server`` answers on its control socket."""
-        what = f"anycastd on {server.name} answering"
-        wait_until(lambda: self.anycastctl(server, "status").returncode in ANSWERED, timeout, what=what)
+        """Wait until anycastd on ``server`` answers on its control socket; say what it last answered if not."""
+        last: list[subprocess.CompletedProcess[str]] = []
+
+        def answered() -> bool:
+            last[:] = [self.anycastctl(server, "status")]
+            return last[0].returncode in ANSWERED
+
+        try:
+            wait_until(answered, timeout, what=f"anycastd on {server.name} answering")
+        except TimeoutError as exc:
+            said = f"exit {last[0].returncode}: {(last[0].stdout + last[0].stderr).strip()[-400:]}" if last else "-"
+            running = "running" if self.anycastd_running(server) else "not running"
+            raise TimeoutError(f"{exc}; anycastd is {running}, anycastctl said: {said}") from None
 
     def log_size(self, server: Server) -> int:
         _, logfile, _ = daemons.anycastd_paths(self.lab, server)
@@ -178,3 +193,5 @@ class BgpLab(DnsLab):
         with_bfd = [s for s in self.servers if "bfd:" in daemons.anycastd_paths(self.lab, s)[0].read_text()]
         if with_bfd:
             self.wait_bfd(*with_bfd, timeout=30)
+        for s in with_bfd:  # anycastd asks bfdd every 0.5 s: until then its status says the session is not up
+            self.wait_status_ok(s)

@@ -22,7 +22,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "reliability.md"
 START, END = "<!-- matrix:start -->", "<!-- matrix:end -->"
-TESTS = ["tests/integration/test_faults_bgp.py", "tests/integration/test_faults_router.py"]
+TESTS = [
+    "tests/integration/test_faults_bgp.py",
+    "tests/integration/test_faults_bfd.py",
+    "tests/integration/test_faults_router.py",
+]
 
 
 def run_once() -> list[dict]:

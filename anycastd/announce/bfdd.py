@@ -43,7 +43,6 @@ import asyncio
 import collections
 import contextlib
 import ipaddress
-import json
 import logging
 import signal
 import time
@@ -62,6 +61,7 @@ from anycastd.config import FRR_VTY_GROUP, BfdSettings, Config
 from anycastd.errors import AnnounceError
 from anycastd.schema import IPAddress
 from anycastd.syntax import vtysh_command
+from anycastd.untrusted import loads
 
 log = logging.getLogger(__name__)
 bfdd_log = logging.getLogger("anycastd.bfdd.process")
@@ -201,8 +201,8 @@ def parse_peers(text: str) -> dict[IPAddress, Session]:
     """The sessions in bfdd's ``show bfd peers json``, by peer address. bfdd is another program: what
     does not have the expected shape is skipped, and text that is not JSON raises BfdError."""
     try:
-        data = json.loads(text or "[]")
-    except ValueError:
+        data = loads(text or "[]")
+    except (ValueError, RecursionError):
         raise BfdError(f"bfdd's answer is not JSON: {text[:80]!r}") from None
     if not isinstance(data, list):
         raise BfdError(f"bfdd's answer is not a list of sessions: {text[:80]!r}")

@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 
 #: FRR says this, and exits 0, when asked to remove a route it does not have: the removal is done already.
 _ALREADY_GONE = "Refusing to remove a non-existent route"
+#: vtysh says this of its own vtysh.conf when it has none (with -N NAME: /etc/frr/NAME/vtysh.conf): no refusal.
+_NO_VTYSH_CONF = "Can't open configuration file"
 
 
 # FRR's dialect: the only place anycastd writes or reads a static route as text ------------------------
@@ -167,7 +169,11 @@ class VtyshRoutes:
         args += ["-c", "end"]
         try:
             text = await self._run(args)
-            refused = [line for line in text.splitlines() if line.startswith("%") and _ALREADY_GONE not in line]
+            refused = [
+                line
+                for line in text.splitlines()
+                if line.startswith("%") and _ALREADY_GONE not in line and _NO_VTYSH_CONF not in line
+            ]
             if refused:
                 raise RouteError("FRR refused: " + "; ".join(line.lstrip("% ") for line in refused))
         except RouteError as exc:

@@ -6,7 +6,7 @@ Exit codes: 0 done (for status: every service announced; anycastd router:
 every server routed), 1 error (anycastd said no), 2 usage, 3 withdraw --wait
 timed out (withdrawn, but queries still arrive), 4 check: a probe failed,
 5 status: a service is withdrawn (or a server not routed), 6 status: degraded
-(a failing service kept announced, a BGP session or FRR not in step, no healthy
+(a failing service kept announced, a BGP or BFD session or FRR not in step, no healthy
 server), 7 no anycastd answers on the socket.
 """
 

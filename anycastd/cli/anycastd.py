@@ -33,6 +33,7 @@ from anycastd.sidecar import Sidecar
 from anycastd.skeleton import Liveness
 from anycastd.sockdiag import SocketWatch
 from anycastd.state import FileStore
+from anycastd.untrusted import UntrustedFileError, read_file
 
 log = logging.getLogger("anycastd")
 
@@ -205,6 +206,10 @@ def _check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: The largest frr.conf `frr-policy` reads: a router's whole configuration, with room.
+MAX_FRR_CONF = 16 << 20
+
+
 def _frr_policy(args: argparse.Namespace) -> int:
     servers = []
     for item in args.servers:
@@ -219,7 +224,10 @@ def _frr_policy(args: argparse.Namespace) -> int:
         block = frr_policy.render(servers)
         if args.write or args.check:
             conf_path = Path(args.write or args.check)
-            conf = conf_path.read_text()
+            data = read_file(conf_path, MAX_FRR_CONF)
+            if len(data) > MAX_FRR_CONF:
+                raise ValueError(f"{conf_path}: larger than {MAX_FRR_CONF >> 20} MiB; not an frr.conf")
+            conf = data.decode()
             if args.check:
                 same = frr_policy.extract(conf) == block
                 print(f"{conf_path}: the policy block is {'up to date' if same else 'out of date: run --write'}")
@@ -228,6 +236,9 @@ def _frr_policy(args: argparse.Namespace) -> int:
             print(f"{conf_path}: policy block written for {len(servers)} server(s)")
         else:
             print(block, end="")
+    except UntrustedFileError as exc:
+        print(f"anycastd frr-policy: {args.write or args.check}: it is {exc}", file=sys.stderr)
+        return EXIT_ERROR
     except (ValueError, OSError) as exc:
         print(f"anycastd frr-policy: {exc}", file=sys.stderr)
         return EXIT_ERROR

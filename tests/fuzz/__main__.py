@@ -3,10 +3,10 @@
     python -m tests.fuzz --seconds 60 [--seed N]
 
 Seeds are the valid example configurations, the hostile corpus
-(tests/hostile/config), control requests, daemon replies and state files. Each round mutates
+(tests/hostile/config), control requests, daemon replies, state files and bfdd's answers. Each round mutates
 one seed (flip or insert bytes, splice lines, insert a YAML special) and
 feeds it to its parser. The only acceptable outcomes are a value or the
-parser's own error (ConfigError, ControlError, StateError). Anything else,
+parser's own error (ConfigError, ControlError, StateError, BfdError). Anything else,
 or one input taking over HANG seconds, or the process growing past MAX_RSS,
 fails the run and saves the input under /tmp/anycastd-fuzz-*/ with the seed
 that reproduces it.
@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from anycastd import config, control, router_config, state
+from anycastd.announce import bfdd
 
 ROOT = Path(__file__).parents[2]
 HANG = 5.0
@@ -81,6 +82,15 @@ def _seeds() -> dict[str, list[bytes]]:
     states = [
         state.encode({"dns": state.Maintenance("kernel upgrade", "alice", 1.7e9)}).encode(),
         b'{"version": 1, "drained": {}}',
+        b'{"version": 1, "drained": {"dns": {"reason": "x", "who": "root", "since": 1' + b"0" * 400 + b"}}}",
+    ]
+    bfdd_answers = [
+        b'[{"multihop":false,"peer":"192.0.2.9","local":"192.0.2.10","vrf":"default","id":1,"remote-id":2,'
+        b'"status":"up","uptime":12,"diagnostic":"ok","remote-diagnostic":"ok","receive-interval":100,'
+        b'"transmit-interval":100,"detect-multiplier":3,"remote-receive-interval":100,'
+        b'"remote-transmit-interval":100,"remote-detect-multiplier":3}]',
+        b'[{"peer":"2001:db8:0:1::1","status":"down","downtime":4,"diagnostic":"control detection time expired"}]',
+        b"[]",
     ]
     replies = [
         b'{"ok":true,"version":1,"services":[{"name":"dns"}]}',
@@ -91,7 +101,14 @@ def _seeds() -> dict[str, list[bytes]]:
         b'"reason":"NOERROR","latency_ms":0.4,"at":"2026-12-03T10:00:00.000Z","server":"ns1"}]}',
         b'{"ok":false,"error":"no service"}',
     ]
-    return {"config": configs, "router": configs, "control": requests, "reply": replies, "state": states}
+    return {
+        "config": configs,
+        "router": configs,
+        "control": requests,
+        "reply": replies,
+        "state": states,
+        "bfdd": bfdd_answers,
+    }
 
 
 def _parsers(tmp: Path) -> dict[str, Callable[[bytes], object]]:
@@ -117,10 +134,11 @@ def _parsers(tmp: Path) -> dict[str, Callable[[bytes], object]]:
         "control": control.decode,
         "reply": reply,
         "state": state_file,
+        "bfdd": lambda data: bfdd.parse_peers(data.decode("utf-8", errors="replace")),
     }
 
 
-EXPECTED_ERRORS = (config.ConfigError, control.ControlError, state.StateError)
+EXPECTED_ERRORS = (config.ConfigError, control.ControlError, state.StateError, bfdd.BfdError)
 REQUESTS = (
     control.StatusRequest(),
     control.WithdrawRequest("dns", "x"),

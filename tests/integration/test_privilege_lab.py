@@ -10,6 +10,7 @@ import pytest
 
 from anycastd_lab import daemons
 from anycastd_lab.bgp import BgpLab
+from anycastd_lab.topology import wait_until
 
 CAP_NET_ADMIN = 1 << 12
 
@@ -39,7 +40,7 @@ def test_the_sidecar_runs_without_root(lab: BgpLab) -> None:
     try:
         lab.kill_anycastd(s1)
         lab.wait_server(s1, present=False)
-        lab.start_anycastd(s1, user=user)
+        lab.start_anycastd(s1, daemons.anycastd_config(lab.lab, s1, bfd=None), user=user)
         lab.wait_server(s1, present=True, timeout=20)
 
         # anycastd and ExaBGP: not root, CAP_NET_ADMIN and nothing else, no way to gain more
@@ -67,6 +68,45 @@ def test_the_sidecar_runs_without_root(lab: BgpLab) -> None:
         announced = lab.anycastctl(s1, "announce", "--all")
         assert announced.returncode == 0, announced.stderr
         lab.wait_server(s1, present=True, timeout=20)
+    finally:
+        lab.kill_anycastd(s1)
+        lab.start_anycastd(s1)  # as root again, for the other tests of this module
+
+
+BFD_CAPS = CAP_NET_ADMIN | 1 << 10 | 1 << 13 | 1 << 21  # + NET_BIND_SERVICE, NET_RAW, SYS_ADMIN (the drop-in's)
+
+
+def test_bfd_runs_without_root_with_the_drop_ins_capabilities(lab: BgpLab) -> None:
+    """bfdd runs as anycastd's own user (no change of credentials, so it dies with anycastd), with the three
+    capabilities packaging/systemd/anycastd.service.d/bfd.conf adds; without them anycastd says so at start."""
+    user = daemons.UNPRIVILEGED_USER
+    daemons.ensure_user(user)
+    if not _runnable_by(user):
+        pytest.skip(f"user {user} cannot run {sys.executable} and import anycastd (make venv builds it from Debian's)")
+    s1 = lab.servers[0]
+    try:
+        lab.kill_anycastd(s1)
+        lab.wait_server(s1, present=False)
+        lab.start_anycastd(s1, user=user)
+        lab.wait_server(s1, present=True, timeout=20)
+        lab.wait_bfd(s1, timeout=20)
+        bfdd = lab.bfdd_pid(s1)
+        assert bfdd is not None
+        status = _status(bfdd)
+        assert 0 not in {int(uid) for uid in status["Uid"].split()}
+        assert int(status["CapBnd"], 16) == BFD_CAPS and status["NoNewPrivs"] == "1"
+        lab.kill_anycastd(s1)
+        lab.wait_server(s1, present=False, timeout=1.0)
+        wait_until(lambda: lab.bfdd_pid(s1) is None, 1.0, what="bfdd dying with the unprivileged anycastd")
+
+        # the unit without its drop-in: refused at start, saying what to add
+        config = daemons.anycastd_paths(lab.lab, s1)[0]
+        argv = [*daemons.as_user(user, daemons.SIDECAR_CAPABILITIES), sys.executable, "-m", "anycastd", "run"]
+        result = lab.lab.exec(lab.lab.ns(s1.name), *argv, "--config", str(config), check=False)
+        assert result.returncode == 1
+        assert "bfdd cannot start: it needs CAP_NET_BIND_SERVICE, CAP_NET_RAW, CAP_SYS_ADMIN" in result.stderr
+        assert "packaging/systemd/anycastd.service.d/bfd.conf" in result.stderr
+        assert lab.bfdd_pid(s1) is None
     finally:
         lab.kill_anycastd(s1)
         lab.start_anycastd(s1)  # as root again, for the other tests of this module

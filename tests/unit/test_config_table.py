@@ -346,8 +346,8 @@ def test_converters_say_exactly_what_is_wrong(convert: Callable[[Any], Any], val
 
 
 def test_shown_values_are_cut_at_60_characters() -> None:
-    assert yamlfile._shown("a" * 58) == repr("a" * 58)  # 60 with its quotes: whole
-    assert yamlfile._shown("a" * 59) == repr("a" * 59)[:57] + "..."
+    assert yamlfile.shown("a" * 58) == repr("a" * 58)  # 60 with its quotes: whole
+    assert yamlfile.shown("a" * 59) == repr("a" * 59)[:57] + "..."
     assert yamlfile.absolute_path("/" + "p" * 3999) == Path("/" + "p" * 3999)
     assert yamlfile.whole(1, 10)(10) == 10 and yamlfile.seconds(0, 10)(10) == 10.0
 
@@ -709,11 +709,53 @@ def test_a_deep_mapping_reads_and_the_non_specific_tag_is_plain() -> None:
         (("vtysh", "--vty_socket", "/run/lab"), "/run/lab"),
         (("/usr/bin/vtysh", "--vty_socket=/run/lab"), "/run/lab"),
         (("vtysh", "--vty_socket"), "/var/run/frr"),  # no directory given after it: FRR's default
-        (("vtysh", "-N", "blue"), "/var/run/frr"),
+        (("vtysh", "-N", "blue"), "/var/run/frr/blue"),  # a pathspace: FRR's directory of that name
+        (("vtysh", "-Nblue"), "/var/run/frr/blue"),
+        (("vtysh", "--pathspace", "blue"), "/var/run/frr/blue"),
+        (("vtysh", "--pathspace=blue"), "/var/run/frr/blue"),
+        (("vtysh", "-N", "blue", "--vty_socket", "/run/lab"), "/run/lab"),  # as vtysh: the socket path wins
+        (("vtysh", "-N", "red", "-N", "blue"), "/var/run/frr/blue"),  # the last one, as getopt
     ],
 )
 def test_the_vty_sockets_are_where_vtysh_is_told_to_look(command: tuple[str, ...], where: str) -> None:
     assert router_config.VtyshSettings(command).vty_dir == Path(where)
+
+
+@pytest.mark.parametrize("name", ["..", "../etc", "a/b", "-x"])
+def test_a_pathspace_must_be_one_directory_under_frrs(name: str) -> None:
+    text = with_value(ROUTER, ["router", "vtysh"], ["vtysh", "-N", name])
+    [problem] = problems_of(text, router_config.parse_router)
+    assert problem.startswith(f"router.vtysh: names the pathspace {name!r}, which is not one directory name")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "path"),
+    [
+        (["neighbors", 0, "address"], "fe80::1%eth0", "neighbors[0].address"),
+        (["neighbors", 1, "local_address"], "2001:db8:0:1::2%eth1", "neighbors[1].local_address"),
+        ([*CHECK, "address"], "fe80::53%lo", "services.dns.checks[0].address"),
+        (["metrics", "address"], "fe80::1%eth0", "metrics.address"),
+    ],
+)
+def test_a_zone_id_is_refused_in_every_address_field(key: Key, value: str, path: str) -> None:
+    zone = value.partition("%")[2]
+    assert problems_of(with_value(GOOD, key, value), config.parse) == [
+        f"{path}: must not carry a zone id (%{zone}): ExaBGP, FRR and the kernel's routes take plain addresses. "
+        "Use a global address (a link-local BGP neighbor or server is not supported)"
+    ]
+
+
+def test_a_zone_id_is_refused_in_a_prefix_and_in_the_routers_addresses() -> None:
+    text = with_value(GOOD, ["services", "dns", "prefixes", 1], "2001:db8::53%eth0/128")
+    [problem] = problems_of(text, config.parse)
+    assert problem.startswith("services.dns.prefixes[1]: must not carry a zone id (%eth0)")
+    assert "given it without one" not in problem and "interface (services.NAME.interface)" in problem
+    router = with_value(ROUTER, ["services", "dns", "servers", 0, "address"], "fe80::2%eth0")
+    router = with_value(router, ["services", "dns", "servers", 0, "nexthops"], ["fe80::2%eth0"])
+    assert [p.split(":", 1)[0] for p in problems_of(router, router_config.parse_router)] == [
+        "services.dns.servers[0].address",
+        "services.dns.servers[0].nexthops[0]",
+    ]
 
 
 def test_a_prepend_over_ibgp_is_refused_with_the_neighbor_named() -> None:

@@ -53,6 +53,8 @@ def test_the_journal_is_recognised_by_the_stream_systemd_named(tmp_path: Path) -
         assert not logs.to_journal(stream, {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino + 1}"})  # another stream:
         assert not logs.to_journal(stream, {})  # e.g. stderr redirected to a file by the unit
         assert not logs.to_journal(stream, {"JOURNAL_STREAM": "garbage"})
+        assert not logs.to_journal(stream, {"JOURNAL_STREAM": "\u00b2:1"})  # isdigit() says yes, int() no
+        assert not logs.to_journal(stream, {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}" + "0" * 400})
     assert not logs.to_journal(io.StringIO(), {"JOURNAL_STREAM": "1:2"})  # no file descriptor
 
 

@@ -19,9 +19,15 @@ from tests.unit.test_sidecar import make
 
 
 def _fifo(tmp_path: Path) -> Path:
+    """A FIFO whose writer never writes nor closes: the reader waits for it (up to its own deadline of 5 s).
+    A FIFO with no writer at all reads as empty at once (anycastd.untrusted)."""
     path = tmp_path / "anycastd.yaml"
     os.mkfifo(path)
+    _writers.append(os.open(path, os.O_RDWR | os.O_NONBLOCK))  # held open until the process ends
     return path
+
+
+_writers: list[int] = []
 
 
 def test_a_stuck_file_is_refused_at_the_deadline_and_the_loop_runs_meanwhile(tmp_path: Path) -> None:

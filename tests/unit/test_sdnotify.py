@@ -47,6 +47,9 @@ def received(sock: socket.socket) -> list[str]:
         ({"NOTIFY_SOCKET": "/n", "WATCHDOG_USEC": "5000000", "WATCHDOG_PID": "1"}, "/n", None),  # not ours
         ({"NOTIFY_SOCKET": "/n", "WATCHDOG_USEC": "0"}, "/n", None),
         ({"NOTIFY_SOCKET": "/n", "WATCHDOG_USEC": "soon"}, "/n", None),
+        # issue 27: a number no float holds was an OverflowError at start, '²' a ValueError
+        ({"NOTIFY_SOCKET": "/n", "WATCHDOG_USEC": "1" + "0" * 400}, "/n", None),
+        ({"NOTIFY_SOCKET": "/n", "WATCHDOG_USEC": "\u00b2"}, "/n", None),
         ({"WATCHDOG_USEC": "5000000"}, None, None),  # no socket, no watchdog
     ],
 )

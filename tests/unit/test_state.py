@@ -36,8 +36,15 @@ def test_round_trip_and_nothing_left_behind(tmp_path: Path) -> None:
             "the entry for 'dns' needs exactly reason",
         ),
         (b'{"version": 1, "drained": {"dns": {"reason": "x", "who": "y", "since": true}}}', "the entry for 'dns'"),
-        (b'{"version": 1, "drained": {"dns": {"reason": "x", "who": "y", "since": NaN}}}', "the entry for 'dns'"),
+        (b'{"version": 1, "drained": {"dns": {"reason": "x", "who": "y", "since": NaN}}}', "NaN is not a number"),
         (b'{"version": 1, "drained": {"dns": {"reason": "x", "who": "y", "since": 1e300}}}', "the entry for 'dns'"),
+        # issue 27: an integer too large for a float was an OverflowError at start, a crash loop under systemd
+        (
+            b'{"version": 1, "drained": {"dns": {"reason": "x", "who": "y", "since": 1' + b"0" * 400 + b"}}}",
+            r"not JSON \(an integer of 401 digits \(at most 20\)",
+        ),
+        (b'{"version": 1' + b"0" * 30 + b', "drained": {}}', "not JSON"),
+        (b'{"version": 1, "drained": {"dns": {"reason": "x", "who": "y", "since": 1e400}}}', "too large"),
         (b'{"version": 1, "drained": {"dns": {"reason": "x", "who": "y", "since": -1}}}', "the entry for 'dns'"),
         (b'{"version": 1, "drained": {"dns": {"reason": "x\\n", "who": "y", "since": 1}}}', "the entry for 'dns'"),
         (b'{"version": 1, "drained": {"../x": {"reason": "x", "who": "y", "since": 1}}}', "is not a service or server"),
@@ -76,3 +83,14 @@ def test_an_unwritable_directory_is_an_error_and_the_old_file_stays(tmp_path: Pa
     with pytest.raises(StateError, match="cannot save the maintenance state"):
         FileStore(blocker).save({})
     assert store.load() == DRAINED
+
+
+def test_a_fifo_or_a_directory_is_not_read_and_is_moved_aside(tmp_path: Path) -> None:
+    fifo, directory = tmp_path / "a", tmp_path / "b"
+    fifo.mkdir(), directory.mkdir()
+    os.mkfifo(fifo / FILE_NAME)  # nobody writes to it: opening it must not wait for a writer
+    with pytest.raises(StateError, match=r"a FIFO \(named pipe\), not a regular file; moved aside"):
+        FileStore(fifo).load()
+    (directory / FILE_NAME).mkdir()
+    with pytest.raises(StateError, match="a directory, not a regular file; moved aside"):
+        FileStore(directory).load()
