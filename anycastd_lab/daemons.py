@@ -312,6 +312,12 @@ def start_anycastd(
     text = config or anycastd_config(lab, server)
     path.write_text(text)
     argv = [sys.executable, "-m", "anycastd", "run", "--config", str(path), "--log-level", "debug"]
+    if user is None:
+        # back to root after a run as a user: bfdd runs as root with no capability in effect (FRR lowers them),
+        # so it could not reach a runtime directory still owned by that user (systemd gives it to the unit's)
+        for sub in (sdir / "run", sdir / "state"):
+            if sub.exists():
+                subprocess.run(["chown", "-R", "root:", str(sub)], check=True)
     if user is not None:
         ensure_user(user)
         lab.workdir.chmod(0o711)  # mkdtemp's 0700 would keep the user out of its own directory
