@@ -48,6 +48,7 @@ from anycastd.schema import (
     to_ifname,
     to_ipv4,
     to_path,
+    to_prefix,
 )
 from anycastd.syntax import MAX_PREPEND, community, exabgp_problem, large_community
 from anycastd.yamlfile import Reader, absolute_path, kind, read_text, seconds, shown, whole
@@ -133,6 +134,19 @@ class BfddSettings:
 
 
 @dataclass(frozen=True)
+class ReturnPathSettings:
+    """The server's own routes towards ``prefixes`` (the clients, or a default route), kept by anycastd via the
+    neighbors whose sessions are up (anycastd.return_path)."""
+
+    prefixes: tuple[IPNetwork, ...]
+    metric: int = 0  # the kernel route's metric: the one it replaces, or one below the host's own fallback
+
+
+#: The most prefixes a return path may list: a default route per family, or a handful of client ranges.
+MAX_RETURN_PREFIXES = 32
+
+
+@dataclass(frozen=True)
 class DrainSettings:
     quiet: float = 1.0  # seconds without a query before a drain counts as done
     timeout: float = 30.0  # default for `anycastctl withdraw --wait`
@@ -153,6 +167,7 @@ class Config:
     drain: DrainSettings = DrainSettings()
     metrics: MetricsSettings | None = None  # None: no metrics endpoint
     bfdd: BfddSettings = BfddSettings()
+    return_path: ReturnPathSettings | None = None  # None: the host's own routes, as they are
     source: str = "<config>"
 
     @property
@@ -168,6 +183,7 @@ class Config:
         """The settings that differ in ``new`` and that a reload cannot apply (only a restart can)."""
         keys = (
             "router_id", "local_asn", "neighbors", "exabgp", "runtime_dir", "state_dir", "control", "metrics", "bfdd",
+            "return_path",
         )  # fmt: skip
         return [k for k in keys if getattr(self, k) != getattr(new, k)]
 
@@ -362,7 +378,7 @@ def _cross_checks(r: Reader, config: Config) -> None:
 
 _TOP_KEYS = {
     "router_id", "local_asn", "neighbors", "services", "exabgp",
-    "runtime_dir", "state_dir", "control", "drain", "metrics", "bfdd",
+    "runtime_dir", "state_dir", "control", "drain", "metrics", "bfdd", "return_path",
 }  # fmt: skip
 
 
@@ -382,6 +398,31 @@ def _drain(r: Reader, top: dict[str, Any]) -> DrainSettings:
     if any(v is None for v in values.values()):  # pragma: no mutate
         return d  # a problem is recorded: parse raises
     return DrainSettings(**{k: float(v) for k, v in values.items() if v is not None})
+
+
+def _return_path(r: Reader, top: dict[str, Any]) -> ReturnPathSettings | bool | None:
+    """``return_path``: {prefixes, metric}; False when it is wrong (the problem is recorded)."""
+    if "return_path" not in top:
+        return None
+    m = r.mapping(top["return_path"], "return_path", {"prefixes", "metric"})
+    if m is None:
+        return False
+    prefixes: list[IPNetwork] = []
+    for path, raw in r.items(m, "return_path", "prefixes", "prefixes"):
+        try:
+            prefix = to_prefix(raw)
+        except ValueError as exc:
+            r.problem(path, str(exc))
+            continue
+        if prefix in prefixes:
+            r.problem(path, f"{prefix} is listed twice")
+        prefixes.append(prefix)
+    if len(prefixes) > MAX_RETURN_PREFIXES:
+        r.problem("return_path.prefixes", f"must list at most {MAX_RETURN_PREFIXES} prefixes, got {len(prefixes)}")
+    metric = r.field(m, "return_path", "metric", whole(0, 4294967295), 0)
+    if metric is None or not prefixes:
+        return False
+    return ReturnPathSettings(tuple(prefixes), metric)
 
 
 def parse(text: str, source: str = "<config>") -> Config:
@@ -413,6 +454,7 @@ def parse(text: str, source: str = "<config>") -> Config:
         b = r.mapping(top["bfdd"], "bfdd", {"command"})
         if b is not None:
             bfdd = BfddSettings(r.field(b, "bfdd", "command", to_command, DEFAULT_BFDD) or DEFAULT_BFDD)
+    return_path = _return_path(r, top)
     neighbors: list[Neighbor] = []
     for n_path, raw in r.items(top, "", "neighbors", "BGP neighbors"):
         n = _neighbor(r, raw, n_path)
@@ -436,9 +478,18 @@ def parse(text: str, source: str = "<config>") -> Config:
         drain,
         metrics,
         bfdd,
+        return_path if isinstance(return_path, ReturnPathSettings) else None,
         source,
     )
     _cross_checks(r, config)
+    if config.return_path is not None:
+        families = {n.address.version for n in config.neighbors}
+        for i, prefix in enumerate(config.return_path.prefixes):
+            if prefix.version not in families:
+                r.problem(
+                    f"return_path.prefixes[{i}]",
+                    f"{prefix} is IPv{prefix.version}, but no IPv{prefix.version} neighbor could carry it",
+                )
     with_bfd = [i for i, n in enumerate(config.neighbors) if n.bfd is not None]
     if with_bfd and (problem := bfdd_problem(config.bfdd.command)) is not None:
         r.problem(f"neighbors[{with_bfd[0]}].bfd", problem)

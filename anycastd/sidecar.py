@@ -66,6 +66,7 @@ from anycastd.drain import DrainReport, TrafficMeter, Verdict, wait_quiet
 from anycastd.errors import AddressError, AnnounceError, ConfigError
 from anycastd.health import GRACEFUL_SHUTDOWN, Decision, Path, ServiceHealth, State, Thresholds, path_of
 from anycastd.metrics import Metrics, ServiceView, View
+from anycastd.return_path import ReturnPath
 from anycastd.schema import DnsCheck, IPAddress, IPNetwork
 from anycastd.skeleton import Clock, Liveness, MaintenanceBook, Probe, Sleep, probe_forever, stall_after, who
 from anycastd.sockdiag import Polling, Triggers
@@ -99,8 +100,12 @@ class Sidecar:
         jitter: Callable[[float], float] = lambda interval: random.uniform(0, interval),  # noqa: S311 (spreading load, not secrecy)
         triggers: Triggers | None = None,
         bfd: BfdSpeaker | None = None,
+        return_path: ReturnPath | None = None,
     ) -> None:
         self.config = config
+        #: The server's routes towards its clients, following the live sessions; None: left to the host.
+        self.return_path = return_path
+        self._return_task: asyncio.Task[None] | None = None
         #: BFD for the neighbors that ask for it (anycastd.announce.bfdd), None when none does.
         self.bfd = bfd
         #: What wakes a probe before its time (anycastd.sockdiag); by default nothing does.
@@ -161,6 +166,8 @@ class Sidecar:
         if self.bfd is not None:
             await self.bfd.start()
         await self.announcer.start()
+        if self.return_path is not None:
+            self._return_task = asyncio.create_task(self.return_path.run(), name="return path")
         self._crashed = asyncio.get_running_loop().create_future()
         for service in self.config.services:
             self._start_service(service)
@@ -186,6 +193,10 @@ class Sidecar:
         self.triggers.close()
         log.info("stopping ExaBGP")
         await self.announcer.close()
+        if self._return_task is not None and self.return_path is not None:
+            self._return_task.cancel()
+            await asyncio.gather(self._return_task, return_exceptions=True)
+            await self.return_path.close()
         if self.bfd is not None:  # after ExaBGP: the router sees the sessions close, not BFD fail
             await self.bfd.close()
         await self.meter.close()
@@ -463,6 +474,7 @@ class Sidecar:
             "bgp": self.announcer.sessions(),
             "exabgp": self.announcer.describe(),
             "bfd": self.bfd.describe() if self.bfd is not None else None,
+            "return_path": self.return_path.describe() if self.return_path is not None else None,
         }
 
     # systemd (anycastd.sdnotify) ----------------------------------------------

@@ -26,11 +26,15 @@ class BgpLab(DnsLab):
     def frr_config(self) -> str:
         return daemons.frr_bgp_config()
 
+    def anycastd_config(self, server: Server) -> str:
+        """The configuration this lab runs anycastd with on ``server`` (what ``revive`` goes back to)."""
+        return daemons.anycastd_config(self.lab, server)
+
     def start_daemons(self) -> None:
         daemons.start_frr(self.lab, self.frr_config(), self.FRR_DAEMONS)
         for s in self.servers:
             daemons.start_resolver(self.lab, s)
-            daemons.start_anycastd(self.lab, s)
+            daemons.start_anycastd(self.lab, s, self.anycastd_config(s))
 
     # anycastd's failures -----------------------------------------------------
 
@@ -164,12 +168,12 @@ class BgpLab(DnsLab):
     def revive(self, server: Server) -> None:
         """Bring ``server``'s resolver and anycastd back (started, thawed); does not wait for them."""
         config, _, _ = daemons.anycastd_paths(self.lab, server)
-        if self.anycastd_running(server) and config.read_text() != daemons.anycastd_config(self.lab, server):
+        if self.anycastd_running(server) and config.read_text() != self.anycastd_config(server):
             self.lab.stop(daemons.anycastd_key(server), signal.SIGKILL)  # a test changed its configuration
         if self.anycastd_running(server):
             self.signal_anycastd(server, signal.SIGCONT)
         else:
-            self.start_anycastd(server)
+            self.start_anycastd(server, self.anycastd_config(server))
         self.revive_resolver(server)
 
     def undrain(self, server: Server) -> None:

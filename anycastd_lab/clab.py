@@ -34,6 +34,7 @@ from anycastd.errors import AnycastdError
 ROOT = Path(__file__).resolve().parents[1]
 CONTAINERLAB = ROOT / "containerlab"
 BGP_TOPOLOGY = CONTAINERLAB / "anycast-dns.clab.yml"
+POP_TOPOLOGY = CONTAINERLAB / "anycast-pop.clab.yml"
 STATIC_TOPOLOGY = CONTAINERLAB / "anycast-dns-static.clab.yml"
 
 KINDS = {"linux"}  # what these topologies use; containerlab has more, none of which we need
@@ -74,7 +75,7 @@ class Address:
 @dataclass(frozen=True)
 class Route:
     prefix: IPNetwork
-    via: IPAddress
+    gateways: tuple[IPAddress, ...]  # one, or several for an ECMP route (``nexthop via A nexthop via B``)
 
 
 @dataclass(frozen=True)
@@ -129,8 +130,13 @@ class Topology:
         return [n for n in self.nodes if n.role == role]
 
     @property
+    def routers(self) -> list[Node]:
+        return self._role("router")
+
+    @property
     def router(self) -> Node:
-        return self._role("router")[0]
+        """The router the client is linked to: the only one, or the edge of a POP."""
+        return self.node(self.uplink(self.client.name)[1].node)
 
     @property
     def client(self) -> Node:
@@ -140,13 +146,21 @@ class Topology:
     def servers(self) -> list[Node]:
         return self._role("server")
 
+    def uplinks(self, node: str) -> list[tuple[Endpoint, Endpoint]]:
+        """(``node``'s end, the other end) of each of ``node``'s links, in the file's order."""
+        return [
+            (mine, theirs)
+            for link in self.links
+            for mine, theirs in ((link.a, link.b), (link.b, link.a))
+            if mine.node == node
+        ]
+
     def uplink(self, node: str) -> tuple[Endpoint, Endpoint]:
-        """(``node``'s end, the router's end) of the link between ``node`` and the router."""
-        for link in self.links:
-            for mine, theirs in ((link.a, link.b), (link.b, link.a)):
-                if mine.node == node:
-                    return mine, theirs
-        raise KeyError(node)
+        """(``node``'s end, the router's end) of ``node``'s first link: its only one, or its first ToR's."""
+        found = self.uplinks(node)
+        if not found:
+            raise KeyError(node)
+        return found[0]
 
     def uplink_addresses(self, node: str, version: int) -> tuple[IPInterface, IPInterface]:
         """(``node``'s address, the router's address) of family ``version`` on their link."""
@@ -184,13 +198,21 @@ def _exec_line(p: _Problems, where: str, line: object, targets: set[str]) -> Add
                 raise ValueError(f"{words[3]} needs a prefix length")
             _family_matches(family, value.version)
             return Address(words[5], value)
-        if words[:3] == ["ip", "route", "add"] and len(words) == 6 and words[4] == "via":
+        hops = words[4:]
+        triples = [hops[i : i + 3] for i in range(0, len(hops), 3)]
+        multipath = len(triples) >= 2 and all(len(t) == 3 and t[:2] == ["nexthop", "via"] for t in triples)
+        if (
+            words[:3] == ["ip", "route", "add"]
+            and len(words) >= 6
+            and ((hops[:1] == ["via"] and len(hops) == 2) or multipath)
+        ):
             prefix = ipaddress.ip_network(words[3])
-            via = ipaddress.ip_address(words[5])
+            gateways = tuple(ipaddress.ip_address(w) for w in (hops[2::3] if multipath else hops[1:2]))
             _family_matches(family, prefix.version)
-            if via.version != prefix.version:
-                raise ValueError(f"gateway {via} is not of the same family as {prefix}")
-            return Route(prefix, via)
+            for via in gateways:
+                if via.version != prefix.version:
+                    raise ValueError(f"gateway {via} is not of the same family as {prefix}")
+            return Route(prefix, gateways)
         if words[:2] == ["sysctl", "-p"] and len(words) == 3 and family is None:
             if words[2] not in targets:
                 raise ValueError(f"{words[2]} is not bound into the container (add it to binds)")
@@ -201,7 +223,8 @@ def _exec_line(p: _Problems, where: str, line: object, targets: set[str]) -> Add
     p.add(
         where,
         f"{line!r}: the namespace lab runs only 'ip addr add ADDRESS/LEN dev IF [nodad]', "
-        "'ip [-6] route add PREFIX via GATEWAY' and 'sysctl -p BOUND_FILE'",
+        "'ip [-6] route add PREFIX via GATEWAY', 'ip [-6] route add PREFIX nexthop via GATEWAY nexthop via "
+        "GATEWAY ...' and 'sysctl -p BOUND_FILE'",
     )
     return None
 
@@ -317,8 +340,8 @@ def _links(p: _Problems, raw: object, nodes: dict[str, Node]) -> list[Link]:
                 p.add(where, f"{end.node}:{end.interface} is used by two links")
             seen.add(end)
         roles = sorted((nodes[a.node].role, nodes[b.node].role))
-        if roles.count("router") != 1:
-            p.add(where, f"every link joins the router to a server or the client; this one joins {a.node} and {b.node}")
+        if "router" not in roles:
+            p.add(where, f"every link has a router at one end at least; this one joins {a.node} and {b.node}")
             continue
         links.append(Link(a, b))
     return links
@@ -333,8 +356,9 @@ def _addressing(p: _Problems, topology: Topology) -> None:
             if address.interface not in interfaces | {"lo"}:
                 p.add(where, f"{address.value} is on {address.interface}, which is neither lo nor one of its links")
         for route in node.routes:
-            if not any(route.via in a.value.network for a in node.addresses if a.interface != "lo"):
-                p.add(where, f"the gateway {route.via} of {route.prefix} is on none of its links' subnets")
+            for via in route.gateways:
+                if not any(via in a.value.network for a in node.addresses if a.interface != "lo"):
+                    p.add(where, f"the gateway {via} of {route.prefix} is on none of its links' subnets")
     for link in topology.links:
         for version in (4, 6):
             ends = []
@@ -382,15 +406,18 @@ def parse(text: str, path: Path) -> Topology:
         node = _node(p, str(node_name), node_raw, path.parent)
         if node is not None:
             nodes[node.name] = node
-    for role, wanted in (("router", "exactly one"), ("client", "exactly one"), ("server", "at least one")):
+    for role, wanted in (("router", "at least one"), ("client", "exactly one"), ("server", "at least one")):
         count = sum(n.role == role for n in nodes.values())
         if count == 0 or (wanted == "exactly one" and count > 1):
             p.add("topology.nodes", f"needs {wanted} node labelled anycastd.role: {role}, has {count}")
     links = _links(p, body.get("links"), nodes)
     topology = Topology(str(name), path, tuple(nodes.values()), tuple(links))
     for node in topology.nodes:
-        if node.role != "router" and sum(node.name in (lk.a.node, lk.b.node) for lk in links) != 1:
-            p.add(f"topology.nodes.{node.name}", "needs exactly one link, to the router")
+        count = sum(node.name in (lk.a.node, lk.b.node) for lk in links)
+        if node.role == "client" and count != 1:
+            p.add(f"topology.nodes.{node.name}", "needs exactly one link, to a router")
+        elif node.role == "server" and count not in (1, 2):
+            p.add(f"topology.nodes.{node.name}", "needs one link to a router, or two (dual-homed to two ToRs)")
     if not p.items:
         _addressing(p, topology)
     if p.items:

@@ -32,8 +32,11 @@ def frr_bgp_config() -> str:
     return frr_file("bgp/frr.conf").read_text()
 
 
-def start_frr(lab: Lab, config: str, daemons: tuple[str, ...] = ("zebra", "bgpd")) -> None:
-    rdir = lab.workdir / "router"
+def start_frr(lab: Lab, config: str, daemons: tuple[str, ...] = ("zebra", "bgpd"), node: str | None = None) -> None:
+    """FRR's ``daemons`` on the router (or on router ``node`` of a topology with several), from ``config``."""
+    rdir = router_dir(lab, node)
+    rdir.mkdir(exist_ok=True)
+    ns = lab.router if node is None else lab.ns(node)
     for daemon in daemons:
         # Each daemon gets only its own part, so none logs the others' lines as errors.
         conf = rdir / f"{daemon}.conf"
@@ -53,7 +56,7 @@ def start_frr(lab: Lab, config: str, daemons: tuple[str, ...] = ("zebra", "bgpd"
             argv += ["-p", "179"]
         if daemon == "bfdd":
             argv += ["--bfdctl", str(rdir / "bfdd.sock")]  # not /var/run/frr's: labs run side by side
-        lab.exec(lab.router, *argv)
+        lab.exec(ns, *argv)
         if daemon == "zebra":
             wait_until((rdir / "zserv.api").exists, 10, what="zebra's socket")
 
@@ -78,8 +81,13 @@ def daemon_part(config: str, daemon: str) -> str:
     return "".join(line for line in rest if not line.startswith(ZEBRA_LINES))
 
 
-def vtysh(lab: Lab, command: str) -> str:
-    return run("vtysh", "--vty_socket", str(lab.workdir / "router"), "-c", command).stdout
+def router_dir(lab: Lab, node: str | None = None) -> Path:
+    """Where a router's FRR keeps its files and sockets: ``router`` for the one router, else the node's name."""
+    return lab.workdir / (node or "router")
+
+
+def vtysh(lab: Lab, command: str, node: str | None = None) -> str:
+    return run("vtysh", "--vty_socket", str(router_dir(lab, node)), "-c", command).stdout
 
 
 def unbound_config(lab: Lab, server: Server, interfaces: list[str] | None = None, health: str = "healthy") -> str:
@@ -202,6 +210,17 @@ def anycastd_config(
     assert server.asn is not None, f"{server.name} has no anycastd.yaml in {lab.topology_file}"
     extra = "".join(f"\n        {k}: {v}" for k, v in check.items())
     bfd_line = f"\n    bfd: {bfd}" if bfd is not None else ""
+    neighbors = ""
+    for mine, theirs in lab.topology.uplinks(server.name):  # one pair of sessions per ToR: dual-homed, two
+        for version in (4, 6):
+            local = lab.topology.node(server.name).on(mine.interface, version).ip
+            peer = lab.topology.node(theirs.node).on(theirs.interface, version).ip
+            neighbors += f"""
+  - address: {peer}
+    peer_asn: {ROUTER_ASN}
+    local_address: {local}
+    hold_time: 3
+    gtsm: true{bfd_line}"""
     return f"""# anycastd on lab server {server.name}
 router_id: {server.v4}
 local_asn: {server.asn}
@@ -210,17 +229,7 @@ state_dir: {lab.workdir / server.name / "state"}
 metrics:
   address: {server.v4}
   port: {METRICS_PORT}
-neighbors:
-  - address: {server.router_v4}
-    peer_asn: {ROUTER_ASN}
-    local_address: {server.v4}
-    hold_time: 3
-    gtsm: true{bfd_line}
-  - address: {server.router_v6}
-    peer_asn: {ROUTER_ASN}
-    local_address: {server.v6}
-    hold_time: 3
-    gtsm: true{bfd_line}
+neighbors:{neighbors}
 services:
   dns:
     prefixes: [{SERVICE_V4}, {SERVICE_V6}]

@@ -45,9 +45,10 @@ import contextlib
 import ipaddress
 import logging
 import signal
+import struct
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -391,7 +392,7 @@ class Bfdd:
                     "started bfdd (pid %d) for BFD with %s", proc.pid, ", ".join(str(p.neighbor) for p in self.peers)
                 )
                 self._set_state("starting")
-                watch = asyncio.ensure_future(self._watch(proc))
+                watch = asyncio.gather(self._watch(proc), self._listen(proc))
                 assert proc.stdout is not None
                 async for raw in proc.stdout:
                     line = raw.decode(errors="replace").rstrip()
@@ -463,6 +464,51 @@ class Bfdd:
         finally:
             vty.close()
 
+    async def _listen(self, proc: asyncio.subprocess.Process) -> None:
+        """bfdd's notifications on its control socket: each session's state the moment it changes (the VTY poll
+        fills in the rest every period). Without them, the poll alone says it, a period later."""
+        path = self.dir / "bfdd.sock"
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        writer: asyncio.StreamWriter | None = None
+        try:
+            while proc.returncode is None:
+                try:
+                    reader, writer = await asyncio.open_unix_connection(str(path))
+                    break
+                except OSError:
+                    if loop.time() - started > FIRST_ANSWER:
+                        log.warning("bfdd's control socket %s is not there: BFD states are polled only", path)
+                        return
+                    await asyncio.sleep(0.05)
+            else:
+                return
+            writer.write(subscribe_message())
+            await writer.drain()
+            while True:
+                length, _, kind, _ = _CONTROL_HEADER.unpack(await reader.readexactly(_CONTROL_HEADER.size))
+                if length > _MAX_CONTROL_MESSAGE:
+                    raise BfdError(f"bfdd announced a control message of {length} bytes")
+                said = parse_notification(kind, await reader.readexactly(length))
+                if said is not None and said[0] in self.sessions:
+                    self._notified(*said)
+        except (OSError, asyncio.IncompleteReadError, BfdError) as exc:
+            if proc.returncode is None:
+                log.warning("bfdd's control socket: %s; BFD states are polled only", exc or type(exc).__name__)
+        finally:
+            if writer is not None:
+                writer.close()
+
+    def _notified(self, address: IPAddress, state: str) -> None:
+        old = self.sessions[address]
+        before = old.state if old is not None else "unknown"
+        if before == state:
+            return
+        self.sessions[address] = (
+            replace(old, state=state) if old is not None else Session(state, "", "", None, None, None, None, None)
+        )
+        self._changed(address, before, state, "bfdd's notification")
+
     def _update(self, said: dict[IPAddress, Session]) -> None:
         self.last_answer = time.time()
         self._set_state("up")
@@ -474,6 +520,40 @@ class Bfdd:
             if before != after:
                 self._changed(address, before, after, new.diagnostic if new is not None and after != "up" else "")
             self.sessions[address] = new
+
+
+# bfdd's control socket (--bfdctl; FRR's bfdd/bfdctl.h): state changes as they happen ------------------------
+
+#: struct bfd_control_msg: the payload's length (network order), an id echoed in the answer, type, version.
+_CONTROL_HEADER = struct.Struct("!IHBB")
+_BMT_RESPONSE, _BMT_NOTIFY, _BMV_VERSION_1 = 1, 4, 1
+#: BCM_NOTIFY_PEER_STATE: every session's state, now and on each change (bfdd copies the 8 bytes as they are).
+_NOTIFY_PEER_STATE = struct.pack("=Q", 1)
+#: The most a notification may be: one session's JSON is about 300 bytes.
+_MAX_CONTROL_MESSAGE = 1 << 16
+#: bfdd's words for a session's state in a notification, as SESSION_STATES says them.
+_NOTIFIED_STATES = {"up": "up", "down": "down", "init": "init", "adm-down": "shutdown"}
+
+
+def subscribe_message() -> bytes:
+    return _CONTROL_HEADER.pack(len(_NOTIFY_PEER_STATE), 1, _BMT_NOTIFY, _BMV_VERSION_1) + _NOTIFY_PEER_STATE
+
+
+def parse_notification(kind: int, body: bytes) -> tuple[IPAddress, str] | None:
+    """(peer, state) from one control-socket message, or None if it is not a session's state."""
+    if kind != _BMT_NOTIFY:
+        return None
+    try:
+        data = loads(body)
+    except (ValueError, RecursionError, UnicodeDecodeError):
+        raise BfdError(f"bfdd's notification is not JSON: {body[:80]!r}") from None
+    if not isinstance(data, dict) or data.get("op") != "status":
+        return None
+    try:
+        peer = ipaddress.ip_address(str(data.get("peer-address")))
+    except ValueError:
+        return None
+    return peer, _NOTIFIED_STATES.get(str(data.get("state")), "unknown")
 
 
 class InMemoryBfd:

@@ -190,6 +190,8 @@ class ExaBGPAnnouncer:
         #: Wall-clock time of ExaBGP's last answer to anything, and why it was last killed or lost.
         self.last_answer: float | None = None
         self.last_problem: str | None = None
+        #: Called when a BGP session's state changes (the return path follows them: anycastd.return_path).
+        self.on_session_change: Callable[[], None] = lambda: None
 
     # public ---------------------------------------------------------------
 
@@ -375,6 +377,7 @@ class ExaBGPAnnouncer:
         self._helper = helper
         for address in self._sessions:
             self._sessions[address] = "down"
+        self.on_session_change()
         log.info("ExaBGP's helper connected (pid %s)", helper.pid)
         self._spawn(self._heartbeat(helper))
         self._spawn(self._watch(helper))
@@ -392,6 +395,7 @@ class ExaBGPAnnouncer:
                 self.connected.clear()
                 for address in self._sessions:
                     self._sessions[address] = "down"
+                self.on_session_change()
             if not self._closing and not helper.killed:
                 # ExaBGP runs on when its API process dies (it is not respawned): it would keep
                 # announcing with nothing in control. Kill it; the supervisor starts a fresh one.
@@ -418,6 +422,7 @@ class ExaBGPAnnouncer:
             if old != words[2]:
                 level = logging.WARNING if old == "up" and not self._closing else logging.INFO
                 log.log(level, "BGP session with %s: %s -> %s%s", words[1], old, words[2], _detail(line))
+                self.on_session_change()
             return
         if line and not line.startswith("shutdown"):
             log.debug("from ExaBGP: %s", line)

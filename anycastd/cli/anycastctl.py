@@ -206,6 +206,11 @@ def print_status(reply: dict[str, Any]) -> None:
     if e.get("problem"):
         print(f"ExaBGP's last problem: {e['problem']}")
     _print_bfd(reply.get("bfd"))
+    rp = reply.get("return_path")
+    if rp:
+        routes = "; ".join(f"{p} via {', '.join(v) if v else '(not set)'}" for p, v in rp["routes"].items())
+        problem = f"; PROBLEM: {rp['problem']}" if rp["problem"] else ""
+        print(f"return path (metric {rp['metric']}): {routes}{problem}")
     if reply.get("problem"):
         print(f"\nPROBLEM: {reply['problem']}")
 

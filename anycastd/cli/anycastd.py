@@ -26,6 +26,7 @@ from anycastd.fib import NetlinkFib
 from anycastd.metrics import Metrics, RouterMetrics
 from anycastd.nft_meter import NftablesMeter
 from anycastd.offloop import OffLoopReader
+from anycastd.return_path import NetlinkRoutes, ReturnPath
 from anycastd.router import Router
 from anycastd.router_config import RouterConfig, load_router
 from anycastd.sdnotify import Notifier, supervise
@@ -96,9 +97,25 @@ async def _run(config: Config, path: str) -> None:
     metrics = Metrics()
     announcer = ExaBGPAnnouncer(config, alive=liveness)
     bfd = None
+    return_path = None
+    if config.return_path is not None:
+        return_path = ReturnPath(
+            config.return_path,
+            config.neighbors,
+            announcer.sessions,
+            lambda: bfd.session_states() if bfd is not None else {},
+            NetlinkRoutes(),
+        )
+        announcer.on_session_change = return_path.wake
     if config.bfd_neighbors:
         metrics.declare_bfd([str(n.address) for n in config.bfd_neighbors], SESSION_STATES)
-        bfd = Bfdd(config, on_change=metrics.bfd_transition)
+
+        def on_bfd_change(neighbor: str, state: str) -> None:
+            metrics.bfd_transition(neighbor, state)
+            if return_path is not None:
+                return_path.wake()
+
+        bfd = Bfdd(config, on_change=on_bfd_change)
     prober = DnsProber()
     sidecar = Sidecar(
         config,
@@ -111,6 +128,7 @@ async def _run(config: Config, path: str) -> None:
         metrics=metrics,
         triggers=SocketWatch(time.monotonic),
         bfd=bfd,
+        return_path=return_path,
     )
     reloads: set[asyncio.Task[None]] = set()
     reader: OffLoopReader[Config] = OffLoopReader("sidecar")

@@ -40,6 +40,18 @@ def test_the_reference_topologies_are_valid(path: Path) -> None:
             assert clab.ROOT in bind.source.parents  # the repository's own files, nothing from elsewhere
 
 
+def test_the_pop_is_an_edge_two_tors_and_dual_homed_servers() -> None:
+    pop = clab.load(clab.POP_TOPOLOGY)
+    assert [n.name for n in pop.routers] == ["e1", "r1", "r2"] and pop.router.name == "e1"
+    assert [n.resolver for n in pop.servers] == ["bind", "unbound", "unbound"]
+    for server in pop.servers:
+        assert [theirs.node for _, theirs in pop.uplinks(server.name)] == ["r1", "r2"]
+        [v4, v6] = server.routes  # the natural return path: ECMP over both ToRs
+        assert len(v4.gateways) == len(v6.gateways) == 2
+    for router in pop.routers:
+        assert router.bound("/etc/frr/frr.conf") == clab.ROOT / "frr" / "pop" / f"{router.name}.conf"
+
+
 def test_the_routers_run_the_frr_files_users_copy() -> None:
     for path, frr in ((clab.BGP_TOPOLOGY, "bgp/frr.conf"), (clab.STATIC_TOPOLOGY, "static/frr.conf")):
         router = clab.load(path).router
@@ -95,14 +107,21 @@ BROKEN = [
     ("t['topology']['nodes']['s2']['labels']['anycastd.role'] = 'dns'", "anycastd.role must be one of router"),
     (
         "t['topology']['nodes']['client']['labels']['anycastd.role'] = 'router'",
-        "exactly one node labelled anycastd.role: router, has 2",
+        "exactly one node labelled anycastd.role: client, has 0",
     ),
     ("t['topology']['links'][1]['endpoints'][1] = 's4:eth1'", "topology.links[1].endpoints[1]: no node 's4'"),
     ("t['topology']['links'][1]['endpoints'][1] = 's2:eth0'", "'eth0' is not a usable interface name"),
     ("t['topology']['links'][1]['endpoints'][1] = 's2:a-very-long-ifname'", "is not a usable interface name"),
     ("t['topology']['links'][1]['endpoints'] = ['router:s1', 's2:eth1']", "router:s1 is used by two links"),
-    ("t['topology']['links'].append({'endpoints': ['s1:eth2', 's2:eth2']})", "every link joins the router to a server"),
-    ("t['topology']['links'].pop(2)", "topology.nodes.s3: needs exactly one link, to the router"),
+    ("t['topology']['links'].append({'endpoints': ['s1:eth2', 's2:eth2']})", "every link has a router at one end"),
+    ("t['topology']['links'].pop(2)", "topology.nodes.s3: needs one link to a router, or two"),
+    ("t['topology']['links'].pop(3)", "topology.nodes.client: needs exactly one link, to a router"),
+    (
+        "t['topology']['nodes']['s2']['exec'][2] = 'ip route add 198.51.100.0/24 nexthop via 192.0.2.17 nexthop via "
+        "192.0.2.1'",
+        "the gateway 192.0.2.1 of 198.51.100.0/24 is on none",
+    ),
+    ("t['topology']['nodes']['s2']['exec'][2] = 'ip route add 198.51.100.0/24 nexthop via 192.0.2.17'", "runs only"),
     ("t['topology']['nodes']['s2']['exec'].append('systemctl start unbound')", "the namespace lab runs only"),
     ("t['topology']['nodes']['s2']['exec'][0] = 'ip addr add 192.0.2.18 dev eth1'", "needs a prefix length"),
     (
@@ -152,8 +171,9 @@ def essentials(c: config.Config) -> object:
     return (c.router_id, c.local_asn, c.neighbors, c.services, c.metrics)
 
 
-def test_the_lab_runs_anycastd_as_each_container_does(tmp_path: Path) -> None:
-    lab = lab_for(clab.BGP_TOPOLOGY, tmp_path)
+@pytest.mark.parametrize("topology", [clab.BGP_TOPOLOGY, clab.POP_TOPOLOGY], ids=lambda p: p.name)
+def test_the_lab_runs_anycastd_as_each_container_does(tmp_path: Path, topology: Path) -> None:
+    lab = lab_for(topology, tmp_path)
     for server in lab.server_list:
         path = lab.topology.node(server.name).bound(clab.ANYCASTD_CONFIG)
         assert path is not None

@@ -69,3 +69,15 @@ def test_the_cli_prints_writes_and_checks(tmp_path: Path, capsys: pytest.Capture
     assert main(["frr-policy", "--check", str(conf), *args]) == 0
     assert main(["frr-policy", "s1"]) == 1
     assert "give NAME=FILE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tor", ["r1", "r2"])
+def test_each_pop_tor_holds_the_policy_of_the_pop_servers(tor: str) -> None:
+    """One block serves both ToRs: it names both of each server's session addresses."""
+    servers = [
+        frr_policy.ServerFile(f"s{n}", f"s{n}/anycastd.yaml", load(CLAB / "pop" / f"s{n}" / "anycastd.yaml"))
+        for n in (1, 2, 3)
+    ]
+    conf = (ROOT / "frr" / "pop" / f"{tor}.conf").read_text()
+    assert frr_policy.extract(conf) == frr_policy.render(servers)
+    assert conf.index("\nbfd\n") < conf.index("route-map")  # the bfd block first (frr/bgp/frr.conf says why)
