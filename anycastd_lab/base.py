@@ -179,6 +179,30 @@ class DnsLab:
         self.wait_zebra_agrees()
         return gone, back
 
+    # a whole host's failures ---------------------------------------------------
+
+    def blackhole(self, server: Server, on: bool = True) -> None:
+        """Drop every frame ``server`` sends, at the router's port, with no change of carrier: what a power
+        cut or a kernel panic looks like from the router (an nftables netdev ingress chain; no netem here)."""
+        ns, table = self.lab.router, f"acd_blackhole_{server.name}"
+        if on:
+            device = self.router_link(server)
+            chain = f"{{ type filter hook ingress device {device} priority -500; }}"
+            self.lab.exec(ns, "nft", f"add table netdev {table}; add chain netdev {table} in {chain}; "
+                          f"add rule netdev {table} in drop")  # fmt: skip
+        else:
+            self.lab.exec(ns, "nft", f"delete table netdev {table}", check=False)
+
+    def freeze_host(self, server: Server, sig: int = signal.SIGSTOP) -> None:
+        """SIGSTOP every process on ``server`` (SIGCONT with ``sig``): a host frozen under memory pressure,
+        whose kernel still answers TCP and ARP while nothing in user space runs."""
+        for pid in self.lab.commands(server.name):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    def thaw_host(self, server: Server) -> None:
+        self.freeze_host(server, signal.SIGCONT)
+
     def links_up(self) -> None:
         for s in self.servers:
             self.set_link(s, True)

@@ -6,9 +6,7 @@ all exercise the same topology and the same failure actions.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -137,30 +135,6 @@ class BgpLab(DnsLab):
                 return pid
         return None
 
-    # a whole host's failures ------------------------------------------------
-
-    def blackhole(self, server: Server, on: bool = True) -> None:
-        """Drop every frame ``server`` sends, at the router's port, with no change of carrier: what a power
-        cut or a kernel panic looks like from the router (an nftables netdev ingress chain; no netem here)."""
-        ns, table = self.lab.router, f"acd_blackhole_{server.name}"
-        if on:
-            device = self.router_link(server)
-            chain = f"{{ type filter hook ingress device {device} priority -500; }}"
-            self.lab.exec(ns, "nft", f"add table netdev {table}; add chain netdev {table} in {chain}; "
-                          f"add rule netdev {table} in drop")  # fmt: skip
-        else:
-            self.lab.exec(ns, "nft", f"delete table netdev {table}", check=False)
-
-    def freeze_host(self, server: Server, sig: int = signal.SIGSTOP) -> None:
-        """SIGSTOP every process on ``server`` (SIGCONT with ``sig``): a host frozen under memory pressure,
-        whose kernel still answers TCP and ARP while nothing in user space runs."""
-        for pid in self.lab.commands(server.name):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-
-    def thaw_host(self, server: Server) -> None:
-        self.freeze_host(server, signal.SIGCONT)
-
     def bgp_established(self, server: Server) -> bool:
         out = self.vtysh(f"show bgp neighbor {server.v4} json")
         return '"bgpState":"Established"' in out.replace(" ", "")
@@ -182,13 +156,17 @@ class BgpLab(DnsLab):
         if self.anycastctl(server, "announce", "--all").returncode != 0:
             raise RuntimeError(f"anycastctl announce --all failed on {server.name}")
 
-    def restore(self) -> None:
-        """Bring every daemon back and wait for all paths and BFD sessions: each test starts from a healthy lab."""
+    def heal(self) -> None:
+        """Undo every fault a test can make of the network and the hosts (not of anycastd or the resolvers)."""
         self.ensure_frr()
         self.links_up()
         for s in self.servers:
             self.blackhole(s, on=False)
             self.thaw_host(s)
+
+    def restore(self) -> None:
+        """Bring every daemon back and wait for all paths and BFD sessions: each test starts from a healthy lab."""
+        self.heal()
         for s in self.servers:
             self.revive(s)
         for s in self.servers:

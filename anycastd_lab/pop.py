@@ -242,8 +242,8 @@ class PopLab(BgpLab):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
 
-    def restore(self) -> None:
-        """Every router and server healthy again, every path and BFD session up, every status OK."""
+    def heal(self) -> None:
+        """The single-router lab's, and every ToR alive and every uplink whole."""
         for tor in self.tors:
             self.kill_tor(tor, on=False)
         self.ensure_frr()
@@ -252,11 +252,3 @@ class PopLab(BgpLab):
             for tor in self.links_of(s):
                 self.cut_uplink(s, tor, on=False)
             self.thaw_host(s)
-        for s in self.servers:
-            self.revive(s)
-        for s in self.servers:
-            self.undrain(s)
-        self.wait_paths(len(self.servers), timeout=30)
-        self.wait_bfd(timeout=30)
-        for s in self.servers:
-            self.wait_status_ok(s)

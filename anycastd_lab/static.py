@@ -77,6 +77,9 @@ class StaticLab(DnsLab):
         """Every resolver and anycastd router running, no server drained, every path in the FIB."""
         self.ensure_frr()
         self.links_up()
+        for s in self.servers:
+            self.blackhole(s, on=False)
+            self.thaw_host(s)
         path, _, _ = daemons.router_paths(self.lab)
         if self.running() and path.read_text() != daemons.router_config(self.lab):
             self.stop_anycastd(signal.SIGKILL)  # a test changed its configuration

@@ -21,18 +21,18 @@ from collections.abc import Callable
 
 from report import arguments, context, publish
 
-from anycastd_lab import daemons
-from anycastd_lab.pop import RETURN_PATH, PopLab
+from anycastd_lab.pop import PopLab
 from anycastd_lab.topology import SERVICE_V4, wait_until
 
 RATE, LOAD_SECONDS, FAULT_AT = 1000, 10, 2.0
 
 
 def restart_servers(pop: PopLab, return_path: bool) -> None:
+    """Every anycastd with (or without) ``return_path``: the lab's own setting, which restore() keeps."""
+    pop.return_path = return_path
+    pop.restore()  # anycastd is started again wherever its configuration is not the lab's
     for s in pop.servers:
-        pop.kill_anycastd(s)
-        pop.start_anycastd(s, daemons.anycastd_config(pop.lab, s) + (RETURN_PATH if return_path else ""))
-    pop.restore()
+        assert ("return_path:" in pop.anycastd_config(s)) is return_path
 
 
 def timed(pop: PopLab, fault: Callable[[], None], done: Callable[[], bool]) -> float:

@@ -25,6 +25,7 @@ START, END = "<!-- matrix:start -->", "<!-- matrix:end -->"
 TESTS = [
     "tests/integration/test_faults_bgp.py",
     "tests/integration/test_faults_bfd.py",
+    "tests/integration/test_pop_lab.py",
     "tests/integration/test_faults_router.py",
 ]
 

@@ -56,6 +56,7 @@ import tenacity
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from anycastd.announce import child
 from anycastd.announce.child import die_with_parent, own_user
 from anycastd.announce.frr import Vty
 from anycastd.config import FRR_VTY_GROUP, BfdSettings, Config
@@ -293,17 +294,7 @@ class Bfdd:
 
     async def close(self) -> None:
         self._closing = True
-        proc = self._process
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 5.0)
-            except TimeoutError:
-                log.warning("bfdd did not stop within 5 s of SIGTERM; killing it")
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
+        await child.stop(self._process, "bfdd")
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -9,14 +9,20 @@ no-op.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ctypes
+import logging
 import os
 import pwd
 import signal
 
 from anycastd.announce.exabgp_helper import PR_SET_PDEATHSIG
 
+log = logging.getLogger(__name__)
 _libc = ctypes.CDLL(None, use_errno=True)
+#: How long a child may take to stop on SIGTERM before it is killed.
+STOP_WAIT = 5.0
 
 
 def die_with_parent() -> None:
@@ -29,3 +35,18 @@ def own_user() -> str:
         return pwd.getpwuid(os.getuid()).pw_name
     except KeyError:  # a uid without a name: ExaBGP switches user only as root, and root has one
         return "root"
+
+
+async def stop(proc: asyncio.subprocess.Process | None, name: str) -> None:
+    """SIGTERM, then SIGKILL if ``proc`` has not exited within STOP_WAIT; nothing if it is not running."""
+    if proc is None or proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), STOP_WAIT)
+    except TimeoutError:
+        log.warning("%s did not stop within %g s of SIGTERM; killing it", name, STOP_WAIT)
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()

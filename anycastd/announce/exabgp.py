@@ -55,7 +55,7 @@ from typing import Any
 
 import tenacity
 
-from anycastd.announce import PLAIN, RouteAttributes, exabgp_helper, notification
+from anycastd.announce import PLAIN, RouteAttributes, child, exabgp_helper, notification
 from anycastd.announce.child import die_with_parent, own_user
 from anycastd.announce.exabgp_config import render_config
 from anycastd.config import Config
@@ -356,18 +356,7 @@ class ExaBGPAnnouncer:
                     os.kill(helper.pid, signal.SIGKILL)
 
     async def _stop_process(self) -> None:
-        proc = self._process
-        if proc is None or proc.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), 5.0)
-        except TimeoutError:
-            log.warning("ExaBGP did not stop within 5 s of SIGTERM; killing it")
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+        await child.stop(self._process, "ExaBGP")
 
     async def _on_helper(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._helper is not None:

@@ -114,3 +114,31 @@ def test_a_kernel_fib_that_disagrees_with_zebra_is_reported_and_repaired(router_
     assert f"the kernel's FIB disagrees with zebra: {SERVICE_V4}: the kernel lacks {s1.v4}" in said, said
     wait_until(lambda: json.loads(lab.anycastctl("status", "--json").stdout)["frr"]["kernel_agrees"] is True, 5)
     assert "anycastd_kernel_fib_agrees 1.0" in lab.metrics()
+
+
+# a whole host dies: the probes see it as they see a frozen resolver ----------------------------------------------
+
+#: A probe that meets silence decides in one timeout plus fall - 1 confirming ones (docs/architecture.md), then a sync.
+DEAD_HOST = 2.0
+
+
+def test_a_blackholed_host_fails_its_probes(router_lab: StaticLab, row: Row) -> None:
+    lab = router_lab
+    row.variant, row.fault, row.expected, row.bound = "router", "host blackholed", "path gone", DEAD_HOST
+    s3 = lab.servers[2]
+    lab.blackhole(s3)
+    row.time("gone", lab.wait_server(s3, present=False, timeout=DEAD_HOST))
+    wait_until(lambda: lab.server_paths(SERVICE_V6) == {"s1", "s2"}, 2.0, what="s1 and s2 alone for IPv6")
+    lab.wait_zebra_agrees()
+    lab.blackhole(s3, on=False)
+    row.time("back", lab.wait_server(s3, present=True, timeout=ROUTER_BACK))
+
+
+def test_a_frozen_host_fails_its_probes(router_lab: StaticLab, row: Row) -> None:
+    lab = router_lab
+    row.variant, row.fault, row.expected, row.bound = "router", "host frozen (every process)", "path gone", DEAD_HOST
+    s1 = lab.servers[0]
+    lab.freeze_host(s1)
+    row.time("gone", lab.wait_server(s1, present=False, timeout=DEAD_HOST))
+    lab.thaw_host(s1)
+    row.time("back", lab.wait_server(s1, present=True, timeout=ROUTER_BACK))
