@@ -91,6 +91,8 @@ def _seeds() -> dict[str, list[bytes]]:
         b'"remote-transmit-interval":100,"remote-detect-multiplier":3}]',
         b'[{"peer":"2001:db8:0:1::1","status":"down","downtime":4,"diagnostic":"control detection time expired"}]',
         b"[]",
+        b'{"op":"status","ipv6":false,"multihop":false,"peer-address":"192.0.2.9","local-address":"192.0.2.10",'
+        b'"id":1,"remote-id":1,"state":"up","uptime":3}',
     ]
     replies = [
         b'{"ok":true,"version":1,"services":[{"name":"dns"}]}',
@@ -134,7 +136,11 @@ def _parsers(tmp: Path) -> dict[str, Callable[[bytes], object]]:
         "control": control.decode,
         "reply": reply,
         "state": state_file,
-        "bfdd": lambda data: bfdd.parse_peers(data.decode("utf-8", errors="replace")),
+        # its VTY answer (show bfd peers json) and a control-socket notification
+        "bfdd": lambda data: (
+            bfdd.parse_peers(data.decode("utf-8", errors="replace")),
+            bfdd.parse_notification(4, data),
+        ),
     }
 
 

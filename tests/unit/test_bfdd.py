@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import struct
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,9 +19,11 @@ from anycastd.announce.bfdd import (
     BfdPeer,
     InMemoryBfd,
     missing_capabilities,
+    parse_notification,
     parse_peers,
     peers_of,
     render_config,
+    subscribe_message,
 )
 from anycastd.cli.anycastctl import EXIT_DEGRADED, EXIT_OK, status_code
 from anycastd.metrics import Metrics, View
@@ -205,3 +208,31 @@ def test_the_in_memory_speaker_is_what_tests_set() -> None:
     bfd = InMemoryBfd({str(V4): "up"})
     asyncio.run(bfd.start())
     assert bfd.started and bfd.session_states() == {str(V4): "up"}
+
+
+def test_the_subscription_asks_for_every_sessions_state() -> None:
+    message = subscribe_message()
+    length, _, kind, version = struct.unpack("!IHBB", message[:8])
+    assert (length, kind, version) == (8, 4, 1)  # BMT_NOTIFY, version 1
+    assert struct.unpack("=Q", message[8:]) == (1,)  # BCM_NOTIFY_PEER_STATE, as bfdd copies it
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "said"),
+    [
+        (4, b'{"op":"status","peer-address":"192.0.2.9","state":"down","downtime":0}', (V4, "down")),
+        (4, b'{"op":"status","peer-address":"2001:db8:0:1::1","state":"adm-down"}', (V6, "shutdown")),
+        (4, b'{"op":"status","peer-address":"192.0.2.9","state":"weird"}', (V4, "unknown")),
+        (4, b'{"op":"add","peer-address":"192.0.2.9"}', None),  # a configuration notification
+        (1, b'{"status":"ok"}', None),  # the answer to the subscription
+        (4, b'{"op":"status","peer-address":"not an address","state":"up"}', None),
+        (4, b"[1, 2]", None),
+    ],
+)
+def test_a_notification_is_one_sessions_state(kind: int, body: bytes, said: object) -> None:
+    assert parse_notification(kind, body) == said
+
+
+def test_a_notification_that_is_not_json_is_an_error() -> None:
+    with pytest.raises(BfdError, match="bfdd's notification is not JSON"):
+        parse_notification(4, b"\xff{")
