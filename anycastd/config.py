@@ -95,6 +95,7 @@ class BfdSettings:
 
     interval: float = 0.3  # seconds: how often this side sends, and the slowest it asks the router to send
     multiplier: int = 3  # how many intervals without a packet before the session is down
+    damping: bool = True  # a session that keeps failing is held back until it settles (anycastd.flaps)
 
     @property
     def interval_ms(self) -> int:
@@ -283,16 +284,17 @@ def _bfd(r: Reader, data: Any, path: str) -> BfdSettings | bool | None:
     if data is False:
         return None
     if not isinstance(data, dict):
-        r.problem(path, f"must be true, false or a mapping with interval and multiplier, got {kind(data)}")
+        r.problem(path, f"must be true, false or a mapping with interval, multiplier and damping, got {kind(data)}")
         return False
-    m = r.mapping(data, path, {"interval", "multiplier"})
+    m = r.mapping(data, path, {"interval", "multiplier", "damping"})
     assert m is not None  # a dict
     base = BfdSettings()
     interval = r.field(m, path, "interval", _bfd_interval, base.interval)
     multiplier = r.field(m, path, "multiplier", whole(MIN_BFD_MULTIPLIER, MAX_BFD_MULTIPLIER), base.multiplier)
-    if interval is None or multiplier is None:  # pragma: no mutate
+    damping = r.field(m, path, "damping", to_bool, base.damping)
+    if interval is None or multiplier is None or damping is None:  # pragma: no mutate
         return False
-    return BfdSettings(interval, multiplier)
+    return BfdSettings(interval, multiplier, damping)
 
 
 def _bfd_interval(value: Any) -> float:

@@ -208,11 +208,12 @@ class PopLab(BgpLab):
 
     # faults -----------------------------------------------------------------
 
-    def _drop(self, ns: str, table: str, device: str, on: bool) -> None:
+    def _drop(self, ns: str, table: str, device: str, on: bool, percent: int = 100) -> None:
         if on:
             chain = f"{{ type filter hook ingress device {device} priority -500; }}"
+            rule = "drop" if percent >= 100 else f"numgen random mod 100 < {int(percent)} drop"
             self.lab.exec(ns, "nft", f"add table netdev {table}; add chain netdev {table} in {chain}; "
-                          f"add rule netdev {table} in drop")  # fmt: skip
+                          f"add rule netdev {table} in {rule}")  # fmt: skip
         else:
             self.lab.exec(ns, "nft", f"delete table netdev {table}", check=False)
 
@@ -221,11 +222,12 @@ class PopLab(BgpLab):
         for tor, (_, _, tor_if, _) in self.links_of(server).items():
             self._drop(self.lab.ns(tor), f"acd_blackhole_{server.name}", tor_if, on)
 
-    def cut_uplink(self, server: Server, tor: str, on: bool = True) -> None:
-        """The link between ``server`` and ``tor`` carries nothing either way, with no change of carrier."""
+    def cut_uplink(self, server: Server, tor: str, on: bool = True, percent: int = 100) -> None:
+        """The link between ``server`` and ``tor`` carries nothing either way (or loses ``percent`` % of the
+        frames each way: a lossy link), with no change of carrier."""
         _, _, tor_if, server_if = self.links_of(server)[tor]
-        self._drop(self.lab.ns(tor), f"acd_cut_{server.name}", tor_if, on)
-        self._drop(self.lab.ns(server.name), f"acd_cut_{tor}", server_if, on)
+        self._drop(self.lab.ns(tor), f"acd_cut_{server.name}", tor_if, on, percent)
+        self._drop(self.lab.ns(server.name), f"acd_cut_{tor}", server_if, on, percent)
 
     def kill_tor(self, tor: str, on: bool = True) -> None:
         """``tor`` dies as in a power cut: every process stopped, every frame it is sent dropped."""

@@ -11,9 +11,10 @@ leaves the router's kernel FIB (polled every 2 ms):
 * frozen: every process on the server SIGSTOPped, while its kernel still answers TCP.
 
 Three settings of the servers' `bfd`, measured one after the other in the same lab:
-none (the hold timer, which is also all `exabgp healthcheck` and every other
-ExaBGP-based setup has: ExaBGP has no BFD), `true` (300 ms x 3: the router's 100 ms
-profile is slower-of-the-two, so 900 ms), and 100 ms x 3. For each, one run of the
+none (the hold timer), `true` (300 ms x 3: the router's 100 ms profile is
+slower-of-the-two, so 900 ms), and 100 ms x 3; and `exabgp healthcheck` at its
+defaults and fastest (bench/compare.py's deployment of it, hold time 3 s), which has
+nothing but the hold timer either: ExaBGP has no BFD. For each, one run of the
 lab client at 1,000 queries/s over 3 servers counts the queries a dead host loses.
 Last, bfdd's own cost on a server (CPU and memory over --cost-seconds).
 
@@ -28,6 +29,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from compare import ANYCASTD, HC_DEFAULTS, HC_FASTEST, Deployment
 from report import arguments, context, publish
 
 from anycastd_lab import daemons
@@ -39,6 +41,8 @@ SETTINGS: list[tuple[str, str | None]] = [
     ("BFD `true` (300 ms x 3)", "true"),
     ("BFD 100 ms x 3", daemons.LAB_BFD),
 ]
+#: `exabgp healthcheck` in the same lab, as bench/compare.py runs it beside anycastd.
+HEALTHCHECKS = [HC_DEFAULTS, HC_FASTEST]
 RATE, LOAD_SECONDS, FAULT_AT = 1000, 6, 1.0
 
 
@@ -111,8 +115,8 @@ def main() -> int:
     cost_seconds = 10.0 if args.quick else args.cost_seconds
     rows: list[str] = []
     with BgpLab() as lab:
-        for name, bfd in SETTINGS:
-            configure(lab, bfd)
+
+        def measure(name: str, bfd: str | None) -> None:
             for fault_name, fault, undo in faults(lab):
                 times = []
                 for i in range(trials):
@@ -129,6 +133,15 @@ def main() -> int:
                 )
                 print(row, flush=True)
                 rows.append(row)
+
+        deployment = Deployment(lab)
+        for controller in HEALTHCHECKS:
+            deployment.assign({s.name: controller for s in lab.servers})
+            measure(f"`{controller.label}`", None)
+        deployment.assign({s.name: ANYCASTD for s in lab.servers})
+        for name, bfd in SETTINGS:
+            configure(lab, bfd)
+            measure(name, bfd)
         configure(lab, daemons.LAB_BFD)
         pid = lab.bfdd_pid(lab.servers[1])
         assert pid is not None
@@ -147,8 +160,8 @@ def main() -> int:
         "|---|---|---:|---:|---:|---:|",
         *rows,
         "",
-        "Without BFD the hold timer decides: that is also `exabgp healthcheck`'s bound (at any of its",
-        "settings) and every ExaBGP-based setup's, since ExaBGP has no BFD; a dead host sends no withdrawal.",
+        "Without BFD the hold timer decides, for anycastd as for `exabgp healthcheck` at any of its settings",
+        "(the first rows): a dead host sends no withdrawal, and ExaBGP has no BFD.",
         "",
         f"bfdd's own cost on a server, BFD 100 ms x 3 on two sessions, over {cost_seconds:g} s: "
         f"**{cpu:.2f} % of a core, {rss:.1f} MB resident**.",

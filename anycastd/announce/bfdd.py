@@ -242,8 +242,11 @@ class Bfdd:
         restart_wait: tenacity.wait.wait_base | None = None,
         period: float = PERIOD,
         bound: float = BOUND,
+        flaps: Callable[[], dict[str, Any]] = dict,
     ) -> None:
         self.config = config
+        #: Each session's flap damping (anycastd.flaps), for status: held back or not, and its penalty.
+        self.flaps = flaps
         self.dir = config.runtime_dir / "bfdd"
         self.config_path = self.dir / "bfdd.conf"
         self._on_link = on_link
@@ -311,6 +314,7 @@ class Bfdd:
 
     def describe(self) -> dict[str, Any]:
         by_address = {p.neighbor: p for p in self.peers}
+        flaps = self.flaps()
         sessions = {}
         for address, session in self.sessions.items():
             peer = by_address.get(address)
@@ -321,6 +325,7 @@ class Bfdd:
                 "multiplier": configured.multiplier if configured else None,
                 "multihop": peer.multihop if peer else None,
                 "bfdd": session.to_json() if session is not None else None,
+                "damping": flaps.get(str(address)),
             }
         return {
             "state": self.state,

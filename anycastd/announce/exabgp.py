@@ -192,6 +192,8 @@ class ExaBGPAnnouncer:
         self.last_problem: str | None = None
         #: Called when a BGP session's state changes (the return path follows them: anycastd.return_path).
         self.on_session_change: Callable[[], None] = lambda: None
+        #: The neighbors held back by flap damping of their BFD sessions (anycastd.flaps): nothing announced to them.
+        self.held: set[str] = set()
 
     # public ---------------------------------------------------------------
 
@@ -478,25 +480,45 @@ class ExaBGPAnnouncer:
                 # again with other attributes replaces its path (an implicit withdrawal, RFC 4271 3.1).
                 tail = route_words(attributes, self.config.local_asn) if verb == "announce" else ""
                 for neighbor in self.config.neighbors:
-                    if neighbor.address.version != prefix.version:
-                        continue
-                    line = f"neighbor {neighbor.address} {verb} route {prefix} next-hop self{tail}"
-                    try:
-                        ok = await helper.command(line, self.ack_timeout)
-                    except AckTimeout:
-                        # A wedged ExaBGP may be holding routes we can no longer withdraw:
-                        # kill it, so its sessions close now and a fresh one is started.
-                        log.error("ExaBGP stopped answering; killing it so its sessions close")
-                        self.last_problem = f"ExaBGP did not acknowledge '{line}'"
-                        self._kill(helper)
-                        raise
-                    if not ok:
-                        raise AnnounceError(f"ExaBGP answered 'error' to '{line}'")
+                    if neighbor.address.version != prefix.version or str(neighbor.address) in self.held:
+                        continue  # a held neighbor was sent its withdrawals when it was held (hold)
+                    await self._send(helper, f"neighbor {neighbor.address} {verb} route {prefix} next-hop self{tail}")
                 if verb == "announce":
                     helper.sent[prefix] = attributes
                 else:
                     helper.sent.pop(prefix, None)
                 log.info("%s %s%s", "announced" if verb == "announce" else "withdrew", prefix, tail)
+
+    async def _send(self, helper: _Helper, line: str) -> None:
+        try:
+            ok = await helper.command(line, self.ack_timeout)
+        except AckTimeout:
+            # A wedged ExaBGP may be holding routes we can no longer withdraw:
+            # kill it, so its sessions close now and a fresh one is started.
+            log.error("ExaBGP stopped answering; killing it so its sessions close")
+            self.last_problem = f"ExaBGP did not acknowledge '{line}'"
+            self._kill(helper)
+            raise
+        if not ok:
+            raise AnnounceError(f"ExaBGP answered 'error' to '{line}'")
+
+    async def hold(self, neighbor: str, held: bool) -> None:
+        """Hold ``neighbor`` back (withdraw every prefix from it alone, announce nothing to it) or release it
+        (announce to it what the others have): BFD's flaps through flap damping (anycastd.flaps)."""
+        if held == (neighbor in self.held):
+            return
+        (self.held.add if held else self.held.discard)(neighbor)
+        address = next(n.address for n in self.config.neighbors if str(n.address) == neighbor)
+        async with self._lock:
+            helper = self._helper
+            if helper is None:
+                return  # a new helper starts from nothing and announces to the neighbors not held
+            for prefix, attributes in sorted(helper.sent.items(), key=lambda item: str(item[0])):
+                if prefix.version != address.version:
+                    continue
+                verb, tail = ("withdraw", "") if held else ("announce", route_words(attributes, self.config.local_asn))
+                await self._send(helper, f"neighbor {address} {verb} route {prefix} next-hop self{tail}")
+        log.warning("%s %s: %s", "held back" if held else "released", neighbor, "withdrew" if held else "announced")
 
 
 def route_words(attributes: RouteAttributes, local_asn: int) -> str:

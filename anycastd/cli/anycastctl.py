@@ -225,6 +225,13 @@ def _print_bfd(b: dict[str, Any] | None) -> None:
     print(f"BFD: {sessions}; bfdd pid {b.get('pid') or '-'} {b.get('state', '-')}, {b.get('restarts', 0)} restart(s)")
     if b.get("problem"):
         print(f"bfdd's last problem: {b['problem']}")
+    for neighbor, v in b["sessions"].items():
+        d = v.get("damping") or {}
+        if d.get("held"):
+            print(
+                f"BFD with {neighbor} keeps failing: HELD BACK by flap damping (penalty {d['penalty']}), nothing "
+                f"announced to it for about {d['reuse_at_in']} s more"
+            )
 
 
 def status_code(doc: dict[str, Any]) -> int:

@@ -23,6 +23,7 @@ from anycastd.control_server import ControlServer
 from anycastd.engine import ProbeEngine
 from anycastd.errors import AnycastdError, ConfigError
 from anycastd.fib import NetlinkFib
+from anycastd.flaps import SessionDamping, SessionFlaps
 from anycastd.metrics import Metrics, RouterMetrics
 from anycastd.nft_meter import NftablesMeter
 from anycastd.offloop import OffLoopReader
@@ -97,6 +98,7 @@ async def _run(config: Config, path: str) -> None:
     metrics = Metrics()
     announcer = ExaBGPAnnouncer(config, alive=liveness)
     bfd = None
+    flaps = None
     return_path = None
     if config.return_path is not None:
         return_path = ReturnPath(
@@ -110,12 +112,16 @@ async def _run(config: Config, path: str) -> None:
     if config.bfd_neighbors:
         metrics.declare_bfd([str(n.address) for n in config.bfd_neighbors], SESSION_STATES)
 
+        damped = (str(n.address) for n in config.bfd_neighbors if n.bfd is not None and n.bfd.damping)
+        flaps = SessionFlaps(SessionDamping(damped), announcer.hold)
+
         def on_bfd_change(neighbor: str, state: str) -> None:
             metrics.bfd_transition(neighbor, state)
+            flaps.observe(neighbor, state)
             if return_path is not None:
                 return_path.wake()
 
-        bfd = Bfdd(config, on_change=on_bfd_change)
+        bfd = Bfdd(config, on_change=on_bfd_change, flaps=flaps.describe)
     prober = DnsProber()
     sidecar = Sidecar(
         config,
@@ -139,9 +145,13 @@ async def _run(config: Config, path: str) -> None:
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
+    settling = asyncio.create_task(flaps.run(), name="BFD flap damping") if flaps is not None else None
     try:
         await _serve(config, sidecar, metrics, lambda: sidecar.run(stop), stop=stop, stopping=SIDECAR_STOPPING)
     finally:
+        if settling is not None:
+            settling.cancel()
+            await asyncio.gather(settling, return_exceptions=True)
         loop.remove_signal_handler(signal.SIGHUP)
         await asyncio.gather(*reloads, return_exceptions=True)
         prober.close()

@@ -149,6 +149,7 @@ def test_before_bfdd_answers_every_session_is_unknown() -> None:
         "multiplier": 5,
         "multihop": None,
         "bfdd": None,
+        "damping": None,  # no flap damping given
     }
 
 

@@ -88,7 +88,9 @@ SIDECAR_ROWS: list[tuple[Key, Any, Callable[[config.Config], Any], Any, str]] = 
     (["neighbors", 0, "gtsm"], True, lambda c: c.neighbors[0].gtsm, "yes",
      "neighbors[0].gtsm: must be true or false, got 'yes'"),
     (["neighbors", 0, "bfd"], True, lambda c: c.neighbors[0].bfd == config.BfdSettings(0.3, 3), "yes",
-     "neighbors[0].bfd: must be true, false or a mapping with interval and multiplier, got a string"),
+     "neighbors[0].bfd: must be true, false or a mapping with interval, multiplier and damping, got a string"),
+    (["neighbors", 0, "bfd", "damping"], False, lambda c: c.neighbors[0].bfd.damping, "no",
+     "neighbors[0].bfd.damping: must be true or false, got 'no'"),
     (["neighbors", 0, "bfd", "interval"], 0.01, lambda c: c.neighbors[0].bfd.interval, 0.009,
      "neighbors[0].bfd.interval: must be between 0.01 and 60 seconds, got 0.009"),
     (["neighbors", 0, "bfd", "interval"], 60, lambda c: c.neighbors[0].bfd.interval, 60.001,
@@ -191,7 +193,7 @@ def test_bfd_needs_bfdd_and_says_which_package_brings_it() -> None:
 
 def test_bfd_is_per_neighbor_and_off_unless_asked() -> None:
     c = config.parse(with_value(GOOD, ["neighbors", 1, "bfd"], {"interval": 0.1}))
-    assert [n.bfd for n in c.neighbors] == [None, config.BfdSettings(0.1, 3)]
+    assert [n.bfd for n in c.neighbors] == [None, config.BfdSettings(0.1, 3, True)]
     assert c.bfd_neighbors == (c.neighbors[1],) and c.neighbors[1].bfd.detection_time == pytest.approx(0.3)
     assert config.parse(with_value(GOOD, ["neighbors", 1, "bfd"], False)).bfd_neighbors == ()
     assert c.bfdd == config.BfddSettings(("/usr/lib/frr/bfdd",))
@@ -466,7 +468,7 @@ def test_every_bad_neighbor_and_server_is_reported_not_only_the_first() -> None:
     [
         (["neighbors", 0, "bogus"], 1, "neighbors[0].bogus: unknown key (expected one of: address, bfd, gtsm, "
          "hold_time, local_address, md5_password, peer_asn)"),
-        (["neighbors", 0, "bfd", "echo"], 1, "neighbors[0].bfd.echo: unknown key (expected one of: interval, "
+        (["neighbors", 0, "bfd", "echo"], 1, "neighbors[0].bfd.echo: unknown key (expected one of: damping, interval, "
          "multiplier)"),
         (["neighbors", 0, "bfd", "interval"], True, "neighbors[0].bfd.interval: must be a number of seconds, got True"),
         (["neighbors", 0, "bfd"], {"interval": float("nan")}, "neighbors[0].bfd.interval: must be a number of "
