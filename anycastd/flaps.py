@@ -8,7 +8,7 @@ ExaBGP connects again at once and the paths come back. Every flap is a route
 change in the router's FIB, which anycastd's own flap damping never sees: its
 probes of the local resolver all pass.
 
-So each BFD session's failures (up -> anything else) feed a ``Damping`` of
+So each BFD session's failures (up -> down, BFD's own verdict) feed a ``Damping`` of
 its own, with the service's defaults (anycastd.damping). Once a neighbor's
 penalty reaches ``suppress`` the neighbor is *held*: anycastd withdraws every
 prefix from that neighbor alone (the server stays in service through its
@@ -47,7 +47,8 @@ class SessionDamping:
             return False
         old, self.last[neighbor] = self.last[neighbor], state
         d = self.damping[neighbor]
-        if old != "up" or state == "up":
+        # BFD's own verdict only: "unknown" is bfdd not answering (restarted, frozen), no failure of the link
+        if old != "up" or state != "down":
             return False
         was = d.suppressed
         d.fail(now)

@@ -405,9 +405,7 @@ class Bfdd:
             if loop.time() - started > 30:
                 attempt = 0
             attempt += 1
-            state = tenacity.RetryCallState(tenacity.Retrying(), None, (), {})
-            state.attempt_number = attempt
-            delay = float(self._restart_wait(state))
+            delay = child.restart_delay(self._restart_wait, attempt)
             why = (
                 "could not be started"
                 if code is None

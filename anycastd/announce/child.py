@@ -17,6 +17,8 @@ import os
 import pwd
 import signal
 
+import tenacity
+
 from anycastd.announce.exabgp_helper import PR_SET_PDEATHSIG
 
 log = logging.getLogger(__name__)
@@ -50,3 +52,10 @@ async def stop(proc: asyncio.subprocess.Process | None, name: str) -> None:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         await proc.wait()
+
+
+def restart_delay(wait: tenacity.wait.wait_base, attempt: int) -> float:
+    """How long to wait before starting a child again, for its ``attempt``-th start in a row (tenacity's wait)."""
+    state = tenacity.RetryCallState(tenacity.Retrying(), None, (), {})
+    state.attempt_number = attempt
+    return float(wait(state))

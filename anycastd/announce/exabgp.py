@@ -338,9 +338,7 @@ class ExaBGPAnnouncer:
             await asyncio.sleep(delay)
 
     def _delay(self, attempt: int) -> float:
-        state = tenacity.RetryCallState(tenacity.Retrying(), None, (), {})
-        state.attempt_number = attempt
-        return float(self._restart_wait(state))
+        return child.restart_delay(self._restart_wait, attempt)
 
     def _kill(self, helper: _Helper | None = None) -> None:
         """SIGKILL ExaBGP (the one ``helper`` belongs to, else the current one) and that helper.

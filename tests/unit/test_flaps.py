@@ -18,6 +18,10 @@ def test_only_a_failure_from_up_counts() -> None:
     assert not d.observe(R1, "down", 1.1)  # down again without being up: not another failure
     assert d.held == set()
     assert not d.observe("198.51.100.9", "down", 1.2)  # not one of ours
+    for at in range(10):  # bfdd restarted again and again: its sessions are unknown, the link did not fail
+        d.observe(R2, "up", 10.0 + at)
+        assert not d.observe(R2, "unknown", 10.5 + at)
+    assert d.damping[R2].penalty(20.0) == 0
 
 
 def test_the_third_flap_in_a_row_holds_and_the_penalty_decay_releases() -> None:
