@@ -28,9 +28,12 @@ RATE, LOAD_SECONDS, FAULT_AT = 1000, 10, 2.0
 
 
 def restart_servers(pop: PopLab, return_path: bool) -> None:
-    """Every anycastd with (or without) ``return_path``: the lab's own setting, which restore() keeps."""
+    """Every anycastd started afresh with (or without) ``return_path``: the lab's own setting, which restore() keeps.
+    Afresh: the trials before faulted every server again and again, and BFD's flap damping remembers."""
     pop.return_path = return_path
-    pop.restore()  # anycastd is started again wherever its configuration is not the lab's
+    for s in pop.servers:
+        pop.kill_anycastd(s)
+    pop.restore()
     for s in pop.servers:
         assert ("return_path:" in pop.anycastd_config(s)) is return_path
 
