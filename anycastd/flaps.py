@@ -58,6 +58,13 @@ class SessionDamping:
         """The neighbors whose hold ends now."""
         return [n for n, d in self.damping.items() if d.update(now)]
 
+    def clear(self) -> list[str]:
+        """Forget every session's failures (an operator vouches for the links); the neighbors that were held."""
+        held = sorted(self.held)
+        for d in self.damping.values():
+            d.clear()
+        return held
+
     @property
     def held(self) -> set[str]:
         return {n for n, d in self.damping.items() if d.suppressed}
@@ -102,6 +109,14 @@ class SessionFlaps:
             await self.hold(neighbor, held)
         except AnnounceError as exc:
             log.error("could not %s %s: %s", "hold back" if held else "release", neighbor, exc)
+
+    async def forgive(self) -> list[str]:
+        """`anycastctl announce`: every penalty cleared, every held neighbor released now; which were held."""
+        released = self.damping.clear()
+        for neighbor in released:
+            log.warning("BFD with %s: flap penalty cleared by an operator; announcing to it again", neighbor)
+            await self._set(neighbor, False)
+        return released
 
     async def run(self) -> None:
         """Until cancelled: release every neighbor that has settled, checked every second."""

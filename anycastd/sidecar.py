@@ -64,6 +64,7 @@ from anycastd.control import (
 from anycastd.damping import Damping
 from anycastd.drain import DrainReport, TrafficMeter, Verdict, wait_quiet
 from anycastd.errors import AddressError, AnnounceError, ConfigError
+from anycastd.flaps import SessionFlaps
 from anycastd.health import GRACEFUL_SHUTDOWN, Decision, Path, ServiceHealth, State, Thresholds, path_of
 from anycastd.metrics import Metrics, ServiceView, View
 from anycastd.return_path import ReturnPath
@@ -101,11 +102,14 @@ class Sidecar:
         triggers: Triggers | None = None,
         bfd: BfdSpeaker | None = None,
         return_path: ReturnPath | None = None,
+        flaps: SessionFlaps | None = None,
     ) -> None:
         self.config = config
         #: The server's routes towards its clients, following the live sessions; None: left to the host.
         self.return_path = return_path
         self._return_task: asyncio.Task[None] | None = None
+        #: Flap damping of the BFD sessions (anycastd.flaps); `anycastctl announce` clears it as the services' own.
+        self.flaps = flaps
         #: BFD for the neighbors that ask for it (anycastd.announce.bfdd), None when none does.
         self.bfd = bfd
         #: What wakes a probe before its time (anycastd.sockdiag); by default nothing does.
@@ -409,6 +413,8 @@ class Sidecar:
                     "%s: flap penalty cleared by an operator; announced again once its probes pass", service.name
                 )
             await self.apply(service, self.health[service.name].forgive(self.clock()))
+        if self.flaps is not None and name is None:  # --all: the links too
+            await self.flaps.forgive()
         return AnnounceReply(
             tuple(s.name for s in lifted),
             tuple(s.name for s in targets if s not in lifted),

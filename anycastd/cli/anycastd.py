@@ -135,6 +135,7 @@ async def _run(config: Config, path: str) -> None:
         triggers=SocketWatch(time.monotonic),
         bfd=bfd,
         return_path=return_path,
+        flaps=flaps,
     )
     reloads: set[asyncio.Task[None]] = set()
     reader: OffLoopReader[Config] = OffLoopReader("sidecar")

@@ -67,3 +67,22 @@ def test_holding_and_releasing_go_through_the_announcer() -> None:
         assert calls == [(R1, True), (R1, False)]
 
     asyncio.run(body())
+
+
+def test_an_operator_clears_the_penalty_and_releases_what_was_held() -> None:
+    calls: list[tuple[str, bool]] = []
+
+    async def hold(neighbor: str, held: bool) -> None:
+        calls.append((neighbor, held))
+
+    flaps = SessionFlaps(SessionDamping([R1, R2]), hold, clock=lambda: 5.0)
+
+    async def body() -> list[str]:
+        for state in ["up", "down", "up", "down", "up", "down"]:
+            flaps.observe(R1, state)
+        await asyncio.sleep(0)
+        return await flaps.forgive()
+
+    assert asyncio.run(body()) == [R1]
+    assert calls == [(R1, True), (R1, False)] and flaps.damping.held == set()
+    assert flaps.damping.damping[R1].penalty(5.0) == 0
