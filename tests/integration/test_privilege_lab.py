@@ -31,11 +31,17 @@ def _runnable_by(user: str) -> bool:
     return subprocess.run(argv, check=False, capture_output=True, cwd="/").returncode == 0
 
 
-def test_the_sidecar_runs_without_root(lab: BgpLab) -> None:
-    user = daemons.UNPRIVILEGED_USER
-    daemons.ensure_user(user)
-    if not _runnable_by(user):
-        pytest.skip(f"user {user} cannot run {sys.executable} and import anycastd (make venv builds it from Debian's)")
+@pytest.fixture
+def user() -> str:
+    """The unprivileged user the unit runs anycastd as, made if missing; the test is skipped where it cannot run."""
+    name = daemons.UNPRIVILEGED_USER
+    daemons.ensure_user(name)
+    if not _runnable_by(name):
+        pytest.skip(f"user {name} cannot run {sys.executable} and import anycastd (make venv builds it from Debian's)")
+    return name
+
+
+def test_the_sidecar_runs_without_root(lab: BgpLab, user: str) -> None:
     s1 = lab.servers[0]
     try:
         lab.kill_anycastd(s1)
@@ -76,13 +82,9 @@ def test_the_sidecar_runs_without_root(lab: BgpLab) -> None:
 BFD_CAPS = CAP_NET_ADMIN | 1 << 10 | 1 << 13 | 1 << 21  # + NET_BIND_SERVICE, NET_RAW, SYS_ADMIN (the drop-in's)
 
 
-def test_bfd_runs_without_root_with_the_drop_ins_capabilities(lab: BgpLab) -> None:
+def test_bfd_runs_without_root_with_the_drop_ins_capabilities(lab: BgpLab, user: str) -> None:
     """bfdd runs as anycastd's own user (no change of credentials, so it dies with anycastd), with the three
     capabilities packaging/systemd/anycastd.service.d/bfd.conf adds; without them anycastd says so at start."""
-    user = daemons.UNPRIVILEGED_USER
-    daemons.ensure_user(user)
-    if not _runnable_by(user):
-        pytest.skip(f"user {user} cannot run {sys.executable} and import anycastd (make venv builds it from Debian's)")
     s1 = lab.servers[0]
     try:
         lab.kill_anycastd(s1)
