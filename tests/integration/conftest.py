@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from anycastd_lab.bgp import BgpLab
+from anycastd_lab.pop import PopLab
 from anycastd_lab.static import StaticLab
 from anycastd_lab.topology import reap_stale_labs
 
@@ -58,6 +59,19 @@ def lab(bgp_lab: BgpLab) -> BgpLab:
     """The module's lab, healthy again: every daemon running, every path in the FIB."""
     bgp_lab.restore()
     return bgp_lab
+
+
+@pytest.fixture(scope="module")
+def pop_module() -> Iterator[PopLab]:
+    with PopLab() as lab:
+        yield lab
+
+
+@pytest.fixture
+def pop(pop_module: PopLab) -> PopLab:
+    """The module's dual-homed POP, healthy again: every router, server and session up."""
+    pop_module.restore()
+    return pop_module
 
 
 @pytest.fixture(scope="module")

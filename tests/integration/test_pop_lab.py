@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from anycastd_lab import daemons
 from anycastd_lab.pop import RETURN_PATH, PopLab
@@ -20,18 +17,6 @@ from tests.integration.conftest import Row
 #: BFD's 300 ms detection plus the router's work, with room for a busy machine; under the 3 s hold time.
 DEAD = 1.5
 BACK = 30.0
-
-
-@pytest.fixture(scope="module")
-def pop_module() -> Iterator[PopLab]:
-    with PopLab() as lab:
-        yield lab
-
-
-@pytest.fixture
-def pop(pop_module: PopLab) -> PopLab:
-    pop_module.restore()
-    return pop_module
 
 
 def test_every_server_is_at_both_tors_and_the_edge_spreads_over_both(pop: PopLab) -> None:
