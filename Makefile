@@ -46,7 +46,7 @@ lint: venv
 # One pytest run: unit tests everywhere, integration tests as root (they skip, saying why, otherwise).
 # The health core and flap damping must keep 100% branch coverage.
 test: deps venv lint
-	$(PY) -m pytest --cov=anycastd.health --cov=anycastd.damping --cov-branch --cov-report=term-missing --cov-fail-under=100 tests
+	$(PY) -m pytest --cov=anycastd.core.health --cov=anycastd.core.damping --cov-branch --cov-report=term-missing --cov-fail-under=100 tests
 	$(PY) -m tests.fuzz --seconds $(FUZZ_SECONDS)
 
 # Mutation testing of the pure core (mutmut; 3.5 minutes on 2 cores): every surviving mutant is killed by a

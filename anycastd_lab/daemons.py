@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from anycastd.config import parse as parse_config
+from anycastd.config.sidecar import parse as parse_config
 from anycastd_lab.topology import (
     HEALTH_QNAME,
     ROUTER_ASN,

@@ -14,7 +14,7 @@ from types import TracebackType
 
 from pyroute2 import NetNS
 
-from anycastd.fib import AF_INET, AF_INET6, MAIN_TABLE, nexthops_in
+from anycastd.watch.fib import AF_INET, AF_INET6, MAIN_TABLE, nexthops_in
 
 
 class Fib:

@@ -14,7 +14,7 @@ import sys
 
 from anycastd.announce.frr import parse_running_config
 from anycastd.cli.anycastctl import ANSWERED
-from anycastd.routes import Installed
+from anycastd.core.routes import Installed
 from anycastd_lab import clab, daemons
 from anycastd_lab.base import DnsLab
 from anycastd_lab.topology import run, wait_until

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from anycastd import config
+from anycastd.config import sidecar as config
 from anycastd_lab import clab
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 
 No health machine, no metrics, no parsing. By default one task per address
 and one connected socket each, start times in the same 25 ms steps as
-anycastd router once did; with ``--batched``, what anycastd.engine does
+anycastd router once did; with ``--batched``, what anycastd.daemons.engine does
 without its bookkeeping: one socket, one timer every 25 ms sending every
 query due, one reader draining the answers. bench/router.py runs both
 against the same servers to show how much of anycastd router's CPU the
@@ -103,7 +103,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--interval", type=float, default=0.1)
-    parser.add_argument("--batched", action="store_true", help="one socket and one timer, as anycastd.engine")
+    parser.add_argument("--batched", action="store_true", help="one socket and one timer, as anycastd.daemons.engine")
     parser.add_argument("addresses", nargs="+")
     args = parser.parse_args()
     print(json.dumps(asyncio.run(_main(args.addresses, args.interval, args.seconds, args.batched))))

@@ -48,7 +48,7 @@ from pathlib import Path
 from report import arguments, context, publish
 from resources import cpu_seconds, rss_mb
 
-from anycastd.schema import DnsCheck
+from anycastd.config.schema import DnsCheck
 from anycastd_lab import daemons
 from anycastd_lab.bgp import BgpLab
 from anycastd_lab.daemons import anycastd_key

@@ -37,7 +37,7 @@ from compare import HC_FASTEST, Controller
 from fleet import WITHDRAW, Fleet
 from report import DOCS, arguments, context, publish
 
-from anycastd.schema import DnsCheck
+from anycastd.config.schema import DnsCheck
 from anycastd_lab.base import DnsLab
 from anycastd_lab.bgp import BgpLab
 from anycastd_lab.fib import FibWatch

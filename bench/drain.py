@@ -19,7 +19,7 @@ import time
 
 from report import arguments, context, publish
 
-from anycastd.config import DrainSettings
+from anycastd.config.sidecar import DrainSettings
 from anycastd_lab.bgp import BgpLab
 
 LOAD_SECONDS = 6

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from report import arguments, context, publish
 
-from anycastd.schema import DnsCheck
+from anycastd.config.schema import DnsCheck
 from anycastd_lab.base import DnsLab
 from anycastd_lab.bgp import BgpLab
 from anycastd_lab.topology import Server

@@ -22,9 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT))
 
-import anycastd.config  # noqa: E402, F401 (imported, as in the daemon: a reload does not pay for it)
+import anycastd.config.sidecar  # noqa: E402, F401 (imported, as in the daemon: a reload does not pay for it)
+from anycastd.daemons.offloop import OffLoopReader  # noqa: E402
 from anycastd.errors import ConfigError  # noqa: E402
-from anycastd.offloop import OffLoopReader  # noqa: E402
 
 TICK = 0.01
 

@@ -28,7 +28,7 @@ from failover import measure, resolver_scenarios, table
 from report import arguments, context, publish
 from resources import cpu_seconds, rss_mb
 
-from anycastd.schema import DnsCheck
+from anycastd.config.schema import DnsCheck
 from anycastd_lab import daemons
 from anycastd_lab.clab import STATIC_TOPOLOGY
 from anycastd_lab.static import StaticLab
@@ -163,7 +163,8 @@ def main() -> int:
             f"| floor: one socket, one timer, send and drain only (asyncio_floor.py --batched), CPU % "
             f"| {cost['batched']:.2f} | - | - |",
             "",
-            "anycastd router probes every UDP check from one socket per family and one timer (anycastd.engine).",
+            "anycastd router probes every UDP check from one socket per family and one timer",
+            "(anycastd.daemons.engine).",
             "The batched floor is what the kernel and the event loop cost for the same packets with no parsing,",
             "no health machine and no metrics: anycastd router's cost above it is its own work per probe.",
             *(

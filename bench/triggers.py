@@ -6,7 +6,7 @@ watchers find it, kills it with SIGKILL and times, from just before kill(2), whe
 
 * a pidfd (pidfd_open(2)) on its process turns readable;
 * the proc connector (NETLINK_CONNECTOR, CN_IDX_PROC) reports its exit;
-* sock_diag's destroy group reports its listening socket gone (what anycastd.sockdiag uses).
+* sock_diag's destroy group reports its listening socket gone (what anycastd.watch.sockdiag uses).
 
 All three wait in one epoll, so they are timed the same way. Prints a table and writes it into
 docs/benchmarks.md between this script's markers. Root: the proc connector needs CAP_NET_ADMIN.
@@ -31,7 +31,7 @@ import time
 
 from report import arguments, context, publish
 
-from anycastd.sockdiag import Endpoint, Watcher
+from anycastd.watch.sockdiag import Endpoint, Watcher
 
 NETLINK_CONNECTOR = 11
 CN_IDX_PROC = CN_VAL_PROC = 1
@@ -217,7 +217,7 @@ def main() -> int:
             f"A lookup in a tight loop takes {per_lookup:.1f} us; a sample the daemon is woken for costs far more",
             "(the table). So anycastd takes an idle sample when a probe round wakes it anyway, or, if none comes",
             "within 105 ms of the last sample (the default probe interval is 0.2 s), on a timer; and every 10 ms",
-            "only while a queue holds a query (anycastd.sockdiag).",
+            "only while a queue holds a query (anycastd.watch.sockdiag).",
         ],
         write=not args.no_write,
     )

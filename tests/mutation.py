@@ -3,10 +3,10 @@
     python -m tests.mutation          # after `mutmut run`: the verdict
 
 What is mutated is [tool.mutmut] in pyproject.toml: the health machine and
-flap damping (anycastd/health.py, damping.py), the planner
-(anycastd/routes.py), the skeleton's schedule and maintenance book
-(anycastd/skeleton.py), the wait for a drained node to go quiet
-(anycastd/drain.py) and the configuration's validation (anycastd/yamlfile.py,
+flap damping (anycastd/core/health.py, damping.py), the planner
+(anycastd/core/routes.py), the skeleton's schedule and maintenance book
+(anycastd/daemons/skeleton.py), the wait for a drained node to go quiet
+(anycastd/watch/drain.py) and the configuration's validation (anycastd/config/yamlfile.py,
 schema.py, config.py, router_config.py). Every mutant must be
 killed by a test (the tests named after the mutants they kill are marked
 "Named by the mutants of `make mutation`") or be listed in EQUIVALENT with
@@ -30,119 +30,119 @@ import sys
 #: Mutants no test can tell from the original, and why. Keyed by mutmut's name (it changes when the function
 #: does: then this list is read again, which is the point).
 EQUIVALENT: dict[str, str] = {
-    "anycastd.skeleton.xǁMaintenanceBookǁrestore__mutmut_28": (
+    "anycastd.daemons.skeleton.xǁMaintenanceBookǁrestore__mutmut_28": (
         '`log.error("%s", problem)` -> `log.error(problem)`: logging %-formats only when given arguments, so '
         "the line logged is the same, even for a problem with a % in it"
     ),
-    "anycastd.drain.x_wait_quiet__mutmut_28": (
+    "anycastd.watch.drain.x_wait_quiet__mutmut_28": (
         '`log.warning("%s", note)` -> `log.warning(note)`: the same line, for the same reason as the one above'
     ),
     # the configuration readers
     **dict.fromkeys(
         [
-            "anycastd.config.x_parse__mutmut_31",
-            "anycastd.config.x_parse__mutmut_43",
-            "anycastd.config.x_parse__mutmut_61",
-            "anycastd.config.x_parse__mutmut_75",
-            "anycastd.config.x_parse__mutmut_167",
-            "anycastd.router_config.x_parse_router__mutmut_78",
-            "anycastd.router_config.x_parse_router__mutmut_92",
+            "anycastd.config.sidecar.x_parse__mutmut_31",
+            "anycastd.config.sidecar.x_parse__mutmut_43",
+            "anycastd.config.sidecar.x_parse__mutmut_61",
+            "anycastd.config.sidecar.x_parse__mutmut_75",
+            "anycastd.config.sidecar.x_parse__mutmut_167",
+            "anycastd.config.router.x_parse_router__mutmut_78",
+            "anycastd.config.router.x_parse_router__mutmut_92",
         ],
         'the top level\'s path `""` -> `None`: Reader.field and Reader.items only ask whether the path is empty, and both are, so every key path and message is the same',
     ),
     **dict.fromkeys(
         [
-            "anycastd.config.x_parse__mutmut_203",
-            "anycastd.config.x_parse__mutmut_204",
-            "anycastd.config.x_parse__mutmut_205",
-            "anycastd.router_config.x_parse_router__mutmut_132",
-            "anycastd.router_config.x_parse_router__mutmut_133",
-            "anycastd.router_config.x_parse_router__mutmut_134",
+            "anycastd.config.sidecar.x_parse__mutmut_203",
+            "anycastd.config.sidecar.x_parse__mutmut_204",
+            "anycastd.config.sidecar.x_parse__mutmut_205",
+            "anycastd.config.router.x_parse_router__mutmut_132",
+            "anycastd.config.router.x_parse_router__mutmut_133",
+            "anycastd.config.router.x_parse_router__mutmut_134",
         ],
         "a guard's `or` -> `and`: a value is None only after its reader recorded a problem, and `r.problems` comes first in the same condition, so parsing raises either way",
     ),
-    "anycastd.config.x_parse__mutmut_141": (
+    "anycastd.config.sidecar.x_parse__mutmut_141": (
         "exabgp.watchdog's default -> None: a missing key then gives None, and the next line puts the default in "
         "its place (`watchdog if watchdog is not None else ExaBGPSettings.watchdog`)"
     ),
-    "anycastd.config.x_parse__mutmut_163": (
+    "anycastd.config.sidecar.x_parse__mutmut_163": (
         "`watchdog is not None` -> `or True`: watchdog is None only when its value was refused, a problem is "
         "recorded, and parsing raises before the settings are used"
     ),
-    "anycastd.router_config.x_parse_router__mutmut_12": (
+    "anycastd.config.router.x_parse_router__mutmut_12": (
         "`top.get('router', {})` -> `top.get('router', None)`: a missing router section then takes the `else {}` "
         "of the next line, which is the same empty mapping"
     ),
-    "anycastd.router_config.x_parse_router__mutmut_14": "`top.get('router', )`: the same as the one above",
-    "anycastd.router_config.x__server__mutmut_30": (
+    "anycastd.config.router.x_parse_router__mutmut_14": "`top.get('router', )`: the same as the one above",
+    "anycastd.config.router.x__server__mutmut_30": (
         "a refused server name -> `''` instead of None: the problem is recorded either way and parsing raises; "
         "the server built with it is never used"
     ),
-    "anycastd.yamlfile.x_read_text__mutmut_17": (
+    "anycastd.config.yamlfile.x_read_text__mutmut_17": (
         "`f.read(MAX_BYTES + 1)` -> `f.read(None)`: the whole file is read, and one longer than MAX_BYTES is "
         "refused the same way (only the memory used differs, which no test can see)"
     ),
-    "anycastd.yamlfile.x_read_text__mutmut_19": (
+    "anycastd.config.yamlfile.x_read_text__mutmut_19": (
         "`MAX_BYTES + 1` -> `MAX_BYTES + 2`: either read shows a file longer than MAX_BYTES as longer"
     ),
-    "anycastd.yamlfile.xǁReaderǁ_location__mutmut_16": (
+    "anycastd.config.yamlfile.xǁReaderǁ_location__mutmut_16": (
         "`cut > 0` -> `cut >= 0`: a key path never starts with '.' or '[', so cut is never 0"
     ),
-    "anycastd.yamlfile.xǁReaderǁ_mapping__mutmut_21": (
+    "anycastd.config.yamlfile.xǁReaderǁ_mapping__mutmut_21": (
         "a key's own path -> None: _scalar uses the path only to name a number that cannot be built, and a "
         "key is a string or a number YAML has already resolved, which builds"
     ),
-    "anycastd.schema.x_read_top__mutmut_5": (
+    "anycastd.config.schema.x_read_top__mutmut_5": (
         "the top level's path `\"\"` -> `None`: the same as the readers' entries above"
     ),
     **dict.fromkeys(
-        [f"anycastd.yamlfile.xǁReaderǁ_scalar__mutmut_{n}" for n in (2, 3, 4, 5)],
+        [f"anycastd.config.yamlfile.xǁReaderǁ_scalar__mutmut_{n}" for n in (2, 3, 4, 5)],
         "_scalar's refusal of a tag: the composer has already refused every explicit tag, and the tags YAML "
         "resolves by itself are all plain ones, so this line is never reached (it stays as a second wall)",
     ),
     **dict.fromkeys(
-        [f"anycastd.yamlfile.xǁReaderǁ_scalar__mutmut_{n}" for n in (7, 8)],
+        [f"anycastd.config.yamlfile.xǁReaderǁ_scalar__mutmut_{n}" for n in (7, 8)],
         "the string tag left out of the shortcut: a plain string is then built by PyYAML's own constructor, "
         "which gives the same str",
     ),
-    "anycastd.yamlfile.xǁReaderǁdocument__mutmut_25": (
+    "anycastd.config.yamlfile.xǁReaderǁdocument__mutmut_25": (
         "`exc.character[:1]` -> `[:2]`: PyYAML reports one character, so both slices are that character"
     ),
-    "anycastd.yamlfile.xǁReaderǁdocument__mutmut_26": (
+    "anycastd.config.yamlfile.xǁReaderǁdocument__mutmut_26": (
         '`or "\\0"` -> `or "XX\\0XX"`: PyYAML always reports the character, so the fallback is never used'
     ),
-    "anycastd.yamlfile.xǁReaderǁdocument__mutmut_28": (
+    "anycastd.config.yamlfile.xǁReaderǁdocument__mutmut_28": (
         "the last `except yaml.YAMLError`: every error PyYAML raises is one of the kinds caught above it "
         "(the line is marked `pragma: no cover` for the same reason)"
     ),
-    "anycastd.yamlfile.xǁReaderǁvalue__mutmut_9": (
+    "anycastd.config.yamlfile.xǁReaderǁvalue__mutmut_9": (
         "`depth > MAX_DEPTH` -> `>=`: the composer keeps a file within MAX_DEPTH levels, so only an alias "
         "inside itself gets this deep, and it is refused with the same words one level sooner"
     ),
     **dict.fromkeys(
-        [f"anycastd.yamlfile.xǁReaderǁdocument__mutmut_{n}" for n in (22, 23, 24)],
+        [f"anycastd.config.yamlfile.xǁReaderǁdocument__mutmut_{n}" for n in (22, 23, 24)],
         "the code of a character YAML forbids: for text (which is all anycastd gives PyYAML) it reports the "
         "character as a number, so the branch for a str is never taken",
     ),
-    "anycastd.yamlfile.xǁReaderǁdocument__mutmut_10": (
+    "anycastd.config.yamlfile.xǁReaderǁdocument__mutmut_10": (
         "`mark is not None` -> `or True`: every MarkedYAMLError PyYAML raises while composing carries a mark"
     ),
-    "anycastd.yamlfile.xǁReaderǁdocument__mutmut_38": (
+    "anycastd.config.yamlfile.xǁReaderǁdocument__mutmut_38": (
         "the root's depth 0 -> 1: the composer keeps a file within MAX_DEPTH levels, so a value's depth stays "
         "at or under MAX_DEPTH either way; only an alias inside itself goes deeper, refused the same way"
     ),
     **dict.fromkeys(
-        [f"anycastd.yamlfile.xǁ_Composerǁcompose_node__mutmut_{n}" for n in (24, 25)],
+        [f"anycastd.config.yamlfile.xǁ_Composerǁcompose_node__mutmut_{n}" for n in (24, 25)],
         "PyYAML uses a node's parent and index only for path-based resolvers, and none is registered",
     ),
-    "anycastd.yamlfile.xǁReaderǁ__init____mutmut_8": (
+    "anycastd.config.yamlfile.xǁReaderǁ__init____mutmut_8": (
         "the stream of the loader kept only for its scalar constructors: it is never read"
     ),
-    "anycastd.damping.xǁDampingǁ__init____mutmut_5": (
+    "anycastd.core.damping.xǁDampingǁ__init____mutmut_5": (
         "the first `_at` 0.0 -> 1.0: the penalty starts at 0, and 0 decays to 0 from any time; the first "
         "failure sets `_at`"
     ),
-    "anycastd.health.xǁServiceHealthǁforgive__mutmut_6": (
+    "anycastd.core.health.xǁServiceHealthǁforgive__mutmut_6": (
         "forgive's `now` -> None: clearing leaves nothing suppressed, so update() never reads the time, and "
         "forgive never changes the state, so no transition is stamped with it"
     ),

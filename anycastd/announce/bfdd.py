@@ -59,10 +59,10 @@ from pyroute2.netlink.exceptions import NetlinkError
 from anycastd.announce import child
 from anycastd.announce.child import die_with_parent, own_user
 from anycastd.announce.frr import Vty
-from anycastd.config import FRR_VTY_GROUP, BfdSettings, Config
+from anycastd.config.sidecar import FRR_VTY_GROUP, BfdSettings, Config
+from anycastd.core.net import IPAddress
+from anycastd.core.syntax import vtysh_command
 from anycastd.errors import AnnounceError
-from anycastd.schema import IPAddress
-from anycastd.syntax import vtysh_command
 from anycastd.untrusted import loads
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ async def peers_of(config: Config, on_link: Callable[[IPAddress], Awaitable[bool
 
 
 def render_config(peers: Sequence[BfdPeer]) -> str:
-    """bfdd's configuration: one ``peer`` block per session, every word a typed value (anycastd.syntax)."""
+    """bfdd's configuration: one ``peer`` block per session, every word a typed value (anycastd.core.syntax)."""
     lines = ["! written by anycastd for its BGP sessions with BFD: do not edit", "bfd"]
     for p in peers:
         words: list[str | int | IPAddress] = [
@@ -245,7 +245,7 @@ class Bfdd:
         flaps: Callable[[], dict[str, Any]] = dict,
     ) -> None:
         self.config = config
-        #: Each session's flap damping (anycastd.flaps), for status: held back or not, and its penalty.
+        #: Each session's flap damping (anycastd.announce.flaps), for status: held back or not, and its penalty.
         self.flaps = flaps
         self.dir = config.runtime_dir / "bfdd"
         self.config_path = self.dir / "bfdd.conf"

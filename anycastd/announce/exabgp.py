@@ -55,15 +55,16 @@ from typing import Any
 
 import tenacity
 
-from anycastd.announce import PLAIN, RouteAttributes, child, exabgp_helper, notification
+from anycastd.announce import child, exabgp_helper, notification
 from anycastd.announce.child import die_with_parent, own_user
 from anycastd.announce.exabgp_config import render_config
-from anycastd.config import Config
-from anycastd.control_server import peer_of
+from anycastd.config.sidecar import Config
+from anycastd.control.server import peer_of
+from anycastd.core.attributes import PLAIN, RouteAttributes
+from anycastd.core.clock import iso
+from anycastd.core.net import IPNetwork
+from anycastd.core.syntax import MAX_PREPEND, community, large_community
 from anycastd.errors import AnnounceError
-from anycastd.schema import IPNetwork
-from anycastd.status import iso
-from anycastd.syntax import MAX_PREPEND, community, large_community
 
 log = logging.getLogger(__name__)
 exabgp_log = logging.getLogger("anycastd.exabgp.process")
@@ -190,9 +191,10 @@ class ExaBGPAnnouncer:
         #: Wall-clock time of ExaBGP's last answer to anything, and why it was last killed or lost.
         self.last_answer: float | None = None
         self.last_problem: str | None = None
-        #: Called when a BGP session's state changes (the return path follows them: anycastd.return_path).
+        #: Called when a BGP session's state changes (the return path follows them: anycastd.announce.return_path).
         self.on_session_change: Callable[[], None] = lambda: None
-        #: The neighbors held back by flap damping of their BFD sessions (anycastd.flaps): nothing announced to them.
+        #: The neighbors held back by flap damping of their BFD sessions (anycastd.announce.flaps): nothing
+        #: announced to them.
         self.held: set[str] = set()
 
     # public ---------------------------------------------------------------
@@ -502,7 +504,7 @@ class ExaBGPAnnouncer:
 
     async def hold(self, neighbor: str, held: bool) -> None:
         """Hold ``neighbor`` back (withdraw every prefix from it alone, announce nothing to it) or release it
-        (announce to it what the others have): BFD's flaps through flap damping (anycastd.flaps)."""
+        (announce to it what the others have): BFD's flaps through flap damping (anycastd.announce.flaps)."""
         if held == (neighbor in self.held):
             return
         (self.held.add if held else self.held.discard)(neighbor)

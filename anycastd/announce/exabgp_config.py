@@ -1,6 +1,6 @@
 """ExaBGP's configuration file, written from anycastd's.
 
-Every value from the operator's file goes through ``anycastd.syntax.exabgp_word``
+Every value from the operator's file goes through ``anycastd.core.syntax.exabgp_word``
 (quoted by construction; see that module); numbers and addresses are typed
 values written with ``str``. tests/unit/test_syntax.py parses what this writes
 with ExaBGP's own parser and checks that each value reads back unchanged.
@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from anycastd.announce import exabgp_helper
-from anycastd.config import Config
-from anycastd.syntax import exabgp_comment, exabgp_word
+from anycastd.config.sidecar import Config
+from anycastd.core.syntax import exabgp_comment, exabgp_word
 
 #: ExaBGP's sending TTL for GTSM (RFC 5082): the router drops a session packet that arrives lower.
 GTSM_TTL = 255

@@ -40,12 +40,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from anycastd.config.router import VtyshSettings
+from anycastd.core.net import IPAddress, IPNetwork
+from anycastd.core.routes import Change, Installed, StaticRoute
+from anycastd.core.syntax import vtysh_command
 from anycastd.errors import AnnounceError
-from anycastd.fib import Hops
-from anycastd.router_config import VtyshSettings
-from anycastd.routes import Change, Installed, StaticRoute
-from anycastd.schema import IPAddress, IPNetwork
-from anycastd.syntax import vtysh_command
+from anycastd.watch.fib import Hops
 
 log = logging.getLogger(__name__)
 

@@ -38,8 +38,9 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 
-from anycastd.health import Outcome, Result
-from anycastd.schema import DnsCheck, IPAddress
+from anycastd.config.schema import DnsCheck
+from anycastd.core.health import Outcome, Result
+from anycastd.core.net import IPAddress
 
 UDP_SENDS = 3
 

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from anycastd import __version__
-from anycastd.control import (
+from anycastd.config.schema import CONTROL_SOCKET, DEFAULT_RUNTIME_DIR
+from anycastd.control.client import call
+from anycastd.control.protocol import (
     AnnounceReply,
     AnnounceRequest,
     CheckReply,
@@ -36,8 +38,6 @@ from anycastd.control import (
     plain,
     reply_json,
 )
-from anycastd.control_client import call
-from anycastd.schema import CONTROL_SOCKET, DEFAULT_RUNTIME_DIR
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_TIMED_OUT, EXIT_CHECK_FAILED = 0, 1, 2, 3, 4
 EXIT_WITHDRAWN, EXIT_DEGRADED, EXIT_NO_DAEMON = 5, 6, 7

@@ -12,30 +12,32 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from anycastd import __version__, frr_policy, logs
-from anycastd.address import NetlinkAddresses
+from anycastd import __version__
+from anycastd.announce import frr_policy
 from anycastd.announce.bfdd import SESSION_STATES, Bfdd
 from anycastd.announce.exabgp import ExaBGPAnnouncer
+from anycastd.announce.flaps import SessionDamping, SessionFlaps
 from anycastd.announce.frr import VtyRoutes, VtyshRoutes
+from anycastd.announce.return_path import NetlinkRoutes, ReturnPath
 from anycastd.checks.dns import DnsProber
-from anycastd.config import Config, load
-from anycastd.control_server import ControlServer
-from anycastd.engine import ProbeEngine
+from anycastd.config.router import RouterConfig, load_router
+from anycastd.config.sidecar import Config, load
+from anycastd.control.server import ControlServer
+from anycastd.daemons import logs
+from anycastd.daemons.engine import ProbeEngine
+from anycastd.daemons.metrics import Metrics, RouterMetrics
+from anycastd.daemons.offloop import OffLoopReader
+from anycastd.daemons.router import Router
+from anycastd.daemons.sdnotify import Notifier, supervise
+from anycastd.daemons.sidecar import Sidecar
+from anycastd.daemons.skeleton import Liveness
+from anycastd.daemons.state import FileStore
 from anycastd.errors import AnycastdError, ConfigError
-from anycastd.fib import NetlinkFib
-from anycastd.flaps import SessionDamping, SessionFlaps
-from anycastd.metrics import Metrics, RouterMetrics
-from anycastd.nft_meter import NftablesMeter
-from anycastd.offloop import OffLoopReader
-from anycastd.return_path import NetlinkRoutes, ReturnPath
-from anycastd.router import Router
-from anycastd.router_config import RouterConfig, load_router
-from anycastd.sdnotify import Notifier, supervise
-from anycastd.sidecar import Sidecar
-from anycastd.skeleton import Liveness
-from anycastd.sockdiag import SocketWatch
-from anycastd.state import FileStore
 from anycastd.untrusted import UntrustedFileError, read_file
+from anycastd.watch.address import NetlinkAddresses
+from anycastd.watch.fib import NetlinkFib
+from anycastd.watch.nft_meter import NftablesMeter
+from anycastd.watch.sockdiag import SocketWatch
 
 log = logging.getLogger("anycastd")
 

@@ -24,8 +24,11 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from anycastd import config, control, router_config, state
 from anycastd.announce import bfdd
+from anycastd.config import router as router_config
+from anycastd.config import sidecar as config
+from anycastd.control import protocol as control
+from anycastd.daemons import state
 
 ROOT = Path(__file__).parents[2]
 HANG = 5.0

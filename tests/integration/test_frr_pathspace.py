@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from anycastd.announce.frr import VtyRoutes, VtyshRoutes
-from anycastd.router_config import FRR_VTY_DIR, VtyshSettings
-from anycastd.routes import Change, StaticRoute
+from anycastd.config.router import FRR_VTY_DIR, VtyshSettings
+from anycastd.core.routes import Change, StaticRoute
 from anycastd_lab.daemons import FRR_DIR
 from anycastd_lab.topology import run, wait_until
 

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 
-from anycastd.sockdiag import Endpoint, SocketInfo, Watcher, parse_messages
+from anycastd.watch.sockdiag import Endpoint, SocketInfo, Watcher, parse_messages
 
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
 
@@ -66,7 +66,7 @@ def test_the_kernel_reports_a_listener_destroyed_and_its_queue_stuck() -> None:
 
 WATCH_AS_NOBODY = """
 import ipaddress, select, socket
-from anycastd.sockdiag import Endpoint, SocketInfo, Watcher, parse_messages
+from anycastd.watch.sockdiag import Endpoint, SocketInfo, Watcher, parse_messages
 watcher = Watcher()
 endpoint = Endpoint(ipaddress.ip_address("127.0.0.1"), {port}, socket.IPPROTO_UDP)
 print("watching", flush=True)

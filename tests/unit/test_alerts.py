@@ -18,8 +18,8 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from anycastd import __version__
-from anycastd.health import State
-from anycastd.metrics import Metrics, RouterMetrics, RouterView, ServerView, ServiceView, View
+from anycastd.core.health import State
+from anycastd.daemons.metrics import Metrics, RouterMetrics, RouterView, ServerView, ServiceView, View
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "packaging" / "prometheus" / "anycastd-alerts.yml"

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
-from anycastd import config
 from anycastd.announce.bfdd import (
     Bfdd,
     BfdError,
@@ -26,8 +25,9 @@ from anycastd.announce.bfdd import (
     subscribe_message,
 )
 from anycastd.cli.anycastctl import EXIT_DEGRADED, EXIT_OK, status_code
-from anycastd.metrics import Metrics, View
-from anycastd.schema import IPAddress
+from anycastd.config import sidecar as config
+from anycastd.core.net import IPAddress
+from anycastd.daemons.metrics import Metrics, View
 from tests.unit.test_config import GOOD
 from tests.unit.test_config_table import with_value
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from anycastd.config import DEFAULT_INTERFACE, ConfigError, load, parse
-from anycastd.damping import DampingSettings
+from anycastd.config.sidecar import DEFAULT_INTERFACE, ConfigError, load, parse
+from anycastd.core.damping import DampingSettings
 
 GOOD = """\
 router_id: 192.0.2.10

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from anycastd.config import ConfigError, load, parse
-from anycastd.router_config import load_router, parse_router
-from anycastd.yamlfile import MAX_BYTES
+from anycastd.config.router import load_router, parse_router
+from anycastd.config.sidecar import ConfigError, load, parse
+from anycastd.config.yamlfile import MAX_BYTES
 from tests.unit.test_config import GOOD
 
 CORPUS = Path(__file__).parents[1] / "hostile" / "config"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from anycastd.config import ConfigError, parse
-from anycastd.router_config import DEFAULT_ROUTE_TAG, load_router, parse_router
+from anycastd.config.router import DEFAULT_ROUTE_TAG, load_router, parse_router
+from anycastd.config.sidecar import ConfigError, parse
 
 GOOD = """\
 router:

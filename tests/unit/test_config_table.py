@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 import yaml
 
-from anycastd import config, router_config
-from anycastd.announce import RouteAttributes
-from anycastd.damping import DampingSettings
+from anycastd.config import router as router_config
+from anycastd.config import sidecar as config
+from anycastd.config.schema import TEMPLATE_ADDRESS, ControlSettings, DnsCheck, MetricsSettings, to_command
+from anycastd.core.attributes import RouteAttributes
+from anycastd.core.damping import DampingSettings
 from anycastd.errors import ConfigError
-from anycastd.schema import TEMPLATE_ADDRESS, ControlSettings, DnsCheck, MetricsSettings, to_command
 from tests.unit.test_config import GOOD
 
 ROUTER = """\
@@ -304,9 +305,9 @@ def test_the_router_defaults_whole() -> None:
     assert router_config.parse_router("router:\n" + ROUTER).tag == 5353  # an empty router: section is the defaults
 
 
-# the reader's own edges (anycastd.yamlfile) ------------------------------------------------------------------------
+# the reader's own edges (anycastd.config.yamlfile) ------------------------------------------------------------------------
 
-from anycastd import yamlfile  # noqa: E402 (kept beside the tests that use it)
+from anycastd.config import yamlfile  # noqa: E402 (kept beside the tests that use it)
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,10 @@ import dataclasses
 import re
 from pathlib import Path
 
-from anycastd import config, router_config, schema
-from anycastd.announce import RouteAttributes
+from anycastd.config import router as router_config
+from anycastd.config import schema
+from anycastd.config import sidecar as config
+from anycastd.core.attributes import RouteAttributes
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from anycastd import config, router_config
+from anycastd.config import router as router_config
+from anycastd.config import sidecar as config
 from anycastd_lab import clab, daemons
 from anycastd_lab.topology import Lab
 

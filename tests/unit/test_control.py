@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 
-from anycastd import control, control_server
-from anycastd.control import (
+from anycastd.control import protocol as control
+from anycastd.control import server as control_server
+from anycastd.control.client import call
+from anycastd.control.protocol import (
     AnnounceReply,
     AnnounceRequest,
     CheckReply,
@@ -38,8 +40,7 @@ from anycastd.control import (
     encode,
     encode_reply,
 )
-from anycastd.control_client import call
-from anycastd.control_server import ControlServer
+from anycastd.control.server import ControlServer
 
 
 @pytest.mark.parametrize(

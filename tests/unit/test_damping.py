@@ -1,11 +1,11 @@
-"""Flap damping (anycastd.damping) and how the health core and the sidecar's path use it."""
+"""Flap damping (anycastd.core.damping) and how the health core and the sidecar's path use it."""
 
 from __future__ import annotations
 
 import pytest
 
-from anycastd.damping import DEFAULT_DAMPING, Damping, DampingSettings
-from anycastd.health import (
+from anycastd.core.damping import DEFAULT_DAMPING, Damping, DampingSettings
+from anycastd.core.health import (
     Announce,
     Outcome,
     Path,

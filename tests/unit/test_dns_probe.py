@@ -14,8 +14,9 @@ import dns.rrset
 import pytest
 
 from anycastd.checks.dns import DnsProber, ProbeResult, classify, combine, compile_check, fast_accept, os_failure
-from anycastd.health import Outcome
-from anycastd.schema import DnsCheck, IPAddress
+from anycastd.config.schema import DnsCheck
+from anycastd.core.health import Outcome
+from anycastd.core.net import IPAddress
 from tests.unit.responder import Responder, serve
 
 LOCAL = ipaddress.ip_address("127.0.0.1")

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from anycastd.drain import DrainReport, InMemoryMeter, MeterError, QuietWatch, Verdict, wait_quiet
-from anycastd.nft_meter import nft_ruleset, parse_counters
-from anycastd.schema import IPAddress
+from anycastd.core.net import IPAddress
+from anycastd.watch.drain import DrainReport, InMemoryMeter, MeterError, QuietWatch, Verdict, wait_quiet
+from anycastd.watch.nft_meter import nft_ruleset, parse_counters
 from tests.unit.fake_time import FakeTime
 
 
@@ -125,7 +125,7 @@ def test_the_timer_fallback_waits_only_what_is_left_of_it(caplog: pytest.LogCapt
         except StopIteration:
             raise MeterError("table gone") from None
 
-    with caplog.at_level("WARNING", logger="anycastd.drain"):
+    with caplog.at_level("WARNING", logger="anycastd.watch.drain"):
         report = asyncio.run(
             wait_quiet(InMemoryMeter(count), ADDRS, quiet=5.0, timeout=30, fallback=1.0, clock=t.clock,
                        sleep=t.sleep)

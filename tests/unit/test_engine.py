@@ -10,11 +10,11 @@ from collections.abc import Callable
 import pytest
 
 from anycastd.checks.dns import ProbeResult
-from anycastd.engine import EngineError, ProbeEngine
-from anycastd.health import Decision, Outcome, ServiceHealth, State, Thresholds
-from anycastd.schema import DnsCheck
-from anycastd.skeleton import Probe
-from anycastd.status import CheckStatus
+from anycastd.config.schema import DnsCheck
+from anycastd.core.health import Decision, Outcome, ServiceHealth, State, Thresholds
+from anycastd.daemons.engine import EngineError, ProbeEngine
+from anycastd.daemons.skeleton import Probe
+from anycastd.daemons.status import CheckStatus
 from tests.unit.fake_time import until
 from tests.unit.responder import Responder, serve
 

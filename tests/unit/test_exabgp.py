@@ -16,7 +16,7 @@ import pytest
 from anycastd.announce import exabgp_helper
 from anycastd.announce.exabgp import _detail, _exit_text
 from anycastd.announce.exabgp_config import render_config
-from anycastd.config import parse
+from anycastd.config.sidecar import parse
 from tests.unit.test_config import GOOD
 
 

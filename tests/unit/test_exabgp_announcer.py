@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from anycastd.announce import RouteAttributes
 from anycastd.announce.exabgp import AckTimeout, ExaBGPAnnouncer, heartbeat_bounds
-from anycastd.config import Config, parse
+from anycastd.config.sidecar import Config, parse
+from anycastd.core.attributes import RouteAttributes
 from anycastd.errors import AnnounceError
 from tests.unit.test_config import GOOD
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from anycastd.announce.frr import RouteError, parse_zebra_routes
-from anycastd.fib import divergence, nexthops_in
+from anycastd.watch.fib import divergence, nexthops_in
 
 V4 = ipaddress.ip_network("203.0.113.53/32")
 V6 = ipaddress.ip_network("2001:db8::53/128")

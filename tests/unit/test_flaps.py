@@ -1,11 +1,11 @@
-"""BFD's flaps through flap damping (anycastd.flaps): a flapping session is held back, a settled one released."""
+"""BFD's flaps through flap damping (anycastd.announce.flaps): a flapping session is held back, a settled one released."""
 
 from __future__ import annotations
 
 import asyncio
 
-from anycastd.damping import DampingSettings
-from anycastd.flaps import SessionDamping, SessionFlaps
+from anycastd.announce.flaps import SessionDamping, SessionFlaps
+from anycastd.core.damping import DampingSettings
 
 R1, R2 = "192.0.2.9", "192.0.2.73"
 

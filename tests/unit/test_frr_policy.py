@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from anycastd import frr_policy
+from anycastd.announce import frr_policy
 from anycastd.cli.anycastd import main
-from anycastd.config import load, parse
+from anycastd.config.sidecar import load, parse
 from tests.unit.test_config import GOOD
 
 ROOT = Path(__file__).parents[2]

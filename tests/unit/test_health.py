@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from anycastd.damping import DEFAULT_DAMPING, Damping
-from anycastd.health import (
+from anycastd.core.damping import DEFAULT_DAMPING, Damping
+from anycastd.core.health import (
     ACTIONS,
     CHECK_TABLE,
     QUIET,

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from anycastd import logs
 from anycastd.announce import notification
 from anycastd.announce.exabgp import EXABGP_ENV, _detail, relay
 from anycastd.announce.exabgp_run import levelled
+from anycastd.daemons import logs
 
 
 def record(level: int, message: str) -> logging.LogRecord:
-    return logging.LogRecord("anycastd.sidecar", level, __file__, 1, message, None, None)
+    return logging.LogRecord("anycastd.daemons.sidecar", level, __file__, 1, message, None, None)
 
 
 @pytest.mark.parametrize(
@@ -37,13 +37,13 @@ def record(level: int, message: str) -> logging.LogRecord:
 def test_each_level_has_its_journal_priority(level: int, prefix: str) -> None:
     assert (
         logs.JournalFormatter().format(record(level, "dns: up -> falling"))
-        == f"{prefix}anycastd.sidecar: dns: up -> falling"
+        == f"{prefix}anycastd.daemons.sidecar: dns: up -> falling"
     )
 
 
 def test_every_line_of_a_multi_line_message_keeps_the_priority_and_none_has_a_time() -> None:
     text = logs.JournalFormatter().format(record(logging.WARNING, "ExaBGP exited. Its last words:\n  one\n  two"))
-    assert text.split("\n") == ["<4>anycastd.sidecar: ExaBGP exited. Its last words:", "<4>  one", "<4>  two"]
+    assert text.split("\n") == ["<4>anycastd.daemons.sidecar: ExaBGP exited. Its last words:", "<4>  one", "<4>  two"]
 
 
 def test_the_journal_is_recognised_by_the_stream_systemd_named(tmp_path: Path) -> None:
@@ -65,14 +65,14 @@ def test_setup_writes_priorities_to_the_journal_and_timestamps_elsewhere(tmp_pat
         with (tmp_path / "journal").open("w") as stream:
             st = os.fstat(stream.fileno())
             assert logs.setup("info", stream, {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
-            logging.getLogger("anycastd.router").warning("FRR is in step again")
-            logging.getLogger("anycastd.router").debug("not at info")
-        assert (tmp_path / "journal").read_text() == "<4>anycastd.router: FRR is in step again\n"
+            logging.getLogger("anycastd.daemons.router").warning("FRR is in step again")
+            logging.getLogger("anycastd.daemons.router").debug("not at info")
+        assert (tmp_path / "journal").read_text() == "<4>anycastd.daemons.router: FRR is in step again\n"
         with (tmp_path / "plain").open("w") as stream:
             assert not logs.setup("debug", stream, {})
-            logging.getLogger("anycastd.router").info("ready")
+            logging.getLogger("anycastd.daemons.router").info("ready")
         line = (tmp_path / "plain").read_text()
-        assert line.endswith(" INFO anycastd.router: ready\n") and line[:4].isdigit()  # 2026-...
+        assert line.endswith(" INFO anycastd.daemons.router: ready\n") and line[:4].isdigit()  # 2026-...
     finally:
         root.handlers[:], level = saved
         root.setLevel(level)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from anycastd.cli.anycastd import _reload
-from anycastd.config import Config, ConfigError
-from anycastd.offloop import OffLoopReader
+from anycastd.config.sidecar import Config, ConfigError
+from anycastd.daemons.offloop import OffLoopReader
 from tests.unit.fake_time import until
 from tests.unit.test_config import GOOD
 from tests.unit.test_sidecar import make

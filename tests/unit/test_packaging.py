@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from anycastd import __version__, config
+from anycastd import __version__
 from anycastd.cli.anycastd import _parser
+from anycastd.config import sidecar as config
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = ROOT / "packaging" / "systemd"
@@ -124,7 +125,7 @@ def test_the_wheel_holds_the_runtime_only(dist: Path) -> None:
     top = {name.split("/", 1)[0] for name in names}
     assert {t for t in top if not t.endswith((".dist-info", ".data"))} == {"anycastd"}
     assert not [n for n in names if "/lab/" in n or "anycastd_lab" in n or n.startswith(("tests/", "bench/"))]
-    for needed in ("anycastd/cli/anycastd.py", "anycastd/announce/exabgp_helper.py", "anycastd/offloop.py"):
+    for needed in ("anycastd/cli/anycastd.py", "anycastd/announce/exabgp_helper.py", "anycastd/daemons/offloop.py"):
         assert needed in names
     assert f"anycastd_dns-{__version__}.dist-info/licenses/LICENSE" in names
     data = f"anycastd_dns-{__version__}.data/data/share"

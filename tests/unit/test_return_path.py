@@ -1,4 +1,4 @@
-"""The return path (anycastd.return_path): which next hops, and how they are kept in the kernel."""
+"""The return path (anycastd.announce.return_path): which next hops, and how they are kept in the kernel."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import ipaddress
 import pytest
 import yaml
 
-from anycastd import config
-from anycastd.return_path import InMemoryRoutes, ReturnPath, gateways
+from anycastd.announce.return_path import InMemoryRoutes, ReturnPath, gateways
+from anycastd.config import sidecar as config
 from tests.unit.test_config import GOOD
 from tests.unit.test_config_table import problems_of, with_value
 

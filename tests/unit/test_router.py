@@ -14,7 +14,9 @@ from prometheus_client import generate_latest
 
 from anycastd.announce.frr import InMemoryRoutes
 from anycastd.checks.dns import ProbeResult
-from anycastd.control import (
+from anycastd.config.router import RouterConfig, parse_router
+from anycastd.config.schema import DnsCheck
+from anycastd.control.protocol import (
     AnnounceReply,
     AnnounceRequest,
     CheckReply,
@@ -24,13 +26,12 @@ from anycastd.control import (
     StatusRequest,
     WithdrawRequest,
 )
-from anycastd.fib import InMemoryFib
-from anycastd.health import Outcome, State
-from anycastd.router import Router
-from anycastd.router_config import RouterConfig, parse_router
-from anycastd.routes import Installed, StaticRoute
-from anycastd.schema import DnsCheck, IPAddress
-from anycastd.state import InMemoryStore, Maintenance
+from anycastd.core.health import Outcome, State
+from anycastd.core.net import IPAddress
+from anycastd.core.routes import Installed, StaticRoute
+from anycastd.daemons.router import Router
+from anycastd.daemons.state import InMemoryStore, Maintenance
+from anycastd.watch.fib import InMemoryFib
 from tests.unit.fake_time import FakeTime, until
 from tests.unit.test_control import Served, ctl
 
@@ -543,7 +544,7 @@ def test_a_flapping_server_is_damped_and_announce_all_clears_it() -> None:
 
 
 class RecordingEngine:
-    """Stands in for anycastd.engine.ProbeEngine: records what it is given, fails when told to."""
+    """Stands in for anycastd.daemons.engine.ProbeEngine: records what it is given, fails when told to."""
 
     def __init__(self) -> None:
         self.added: list[tuple[str, float]] = []

@@ -7,10 +7,10 @@ import ipaddress
 import pytest
 
 from anycastd.announce.frr import commands_for, no_route_command, parse_running_config, route_command
-from anycastd.fib import Divergence
-from anycastd.router_config import parse_router
-from anycastd.routes import (
+from anycastd.config.router import parse_router
+from anycastd.core.routes import (
     Choice,
+    Divergence,
     Installed,
     Selection,
     StaticRoute,

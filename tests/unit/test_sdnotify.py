@@ -1,4 +1,4 @@
-"""anycastd.sdnotify against a fake notify socket: what systemd would receive, and when."""
+"""anycastd.daemons.sdnotify against a fake notify socket: what systemd would receive, and when."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from anycastd.sdnotify import Notifier, supervise
+from anycastd.daemons.sdnotify import Notifier, supervise
 from tests.unit.fake_time import FakeTime
 from tests.unit.test_router import make as make_router
 from tests.unit.test_router import rounds

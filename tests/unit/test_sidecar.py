@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
-from anycastd.address import InMemoryAddresses
-from anycastd.announce import InMemoryAnnouncer, RouteAttributes
+from anycastd.announce import InMemoryAnnouncer
 from anycastd.checks.dns import ProbeResult
-from anycastd.config import DrainSettings, parse
-from anycastd.control import (
+from anycastd.config.schema import DnsCheck
+from anycastd.config.sidecar import DrainSettings, parse
+from anycastd.control.protocol import (
     AnnounceReply,
     AnnounceRequest,
     CheckReply,
@@ -26,14 +26,16 @@ from anycastd.control import (
     WithdrawReply,
     WithdrawRequest,
 )
-from anycastd.drain import InMemoryMeter
+from anycastd.core.attributes import RouteAttributes
+from anycastd.core.health import Outcome, State
+from anycastd.core.net import IPAddress
+from anycastd.daemons.sidecar import Sidecar
+from anycastd.daemons.skeleton import Liveness, Probe
+from anycastd.daemons.state import FileStore, InMemoryStore, Maintenance, MaintenanceStore
+from anycastd.daemons.status import CheckStatus
 from anycastd.errors import AnnounceError, ConfigError
-from anycastd.health import Outcome, State
-from anycastd.schema import DnsCheck, IPAddress
-from anycastd.sidecar import Sidecar
-from anycastd.skeleton import Liveness, Probe
-from anycastd.state import FileStore, InMemoryStore, Maintenance, MaintenanceStore
-from anycastd.status import CheckStatus
+from anycastd.watch.address import InMemoryAddresses
+from anycastd.watch.drain import InMemoryMeter
 from tests.unit.fake_time import FakeTime
 from tests.unit.test_config import GOOD
 

@@ -11,12 +11,13 @@ from typing import Any, TypeVar
 import pytest
 
 from anycastd.checks.dns import ProbeResult
-from anycastd.control import Peer
-from anycastd.health import Decision, Outcome, ServiceHealth, State, Thresholds
-from anycastd.schema import DnsCheck, IPAddress
-from anycastd.skeleton import MaintenanceBook, Probe, probe_forever, who
-from anycastd.state import InMemoryStore, Maintenance, StateError
-from anycastd.status import CheckStatus
+from anycastd.config.schema import DnsCheck
+from anycastd.control.protocol import Peer
+from anycastd.core.health import Decision, Outcome, ServiceHealth, State, Thresholds
+from anycastd.core.net import IPAddress
+from anycastd.daemons.skeleton import MaintenanceBook, Probe, probe_forever, who
+from anycastd.daemons.state import InMemoryStore, Maintenance, StateError
+from anycastd.daemons.status import CheckStatus
 from tests.unit.fake_time import FakeTime, until
 
 CHECK = DnsCheck(ipaddress.ip_address("192.0.2.10"), interval=1.0, timeout=0.5)
@@ -311,7 +312,7 @@ def test_a_fresh_book_has_no_problem_and_finds_its_entries(caplog: pytest.LogCap
     book.restore(["a"], "anycastctl announce")
     assert book.get("a") == Maintenance("r", "w", 1.0)
     broken = MaintenanceBook(InMemoryStore(broken="maintenance.json: not JSON"), wall=lambda: 2.0)
-    with caplog.at_level(logging.ERROR, logger="anycastd.skeleton"):
+    with caplog.at_level(logging.ERROR, logger="anycastd.daemons.skeleton"):
         entries = broken.restore(["a"], "anycastctl announce --all")
     assert entries["a"].who == "anycastd" and entries["a"].since == 2.0
     assert caplog.messages == [
@@ -394,7 +395,7 @@ def test_a_rising_check_keeps_its_schedule_so_a_flapping_resolver_stays_out() ->
 
 
 def test_an_urgent_probe_waits_a_confirming_probes_timeout_once() -> None:
-    # a stuck queue (anycastd.sockdiag) marks the probe urgent: the clients' queries are already waiting
+    # a stuck queue (anycastd.watch.sockdiag) marks the probe urgent: the clients' queries are already waiting
     third = 0.5 / 3
     calls, probe = _scripted([OK_, OK_, OK_], Thresholds(1, 3, 1), urgent=True)
     starts, timeouts = zip(*calls, strict=True)

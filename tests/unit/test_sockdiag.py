@@ -10,10 +10,11 @@ from collections.abc import Collection
 
 import pytest
 
-from anycastd.health import ServiceHealth, Thresholds
-from anycastd.schema import DnsCheck
-from anycastd.skeleton import Probe
-from anycastd.sockdiag import (
+from anycastd.config.schema import DnsCheck
+from anycastd.core.health import ServiceHealth, Thresholds
+from anycastd.daemons.skeleton import Probe
+from anycastd.daemons.status import CheckStatus
+from anycastd.watch.sockdiag import (
     METHOD,
     NLMSG_ERROR,
     SOCK_DIAG_BY_FAMILY,
@@ -28,7 +29,6 @@ from anycastd.sockdiag import (
     parse_messages,
     queues_of,
 )
-from anycastd.status import CheckStatus
 
 UDP, TCP = socket.IPPROTO_UDP, socket.IPPROTO_TCP
 A = ipaddress.ip_address("192.0.2.10")

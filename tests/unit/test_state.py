@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from anycastd.state import FILE_NAME, FileStore, Maintenance, StateError
+from anycastd.daemons.state import FILE_NAME, FileStore, Maintenance, StateError
 
 DRAINED = {"dns": Maintenance("kernel upgrade", "root (sudo by alice)", 1795000000.5)}
 

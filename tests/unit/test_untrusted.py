@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from anycastd import untrusted, yamlfile
+from anycastd import untrusted
 from anycastd.cli.anycastd import main
+from anycastd.config import yamlfile
 from anycastd.errors import ConfigError
 from tests.unit.test_config import GOOD
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from anycastd.announce.frr import RouteError, VtyRoutes
-from anycastd.router_config import VtyshSettings
-from anycastd.routes import Change, StaticRoute
+from anycastd.config.router import VtyshSettings
+from anycastd.core.routes import Change, StaticRoute
 
 ROUTE = StaticRoute(ipaddress.ip_network("203.0.113.53/32"), ipaddress.ip_address("192.0.2.10"))
 OTHER = StaticRoute(ipaddress.ip_network("203.0.113.53/32"), ipaddress.ip_address("192.0.2.18"))

@@ -6,15 +6,15 @@ probe result and a transition the same way in both modes (docs/operations.md).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from anycastd.checks.dns import ProbeResult
-from anycastd.control import ProbeOutcome, plain
-from anycastd.damping import Damping
-from anycastd.health import Transition
+from anycastd.control.protocol import ProbeOutcome, plain
+from anycastd.core.clock import iso
+from anycastd.core.damping import Damping
+from anycastd.core.health import Transition
 
 Clock = Callable[[], float]
 
@@ -25,15 +25,11 @@ class CheckStatus:
     last_at: float | None = None
     probes: int = 0
     failures: int = 0
-    woken: int = 0  # probes an event brought forward (anycastd.sockdiag)
+    woken: int = 0  # probes an event brought forward (anycastd.watch.sockdiag)
     confirming: int = 0  # probes that confirmed a failure, with the shorter timeout
     #: How a failure is noticed: "polling", or an event source; and, when polling, why no events.
     detection: str = "polling"
     detection_note: str | None = None
-
-
-def iso(unix: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(unix)) + f".{int(unix % 1 * 1000):03d}Z"
 
 
 def probe_outcome(

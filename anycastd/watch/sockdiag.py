@@ -24,7 +24,7 @@ address would reach (one sock_diag request, not a dump) and reports a queue
 that stayed non-empty without shrinking between two samples.
 
 Nothing here judges the resolver. An event only wakes its check's probe
-(anycastd.skeleton); the verdict comes from the probes, as always. Where
+(anycastd.daemons.skeleton); the verdict comes from the probes, as always. Where
 the watch cannot be set up (no permission, an old kernel), the daemon keeps
 polling and says why in its status.
 """
@@ -43,10 +43,11 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from anycastd.schema import DnsCheck, IPAddress
+from anycastd.config.schema import DnsCheck
+from anycastd.core.net import IPAddress
 
 if TYPE_CHECKING:
-    from anycastd.skeleton import Probe
+    from anycastd.daemons.skeleton import Probe
 
 log = logging.getLogger(__name__)
 
@@ -370,7 +371,7 @@ class SocketWatch:
     woken by nothing more than its probes. A stuck queue wakes a probe at most
     once per ``check.timeout``, and hurries it (``Probe.hurry``): the clients' queries are
     already waiting, so the probe waits only a confirming probe's timeout, and a probe in
-    flight that would wait the full one is abandoned for it (anycastd.skeleton). The verdict
+    flight that would wait the full one is abandoned for it (anycastd.daemons.skeleton). The verdict
     is still the probes', not a stream of wake-ups.
     """
 

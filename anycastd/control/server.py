@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from anycastd.control import (
+from anycastd.control.protocol import (
     MAX_LINE,
     AnnounceRequest,
     ControlError,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from anycastd.control import ControlError, Reply, Request, Unreachable, decode_reply, encode
+from anycastd.control.protocol import ControlError, Reply, Request, Unreachable, decode_reply, encode
 
 
 def call(path: Path, request: Request, timeout: float) -> Reply:

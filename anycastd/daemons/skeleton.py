@@ -15,7 +15,7 @@ routes). They share the rest, here:
   decision. An optional ``beat`` is called every round (the sidecar's
   watchdog), and an optional ``Probe.wake`` event cuts the wait short: an
   event that suggests the resolver changed (its socket destroyed, its queue
-  stuck: anycastd.sockdiag) gets a probe at once. The verdict still comes
+  stuck: anycastd.watch.sockdiag) gets a probe at once. The verdict still comes
   from probes, never from the event. A stuck queue also *hurries* the probe
   (``Probe.hurry``): the clients' queries are already waiting unanswered, so
   the next probe waits only a confirming probe's timeout (below), and a probe
@@ -36,7 +36,7 @@ routes). They share the rest, here:
 * ``MaintenanceBook`` holds who drained what and why, persisted through a
   ``MaintenanceStore`` before it is lifted and applied even when it cannot be
   (a failure errs towards carrying no traffic). A book that cannot be read
-  drains every name it is given, and says why (anycastd.state).
+  drains every name it is given, and says why (anycastd.daemons.state).
 
 Neither daemon imports the other; both import this.
 """
@@ -51,11 +51,12 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from anycastd.checks.dns import Prober, ProbeResult
-from anycastd.control import Peer
-from anycastd.health import Decision, ServiceHealth, State
-from anycastd.schema import DnsCheck, IPAddress
-from anycastd.state import MAX_TEXT, Maintenance, MaintenanceStore, StateError
-from anycastd.status import CheckStatus
+from anycastd.config.schema import DnsCheck
+from anycastd.control.protocol import Peer
+from anycastd.core.health import Decision, ServiceHealth, State
+from anycastd.core.net import IPAddress
+from anycastd.daemons.state import MAX_TEXT, Maintenance, MaintenanceStore, StateError
+from anycastd.daemons.status import CheckStatus
 
 log = logging.getLogger(__name__)
 

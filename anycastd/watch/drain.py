@@ -8,7 +8,7 @@ too early drops them. So a drain waits until no packet has reached the
 service addresses for ``quiet`` seconds, and counts them to know.
 
 The count comes from a ``TrafficMeter``: in production an nftables table of
-anycastd's own (anycastd.nft_meter). ``QuietWatch`` is the pure decision:
+anycastd's own (anycastd.watch.nft_meter). ``QuietWatch`` is the pure decision:
 fed readings and times, it says waiting, drained or timed out.
 ``wait_quiet`` is the loop that reads and sleeps. This module is pure but for
 that loop's injected clock and sleep, and is mutation-tested (make mutation).
@@ -29,8 +29,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from anycastd.core.net import IPAddress
 from anycastd.errors import AnycastdError
-from anycastd.schema import IPAddress
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from typing import Protocol
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from anycastd.core.net import IPNetwork
 from anycastd.errors import AddressError
-from anycastd.schema import IPNetwork
 
 log = logging.getLogger(__name__)
 

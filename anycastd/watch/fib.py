@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
+from anycastd.core.net import IPAddress, IPNetwork
+from anycastd.core.routes import Divergence
 from anycastd.errors import AnnounceError
-from anycastd.schema import IPAddress, IPNetwork
 
 MAIN_TABLE = 254
 AF_INET, AF_INET6 = 2, 10
@@ -87,23 +87,6 @@ class InMemoryFib:
         if self.broken:
             raise FibError(self.broken)
         return {p: self.hops.get(p, frozenset()) for p in prefixes}
-
-
-@dataclass(frozen=True)
-class Divergence:
-    """One prefix on which the kernel and zebra disagree."""
-
-    prefix: IPNetwork
-    missing: frozenset[IPAddress]  # zebra says installed, the kernel lacks
-    extra: frozenset[IPAddress]  # the kernel forwards to, zebra does not say so
-
-    def __str__(self) -> str:
-        parts = []
-        if self.missing:
-            parts.append("the kernel lacks " + ", ".join(sorted(map(str, self.missing))))
-        if self.extra:
-            parts.append("the kernel also forwards to " + ", ".join(sorted(map(str, self.extra))))
-        return f"{self.prefix}: {' and '.join(parts)}"
 
 
 def divergence(

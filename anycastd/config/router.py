@@ -1,6 +1,6 @@
 """The router's configuration (`anycastd router`): YAML -> frozen, typed values, validated once.
 
-The same reader and shared sections as the sidecar's (anycastd.schema); this
+The same reader and shared sections as the sidecar's (anycastd.config.schema); this
 module adds the servers, their nexthops, and vtysh.
 """
 
@@ -11,17 +11,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from anycastd.damping import DEFAULT_DAMPING, DampingSettings
-from anycastd.errors import ConfigError
-from anycastd.schema import (
+from anycastd.config.schema import (
     CONTROL_SOCKET,
     DEFAULT_RUNTIME_DIR,
     SERVICE_NAME,
     TEMPLATE_ADDRESS,
     ControlSettings,
     DnsCheck,
-    IPAddress,
-    IPNetwork,
     MetricsSettings,
     check_service_name,
     one_of,
@@ -38,7 +34,10 @@ from anycastd.schema import (
     to_path,
     to_str,
 )
-from anycastd.yamlfile import Reader, kind, read_text, seconds, whole
+from anycastd.config.yamlfile import Reader, kind, read_text, seconds, whole
+from anycastd.core.damping import DEFAULT_DAMPING, DampingSettings
+from anycastd.core.net import IPAddress, IPNetwork
+from anycastd.errors import ConfigError
 
 DEFAULT_ROUTE_TAG = 5353
 DEFAULT_ROUTER_STATE_DIR = Path("/var/lib/anycastd-router")

@@ -48,7 +48,7 @@ leaves its state unchanged.
 
 Two things stand between the probes' verdict (``healthy``) and what is
 announced (``announced``). A drain, above. And flap damping
-(anycastd.damping): a service whose failures come too often is
+(anycastd.core.damping): a service whose failures come too often is
 *suppressed*, announced again only once its penalty has decayed; damping
 never holds back a withdrawal. ``path_of`` then says what the sidecar puts
 on the wire: the path, no path, or, with the ``graceful-shutdown`` failure
@@ -63,7 +63,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from anycastd.damping import Damping
+from anycastd.core.damping import Damping
 from anycastd.errors import AnycastdError
 
 

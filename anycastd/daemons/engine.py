@@ -47,8 +47,8 @@ from anycastd.checks.dns import (
     refused,
     timed_out,
 )
-from anycastd.health import Decision, Outcome
-from anycastd.skeleton import Probe, confirming, in_doubt, next_due, record
+from anycastd.core.health import Decision, Outcome
+from anycastd.daemons.skeleton import Probe, confirming, in_doubt, next_due, record
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ writes FRR's policy for all of them:
   Such a path is used only while no untagged path is left: the service
   degrades instead of vanishing when every server fails at once.
 
-Every word goes through ``anycastd.syntax.vtysh_word``: server names are
+Every word goes through ``anycastd.core.syntax.vtysh_word``: server names are
 checked against a strict grammar and everything else is a typed address or
 prefix, so nothing from a file can add a line of its own. The output is a
 block between two marker lines; frr/bgp/frr.conf holds the block generated
@@ -36,9 +36,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from anycastd.config import Config
-from anycastd.health import GRACEFUL_SHUTDOWN
-from anycastd.syntax import vtysh_command
+from anycastd.config.sidecar import Config
+from anycastd.core.health import GRACEFUL_SHUTDOWN
+from anycastd.core.syntax import vtysh_command
 
 BEGIN = "! BEGIN anycastd frr-policy: generated, do not edit (anycastd frr-policy NAME=FILE ...)"
 END = "! END anycastd frr-policy"

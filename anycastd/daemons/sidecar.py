@@ -25,8 +25,8 @@ Why one module of about 470 lines: the probe loops, the operator's requests,
 reload and shutdown act on one state (each service's health, its path, its
 maintenance) on one event loop, without locks, because nothing else touches
 it. What decides is elsewhere: the health machine, flap damping and the path
-(anycastd.health, anycastd.damping), the schedule and the maintenance book
-(anycastd.skeleton), the drain's quiet wait (anycastd.drain), and ExaBGP
+(anycastd.core.health, anycastd.core.damping), the schedule and the maintenance book
+(anycastd.daemons.skeleton), the drain's quiet wait (anycastd.watch.drain), and ExaBGP
 (anycastd.announce). What is left is the order in which things happen.
 """
 
@@ -40,12 +40,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from anycastd.address import Addresses
-from anycastd.announce import PLAIN, Announcer
+from anycastd.announce import Announcer
 from anycastd.announce.bfdd import BfdSpeaker
+from anycastd.announce.flaps import SessionFlaps
+from anycastd.announce.return_path import ReturnPath
 from anycastd.checks.dns import Prober, ProbeResult
-from anycastd.config import Config, Service
-from anycastd.control import (
+from anycastd.config.schema import DnsCheck
+from anycastd.config.sidecar import Config, Service
+from anycastd.control.protocol import (
     AnnounceReply,
     AnnounceRequest,
     CheckReply,
@@ -61,18 +63,19 @@ from anycastd.control import (
     WithdrawRequest,
     by_name,
 )
-from anycastd.damping import Damping
-from anycastd.drain import DrainReport, TrafficMeter, Verdict, wait_quiet
+from anycastd.core.attributes import PLAIN
+from anycastd.core.clock import iso
+from anycastd.core.damping import Damping
+from anycastd.core.health import GRACEFUL_SHUTDOWN, Decision, Path, ServiceHealth, State, Thresholds, path_of
+from anycastd.core.net import IPAddress, IPNetwork
+from anycastd.daemons.metrics import Metrics, ServiceView, View
+from anycastd.daemons.skeleton import Clock, Liveness, MaintenanceBook, Probe, Sleep, probe_forever, stall_after, who
+from anycastd.daemons.state import Maintenance, MaintenanceStore, StateError
+from anycastd.daemons.status import CheckStatus, damping_json, probe_outcome, result_json, transition_json
 from anycastd.errors import AddressError, AnnounceError, ConfigError
-from anycastd.flaps import SessionFlaps
-from anycastd.health import GRACEFUL_SHUTDOWN, Decision, Path, ServiceHealth, State, Thresholds, path_of
-from anycastd.metrics import Metrics, ServiceView, View
-from anycastd.return_path import ReturnPath
-from anycastd.schema import DnsCheck, IPAddress, IPNetwork
-from anycastd.skeleton import Clock, Liveness, MaintenanceBook, Probe, Sleep, probe_forever, stall_after, who
-from anycastd.sockdiag import Polling, Triggers
-from anycastd.state import Maintenance, MaintenanceStore, StateError
-from anycastd.status import CheckStatus, damping_json, iso, probe_outcome, result_json, transition_json
+from anycastd.watch.address import Addresses
+from anycastd.watch.drain import DrainReport, TrafficMeter, Verdict, wait_quiet
+from anycastd.watch.sockdiag import Polling, Triggers
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +111,12 @@ class Sidecar:
         #: The server's routes towards its clients, following the live sessions; None: left to the host.
         self.return_path = return_path
         self._return_task: asyncio.Task[None] | None = None
-        #: Flap damping of the BFD sessions (anycastd.flaps); `anycastctl announce` clears it as the services' own.
+        #: Flap damping of the BFD sessions (anycastd.announce.flaps); `anycastctl announce` clears it as
+        #: the services' own.
         self.flaps = flaps
         #: BFD for the neighbors that ask for it (anycastd.announce.bfdd), None when none does.
         self.bfd = bfd
-        #: What wakes a probe before its time (anycastd.sockdiag); by default nothing does.
+        #: What wakes a probe before its time (anycastd.watch.sockdiag); by default nothing does.
         self.triggers: Triggers = triggers or Polling("no event source was given")
         self.announcer = announcer
         self.addresses = addresses
@@ -154,7 +158,7 @@ class Sidecar:
         return self.book.entries
 
     def restore_maintenance(self) -> None:
-        """Load the persisted drains; an unreadable file withdraws everything (see anycastd.state)."""
+        """Load the persisted drains; an unreadable file withdraws everything (see anycastd.daemons.state)."""
         names = [s.name for s in self.config.services]
         for name, m in self.book.restore(names, "anycastctl announce").items():
             if name in self.health:
@@ -380,7 +384,7 @@ class Sidecar:
     async def wait_drained(
         self, services: Sequence[Service], *, quiet: float, timeout: float, fallback: float
     ) -> DrainReport:
-        """Wait until the services' addresses are quiet (see anycastd.drain), and log how it went."""
+        """Wait until the services' addresses are quiet (see anycastd.watch.drain), and log how it went."""
         addresses: list[IPAddress] = [a for s in services for a in s.host_addresses]
         report = await wait_quiet(
             self.meter,
@@ -483,7 +487,7 @@ class Sidecar:
             "return_path": self.return_path.describe() if self.return_path is not None else None,
         }
 
-    # systemd (anycastd.sdnotify) ----------------------------------------------
+    # systemd (anycastd.daemons.sdnotify) ----------------------------------------------
 
     def ready(self) -> bool:
         """Started, and every service has a verdict (maintenance is one): its path has been set."""

@@ -31,9 +31,9 @@ from typing import Any, Protocol
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from anycastd.config import Neighbor, ReturnPathSettings
+from anycastd.config.sidecar import Neighbor, ReturnPathSettings
+from anycastd.core.net import IPAddress, IPNetwork
 from anycastd.errors import AnycastdError
-from anycastd.schema import IPAddress, IPNetwork
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ change in the router's FIB, which anycastd's own flap damping never sees: its
 probes of the local resolver all pass.
 
 So each BFD session's failures (up -> down, BFD's own verdict) feed a ``Damping`` of
-its own, with the service's defaults (anycastd.damping). Once a neighbor's
+its own, with the service's defaults (anycastd.core.damping). Once a neighbor's
 penalty reaches ``suppress`` the neighbor is *held*: anycastd withdraws every
 prefix from that neighbor alone (the server stays in service through its
 other ToR) and announces nothing to it until the penalty has decayed below
@@ -28,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from anycastd.damping import DEFAULT_DAMPING, Damping, DampingSettings
+from anycastd.core.damping import DEFAULT_DAMPING, Damping, DampingSettings
 from anycastd.errors import AnnounceError
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,7 @@ import socket
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
-from anycastd.skeleton import sleep_unless
+from anycastd.daemons.skeleton import sleep_unless
 from anycastd.untrusted import whole_number
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ its task only marks the routes *dirty*.
 
 One task, the syncer, owns FRR. Woken by a dirty mark (or every
 ``router.resync`` seconds, to repair drift such as a restarted FRR), it
-asks ``anycastd.routes`` which servers carry each service and what must
+asks ``anycastd.core.routes`` which servers carry each service and what must
 change, applies the change as one vtysh call, reads FRR back and compares.
 A mismatch or a refusal is retried (tenacity) and then reported; the probes
 go on, and the next sync repairs what is left. Because one task does every
@@ -26,8 +26,8 @@ every service it serves, and is persisted like the sidecar's.
 Why one module of about 600 lines: the probes, the syncer and the operator's
 requests act on one state (members, choices, what FRR holds) on one event
 loop, without locks, because nothing else touches it; the decisions are
-elsewhere (anycastd.routes, anycastd.health), as are the probe schedule and
-the maintenance book (anycastd.skeleton) and FRR's dialect
+elsewhere (anycastd.core.routes, anycastd.core.health), as are the probe schedule and
+the maintenance book (anycastd.daemons.skeleton) and FRR's dialect
 (anycastd.announce.frr). What is left is the order in which things happen.
 """
 
@@ -46,7 +46,9 @@ import tenacity
 
 from anycastd.announce.frr import RouteError, StaticRoutes
 from anycastd.checks.dns import Prober, ProbeResult
-from anycastd.control import (
+from anycastd.config.router import RoutedService, RouterConfig, Server
+from anycastd.config.schema import DnsCheck
+from anycastd.control.protocol import (
     AnnounceReply,
     AnnounceRequest,
     CheckReply,
@@ -62,15 +64,13 @@ from anycastd.control import (
     WithdrawRequest,
     by_name,
 )
-from anycastd.damping import Damping
-from anycastd.engine import ProbeEngine
-from anycastd.fib import Divergence, FibError, KernelFib, divergence
-from anycastd.health import Decision, ServiceHealth, State, Thresholds
-from anycastd.metrics import RouterMetrics, RouterView, ServerView
-from anycastd.router_config import RoutedService, RouterConfig, Server
-from anycastd.routes import (
+from anycastd.core.clock import iso
+from anycastd.core.damping import Damping
+from anycastd.core.health import Decision, ServiceHealth, State, Thresholds
+from anycastd.core.routes import (
     Change,
     Choice,
+    Divergence,
     Installed,
     Selection,
     StaticRoute,
@@ -79,10 +79,12 @@ from anycastd.routes import (
     repair,
     servers_routed,
 )
-from anycastd.schema import DnsCheck
-from anycastd.skeleton import Clock, Liveness, MaintenanceBook, Probe, Sleep, probe_forever, stall_after, who
-from anycastd.state import Maintenance, MaintenanceStore, StateError
-from anycastd.status import CheckStatus, damping_json, iso, probe_outcome, result_json, transition_json
+from anycastd.daemons.engine import ProbeEngine
+from anycastd.daemons.metrics import RouterMetrics, RouterView, ServerView
+from anycastd.daemons.skeleton import Clock, Liveness, MaintenanceBook, Probe, Sleep, probe_forever, stall_after, who
+from anycastd.daemons.state import Maintenance, MaintenanceStore, StateError
+from anycastd.daemons.status import CheckStatus, damping_json, probe_outcome, result_json, transition_json
+from anycastd.watch.fib import FibError, KernelFib, divergence
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +137,7 @@ class Router:
         engine: Callable[[], ProbeEngine] | None = None,
     ) -> None:
         self.config = config
-        #: Makes the probe engine that runs every UDP check (anycastd.engine); None: one task per check.
+        #: Makes the probe engine that runs every UDP check (anycastd.daemons.engine); None: one task per check.
         self.engine_factory = engine
         self.engine: ProbeEngine | None = None
         self.routes = routes
@@ -190,7 +192,7 @@ class Router:
         return self.book.entries
 
     def restore_maintenance(self) -> None:
-        """Load the persisted drains; an unreadable file drains every server (see anycastd.state)."""
+        """Load the persisted drains; an unreadable file drains every server (see anycastd.daemons.state)."""
         for name, m in self.book.restore(self.config.server_names, "anycastctl announce --all").items():
             members = self._members_of(name)
             for member in members:
@@ -594,7 +596,7 @@ class Router:
             },
         }
 
-    # systemd (anycastd.sdnotify) ----------------------------------------------
+    # systemd (anycastd.daemons.sdnotify) ----------------------------------------------
 
     def ready(self) -> bool:
         """Every server has a verdict and one pass over FRR has been made (whether FRR took it or not)."""

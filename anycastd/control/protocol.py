@@ -4,8 +4,8 @@ Theory of operation
 -------------------
 One request is one line of JSON, one reply is one line of JSON. The request
 types are frozen dataclasses shared by both sides: the CLI builds one and
-``encode``s it (anycastd.control_client); the daemon ``decode``s every line
-into one of them before anything acts on it (anycastd.control_server), so a
+``encode``s it (anycastd.control.client); the daemon ``decode``s every line
+into one of them before anything acts on it (anycastd.control.server), so a
 malformed request is refused whole. Each request has its reply type
 (``REPLY_OF``), also a frozen dataclass: the daemon's ``Controller`` returns
 one, ``encode_reply`` writes it as ``{"ok": true, ...fields}`` (or an

@@ -39,10 +39,48 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from anycastd.fib import Divergence
-from anycastd.router_config import RoutedService
-from anycastd.schema import IPAddress, IPNetwork
+from anycastd.core.net import IPAddress, IPNetwork
+
+
+class RoutedServer(Protocol):
+    """A server as the routes see it (anycastd.config.router.Server)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def nexthop_for(self, prefix: IPNetwork) -> IPAddress: ...
+
+
+class RoutedService(Protocol):
+    """A service as the routes see it (anycastd.config.router.RoutedService)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def prefixes(self) -> Sequence[IPNetwork]: ...
+
+    @property
+    def servers(self) -> Sequence[RoutedServer]: ...
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """One prefix on which the kernel and zebra disagree."""
+
+    prefix: IPNetwork
+    missing: frozenset[IPAddress]  # zebra says installed, the kernel lacks
+    extra: frozenset[IPAddress]  # the kernel forwards to, zebra does not say so
+
+    def __str__(self) -> str:
+        parts = []
+        if self.missing:
+            parts.append("the kernel lacks " + ", ".join(sorted(map(str, self.missing))))
+        if self.extra:
+            parts.append("the kernel also forwards to " + ", ".join(sorted(map(str, self.extra))))
+        return f"{self.prefix}: {' and '.join(parts)}"
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@
 The table is ``inet anycastd``: one counter rule per service address on the
 input hook, for packets that did not come from this host itself (anycastd's
 own probes of the service address arrive on ``lo`` and must not keep the node
-"busy"). ``NftablesMeter`` is the ``TrafficMeter`` anycastd.drain waits on;
-the ruleset is written from typed addresses only (anycastd.syntax.nft_word).
+"busy"). ``NftablesMeter`` is the ``TrafficMeter`` anycastd.watch.drain waits on;
+the ruleset is written from typed addresses only (anycastd.core.syntax.nft_word).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import asyncio
 import logging
 from collections.abc import Iterable, Sequence
 
-from anycastd.drain import MeterError
-from anycastd.schema import IPAddress
-from anycastd.syntax import nft_word
+from anycastd.core.net import IPAddress
+from anycastd.core.syntax import nft_word
 from anycastd.untrusted import loads
+from anycastd.watch.drain import MeterError
 
 log = logging.getLogger(__name__)
 

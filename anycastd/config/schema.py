@@ -2,10 +2,10 @@
 
 Theory of operation
 -------------------
-A configuration file is read by anycastd.yamlfile (bounded, every value with
+A configuration file is read by anycastd.config.yamlfile (bounded, every value with
 its line and column) into plain values; the schema modules then turn those
 into frozen, typed values, validated once. This module holds what the
-sidecar's schema (anycastd.config) and the router's (anycastd.router_config)
+sidecar's schema (anycastd.config.sidecar) and the router's (anycastd.config.router)
 have in common: the converters of single values (``to_address``,
 ``to_prefix``, ...), the readers of shared sections (``read_check``,
 ``read_control``, ``read_metrics``), and ``read_top``, which starts every
@@ -28,12 +28,10 @@ import dns.name
 import dns.rcode
 import dns.rdatatype
 
-from anycastd.damping import DampingSettings
-from anycastd.yamlfile import Reader, absolute_path, kind, seconds, whole
-from anycastd.yamlfile import text as _text
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from anycastd.config.yamlfile import Reader, absolute_path, kind, seconds, whole
+from anycastd.config.yamlfile import text as _text
+from anycastd.core.damping import DampingSettings
+from anycastd.core.net import IPAddress, IPNetwork
 
 DEFAULT_RUNTIME_DIR = Path("/run/anycastd")
 CONTROL_SOCKET = "control.sock"

@@ -37,9 +37,9 @@ from prometheus_client.registry import Collector
 
 from anycastd import __version__
 from anycastd.checks.dns import FAILURE_KINDS, ProbeResult
+from anycastd.core.health import State
+from anycastd.core.net import IPAddress
 from anycastd.errors import AnycastdError
-from anycastd.health import State
-from anycastd.schema import IPAddress
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ enough either: the parse holds the GIL, and the garbage collector's pauses
 over a large file's objects reached 150 ms (bench/reload.py).
 
 So the file is read and validated by a short-lived child process
-(``python -m anycastd.offloop KIND PATH``) that runs the very same loader as
+(``python -m anycastd.daemons.offloop KIND PATH``) that runs the very same loader as
 ``anycastd check-config``, under an address-space limit (``MEMORY_LIMIT``),
 and hands back the validated value (or the list of problems) as a pickle on
 its standard output. The loop only waits for that, up to ``READ_TIMEOUT``;
@@ -57,7 +57,7 @@ class OffLoopReader(Generic[T]):
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "anycastd.offloop",
+                "anycastd.daemons.offloop",
                 self.kind,
                 path,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -86,8 +86,8 @@ class OffLoopReader(Generic[T]):
 
 
 def _loader(kind: str) -> Callable[[str], Any]:
-    from anycastd.config import load  # noqa: PLC0415 (the child needs them, the parent does not)
-    from anycastd.router_config import load_router  # noqa: PLC0415
+    from anycastd.config.router import load_router  # noqa: PLC0415
+    from anycastd.config.sidecar import load  # noqa: PLC0415 (the child needs them, the parent does not)
 
     return {"sidecar": load, "router": load_router}[kind]
 

@@ -2,12 +2,12 @@
 
 Theory of operation
 -------------------
-The file is read by anycastd.yamlfile (bounded; every value keeps its line
-and column), and each section by the readers here and in anycastd.schema,
+The file is read by anycastd.config.yamlfile (bounded; every value keeps its line
+and column), and each section by the readers here and in anycastd.config.schema,
 which collect every problem instead of stopping at the first. Nothing is
 returned unless the whole file is valid: ``load`` either gives a complete
 ``Config`` or raises ``ConfigError`` listing ``file:line:column: key.path:
-problem`` lines. The router's configuration is anycastd.router_config.
+problem`` lines. The router's configuration is anycastd.config.router.
 """
 
 from __future__ import annotations
@@ -21,17 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from anycastd.announce import PLAIN, RouteAttributes
-from anycastd.damping import DEFAULT_DAMPING, DampingSettings
-from anycastd.errors import ConfigError
-from anycastd.health import GRACEFUL_SHUTDOWN
-from anycastd.schema import (
+from anycastd.config.schema import (
     CONTROL_SOCKET,
     DEFAULT_RUNTIME_DIR,
     ControlSettings,
     DnsCheck,
-    IPAddress,
-    IPNetwork,
     MetricsSettings,
     check_service_name,
     one_of,
@@ -50,8 +44,13 @@ from anycastd.schema import (
     to_path,
     to_prefix,
 )
-from anycastd.syntax import MAX_PREPEND, community, exabgp_problem, large_community
-from anycastd.yamlfile import Reader, absolute_path, kind, read_text, seconds, shown, whole
+from anycastd.config.yamlfile import Reader, absolute_path, kind, read_text, seconds, shown, whole
+from anycastd.core.attributes import PLAIN, RouteAttributes
+from anycastd.core.damping import DEFAULT_DAMPING, DampingSettings
+from anycastd.core.health import GRACEFUL_SHUTDOWN
+from anycastd.core.net import IPAddress, IPNetwork
+from anycastd.core.syntax import MAX_PREPEND, community, exabgp_problem, large_community
+from anycastd.errors import ConfigError
 
 DEFAULT_INTERFACE = "anycast0"
 DEFAULT_STATE_DIR = Path("/var/lib/anycastd")
@@ -95,7 +94,7 @@ class BfdSettings:
 
     interval: float = 0.3  # seconds: how often this side sends, and the slowest it asks the router to send
     multiplier: int = 3  # how many intervals without a packet before the session is down
-    damping: bool = True  # a session that keeps failing is held back until it settles (anycastd.flaps)
+    damping: bool = True  # a session that keeps failing is held back until it settles (anycastd.announce.flaps)
 
     @property
     def interval_ms(self) -> int:
@@ -137,7 +136,7 @@ class BfddSettings:
 @dataclass(frozen=True)
 class ReturnPathSettings:
     """The server's own routes towards ``prefixes`` (the clients, or a default route), kept by anycastd via the
-    neighbors whose sessions are up (anycastd.return_path)."""
+    neighbors whose sessions are up (anycastd.announce.return_path)."""
 
     prefixes: tuple[IPNetwork, ...]
     metric: int = 0  # the kernel route's metric: the one it replaces, or one below the host's own fallback
