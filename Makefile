@@ -41,7 +41,7 @@ install-cli-files:
 lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy anycastd anycastd_lab
+	$(PY) -m mypy anycastd anycastd_lab tests
 
 # One pytest run: unit tests everywhere, integration tests as root (they skip, saying why, otherwise).
 # The health core and flap damping must keep 100% branch coverage.

@@ -65,8 +65,7 @@ from anycastd.control.protocol import (
     by_name,
 )
 from anycastd.core.clock import iso
-from anycastd.core.damping import Damping
-from anycastd.core.health import Decision, ServiceHealth, State, Thresholds
+from anycastd.core.health import Decision, ServiceHealth, State
 from anycastd.core.routes import (
     Change,
     Choice,
@@ -81,14 +80,26 @@ from anycastd.core.routes import (
 )
 from anycastd.daemons.engine import ProbeEngine
 from anycastd.daemons.metrics import RouterMetrics, RouterView, ServerView
-from anycastd.daemons.skeleton import Clock, Liveness, MaintenanceBook, Probe, Sleep, probe_forever, stall_after, who
-from anycastd.daemons.state import Maintenance, MaintenanceStore, StateError
-from anycastd.daemons.status import CheckStatus, damping_json, probe_outcome, result_json, transition_json
+from anycastd.daemons.skeleton import (
+    Clock,
+    Liveness,
+    Loops,
+    MaintenanceBook,
+    Probe,
+    Sleep,
+    lift_and_forgive,
+    log_decision,
+    new_health,
+    probe_forever,
+    stall_after,
+    who,
+)
+from anycastd.daemons.state import Maintenance, MaintenanceStore
+from anycastd.daemons.status import CheckStatus, StatusWriter, probe_outcome
 from anycastd.watch.fib import FibError, KernelFib, divergence
 
 log = logging.getLogger(__name__)
 
-STATUS_VERSION = 1
 SYNC_ATTEMPTS = 3
 #: Servers start their schedules in steps of this many seconds. Probes that fall due in the same step
 #: share one wake-up of the event loop, which is most of what a probe costs: 32 servers at 10 probes/s
@@ -157,9 +168,7 @@ class Router:
             self.members[service.name] = []
             for server in service.servers:
                 checks = service.checks_for(server)
-                thresholds = [Thresholds(c.rise, c.fall, c.fall_hard) for c in checks]
-                damping = Damping(service.damping) if service.damping is not None else None
-                health = ServiceHealth.create(f"{service.name}/{server.name}", thresholds, damping)
+                health = new_health(f"{service.name}/{server.name}", checks, service.damping)
                 status = [CheckStatus(detection_note=REMOTE) for _ in checks]
                 self.members[service.name].append(Member(service, server, checks, health, status))
         keep = config.when_all_down == "keep"
@@ -178,6 +187,8 @@ class Router:
         self._completed = 0
         self._synced = asyncio.Condition()
         self._stopping = False
+        self.loops = Loops()
+        self.writer = StatusWriter(clock, wall)
         self.metrics.watch(self.view)
         self.metrics.declare((m.service.name, m.server.name, len(m.checks)) for ms in self.members.values() for m in ms)
 
@@ -213,7 +224,10 @@ class Router:
                     "%s: FRR holds routes via %s; kept until every server has a verdict", service.name, _names(held)
                 )
         tasks: list[asyncio.Task[None]] = []
+        self.loops.arm()
         engine = self.engine = self.engine_factory() if self.engine_factory is not None else None
+        if engine is not None:
+            self.loops.watch(engine.failed)
         for members in self.members.values():
             for member in members:
                 for index, check in enumerate(member.checks):
@@ -221,24 +235,14 @@ class Router:
                         on_result = functools.partial(self._on_result, member)
                         engine.add(self._probe(member, index), on_result, self.jitter(check.interval))
                         continue
-                    tasks.append(
-                        asyncio.create_task(self._check_loop(member, index), name=self._probe_key(member, index))
-                    )
-        syncer = asyncio.create_task(self._sync_loop(), name="syncer")
-        stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
-        failed: list[asyncio.Future[Any]] = [engine.failed] if engine is not None else []
+                    tasks.append(self.loops.start(self._check_loop(member, index), self._probe_key(member, index)))
+        syncer = self.loops.start(self._sync_loop(), "syncer")
         try:
-            done, _ = await asyncio.wait([stopping, syncer, *failed, *tasks], return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task is not stopping:
-                    task.result()  # a loop only ends by raising: let it be seen
+            await self.loops.until(stop)
         finally:
-            stopping.cancel()
             if engine is not None:
                 engine.close()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await Loops.stop(tasks)
             self._stopping = True
             self._dirty.set()
             await asyncio.gather(syncer, return_exceptions=True)  # a change in progress finishes, none starts
@@ -266,11 +270,7 @@ class Router:
         await probe_forever(probe, self.prober, on_result, clock=self.clock, sleep=self.sleep, jitter=self.jitter)
 
     def _apply(self, decision: Decision) -> None:
-        for t in decision.transitions:
-            level = logging.WARNING if t.new in (State.DOWN, State.FALLING, State.MAINTENANCE) else logging.INFO
-            log.log(level, "%s", t)
-        for note in decision.notes:
-            log.warning("%s", note)
+        log_decision(decision)
         if decision.actions or not all(c is not None for c in self.choices.values()):
             self.request_sync()
 
@@ -496,24 +496,24 @@ class Router:
         if request.service is not None:
             raise ControlError("anycastd router announces servers, not services: use --server NAME or --all")
         names = [self._server(request.server, "announce")] if request.server else list(self.maintenance)
-        try:
-            lifted = self.book.lift(names, everything=request.server is None)
-        except StateError as exc:
-            raise ControlError(f"{exc}; nothing was changed: the servers stay drained") from None
-        for name in lifted:
-            log.warning("%s: maintenance ended; routed again once its probes pass", name)
-            for member in self._members_of(name):
-                self._apply(member.health.undrain(self.clock()))
         # the operator vouches for these servers: their flap penalty goes too
         targets = [request.server] if request.server else list(self.config.server_names)
-        cleared = sorted({m.server.name for n in targets for m in self._members_of(n) if m.health.suppressed})
-        for name in targets:
-            if name in cleared:
-                log.warning("%s: flap penalty cleared by an operator; routed again once its probes pass", name)
-            for member in self._members_of(name):
-                self._apply(member.health.forgive(self.clock()))
+
+        async def apply(_: str, decision: Decision) -> None:
+            self._apply(decision)
+
+        done = await lift_and_forgive(
+            self.book,
+            names,
+            {n: [m.health for m in self._members_of(n)] for n in targets},
+            apply,
+            everything=request.server is None,
+            again="routed again",
+            kept="the servers stay drained",
+            now=self.clock(),
+        )
         self.request_sync()
-        return AnnounceReply(tuple(lifted), tuple(n for n in names if n not in lifted), tuple(cleared))
+        return AnnounceReply(done.lifted, done.not_drained, tuple(sorted(done.cleared)))
 
     async def check(self, request: CheckRequest) -> CheckReply:
         service = self._services(request.service)[0]
@@ -529,37 +529,14 @@ class Router:
 
     # reading ----------------------------------------------------------------
 
-    def _wall_of(self, monotonic: float | None) -> str | None:
-        if monotonic is None:
-            return None
-        return iso(self.wall() - (self.clock() - monotonic))
-
     def _member_json(self, m: Member, routed: frozenset[str]) -> dict[str, Any]:
-        maint = self.maintenance.get(m.server.name)
         return {
             "name": m.server.name,
             "address": str(m.server.address),
             "nexthops": [str(n) for n in m.server.nexthops],
-            "state": str(m.health.state),
             "healthy": m.health.announced,
             "routed": m.server.name in routed,
-            "since": self._wall_of(m.health.since),
-            "maintenance": {"reason": maint.reason, "who": maint.who, "since": iso(maint.since)} if maint else None,
-            "damping": damping_json(m.health.damping, self.clock(), self._wall_of),
-            "checks": [
-                {
-                    "index": i,
-                    "state": str(m.health.checks[i].state),
-                    "probes": st.probes,
-                    "failures": st.failures,
-                    "detection": st.detection,
-                    "detection_note": st.detection_note,
-                    "confirming": st.confirming,
-                    "last": result_json(i, st.last, self._wall_of(st.last_at), self.wall) if st.last else None,
-                }
-                for i, st in enumerate(m.status)
-            ],
-            "transitions": [transition_json(t, self._wall_of(t.at)) for t in m.health.transitions[-5:]],
+            **self.writer.health(m.health, m.checks, m.status, self.maintenance.get(m.server.name)),
         }
 
     def status(self, name: str | None = None) -> dict[str, Any]:
@@ -577,24 +554,23 @@ class Router:
                     "servers": [self._member_json(m, routed) for m in self.members[service.name]],
                 }
             )
-        return {
-            "version": STATUS_VERSION,
-            "mode": "router",
-            "config": self.config.source,
-            "problem": self.book.problem,
-            "services": services,
-            "frr": {
+        return self.writer.document(
+            "router",
+            self.config.source,
+            self.book.problem,
+            services,
+            frr={
                 **self.routes.describe(),
                 "tag": self.config.tag,
                 "in_sync": self.frr_problem is None,
                 "problem": self.frr_problem,
-                "last_sync": self._wall_of(self.last_sync),
+                "last_sync": self.writer.wall_of(self.last_sync),
                 "conflicts": [str(r) for r in self.conflicts],
                 "kernel_agrees": not self.divergence if self.fib_problem is None else None,
                 "divergence": [str(d) for d in self.divergence],
                 "fib_problem": self.fib_problem,
             },
-        }
+        )
 
     # systemd (anycastd.daemons.sdnotify) ----------------------------------------------
 

@@ -65,21 +65,31 @@ from anycastd.control.protocol import (
 )
 from anycastd.core.attributes import PLAIN
 from anycastd.core.clock import iso
-from anycastd.core.damping import Damping
-from anycastd.core.health import GRACEFUL_SHUTDOWN, Decision, Path, ServiceHealth, State, Thresholds, path_of
+from anycastd.core.health import GRACEFUL_SHUTDOWN, Decision, Path, ServiceHealth, State, path_of
 from anycastd.core.net import IPAddress, IPNetwork
 from anycastd.daemons.metrics import Metrics, ServiceView, View
-from anycastd.daemons.skeleton import Clock, Liveness, MaintenanceBook, Probe, Sleep, probe_forever, stall_after, who
-from anycastd.daemons.state import Maintenance, MaintenanceStore, StateError
-from anycastd.daemons.status import CheckStatus, damping_json, probe_outcome, result_json, transition_json
+from anycastd.daemons.skeleton import (
+    Clock,
+    Liveness,
+    Loops,
+    MaintenanceBook,
+    Probe,
+    Sleep,
+    lift_and_forgive,
+    log_decision,
+    new_health,
+    probe_forever,
+    stall_after,
+    who,
+)
+from anycastd.daemons.state import Maintenance, MaintenanceStore
+from anycastd.daemons.status import CheckStatus, StatusWriter, probe_outcome
 from anycastd.errors import AddressError, AnnounceError, ConfigError
 from anycastd.watch.address import Addresses
 from anycastd.watch.drain import DrainReport, TrafficMeter, Verdict, wait_quiet
 from anycastd.watch.sockdiag import Polling, Triggers
 
 log = logging.getLogger(__name__)
-
-STATUS_VERSION = 1
 
 
 def _loop_key(service: str, index: int) -> str:
@@ -135,7 +145,8 @@ class Sidecar:
         #: Persisted maintenance, by service name; may name services this configuration lacks.
         self.book = MaintenanceBook(store, wall)
         self._tasks: dict[str, list[asyncio.Task[None]]] = {}
-        self._crashed: asyncio.Future[None] | None = None  # set once run() has started the loops
+        self.loops = Loops()
+        self.writer = StatusWriter(clock, wall)
         self.metrics.watch(self.view)
         for service in config.services:
             self._init_service(service)
@@ -144,9 +155,7 @@ class Sidecar:
 
     def _init_service(self, service: Service) -> None:
         self.metrics.declare([(service.name, len(service.checks))])
-        thresholds = [Thresholds(c.rise, c.fall, c.fall_hard) for c in service.checks]
-        damping = Damping(service.damping) if service.damping is not None else None
-        self.health[service.name] = ServiceHealth.create(service.name, thresholds, damping)
+        self.health[service.name] = new_health(service.name, service.checks, service.damping)
         self.checks[service.name] = [CheckStatus() for _ in service.checks]
         self.paths[service.name] = Path.WITHDRAWN
         drained = self.book.get(service.name)
@@ -176,16 +185,12 @@ class Sidecar:
         await self.announcer.start()
         if self.return_path is not None:
             self._return_task = asyncio.create_task(self.return_path.run(), name="return path")
-        self._crashed = asyncio.get_running_loop().create_future()
+        self.loops.arm()
         for service in self.config.services:
             self._start_service(service)
-        stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
         try:
-            await asyncio.wait([stopping, self._crashed], return_when=asyncio.FIRST_COMPLETED)
-            if self._crashed.done():
-                self._crashed.result()  # a loop only ends by raising: let it be seen
+            await self.loops.until(stop)
         finally:
-            stopping.cancel()
             for name in list(self._tasks):
                 await self._stop_service(name)
             await self._shutdown()
@@ -210,24 +215,14 @@ class Sidecar:
         await self.meter.close()
 
     def _start_service(self, service: Service) -> None:
-        tasks = []
-        for index, check in enumerate(service.checks):
-            task = asyncio.create_task(self._check_loop(service, index, check), name=_loop_key(service.name, index))
-            task.add_done_callback(self._on_loop_done)
-            tasks.append(task)
-        self._tasks[service.name] = tasks
-
-    def _on_loop_done(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or self._crashed is None or self._crashed.done():
-            return
-        exc = task.exception()
-        self._crashed.set_exception(exc or RuntimeError(f"{task.get_name()} ended"))
+        self._tasks[service.name] = [
+            self.loops.start(self._check_loop(service, index, check), _loop_key(service.name, index))
+            for index, check in enumerate(service.checks)
+        ]
 
     async def _stop_service(self, name: str) -> None:
         tasks = self._tasks.pop(name, [])
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await Loops.stop(tasks)
         for index in range(len(tasks)):
             self.liveness.forget(_loop_key(name, index))  # a stopped loop is not a stuck one
 
@@ -267,15 +262,10 @@ class Sidecar:
         self.triggers.tick()
 
     async def apply(self, service: Service, decision: Decision) -> None:
+        log_decision(decision)
         for transition in decision.transitions:
-            level = (
-                logging.WARNING if transition.new in (State.DOWN, State.FALLING, State.MAINTENANCE) else logging.INFO
-            )
-            log.log(level, "%s", transition)
             if transition.name == service.name:
                 self.metrics.transition(service.name, transition.new)
-        for note in decision.notes:
-            log.warning("%s", note)
         path = path_of(self.health[service.name], service.graceful_shutdown)
         if path is not self.paths[service.name]:
             if path is Path.GRACEFUL_SHUTDOWN:
@@ -331,7 +321,7 @@ class Sidecar:
         self.config = new
         for service in [*added, *changed]:
             self._init_service(service)
-            if self._crashed is not None:
+            if self.loops.running:
                 self._start_service(service)
         for service in retagged:
             if self.paths[service.name] is not Path.WITHDRAWN:
@@ -401,29 +391,24 @@ class Sidecar:
         return report
 
     async def announce(self, name: str | None) -> AnnounceReply:
-        targets = self._targets(name)
-        try:
-            names = set(self.book.lift([s.name for s in targets], everything=name is None))
-        except StateError as exc:
-            raise ControlError(f"{exc}; nothing was changed: the services stay withdrawn") from None
-        lifted = [s for s in targets if s.name in names]
-        for service in lifted:
-            log.warning("%s: maintenance ended; announced again once its probes pass", service.name)
-            await self.apply(service, self.health[service.name].undrain(self.clock()))
-        cleared = [s for s in targets if self.health[s.name].suppressed]
-        for service in targets:
-            if service in cleared:
-                log.warning(
-                    "%s: flap penalty cleared by an operator; announced again once its probes pass", service.name
-                )
-            await self.apply(service, self.health[service.name].forgive(self.clock()))
+        targets = {s.name: s for s in self._targets(name)}
+
+        async def apply(name: str, decision: Decision) -> None:
+            await self.apply(targets[name], decision)
+
+        done = await lift_and_forgive(
+            self.book,
+            list(targets),
+            {n: [self.health[n]] for n in targets},
+            apply,
+            everything=name is None,
+            again="announced again",
+            kept="the services stay withdrawn",
+            now=self.clock(),
+        )
         if self.flaps is not None and name is None:  # --all: the links too
             await self.flaps.forgive()
-        return AnnounceReply(
-            tuple(s.name for s in lifted),
-            tuple(s.name for s in targets if s not in lifted),
-            tuple(s.name for s in cleared),
-        )
+        return AnnounceReply(done.lifted, done.not_drained, done.cleared)
 
     async def check(self, request: CheckRequest) -> CheckReply:
         service = self._targets(request.service)[0]
@@ -432,66 +417,40 @@ class Sidecar:
 
     # reading --------------------------------------------------------------
 
-    def _wall_of(self, monotonic: float | None) -> str | None:
-        if monotonic is None:
-            return None
-        return iso(self.wall() - (self.clock() - monotonic))
-
     def status(self, name: str | None = None) -> dict[str, Any]:
         confirmed = self.announcer.announced_prefixes()
         services = []
         for service in self._targets(name):
             health = self.health[service.name]
-            m = self.maintenance.get(service.name)
-            checks = []
-            for i, (check, status) in enumerate(zip(service.checks, self.checks[service.name], strict=True)):
-                entry: dict[str, Any] = {
-                    "index": i,
-                    "address": str(check.address),
-                    "state": str(health.checks[i].state),
-                    "probes": status.probes,
-                    "failures": status.failures,
-                    "detection": status.detection,
-                    "detection_note": status.detection_note,
-                    "woken": status.woken,
-                    "confirming": status.confirming,
-                    "last": result_json(i, status.last, self._wall_of(status.last_at), self.wall)
-                    if status.last
-                    else None,
-                }
-                checks.append(entry)
             services.append(
                 {
                     "name": service.name,
-                    "state": str(health.state),
                     "announced": health.announced,
                     "healthy": health.healthy,
                     "path": str(self.paths[service.name]),
                     "failure_action": service.failure_action,
-                    "damping": damping_json(health.damping, self.clock(), self._wall_of),
-                    "since": self._wall_of(health.since),
                     "prefixes": [{"prefix": str(p), "announced": p in confirmed} for p in service.prefixes],
-                    "maintenance": {"reason": m.reason, "who": m.who, "since": iso(m.since)} if m else None,
-                    "checks": checks,
-                    "transitions": [transition_json(t, self._wall_of(t.at)) for t in health.transitions[-10:]],
+                    **self.writer.health(
+                        health, service.checks, self.checks[service.name], self.maintenance.get(service.name)
+                    ),
                 }
             )
-        return {
-            "version": STATUS_VERSION,
-            "config": self.config.source,
-            "problem": self.book.problem,
-            "services": services,
-            "bgp": self.announcer.sessions(),
-            "exabgp": self.announcer.describe(),
-            "bfd": self.bfd.describe() if self.bfd is not None else None,
-            "return_path": self.return_path.describe() if self.return_path is not None else None,
-        }
+        return self.writer.document(
+            "sidecar",
+            self.config.source,
+            self.book.problem,
+            services,
+            bgp=self.announcer.sessions(),
+            exabgp=self.announcer.describe(),
+            bfd=self.bfd.describe() if self.bfd is not None else None,
+            return_path=self.return_path.describe() if self.return_path is not None else None,
+        )
 
     # systemd (anycastd.daemons.sdnotify) ----------------------------------------------
 
     def ready(self) -> bool:
         """Started, and every service has a verdict (maintenance is one): its path has been set."""
-        return self._crashed is not None and all(h.decided for h in self.health.values())
+        return self.loops.running and all(h.decided for h in self.health.values())
 
     def summary(self) -> str:
         """One line: each service's path and state, e.g. "dns announced (UP); dot withdrawn (DOWN)"."""

@@ -37,6 +37,14 @@ routes). They share the rest, here:
   ``MaintenanceStore`` before it is lifted and applied even when it cannot be
   (a failure errs towards carrying no traffic). A book that cannot be read
   drains every name it is given, and says why (anycastd.daemons.state).
+  ``lift_and_forgive`` is `anycastctl announce` in both: the drains end, then
+  the flap penalties go, each logged once and each decision carried out by
+  the daemon.
+* ``Loops`` supervises the daemon's tasks: each only ends by raising, and the
+  first to end stops the daemon with its exception, so that a dead loop is
+  never a silent one.
+* ``new_health`` builds a health machine from a service's checks, and
+  ``log_decision`` logs what it decided, the same way in both daemons.
 
 Neither daemon imports the other; both import this.
 """
@@ -47,13 +55,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from anycastd.checks.dns import Prober, ProbeResult
 from anycastd.config.schema import DnsCheck
-from anycastd.control.protocol import Peer
-from anycastd.core.health import Decision, ServiceHealth, State
+from anycastd.control.protocol import ControlError, Peer
+from anycastd.core.damping import Damping, DampingSettings
+from anycastd.core.health import Decision, ServiceHealth, State, Thresholds
 from anycastd.core.net import IPAddress
 from anycastd.daemons.state import MAX_TEXT, Maintenance, MaintenanceStore, StateError
 from anycastd.daemons.status import CheckStatus
@@ -91,6 +101,81 @@ class Liveness:
     def __call__(self) -> bool:
         now = self.clock()
         return all(deadline >= now for deadline in self._deadlines.values())
+
+
+def new_health(name: str, checks: Sequence[DnsCheck], damping: DampingSettings | None) -> ServiceHealth:
+    """The health machine of one target: one check machine per check, flap damping unless turned off."""
+    thresholds = [Thresholds(c.rise, c.fall, c.fall_hard) for c in checks]
+    return ServiceHealth.create(name, thresholds, Damping(damping) if damping is not None else None)
+
+
+#: States whose entry is logged as a warning: the target carries less, or none, of the traffic.
+_WORSE = (State.DOWN, State.FALLING, State.MAINTENANCE)
+
+
+def log_decision(decision: Decision) -> None:
+    """Log every transition (``name: old -> new (reason)``) and every flap damping note of ``decision``."""
+    for transition in decision.transitions:
+        log.log(logging.WARNING if transition.new in _WORSE else logging.INFO, "%s", transition)
+    for note in decision.notes:
+        log.warning("%s", note)
+
+
+class Loops:
+    """The daemon's long-running tasks: none ends but by raising, and the first to end ends the daemon.
+
+    ``until(stop)`` returns once ``stop`` is set, or raises what the first loop to end raised (a loop
+    that returned is an error too). Loops can be started and stopped while it waits (a reload does)."""
+
+    def __init__(self) -> None:
+        self._ended: asyncio.Future[None] | None = None
+        self._stopping = False  # until() has returned: loops now end because they are told to
+
+    @property
+    def running(self) -> bool:
+        """``until`` has started: loops started now run at once."""
+        return self._ended is not None
+
+    def start(self, coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coroutine, name=name)
+        self.watch(task)
+        return task
+
+    def watch(self, future: asyncio.Future[Any]) -> None:
+        """Count ``future`` as a loop: its end, by any means but cancelling, ends the daemon."""
+        future.add_done_callback(self._on_done)
+
+    def _on_done(self, future: asyncio.Future[Any]) -> None:
+        if future.cancelled() or self._stopping or self._ended is None or self._ended.done():
+            return
+        exc = future.exception()
+        name = future.get_name() if isinstance(future, asyncio.Task) else repr(future)
+        self._ended.set_exception(exc or RuntimeError(f"{name} ended"))
+
+    def arm(self) -> None:
+        """From now on, a loop that ends ends the daemon (a loop started before this is watched too)."""
+        self._ended = asyncio.get_running_loop().create_future()
+
+    async def until(self, stop: asyncio.Event) -> None:
+        if self._ended is None:
+            self.arm()
+        assert self._ended is not None
+        stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait([stopping, self._ended], return_when=asyncio.FIRST_COMPLETED)
+            if self._ended.done():
+                self._ended.result()  # a loop only ends by raising: let it be seen
+        finally:
+            self._stopping = True
+            stopping.cancel()
+
+    @staticmethod
+    async def stop(tasks: Iterable[asyncio.Task[Any]]) -> None:
+        """Cancel ``tasks`` and wait until they have ended."""
+        tasks = list(tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def stall_after(check: DnsCheck) -> float:
@@ -315,3 +400,46 @@ class MaintenanceBook:
 
     def __contains__(self, name: object) -> bool:
         return name in self.entries
+
+
+@dataclass(frozen=True)
+class Lifted:
+    """What `anycastctl announce` did: the drains it ended, the names it found not drained, the
+    names whose flap penalty it cleared."""
+
+    lifted: tuple[str, ...]
+    not_drained: tuple[str, ...]
+    cleared: tuple[str, ...]
+
+
+async def lift_and_forgive(
+    book: MaintenanceBook,
+    drained: Sequence[str],
+    healths: Mapping[str, Sequence[ServiceHealth]],
+    apply: Callable[[str, Decision], Awaitable[None]],
+    *,
+    everything: bool,
+    again: str,
+    kept: str,
+    now: float,
+) -> Lifted:
+    """`anycastctl announce`: end the drains of ``drained``, then clear the flap penalty of every name of
+    ``healths`` (the operator vouches for them), each decision carried out by ``apply(name, decision)``.
+
+    ``again`` says when traffic comes back ("announced again", "routed again"); if the book cannot be
+    saved, ControlError says so with ``kept`` (what stays as it was) and nothing changes."""
+    try:
+        lifted = book.lift(drained, everything=everything)
+    except StateError as exc:
+        raise ControlError(f"{exc}; nothing was changed: {kept}") from None
+    for name in lifted:
+        log.warning("%s: maintenance ended; %s once its probes pass", name, again)
+        for health in healths.get(name, ()):
+            await apply(name, health.undrain(now))
+    cleared = [name for name, hs in healths.items() if any(h.suppressed for h in hs)]
+    for name, hs in healths.items():
+        if name in cleared:
+            log.warning("%s: flap penalty cleared by an operator; %s once its probes pass", name, again)
+        for health in hs:
+            await apply(name, health.forgive(now))
+    return Lifted(tuple(lifted), tuple(n for n in drained if n not in lifted), tuple(cleared))

@@ -1,22 +1,32 @@
-"""What both daemons report about their probes: counters per check, and the JSON of results and transitions.
+"""What both daemons report: counters per check, and the one writer of the status document.
 
-The sidecar and `anycastd router` share these so that `anycastctl status --json` spells a
-probe result and a transition the same way in both modes (docs/operations.md).
+The sidecar and `anycastd router` share ``StatusWriter`` so that `anycastctl status --json`
+spells a health (its state, maintenance, flap damping, checks and transitions), a probe result
+and a transition the same way in both modes. They differ only where the variants do: the
+sidecar's entry is a service with its path and prefixes, the router's a server with its
+nexthops and routes (docs/operations.md, `status --json`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from anycastd.checks.dns import ProbeResult
+from anycastd.config.schema import DnsCheck
 from anycastd.control.protocol import ProbeOutcome, plain
-from anycastd.core.clock import iso
+from anycastd.core.clock import iso, wall_of
 from anycastd.core.damping import Damping
-from anycastd.core.health import Transition
+from anycastd.core.health import ServiceHealth, Transition
+from anycastd.daemons.state import Maintenance
 
 Clock = Callable[[], float]
+
+#: The status document's format: fields are only ever added; a change in meaning bumps it.
+STATUS_VERSION = 1
+#: How many of a health's last transitions status shows.
+TRANSITIONS_SHOWN = 10
 
 
 @dataclass
@@ -70,3 +80,68 @@ def damping_json(
         "reuse": s.reuse,
         "half_life": s.half_life,
     }
+
+
+def maintenance_json(m: Maintenance | None) -> dict[str, Any] | None:
+    return {"reason": m.reason, "who": m.who, "since": iso(m.since)} if m else None
+
+
+class StatusWriter:
+    """Writes what both daemons' status documents share, in one spelling."""
+
+    def __init__(self, clock: Clock, wall: Clock) -> None:
+        self.clock = clock
+        self.wall = wall
+
+    def wall_of(self, monotonic: float | None) -> str | None:
+        """A monotonic instant as the wall clock's ISO time (None stays None)."""
+        return wall_of(monotonic, self.wall(), self.clock())
+
+    def health(
+        self,
+        health: ServiceHealth,
+        checks: Sequence[DnsCheck],
+        statuses: Sequence[CheckStatus],
+        maintenance: Maintenance | None,
+    ) -> dict[str, Any]:
+        """One health's entry: its state, since when, maintenance, flap damping, checks and transitions."""
+        return {
+            "state": str(health.state),
+            "since": self.wall_of(health.since),
+            "maintenance": maintenance_json(maintenance),
+            "damping": damping_json(health.damping, self.clock(), self.wall_of),
+            "checks": [
+                self.check(i, check, health, status)
+                for i, (check, status) in enumerate(zip(checks, statuses, strict=True))
+            ],
+            "transitions": [transition_json(t, self.wall_of(t.at)) for t in health.transitions[-TRANSITIONS_SHOWN:]],
+        }
+
+    def check(self, index: int, check: DnsCheck, health: ServiceHealth, status: CheckStatus) -> dict[str, Any]:
+        last = status.last
+        return {
+            "index": index,
+            "address": str(check.address),
+            "state": str(health.checks[index].state),
+            "probes": status.probes,
+            "failures": status.failures,
+            "detection": status.detection,
+            "detection_note": status.detection_note,
+            "woken": status.woken,
+            "confirming": status.confirming,
+            "last": result_json(index, last, self.wall_of(status.last_at), self.wall) if last else None,
+        }
+
+    @staticmethod
+    def document(
+        mode: str, source: str, problem: str | None, services: list[dict[str, Any]], **sections: Any
+    ) -> dict[str, Any]:
+        """The whole document: its version, the variant (``mode``), the configuration, then each section."""
+        return {
+            "version": STATUS_VERSION,
+            "mode": mode,
+            "config": source,
+            "problem": problem,
+            "services": services,
+            **sections,
+        }

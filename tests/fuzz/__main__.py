@@ -29,6 +29,7 @@ from anycastd.config import router as router_config
 from anycastd.config import sidecar as config
 from anycastd.control import protocol as control
 from anycastd.daemons import state
+from anycastd.errors import ConfigError
 
 ROOT = Path(__file__).parents[2]
 HANG = 5.0
@@ -147,7 +148,7 @@ def _parsers(tmp: Path) -> dict[str, Callable[[bytes], object]]:
     }
 
 
-EXPECTED_ERRORS = (config.ConfigError, control.ControlError, state.StateError, bfdd.BfdError)
+EXPECTED_ERRORS = (ConfigError, control.ControlError, state.StateError, bfdd.BfdError)
 REQUESTS = (
     control.StatusRequest(),
     control.WithdrawRequest("dns", "x"),

@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,7 @@ from anycastd_lab.bgp import BgpLab
 from anycastd_lab.pop import PopLab
 from anycastd_lab.static import StaticLab
 from anycastd_lab.topology import reap_stale_labs
+from tests.helpers import Row
 
 NEEDED = [
     "ip",
@@ -94,21 +95,6 @@ REPORT_ENV = "ANYCASTD_FAULT_REPORT"
 ROWS: list[Row] = []
 
 
-@dataclass
-class Row:
-    variant: str = ""
-    fault: str = ""
-    expected: str = ""
-    bound: float | None = None  # seconds; None where the row is a state, not a time
-    measured: dict[str, float] = field(default_factory=dict)  # what was timed, in seconds
-    test: str = ""
-    outcome: str = "not run"
-
-    def time(self, what: str, seconds: float) -> float:
-        self.measured[what] = round(seconds, 3)
-        return seconds
-
-
 @pytest.fixture
 def row(request: pytest.FixtureRequest) -> Row:
     entry = Row(test=f"{Path(request.node.fspath).name}::{request.node.name}")
@@ -118,7 +104,7 @@ def row(request: pytest.FixtureRequest) -> Row:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    report: pytest.TestReport = yield  # type: ignore[misc]
+    report: pytest.TestReport = yield  # type: ignore[assignment]  # pytest's wrapper hooks are typed as plain generators
     name = f"{Path(item.fspath).name}::{item.name}"
     for entry in ROWS:
         if entry.test == name and (report.when == "call" or report.failed):

@@ -19,7 +19,7 @@ from anycastd_lab.base import process_running
 from anycastd_lab.bgp import BgpLab
 from anycastd_lab.fib import FibWatch
 from anycastd_lab.topology import SERVICE_V4, SERVICE_V6, Server, wait_until
-from tests.integration.conftest import Row
+from tests.helpers import Row
 
 DEATH = 1.0  # a process of the tree dies: the path is gone within this (issue 14)
 FREEZE = 3.0  # a process of the tree freezes

@@ -17,7 +17,7 @@ import pytest
 
 from anycastd_lab.static import StaticLab
 from anycastd_lab.topology import SERVICE_V4, SERVICE_V6, wait_until
-from tests.integration.conftest import Row
+from tests.helpers import Row
 
 DEATH = 1.0
 RECONCILE = 5.0  # a started anycastd router: every server's verdict in (rise 3 at 0.2 s), then one sync

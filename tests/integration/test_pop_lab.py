@@ -12,7 +12,7 @@ import time
 from anycastd_lab import daemons
 from anycastd_lab.pop import RETURN_PATH, PopLab
 from anycastd_lab.topology import SERVICE_V4, SERVICE_V6, wait_until
-from tests.integration.conftest import Row
+from tests.helpers import Row
 
 #: BFD's 300 ms detection plus the router's work, with room for a busy machine; under the 3 s hold time.
 DEAD = 1.5

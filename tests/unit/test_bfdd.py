@@ -28,8 +28,7 @@ from anycastd.cli.anycastctl import EXIT_DEGRADED, EXIT_OK, status_code
 from anycastd.config import sidecar as config
 from anycastd.core.net import IPAddress
 from anycastd.daemons.metrics import Metrics, View
-from tests.unit.test_config import GOOD
-from tests.unit.test_config_table import with_value
+from tests.helpers import GOOD, with_value
 
 V4, V6 = ipaddress.ip_address("192.0.2.9"), ipaddress.ip_address("2001:db8:0:1::1")
 

@@ -6,11 +6,12 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from anycastd.cli.anycastctl import status_code
-from tests.unit.test_config import GOOD
+from tests.helpers import GOOD
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -116,15 +117,15 @@ def _sidecar_doc(**change: object) -> dict[str, object]:
 
 
 def _router_doc(**change: object) -> dict[str, object]:
-    service = {
+    service: dict[str, Any] = {
         "name": "dns",
         "decided": True,
         "degraded": None,
         "routed_via": ["ns1", "ns2"],
         "servers": [{"name": "ns1", "routed": True}, {"name": "ns2", "routed": True}],
     }
-    frr = {"in_sync": True, "kernel_agrees": True}
-    doc: dict[str, object] = {"mode": "router", "problem": None, "frr": frr, "services": [service]}
+    frr: dict[str, Any] = {"in_sync": True, "kernel_agrees": True}
+    doc: dict[str, Any] = {"mode": "router", "problem": None, "frr": frr, "services": [service]}
     for key, value in change.items():
         for part in (service, frr, doc):
             if key in part:

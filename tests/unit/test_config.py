@@ -7,31 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from anycastd.config.sidecar import DEFAULT_INTERFACE, ConfigError, load, parse
+from anycastd.config.sidecar import DEFAULT_INTERFACE, load, parse
 from anycastd.core.damping import DampingSettings
-
-GOOD = """\
-router_id: 192.0.2.10
-local_asn: 65001
-neighbors:
-  - address: 192.0.2.9
-    peer_asn: 65000
-    local_address: 192.0.2.10
-  - address: 2001:db8:0:1::1
-    peer_asn: 65000
-    local_address: 2001:db8:0:1::2
-    md5_password: s3cret
-services:
-  dns:
-    prefixes: [203.0.113.53/32, 2001:db8::53/128]
-    checks:
-      - address: 192.0.2.10
-        qname: health.example
-        qtype: txt
-        answer: healthy
-        interval: 0.5
-        timeout: 0.25
-"""
+from anycastd.errors import ConfigError
+from tests.helpers import GOOD
 
 
 def problems(text: str) -> list[str]:

@@ -15,9 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anycastd.config.router import load_router, parse_router
-from anycastd.config.sidecar import ConfigError, load, parse
+from anycastd.config.sidecar import load, parse
 from anycastd.config.yamlfile import MAX_BYTES
-from tests.unit.test_config import GOOD
+from anycastd.errors import ConfigError
+from tests.helpers import GOOD
 
 CORPUS = Path(__file__).parents[1] / "hostile" / "config"
 EXPECTED = dict(

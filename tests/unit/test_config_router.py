@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from anycastd.config.router import DEFAULT_ROUTE_TAG, load_router, parse_router
-from anycastd.config.sidecar import ConfigError, parse
+from anycastd.config.sidecar import parse
+from anycastd.errors import ConfigError
 
 GOOD = """\
 router:

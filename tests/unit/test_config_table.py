@@ -5,9 +5,7 @@ read under another name, a path, a bound or a default changed by one is caught h
 
 from __future__ import annotations
 
-import copy
 import ipaddress
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ from anycastd.config.schema import TEMPLATE_ADDRESS, ControlSettings, DnsCheck, 
 from anycastd.core.attributes import RouteAttributes
 from anycastd.core.damping import DampingSettings
 from anycastd.errors import ConfigError
-from tests.unit.test_config import GOOD
+from tests.helpers import GOOD, Key, problems_of, with_value
 
 ROUTER = """\
 services:
@@ -32,29 +30,7 @@ services:
       - {name: ns1, address: 192.0.2.2}
 """
 
-Key = list[str | int]
-
-
-def with_value(text: str, key: Key, value: Any) -> str:
-    """``text`` (YAML) with ``key`` set to ``value`` (mappings made on the way)."""
-    data = copy.deepcopy(yaml.safe_load(text))
-    node = data
-    for part in key[:-1]:
-        if isinstance(node, dict) and part not in node:
-            node[part] = {}
-        node = node[part]
-    node[key[-1]] = value
-    return yaml.safe_dump(data, sort_keys=False)
-
-
-def problems_of(text: str, parse: Callable[[str, str], object]) -> list[str]:
-    """The problems, without their file:line:column (which depend on the dump's layout)."""
-    with pytest.raises(ConfigError) as info:
-        parse(text, "f.yaml")
-    return [re.sub(r"^f\.yaml(:\d+)*: ", "", p) for p in info.value.problems]
-
-
-CHECK = ["services", "dns", "checks", 0]
+CHECK: Key = ["services", "dns", "checks", 0]
 SIDECAR_ROWS: list[tuple[Key, Any, Callable[[config.Config], Any], Any, str]] = [
     # (key, a good value, where it lands, the bad value just past a bound, the exact problem)
     (["local_asn"], 4294967295, lambda c: c.local_asn, 4294967296,

@@ -6,9 +6,6 @@ import asyncio
 import json
 import os
 import socket
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,6 +38,7 @@ from anycastd.control.protocol import (
     encode_reply,
 )
 from anycastd.control.server import ControlServer
+from tests.helpers import FakeController, Served, ctl
 
 
 @pytest.mark.parametrize(
@@ -96,44 +94,6 @@ def test_malformed_requests_are_refused_with_a_reason(line: bytes, message: str)
     with pytest.raises(ProtocolError, match=None) as info:
         decode(line)
     assert message in str(info.value)
-
-
-class FakeController:
-    """Answers from a script; records what reached it (only decoded requests can)."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[Request, Peer]] = []
-        self.replies: dict[str, Reply] = {}
-
-    async def handle(self, request: Request, peer: Peer) -> Reply:
-        self.seen.append((request, peer))
-        if isinstance(request, CheckRequest) and request.service == "nope":
-            raise ControlError("no service 'nope' (configured: dns)")
-        if isinstance(request, CheckRequest) and request.service == "bug":
-            raise RuntimeError("a bug")
-        return self.replies.get(type(request).__name__, StatusReply({"echo": type(request).__name__, "services": []}))
-
-
-class Served:
-    """A ControlServer on its own event loop in a thread, as the daemon runs it."""
-
-    def __init__(self, path: Path, controller: FakeController) -> None:
-        self.path = path
-        self.controller = controller
-        self.loop = asyncio.new_event_loop()
-        self.server = ControlServer(path, controller)
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self) -> Served:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(5)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.close(), self.loop).result(5)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
 
 
 @pytest.fixture
@@ -381,18 +341,6 @@ STATUS = {
 }
 
 
-def ctl(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "anycastd.cli.anycastctl", "--socket", str(path), *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        stdin=subprocess.DEVNULL,
-        env={"PATH": "/usr/bin:/bin", "SUDO_USER": "alice"},
-    )
-
-
 def test_anycastctl_status_table_and_json(served: Served) -> None:
     served.controller.replies["StatusRequest"] = StatusReply(STATUS)
     human = ctl(served.path, "status")
@@ -435,7 +383,7 @@ def test_anycastctl_withdraw_timed_out_exits_3(served: Served) -> None:
     result = ctl(served.path, "withdraw", "--all", "--reason", "x", "--wait")
     assert result.returncode == 3
     assert "NOT drained after 5.00 s" in result.stdout
-    assert served.controller.seen[-1][0].service is None  # type: ignore[union-attr]
+    assert served.controller.seen[-1][0].service is None
 
 
 def test_anycastctl_timer_fallback_is_said_out_loud(served: Served) -> None:

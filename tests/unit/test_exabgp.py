@@ -17,7 +17,7 @@ from anycastd.announce import exabgp_helper
 from anycastd.announce.exabgp import _detail, _exit_text
 from anycastd.announce.exabgp_config import render_config
 from anycastd.config.sidecar import parse
-from tests.unit.test_config import GOOD
+from tests.helpers import GOOD
 
 
 def test_render_config_one_neighbor_per_family_with_the_helper() -> None:

@@ -18,7 +18,7 @@ from anycastd.announce.exabgp import AckTimeout, ExaBGPAnnouncer, heartbeat_boun
 from anycastd.config.sidecar import Config, parse
 from anycastd.core.attributes import RouteAttributes
 from anycastd.errors import AnnounceError
-from tests.unit.test_config import GOOD
+from tests.helpers import GOOD
 
 FAKE = Path(__file__).with_name("fake_exabgp.py")
 V4 = ipaddress.ip_network("203.0.113.53/32")
@@ -166,7 +166,12 @@ def test_a_stopped_exabgp_or_helper_misses_its_heartbeat_and_the_pair_is_killed_
             first, helper = announcer.pid, announcer._helper.pid if announcer._helper else None
             assert first is not None and helper is not None
             os.kill(first if frozen == "exabgp" else helper, signal.SIGSTOP)
-            await eventually(lambda: states.append(announcer.state) or announcer.pid not in (None, first))
+
+            def replaced() -> bool:
+                states.append(announcer.state)
+                return announcer.pid not in (None, first)
+
+            await eventually(replaced)
             assert "unresponsive" in states  # status said so before the kill
             await eventually(lambda: gone(first) and gone(helper))  # SIGKILL ends stopped processes too
             assert announcer.last_problem == f"ExaBGP answered no heartbeat within {announcer.answer_bound:g} s"

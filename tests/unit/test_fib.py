@@ -8,11 +8,14 @@ import json
 import pytest
 
 from anycastd.announce.frr import RouteError, parse_zebra_routes
+from anycastd.core.net import IPAddress, IPNetwork
 from anycastd.watch.fib import divergence, nexthops_in
 
 V4 = ipaddress.ip_network("203.0.113.53/32")
 V6 = ipaddress.ip_network("2001:db8::53/128")
 A, B, C = (ipaddress.ip_address(a) for a in ("192.0.2.10", "192.0.2.18", "192.0.2.26"))
+
+Fib = dict[IPNetwork, frozenset[IPAddress]]
 
 
 @pytest.mark.parametrize(
@@ -29,7 +32,7 @@ A, B, C = (ipaddress.ip_address(a) for a in ("192.0.2.10", "192.0.2.18", "192.0.
         ({V4: frozenset(), V6: frozenset()}, {}, []),  # nothing claimed, nothing held
     ],
 )
-def test_divergence(zebra: dict, kernel: dict, expected: list[str]) -> None:
+def test_divergence(zebra: Fib, kernel: Fib, expected: list[str]) -> None:
     assert [str(d) for d in divergence(zebra, kernel)] == expected
 
 

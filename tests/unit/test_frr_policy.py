@@ -9,7 +9,7 @@ import pytest
 from anycastd.announce import frr_policy
 from anycastd.cli.anycastd import main
 from anycastd.config.sidecar import load, parse
-from tests.unit.test_config import GOOD
+from tests.helpers import GOOD
 
 ROOT = Path(__file__).parents[2]
 CLAB = ROOT / "containerlab"

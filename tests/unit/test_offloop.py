@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from anycastd.cli.anycastd import _reload
-from anycastd.config.sidecar import Config, ConfigError
+from anycastd.config.sidecar import Config
 from anycastd.daemons.offloop import OffLoopReader
+from anycastd.errors import ConfigError
+from tests.helpers import GOOD, make_sidecar
 from tests.unit.fake_time import until
-from tests.unit.test_config import GOOD
-from tests.unit.test_sidecar import make
 
 
 def _fifo(tmp_path: Path) -> Path:
@@ -72,7 +72,7 @@ def test_sighup_on_a_stuck_file_keeps_the_running_configuration(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = _fifo(tmp_path)
-    sidecar, _, _, _ = make()
+    sidecar, _, _, _ = make_sidecar()
     before = sidecar.config
     reader: OffLoopReader[Config] = OffLoopReader("sidecar", timeout=0.5)
     with caplog.at_level(logging.ERROR, logger="anycastd"):

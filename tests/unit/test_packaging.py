@@ -15,6 +15,7 @@ import pytest
 from anycastd import __version__
 from anycastd.cli.anycastd import _parser
 from anycastd.config import sidecar as config
+from anycastd.config.schema import DEFAULT_RUNTIME_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = ROOT / "packaging" / "systemd"
@@ -50,7 +51,7 @@ def test_the_unit_checks_then_runs_one_configuration(unit: str, path: str, examp
     assert args.config == path
     checked = subprocess.run([ANYCASTD, *pre[1:-1], str(ROOT / example)], check=False, capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr
-    assert Path("/run") / s["RuntimeDirectory"] == config.DEFAULT_RUNTIME_DIR
+    assert Path("/run") / s["RuntimeDirectory"] == DEFAULT_RUNTIME_DIR
     assert Path("/var/lib") / s["StateDirectory"] == state
 
 

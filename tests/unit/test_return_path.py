@@ -10,8 +10,7 @@ import yaml
 
 from anycastd.announce.return_path import InMemoryRoutes, ReturnPath, gateways
 from anycastd.config import sidecar as config
-from tests.unit.test_config import GOOD
-from tests.unit.test_config_table import problems_of, with_value
+from tests.helpers import GOOD, problems_of, with_value
 
 CLIENTS_V4, CLIENTS_V6 = ipaddress.ip_network("198.51.100.0/24"), ipaddress.ip_network("2001:db8:ffff::/64")
 R1, R2 = ipaddress.ip_address("192.0.2.9"), ipaddress.ip_address("192.0.2.73")

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import pytest
-import tenacity
 from prometheus_client import generate_latest
 
 from anycastd.announce.frr import InMemoryRoutes
-from anycastd.checks.dns import ProbeResult
-from anycastd.config.router import RouterConfig, parse_router
-from anycastd.config.schema import DnsCheck
+from anycastd.config.router import parse_router
 from anycastd.control.protocol import (
     AnnounceReply,
     AnnounceRequest,
@@ -26,112 +23,14 @@ from anycastd.control.protocol import (
     StatusRequest,
     WithdrawRequest,
 )
-from anycastd.core.health import Outcome, State
-from anycastd.core.net import IPAddress
+from anycastd.core.health import State
 from anycastd.core.routes import Installed, StaticRoute
-from anycastd.daemons.router import Router
 from anycastd.daemons.state import InMemoryStore, Maintenance
 from anycastd.watch.fib import InMemoryFib
-from tests.unit.fake_time import FakeTime, until
-from tests.unit.test_control import Served, ctl
+from tests.helpers import TAG, TEXT, Served, ctl, hard, make_router, ok, owned, rounds, soft, via
+from tests.unit.fake_time import until
 
-TAG = 5353
-TEXT = """\
-router:
-  tag: 5353
-services:
-  dns:
-    prefixes: [203.0.113.53/32, 2001:db8::53/128]
-    checks: [{rise: 2, fall: 2}]
-    servers:
-      - {name: ns1, address: 192.0.2.2, nexthops: [192.0.2.2, "2001:db8:0:1::2"]}
-      - {name: ns2, address: 192.0.2.10, nexthops: [192.0.2.10, "2001:db8:0:2::2"]}
-      - {name: ns3, address: 192.0.2.18, nexthops: [192.0.2.18, "2001:db8:0:3::2"]}
-"""
-CONFIG = parse_router(TEXT)
-ADDRESS = {"ns1": "192.0.2.2", "ns2": "192.0.2.10", "ns3": "192.0.2.18"}
-NEXTHOPS = {
-    "ns1": ("192.0.2.2", "2001:db8:0:1::2"),
-    "ns2": ("192.0.2.10", "2001:db8:0:2::2"),
-    "ns3": ("192.0.2.18", "2001:db8:0:3::2"),
-}
 PEER = Peer(pid=1, uid=0)
-
-
-def ok(server: str) -> ProbeResult:
-    return ProbeResult(Outcome.OK, "NOERROR in 1 ms", 0.001, ADDRESS[server])
-
-
-def hard(server: str) -> ProbeResult:
-    return ProbeResult(Outcome.HARD_FAIL, f"{ADDRESS[server]}: connection refused", None, ADDRESS[server], "refused")
-
-
-def soft(server: str) -> ProbeResult:
-    return ProbeResult(Outcome.FAIL, f"{ADDRESS[server]}: timeout", None, ADDRESS[server], "timeout")
-
-
-def via(*servers: str) -> set[StaticRoute]:
-    out = set()
-    for server in servers:
-        v4, v6 = NEXTHOPS[server]
-        out.add(StaticRoute(ipaddress.ip_network("203.0.113.53/32"), ipaddress.ip_address(v4)))
-        out.add(StaticRoute(ipaddress.ip_network("2001:db8::53/128"), ipaddress.ip_address(v6)))
-    return out
-
-
-def owned(*servers: str) -> list[Installed]:
-    return [Installed(r, TAG) for r in via(*servers)]
-
-
-class Prober:
-    """Answers for each server what the test says it is now."""
-
-    def __init__(self) -> None:
-        self.now: dict[str, Callable[[str], ProbeResult]] = dict.fromkeys(ADDRESS, ok)
-        self.asked: list[str] = []
-
-    async def probe(self, check: DnsCheck, service_addresses: Sequence[IPAddress]) -> ProbeResult:
-        assert not service_addresses  # the router probes admin addresses only
-        server = next(n for n, a in ADDRESS.items() if a == str(check.address))
-        self.asked.append(server)
-        return self.now[server](server)
-
-
-def make(
-    frr: InMemoryRoutes | None = None,
-    config: RouterConfig = CONFIG,
-    store: InMemoryStore | None = None,
-    fib: InMemoryFib | None = None,
-) -> tuple[Router, InMemoryRoutes, Prober, InMemoryStore]:
-    frr = frr or InMemoryRoutes()
-    store = store if store is not None else InMemoryStore()
-    prober = Prober()
-    fake = FakeTime()
-    router = Router(
-        config,
-        frr,
-        prober,
-        store=store,
-        clock=fake.clock,
-        wall=lambda: 1_800_000_000.0,
-        sleep=fake.sleep,
-        jitter=lambda _: 0.0,
-        retry_wait=tenacity.wait_none(),
-        fib=fib,
-    )
-    return router, frr, prober, store
-
-
-async def rounds(router: Router, prober: Prober, n: int = 1) -> None:
-    """n probes of every server, one interval apart, each fed to the health core, then one sync (what the loops
-    and syncer do)."""
-    for _ in range(n):
-        for members in router.members.values():
-            for m in members:
-                result = await prober.probe(m.checks[0], ())
-                router._apply(m.health.feed(0, result.for_health(), router.clock()))
-        await router.sleep(CONFIG.services[0].checks[0].interval)
-    await router.sync()
 
 
 def run(coro: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -140,7 +39,7 @@ def run(coro: Callable[[], Coroutine[Any, Any, None]]) -> None:
 
 def test_healthy_servers_get_one_tagged_route_each_in_one_vtysh_call() -> None:
     async def go() -> None:
-        router, frr, prober, _ = make()
+        router, frr, prober, _ = make_router()
         await rounds(router, prober)
         assert frr.applied == []  # rise is 2: no verdict yet, nothing changes
         await rounds(router, prober)
@@ -155,7 +54,7 @@ def test_healthy_servers_get_one_tagged_route_each_in_one_vtysh_call() -> None:
 
 def test_a_failed_server_leaves_and_comes_back() -> None:
     async def go() -> None:
-        router, frr, prober, _ = make()
+        router, frr, prober, _ = make_router()
         await rounds(router, prober, 2)
         prober.now["ns2"] = hard
         await rounds(router, prober)
@@ -178,7 +77,7 @@ def test_a_failed_server_leaves_and_comes_back() -> None:
 def test_a_restart_changes_nothing_it_waits_for_every_verdict() -> None:
     async def go() -> None:
         frr = InMemoryRoutes(owned("ns1", "ns2"))
-        router, frr, prober, _ = make(frr)
+        router, frr, prober, _ = make_router(frr)
         stop = asyncio.Event()
         prober.now["ns3"] = soft
         task = asyncio.create_task(router.run(stop))
@@ -195,7 +94,7 @@ def test_a_restart_changes_nothing_it_waits_for_every_verdict() -> None:
 
 def test_stopping_leaves_the_routes_as_they_are(caplog: pytest.LogCaptureFixture) -> None:
     async def go() -> None:
-        router, frr, _, _ = make()
+        router, frr, _, _ = make_router()
         stop = asyncio.Event()
         task = asyncio.create_task(router.run(stop))
         await until(lambda: frr.routes(TAG) == via("ns1", "ns2", "ns3"), "every route")
@@ -211,7 +110,7 @@ def test_stopping_leaves_the_routes_as_they_are(caplog: pytest.LogCaptureFixture
 
 def test_when_every_server_fails_the_last_healthy_set_stays_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
     async def go() -> None:
-        router, frr, prober, _ = make()
+        router, frr, prober, _ = make_router()
         await rounds(router, prober, 2)
         prober.now["ns3"] = hard
         await rounds(router, prober)
@@ -240,7 +139,7 @@ def test_when_every_server_fails_the_last_healthy_set_stays_and_says_so(caplog: 
 
 def test_the_withdraw_policy_removes_every_route() -> None:
     async def go() -> None:
-        router, frr, prober, _ = make(config=parse_router(TEXT.replace("tag: 5353", "when_all_down: withdraw")))
+        router, frr, prober, _ = make_router(config=parse_router(TEXT.replace("tag: 5353", "when_all_down: withdraw")))
         await rounds(router, prober, 2)
         prober.now.update(ns1=hard, ns2=hard, ns3=hard)
         await rounds(router, prober)
@@ -255,7 +154,7 @@ def test_routes_it_does_not_own_are_never_touched(caplog: pytest.LogCaptureFixtu
     by_hand = Installed(next(iter(sorted(via("ns1"), key=StaticRoute.sort_key))), None)  # ns1's IPv4 route, untagged
 
     async def go() -> None:
-        router, frr, prober, _ = make(InMemoryRoutes([mine_stale, theirs, by_hand]))
+        router, frr, prober, _ = make_router(InMemoryRoutes([mine_stale, theirs, by_hand]))
         await rounds(router, prober, 2)
         assert theirs in frr.installed and by_hand in frr.installed
         assert mine_stale not in frr.installed
@@ -271,7 +170,7 @@ def test_routes_it_does_not_own_are_never_touched(caplog: pytest.LogCaptureFixtu
 
 def test_frr_failing_is_reported_with_its_words_and_repaired_later(caplog: pytest.LogCaptureFixture) -> None:
     async def go() -> None:
-        router, frr, prober, _ = make()
+        router, frr, prober, _ = make_router()
         frr.broken = "vtysh failed: staticd is not running"
         await rounds(router, prober, 2)
         assert router.status()["frr"]["problem"].startswith("cannot read FRR's static routes: vtysh failed: staticd")
@@ -287,23 +186,23 @@ def test_frr_failing_is_reported_with_its_words_and_repaired_later(caplog: pytes
 
 def test_a_refused_or_lost_change_is_retried_then_reported() -> None:
     async def go() -> None:
-        router, frr, prober, _ = make()
+        router, frr, prober, _ = make_router()
         frr.refuse_after = 2
         await rounds(router, prober, 2)
         assert len(frr.applied) == 3  # stopped at line 3 each time, two lines landed per attempt
         assert frr.routes(TAG) == via("ns1", "ns2", "ns3")  # 2 + 2 + 2 lines: done on the third attempt
-        router2, frr2, prober2, _ = make()
+        router2, frr2, prober2, _ = make_router()
         frr2.ignore = True
         await rounds(router2, prober2, 2)
         assert len(frr2.applied) == 3
-        assert "FRR does not hold what was asked: add 203.0.113.53/32 via 192.0.2.2" in router2.frr_problem
+        assert "FRR does not hold what was asked: add 203.0.113.53/32 via 192.0.2.2" in (router2.frr_problem or "")
 
     run(go)
 
 
 def test_draining_a_server_removes_its_routes_persists_and_waits_for_frr() -> None:
     async def go() -> None:
-        router, frr, prober, store = make()
+        router, frr, prober, store = make_router()
         await rounds(router, prober, 2)
         syncer = asyncio.create_task(router._sync_loop())
         reply = await router.withdraw(WithdrawRequest(None, "kernel upgrade", "alice", True, 5, "ns2"), PEER)
@@ -319,8 +218,8 @@ def test_draining_a_server_removes_its_routes_persists_and_waits_for_frr() -> No
             False,
             "root (sudo by alice)",
         )
-        reply = await router.announce(AnnounceRequest(None, "ns2"))
-        assert reply == AnnounceReply(("ns2",), ())
+        announced = await router.announce(AnnounceRequest(None, "ns2"))
+        assert announced == AnnounceReply(("ns2",), ())
         await rounds(router, prober, 2)
         assert frr.routes(TAG) == via("ns1", "ns2", "ns3") and "ns2" not in store.drained
         router._stopping = True
@@ -332,7 +231,7 @@ def test_draining_a_server_removes_its_routes_persists_and_waits_for_frr() -> No
 
 def test_draining_the_last_server_warns_that_the_service_has_no_route() -> None:
     async def go() -> None:
-        router, frr, prober, _ = make()
+        router, frr, prober, _ = make_router()
         await rounds(router, prober, 2)
         prober.now.update(ns1=hard, ns2=hard)
         await rounds(router, prober)
@@ -360,7 +259,7 @@ CONTROL_MISTAKES = [
 @pytest.mark.parametrize(("request_", "expected"), CONTROL_MISTAKES, ids=[c[1][:30] for c in CONTROL_MISTAKES])
 def test_control_mistakes_are_refused_and_change_nothing(request_: Any, expected: str) -> None:
     async def go() -> None:
-        router, _, _, store = make()
+        router, _, _, store = make_router()
         with pytest.raises(ControlError, match=expected.replace("(", r"\(").replace(")", r"\)")):
             await router.handle(request_, PEER)
         assert router.maintenance == {} and store.saves == 0
@@ -371,7 +270,7 @@ def test_control_mistakes_are_refused_and_change_nothing(request_: Any, expected
 def test_a_persisted_drain_holds_from_the_start_and_announce_all_lifts_it() -> None:
     async def go() -> None:
         store = InMemoryStore({"ns1": Maintenance("rack move", "bob", 1.0)})
-        router, frr, prober, _ = make(store=store)
+        router, frr, prober, _ = make_router(store=store)
         router.restore_maintenance()
         await rounds(router, prober, 2)
         assert frr.routes(TAG) == via("ns2", "ns3")
@@ -385,7 +284,7 @@ def test_a_persisted_drain_holds_from_the_start_and_announce_all_lifts_it() -> N
 
 def test_an_unreadable_state_file_drains_every_server() -> None:
     async def go() -> None:
-        router, frr, prober, _ = make(store=InMemoryStore(broken="maintenance.json: not JSON"))
+        router, frr, prober, _ = make_router(store=InMemoryStore(broken="maintenance.json: not JSON"))
         router.restore_maintenance()
         await rounds(router, prober, 2)
         assert frr.routes(TAG) == set() and router.status()["problem"] == "maintenance.json: not JSON"
@@ -396,7 +295,7 @@ def test_an_unreadable_state_file_drains_every_server() -> None:
 
 def test_check_probes_every_server_and_changes_nothing() -> None:
     async def go() -> None:
-        router, frr, prober, _ = make()
+        router, frr, prober, _ = make_router()
         prober.now["ns2"] = hard
         reply = await router.handle(CheckRequest("dns"), PEER)
         assert isinstance(reply, CheckReply)
@@ -408,7 +307,7 @@ def test_check_probes_every_server_and_changes_nothing() -> None:
 
 def test_anycastctl_against_a_router_status_drain_and_check(tmp_path: Path) -> None:
     """The real CLI, as a subprocess, against a Router served on a real control socket."""
-    router, frr, prober, _ = make()
+    router, frr, prober, _ = make_router()
     with Served(tmp_path / "control.sock", router) as served:  # type: ignore[arg-type]
 
         def on_loop(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -460,7 +359,7 @@ def test_a_kernel_fib_that_lost_a_nexthop_zebra_claims_is_reported_and_repaired(
     async def go() -> None:
         frr = InMemoryRoutes()
         fib = MirrorFib(frr)
-        router, _, prober, _ = make(frr, fib=fib)
+        router, _, prober, _ = make_router(frr, fib=fib)
         await rounds(router, prober, 2)
         assert router.divergence == [] and router.status()["frr"]["kernel_agrees"] is True
         fib.lose = {"192.0.2.10"}  # what FRR 8.4 did after a link flap
@@ -488,7 +387,7 @@ def test_an_unreadable_kernel_fib_is_reported_not_repaired() -> None:
         frr = InMemoryRoutes()
         fib = InMemoryFib()
         fib.broken = "cannot read the kernel's routes: permission denied"
-        router, _, prober, _ = make(frr, fib=fib)
+        router, _, prober, _ = make_router(frr, fib=fib)
         await rounds(router, prober, 2)
         assert router.status()["frr"]["kernel_agrees"] is None
         assert router.status()["frr"]["fib_problem"] == fib.broken
@@ -501,7 +400,7 @@ def test_every_server_failing_in_one_round_keeps_every_route() -> None:
     """A common cause (a bad zone everywhere): the whole set stays, not the last server to fail."""
 
     async def go() -> None:
-        router, frr, prober, _ = make()
+        router, frr, prober, _ = make_router()
         await rounds(router, prober, 2)
         prober.now.update(ns1=hard)
         await rounds(router, prober)
@@ -522,7 +421,7 @@ def test_every_server_failing_in_one_round_keeps_every_route() -> None:
 
 def test_a_flapping_server_is_damped_and_announce_all_clears_it() -> None:
     async def go() -> None:
-        router, frr, prober, _ = make()
+        router, frr, prober, _ = make_router()
         await rounds(router, prober, 2)
         for _ in range(3):
             prober.now["ns1"] = hard
@@ -567,7 +466,7 @@ def test_udp_checks_run_on_the_engine_tcp_checks_as_tasks_and_an_engine_failure_
         return engines[-1]
 
     async def go() -> None:
-        router, _, prober, _ = make(config=parse_router(text))
+        router, _, prober, _ = make_router(config=parse_router(text))
         router.engine_factory = engine  # type: ignore[assignment]
         task = asyncio.ensure_future(router.run(asyncio.Event()))
         await until(lambda: bool(engines) and len(engines[0].added) == 3, "the engine's probes")

@@ -10,11 +10,8 @@ from pathlib import Path
 import pytest
 
 from anycastd.daemons.sdnotify import Notifier, supervise
+from tests.helpers import bring_up, make_router, make_sidecar, rounds
 from tests.unit.fake_time import FakeTime
-from tests.unit.test_router import make as make_router
-from tests.unit.test_router import rounds
-from tests.unit.test_sidecar import bring_up
-from tests.unit.test_sidecar import make as make_sidecar
 
 
 @pytest.fixture
@@ -157,7 +154,7 @@ def test_the_sidecar_is_ready_once_every_service_has_a_verdict_and_says_its_path
 
     async def go() -> None:
         assert not sidecar.ready()  # not started
-        sidecar._crashed = asyncio.get_running_loop().create_future()  # what run() sets once the loops run
+        sidecar.loops.arm()  # what run() does once the loops run
         assert not sidecar.ready()  # started, no verdict yet
         assert sidecar.summary() == "dns withdrawn (down)"
         await bring_up(sidecar, "dns")

@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import ipaddress
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -26,9 +26,9 @@ from anycastd.control.protocol import (
     WithdrawReply,
     WithdrawRequest,
 )
-from anycastd.core.attributes import RouteAttributes
-from anycastd.core.health import Outcome, State
-from anycastd.core.net import IPAddress
+from anycastd.core.attributes import PLAIN, RouteAttributes
+from anycastd.core.health import State
+from anycastd.core.net import IPAddress, IPNetwork
 from anycastd.daemons.sidecar import Sidecar
 from anycastd.daemons.skeleton import Liveness, Probe
 from anycastd.daemons.state import FileStore, InMemoryStore, Maintenance, MaintenanceStore
@@ -36,12 +36,8 @@ from anycastd.daemons.status import CheckStatus
 from anycastd.errors import AnnounceError, ConfigError
 from anycastd.watch.address import InMemoryAddresses
 from anycastd.watch.drain import InMemoryMeter
+from tests.helpers import GOOD, HARD, OK, SOFT, bring_up, make_sidecar
 from tests.unit.fake_time import FakeTime
-from tests.unit.test_config import GOOD
-
-OK = ProbeResult(Outcome.OK, "NOERROR in 1 ms", 0.001, "192.0.2.10")
-SOFT = ProbeResult(Outcome.FAIL, "timeout after 250 ms", None, "192.0.2.10")
-HARD = ProbeResult(Outcome.HARD_FAIL, "connection refused", None, "192.0.2.10")
 
 
 class ScriptedProber:
@@ -123,9 +119,9 @@ class FailingAnnouncer(InMemoryAnnouncer):
     async def set_announced(
         self,
         service: str,
-        prefixes: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network],
+        prefixes: Sequence[IPNetwork],
         announced: bool,
-        communities: Sequence[str] = (),
+        attributes: RouteAttributes = PLAIN,
     ) -> None:
         self.calls.append((service, announced))
         raise AnnounceError("ExaBGP went away")
@@ -163,44 +159,6 @@ TWO = (
 """
 )
 ROOT = Peer(pid=1, uid=0)
-
-
-class Probes:
-    """A prober that answers OK for every check; counts calls."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    async def probe(self, check: DnsCheck, service_addresses: Sequence[IPAddress]) -> ProbeResult:
-        self.calls += 1
-        return OK
-
-
-def make(
-    text: str = GOOD, store: InMemoryStore | None = None, meter: InMemoryMeter | None = None
-) -> tuple[Sidecar, InMemoryAnnouncer, InMemoryStore, FakeTime]:
-    fake = FakeTime()
-    announcer = InMemoryAnnouncer()
-    store = store if store is not None else InMemoryStore()
-    sidecar = Sidecar(
-        parse(text, "anycastd.yaml"),
-        announcer,
-        InMemoryAddresses(),
-        Probes(),
-        Liveness(fake.clock),
-        store=store,
-        meter=meter or InMemoryMeter(),
-        clock=fake.clock,
-        wall=lambda: 1795000000.0 + fake.now,
-        sleep=fake.sleep,
-    )
-    return sidecar, announcer, store, fake
-
-
-async def bring_up(sidecar: Sidecar, name: str) -> None:
-    service = sidecar.config.service(name)
-    for _ in range(service.checks[0].rise):
-        await sidecar.apply(service, sidecar.health[name].feed(0, OK.for_health(), sidecar.clock()))
 
 
 async def feed(sidecar: Sidecar, name: str, result: ProbeResult) -> None:
@@ -241,7 +199,7 @@ def test_a_nonsensical_state_file_is_moved_aside_and_its_withdrawal_persisted(tm
 
 def test_withdraw_persists_who_and_why_then_announce_lifts_it() -> None:
     async def go() -> None:
-        sidecar, announcer, store, _ = make()
+        sidecar, announcer, store, _ = make_sidecar()
         await bring_up(sidecar, "dns")
         assert announcer.calls == [("dns", True)]
         reply = await sidecar.handle(WithdrawRequest("dns", "kernel upgrade", "alice"), ROOT)
@@ -269,7 +227,7 @@ def test_withdraw_persists_who_and_why_then_announce_lifts_it() -> None:
 
 def test_a_drain_that_cannot_be_saved_still_withdraws_and_warns() -> None:
     async def go() -> None:
-        sidecar, announcer, store, _ = make()
+        sidecar, announcer, store, _ = make_sidecar()
         await bring_up(sidecar, "dns")
         store.broken = "disk full"
         reply = await sidecar.handle(WithdrawRequest(None, "x"), ROOT)
@@ -284,7 +242,7 @@ def test_a_drain_that_cannot_be_saved_still_withdraws_and_warns() -> None:
 
 
 def test_unknown_service_names_the_configured_ones() -> None:
-    sidecar, _, _, _ = make(TWO)
+    sidecar, _, _, _ = make_sidecar(TWO)
     with pytest.raises(ControlError, match=r"no service 'dsn' \(configured: dns, ntp\)"):
         asyncio.run(sidecar.handle(WithdrawRequest("dsn", "typo"), ROOT))
     assert sidecar.maintenance == {}
@@ -292,8 +250,8 @@ def test_unknown_service_names_the_configured_ones() -> None:
 
 def test_withdraw_wait_reports_the_measured_drain() -> None:
     async def go() -> None:
-        counts = itertools.chain([100, 140, 141], itertools.repeat(141))
-        sidecar, _, _, fake = make(meter=InMemoryMeter(lambda _: next(counts)))
+        counts: Iterator[int] = itertools.chain([100, 140, 141], itertools.repeat(141))
+        sidecar, _, _, fake = make_sidecar(meter=InMemoryMeter(lambda _: next(counts)))
         await bring_up(sidecar, "dns")
         started = fake.now
         reply = await sidecar.handle(WithdrawRequest("dns", "x", wait=True), ROOT)
@@ -312,7 +270,7 @@ def test_withdraw_wait_reports_the_measured_drain() -> None:
 
 def test_check_probes_now_without_moving_the_state() -> None:
     async def go() -> None:
-        sidecar, _, _, _ = make()
+        sidecar, _, _, _ = make_sidecar()
         reply = await sidecar.handle(CheckRequest("dns"), ROOT)
         assert isinstance(reply, CheckReply)
         assert reply.checks[0].ok is True and reply.checks[0].latency_ms == 1.0
@@ -323,7 +281,7 @@ def test_check_probes_now_without_moving_the_state() -> None:
 
 def test_reload_keeps_unchanged_services_and_restarts_changed_ones() -> None:
     async def go() -> None:
-        sidecar, announcer, _, _ = make(TWO)
+        sidecar, announcer, _, _ = make_sidecar(TWO)
         await bring_up(sidecar, "dns")
         await bring_up(sidecar, "ntp")
         calls = len(announcer.calls)
@@ -347,7 +305,7 @@ def test_reload_keeps_unchanged_services_and_restarts_changed_ones() -> None:
 
 def test_a_reload_that_changes_only_bgp_attributes_re_announces_without_a_flap() -> None:
     async def go() -> None:
-        sidecar, announcer, _, _ = make(GOOD)
+        sidecar, announcer, _, _ = make_sidecar(GOOD)
         await bring_up(sidecar, "dns")
         calls = len(announcer.calls)
         steer = GOOD.replace(
@@ -365,7 +323,7 @@ def test_a_reload_that_changes_only_bgp_attributes_re_announces_without_a_flap()
 
 def test_reload_refuses_what_only_a_restart_can_do_and_changes_nothing() -> None:
     async def go() -> None:
-        sidecar, announcer, _, _ = make(TWO)
+        sidecar, announcer, _, _ = make_sidecar(TWO)
         await bring_up(sidecar, "dns")
         before = sidecar.config
         with pytest.raises(ConfigError) as info:
@@ -378,7 +336,7 @@ def test_reload_refuses_what_only_a_restart_can_do_and_changes_nothing() -> None
 
 def test_metrics_read_the_live_state() -> None:
     async def go() -> bytes:
-        sidecar, _, _, _ = make()
+        sidecar, _, _, _ = make_sidecar()
         await bring_up(sidecar, "dns")
         sidecar.metrics.probe("dns", 0, True, "ok", 0.0007)
         sidecar.metrics.probe("dns", 0, False, "timeout", None)
@@ -417,7 +375,7 @@ def test_graceful_shutdown_keeps_the_failing_path_tagged_and_stopping_withdraws_
 
 def test_status_and_metrics_show_the_tagged_path_and_the_damping_penalty() -> None:
     async def go() -> None:
-        sidecar, announcer, _, _ = make(GSHUT)
+        sidecar, announcer, _, _ = make_sidecar(GSHUT)
         await bring_up(sidecar, "dns")
         await feed(sidecar, "dns", HARD)
         svc = sidecar.status("dns")["services"][0]
@@ -435,7 +393,7 @@ def test_status_and_metrics_show_the_tagged_path_and_the_damping_penalty() -> No
 
 def test_a_flapping_resolver_is_suppressed_and_announce_clears_it() -> None:
     async def go() -> None:
-        sidecar, announcer, _, _ = make()
+        sidecar, announcer, _, _ = make_sidecar()
         await bring_up(sidecar, "dns")
         for _ in range(3):
             await feed(sidecar, "dns", HARD)
@@ -508,7 +466,7 @@ def test_a_trigger_wakes_a_probe_and_status_names_the_detection_method() -> None
 
 
 def test_without_triggers_status_says_the_checks_are_polled_and_why() -> None:
-    sidecar, _, _, _ = make()
+    sidecar, _, _, _ = make_sidecar()
     for service in sidecar.config.services:
         assert sidecar.triggers.watch(
             Probe("x", 0, service.checks[0], (), sidecar.health[service.name], CheckStatus())

@@ -119,7 +119,7 @@ def run_bpf(program: bytes, packet: bytes) -> int:
         elif code == 0x15:  # jeq #k
             pc += jt if a == k else jf
         elif code == 0x06:  # ret #k
-            return k
+            return int(k)
         else:
             raise AssertionError(f"unexpected instruction {code:#x}")
         pc += 1

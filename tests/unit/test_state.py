@@ -87,7 +87,8 @@ def test_an_unwritable_directory_is_an_error_and_the_old_file_stays(tmp_path: Pa
 
 def test_a_fifo_or_a_directory_is_not_read_and_is_moved_aside(tmp_path: Path) -> None:
     fifo, directory = tmp_path / "a", tmp_path / "b"
-    fifo.mkdir(), directory.mkdir()
+    fifo.mkdir()
+    directory.mkdir()
     os.mkfifo(fifo / FILE_NAME)  # nobody writes to it: opening it must not wait for a writer
     with pytest.raises(StateError, match=r"a FIFO \(named pipe\), not a regular file; moved aside"):
         FileStore(fifo).load()

@@ -26,12 +26,13 @@ from hypothesis import strategies as st
 from anycastd.announce.exabgp import route_words
 from anycastd.announce.exabgp_config import helper_argv, render_config
 from anycastd.announce.frr import no_route_command, parse_running_config, route_command
-from anycastd.config.sidecar import ConfigError, parse
+from anycastd.config.sidecar import parse
 from anycastd.core.attributes import RouteAttributes
 from anycastd.core.routes import StaticRoute
 from anycastd.core.syntax import exabgp_comment, exabgp_problem, exabgp_word, nft_word, vtysh_command, vtysh_word
+from anycastd.errors import ConfigError
 from anycastd.watch.nft_meter import nft_ruleset
-from tests.unit.test_config import GOOD
+from tests.helpers import GOOD
 
 log.init(getenv())
 

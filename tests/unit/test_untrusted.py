@@ -13,7 +13,7 @@ from anycastd import untrusted
 from anycastd.cli.anycastd import main
 from anycastd.config import yamlfile
 from anycastd.errors import ConfigError
-from tests.unit.test_config import GOOD
+from tests.helpers import GOOD
 
 
 @pytest.mark.parametrize(
