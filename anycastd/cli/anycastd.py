@@ -37,7 +37,7 @@ from anycastd.untrusted import UntrustedFileError, read_file
 from anycastd.watch.address import NetlinkAddresses
 from anycastd.watch.fib import NetlinkFib
 from anycastd.watch.nft_meter import NftablesMeter
-from anycastd.watch.sockdiag import SocketWatch
+from anycastd.watch.triggers import SocketWatch
 
 log = logging.getLogger("anycastd")
 

@@ -87,7 +87,7 @@ from anycastd.daemons.status import CheckStatus, StatusWriter, probe_outcome
 from anycastd.errors import AddressError, AnnounceError, ConfigError
 from anycastd.watch.address import Addresses
 from anycastd.watch.drain import DrainReport, TrafficMeter, Verdict, wait_quiet
-from anycastd.watch.sockdiag import Polling, Triggers
+from anycastd.watch.triggers import Polling, Triggers
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class Sidecar:
         self.flaps = flaps
         #: BFD for the neighbors that ask for it (anycastd.announce.bfdd), None when none does.
         self.bfd = bfd
-        #: What wakes a probe before its time (anycastd.watch.sockdiag); by default nothing does.
+        #: What wakes a probe before its time (anycastd.watch.triggers); by default nothing does.
         self.triggers: Triggers = triggers or Polling("no event source was given")
         self.announcer = announcer
         self.addresses = addresses

@@ -35,7 +35,7 @@ class CheckStatus:
     last_at: float | None = None
     probes: int = 0
     failures: int = 0
-    woken: int = 0  # probes an event brought forward (anycastd.watch.sockdiag)
+    woken: int = 0  # probes an event brought forward (anycastd.watch.triggers)
     confirming: int = 0  # probes that confirmed a failure, with the shorter timeout
     #: How a failure is noticed: "polling", or an event source; and, when polling, why no events.
     detection: str = "polling"

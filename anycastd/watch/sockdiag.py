@@ -23,31 +23,24 @@ then grows: ``Watcher.sample`` looks up the socket a query to each watched
 address would reach (one sock_diag request, not a dump) and reports a queue
 that stayed non-empty without shrinking between two samples.
 
-Nothing here judges the resolver. An event only wakes its check's probe
-(anycastd.daemons.skeleton); the verdict comes from the probes, as always. Where
-the watch cannot be set up (no permission, an old kernel), the daemon keeps
-polling and says why in its status.
+This module is the kernel's side only: the netlink codec, the BPF filter that
+lets only watched listeners' destruction through, and ``Watcher``, the socket
+(no asyncio). Which probe an event wakes, and when the queues are sampled, is
+anycastd.watch.triggers.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import ctypes
 import errno
 import ipaddress
 import logging
 import socket
 import struct
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
 
-from anycastd.config.schema import DnsCheck
 from anycastd.core.net import IPAddress
-
-if TYPE_CHECKING:
-    from anycastd.daemons.skeleton import Probe
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +59,6 @@ GROUPS = {
     (socket.AF_INET6, socket.IPPROTO_UDP): 4,
 }
 NOCOOKIE = 0xFFFFFFFF
-#: How often the receive queues are sampled while every one is empty. A probe round (``SocketWatch.tick``)
-#: samples them when the last sample is at least 0.9 of this old: the daemon is awake anyway. A timer
-#: samples them 1.05 of this after the last sample, so that a probe interval longer than this (the
-#: default, 0.2 s) still has them sampled this often, and one of this length never wakes for it: a
-#: wake-up, not the lookup (about 7 us), is what a sample costs (bench/triggers.py).
-SAMPLE_IDLE = 0.1
-#: ... and while one holds a query: a queue that has not shrunk by the next sample is stuck.
-SAMPLE_BUSY = 0.01
-#: The detection method status shows for a watched probe.
-METHOD = "sock_diag: socket destroyed, receive queue stuck"
-
 _NLMSGHDR = struct.Struct("=IHHII")
 # struct inet_diag_req_v2: family, protocol, ext, pad, states; then inet_diag_sockid.
 _REQ = struct.Struct("=BBBxI")
@@ -303,163 +285,3 @@ def _events(data: bytes) -> Iterator[SocketInfo]:
         if isinstance(item, SocketInfo):
             yield item
             yield SocketInfo(item.family, socket.IPPROTO_TCP, item.local, item.port, item.remote_port, 0, item.inode)
-
-
-def queues_of(check: DnsCheck, service_addresses: Iterable[IPAddress]) -> tuple[Endpoint, ...]:
-    """The sockets whose receive queue can show a frozen resolver before the probe does: those the
-    clients' queries reach, the service addresses'. Only the probes go to the admin address, and a
-    probe waiting there says nothing its own timeout does not; it is watched only without a service
-    address. Probed or not, a service address's socket holds the clients' queries."""
-    service = [a for a in service_addresses if a != check.address]
-    if check.protocol == "tcp":
-        return ()
-    return tuple(Endpoint(a, check.port, socket.IPPROTO_UDP) for a in service or [check.address])
-
-
-def endpoints_of(check: DnsCheck, service_addresses: Iterable[IPAddress]) -> tuple[Endpoint, ...]:
-    """The resolver's sockets a probe of ``check`` reaches: its address and, if it probes them, the service's."""
-    protocol = socket.IPPROTO_TCP if check.protocol == "tcp" else socket.IPPROTO_UDP
-    addresses = [check.address]
-    if check.probe_service_addresses:
-        addresses += [a for a in service_addresses if a != check.address]
-    return tuple(Endpoint(a, check.port, protocol) for a in addresses)
-
-
-class Triggers(Protocol):
-    """Wakes probes when something suggests their resolver changed; says how each probe is watched."""
-
-    def watch(self, probe: Probe) -> tuple[str, str | None]:
-        """Start watching for ``probe``: (the detection method, why only polling if so)."""
-        ...
-
-    def forget(self, probe: Probe) -> None: ...
-
-    def tick(self) -> None:
-        """A probe is about to run: the daemon is awake anyway."""
-        ...
-
-    def close(self) -> None: ...
-
-
-class Polling:
-    """No events: the probes' schedule alone (the router side, whose resolvers are on other hosts)."""
-
-    def __init__(self, why: str) -> None:
-        self.why = why
-
-    def watch(self, probe: Probe) -> tuple[str, str | None]:
-        return "polling", self.why
-
-    def forget(self, probe: Probe) -> None:
-        pass
-
-    def tick(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class SocketWatch:
-    """The sidecar's triggers: sock_diag events and receive-queue samples wake the probes they concern.
-
-    The watch opens on the first probe. If sock_diag cannot be used, every probe polls, and its
-    status says why. While every queue is empty they are sampled about every ``idle`` seconds,
-    by a probe round when one comes (``tick``: the daemon is awake then anyway), else by a timer;
-    while one holds a query, every ``busy`` seconds, by the timer. A queue that sticks is then
-    seen within ``1.05 idle + busy``, and with probes every ``idle`` seconds an idle daemon is
-    woken by nothing more than its probes. A stuck queue wakes a probe at most
-    once per ``check.timeout``, and hurries it (``Probe.hurry``): the clients' queries are
-    already waiting, so the probe waits only a confirming probe's timeout, and a probe in
-    flight that would wait the full one is abandoned for it (anycastd.daemons.skeleton). The verdict
-    is still the probes', not a stream of wake-ups.
-    """
-
-    def __init__(
-        self,
-        clock: Callable[[], float],
-        idle: float = SAMPLE_IDLE,
-        busy: float = SAMPLE_BUSY,
-        make: Callable[[], Watcher] = Watcher,
-    ) -> None:
-        self.clock = clock
-        self.idle, self.busy = idle, busy
-        self.make = make
-        self.watcher: Watcher | None = None
-        self.problem: str | None = None
-        self.probes: dict[str, tuple[Probe, tuple[Endpoint, ...]]] = {}  # by Probe.key
-        self.queues: dict[str, tuple[Endpoint, ...]] = {}  # the sockets sampled for each probe
-        self._woken_at: dict[str, float] = {}
-        self._timer: asyncio.TimerHandle | None = None  # the next sample, should no probe round come first
-        self._busy = False  # a queue held a query at the last sample: the timer samples every ``busy``
-        self._sampled_at = -1e9
-
-    def watch(self, probe: Probe) -> tuple[str, str | None]:
-        if self.watcher is None and self.problem is None:
-            try:
-                self.watcher = self.make()
-            except DiagError as exc:
-                self.problem = str(exc)
-                log.warning("%s; failures are found by polling alone", exc)
-            else:
-                asyncio.get_running_loop().add_reader(self.watcher.fileno(), self._on_events)
-        if self.watcher is None:
-            return "polling", self.problem
-        if probe.wake is None:
-            probe.wake = asyncio.Event()
-        self.probes[probe.key] = (probe, endpoints_of(probe.check, probe.service_addresses))
-        self.queues[probe.key] = queues_of(probe.check, probe.service_addresses)
-        try:
-            self.watcher.listen_to({e.port for e in self._all()})
-        except OSError as exc:  # unfiltered: every socket destroyed wakes the daemon, which still works
-            log.warning("sock_diag: cannot filter the events in the kernel (%s); each is filtered here", exc)
-        return METHOD, None
-
-    def forget(self, probe: Probe) -> None:
-        self.probes.pop(probe.key, None)
-        self.queues.pop(probe.key, None)
-        self._woken_at.pop(probe.key, None)
-
-    def _all(self) -> set[Endpoint]:
-        return {e for _, endpoints in self.probes.values() for e in endpoints}
-
-    def _on_events(self) -> None:
-        assert self.watcher is not None
-        gone = self.watcher.destroyed(self._all())
-        for probe, endpoints in self.probes.values():
-            if gone.intersection(endpoints):
-                log.debug("%s: the resolver's socket was destroyed: probing now", probe.key)
-                assert probe.wake is not None
-                probe.wake.set()
-
-    def tick(self) -> None:
-        # a probe interval a little shorter than ``idle`` (a schedule's jitter) still samples every round
-        idle_again = self.clock() - self._sampled_at >= self.idle * 0.9
-        if self.watcher is not None and not self._busy and idle_again:
-            self._sample()
-
-    def _sample(self) -> None:
-        assert self.watcher is not None
-        if self._timer is not None:
-            self._timer.cancel()
-        self._sampled_at = self.clock()
-        stuck = set(self.watcher.sample({e for queues in self.queues.values() for e in queues}))
-        now = self.clock()
-        for probe, _ in self.probes.values():
-            due = now - self._woken_at.get(probe.key, -1e9) >= probe.check.timeout
-            if due and stuck.intersection(self.queues[probe.key]):
-                log.debug("%s: the resolver's receive queue is not shrinking: probing now", probe.key)
-                self._woken_at[probe.key] = now
-                probe.hurry()
-        self._busy = self.watcher.holding
-        every = self.busy if self._busy else self.idle * 1.05
-        self._timer = asyncio.get_running_loop().call_later(every, self._sample)
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        if self.watcher is not None:
-            with contextlib.suppress(RuntimeError, ValueError):
-                asyncio.get_running_loop().remove_reader(self.watcher.fileno())
-            self.watcher.close()
-            self.watcher = None

@@ -11,7 +11,7 @@ import os
 import signal
 from typing import Any
 
-from anycastd.watch.sockdiag import METHOD
+from anycastd.watch.triggers import METHOD
 from anycastd_lab.bgp import BgpLab
 from anycastd_lab.daemons import anycastd_key
 from anycastd_lab.topology import SERVICE_V4, SERVICE_V6, Server, wait_until

@@ -36,6 +36,7 @@ from anycastd.daemons.status import CheckStatus
 from anycastd.errors import AnnounceError, ConfigError
 from anycastd.watch.address import InMemoryAddresses
 from anycastd.watch.drain import InMemoryMeter
+from anycastd.watch.triggers import Watched
 from tests.helpers import GOOD, HARD, OK, SOFT, bring_up, make_sidecar
 from tests.unit.fake_time import FakeTime
 
@@ -421,13 +422,13 @@ class Triggered:
     def tick(self) -> None:
         self.ticks += 1
 
-    def watch(self, probe: Probe) -> tuple[str, str | None]:
+    def watch(self, probe: Watched) -> tuple[str, str | None]:
         self.watched.append(probe.key)
         probe.wake = asyncio.Event()
         probe.wake.set()
         return "test events", None
 
-    def forget(self, probe: Probe) -> None:
+    def forget(self, probe: Watched) -> None:
         self.forgotten.append(probe.key)
 
     def close(self) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import ipaddress
 import socket
 import struct
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 import pytest
 
@@ -15,20 +15,17 @@ from anycastd.core.health import ServiceHealth, Thresholds
 from anycastd.daemons.skeleton import Probe
 from anycastd.daemons.status import CheckStatus
 from anycastd.watch.sockdiag import (
-    METHOD,
     NLMSG_ERROR,
     SOCK_DIAG_BY_FAMILY,
     DiagError,
     Endpoint,
     SocketInfo,
-    SocketWatch,
     Watcher,
-    endpoints_of,
     listener_filter,
     lookup_request,
     parse_messages,
-    queues_of,
 )
+from anycastd.watch.triggers import METHOD, Cadence, SocketWatch, endpoints_of, queues_of
 
 UDP, TCP = socket.IPPROTO_UDP, socket.IPPROTO_TCP
 A = ipaddress.ip_address("192.0.2.10")
@@ -205,30 +202,83 @@ def test_a_destroyed_socket_wakes_the_probes_that_reach_it_and_no_other() -> Non
     asyncio.run(go())
 
 
+class FakeTimers:
+    """The event loop's call_later on a fake clock: nothing runs until the test says the time has come."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.pending: list[tuple[float, Callable[[], None], FakeTimer]] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> FakeTimer:
+        timer = FakeTimer(self.now + delay)
+        self.pending.append((timer.when, callback, timer))
+        return timer
+
+    def next_at(self) -> float:
+        """When the one timer set runs (the watch keeps one at a time)."""
+        live = [when for when, _, timer in self.pending if not timer.cancelled]
+        assert len(live) == 1, live
+        return round(live[0] - self.now, 6)
+
+    def advance(self, to: float) -> None:
+        """Move the clock to ``to``, running each timer due on the way, at its own time."""
+        while True:
+            due = sorted((w, i) for i, (w, _, timer) in enumerate(self.pending) if not timer.cancelled and w <= to)
+            if not due:
+                break
+            when, i = due[0]
+            _, callback, _ = self.pending.pop(i)
+            self.now = when
+            callback()
+        self.now = to
+
+
+class FakeTimer:
+    def __init__(self, when: float) -> None:
+        self.when = when
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
 def test_a_stuck_queue_wakes_its_probe_once_per_timeout() -> None:
     async def go() -> list[float]:
-        fake = FakeWatcher()
-        now = [0.0]
-        watch = SocketWatch(lambda: now[0], idle=0.001, busy=0.001, make=lambda: fake)
-        probe = _probe("dns/checks[0]", DnsCheck(A, timeout=0.15))
+        fake, timers = FakeWatcher(), FakeTimers()
+        # binary fractions of a second, so that the fake clock adds up exactly
+        watch = SocketWatch(timers.clock, idle=0.125, busy=0.0625, make=lambda: fake, call_later=timers.call_later)
+        probe = _probe("dns/checks[0]", DnsCheck(A, timeout=0.25))
         watch.watch(probe)
         assert probe.wake is not None
         fake.stuck = [Endpoint(S4, 53, UDP)]  # the service address's socket: the clients' queries
-        watch.tick()  # a probe round samples; a queue holding queries is sampled again every ``busy``
+        watch.tick()  # a probe round samples; a queue holding queries is then sampled every ``busy``
         woken = []
-        for step in range(40):  # 40 samples over 0.4 s of the watch's clock
-            now[0] = step * 0.01
-            await asyncio.sleep(0.002)
+        for step in range(1, 11):  # 0.625 s of the watch's clock, looked at every busy sample
             if probe.wake.is_set():
                 assert probe.urgent  # the clients' queries wait: the probe waits a confirming probe's timeout
-                woken.append(now[0])
+                woken.append(timers.now)
                 probe.wake.clear()
                 probe.urgent = False
+            timers.advance(step * 0.0625)
         watch.close()
         return woken
 
-    woken = asyncio.run(go())
-    assert woken == pytest.approx([0.0, 0.15, 0.3])
+    assert asyncio.run(go()) == [0.0, 0.25, 0.5]
+
+
+def test_the_cadence_is_a_function_of_the_clock_and_the_last_finding() -> None:
+    cadence = Cadence(idle=10.0, busy=1.0)
+    assert cadence.round_samples(0.0)  # never sampled
+    assert cadence.sampled(0.0, holding=False) == 10.5  # empty: the timer samples 1.05 idle later
+    assert not cadence.round_samples(8.9) and cadence.round_samples(9.0)  # a round within 0.9 idle does not
+    assert cadence.sampled(9.0, holding=True) == 1.0  # a queue holds a query: every ``busy``, by the timer
+    assert not cadence.round_samples(100.0)  # while busy, rounds add nothing
+    assert cadence.sampled(10.0, holding=False) == 10.5
+    check = DnsCheck(A, timeout=0.15)
+    assert Cadence.wakes(None, 0.0, check) and not Cadence.wakes(0.0, 0.149, check) and Cadence.wakes(0.0, 0.15, check)
 
 
 def test_without_sock_diag_every_probe_polls_and_says_why() -> None:
@@ -249,38 +299,36 @@ def test_without_sock_diag_every_probe_polls_and_says_why() -> None:
 
 def test_idle_queues_are_sampled_by_probe_rounds_or_a_timer_and_busy_ones_by_the_timer() -> None:
     async def go() -> list[object]:
-        fake = FakeWatcher()
-        now = [0.0]
+        fake, timers = FakeWatcher(), FakeTimers()
         samples: list[float] = []
-        fake.sample = lambda endpoints: samples.append(now[0]) or []  # type: ignore[method-assign,func-returns-value]
-        watch = SocketWatch(lambda: now[0], idle=10.0, busy=1.0, make=lambda: fake)
+
+        def sample(endpoints: Collection[Endpoint]) -> list[Endpoint]:
+            samples.append(timers.now)
+            return []
+
+        fake.sample = sample  # type: ignore[method-assign]
+        watch = SocketWatch(timers.clock, idle=10.0, busy=1.0, make=lambda: fake, call_later=timers.call_later)
         watch.watch(_probe("dns/checks[0]", DnsCheck(A)))
-        loop = asyncio.get_running_loop()
-
-        def timer() -> float:
-            assert watch._timer is not None
-            return round(watch._timer.when() - loop.time(), 3)
-
         seen: list[object] = []
         watch.tick()  # a probe round: sampled; all empty: the timer would sample 1.05 idle later
-        seen += [list(samples), timer()]
-        now[0] = 5.0
+        seen += [list(samples), timers.next_at()]
+        timers.advance(5.0)
         watch.tick()  # another round, within 0.9 idle: not sampled again
         seen.append(len(samples))
-        now[0] = 9.5
+        timers.advance(9.5)
         fake.held = True
         watch.tick()  # 0.95 idle: this round samples instead of the timer; a queue holds a query
-        seen += [len(samples), timer()]
+        seen += [len(samples), timers.next_at()]
         watch.tick()  # busy: the timer samples every ``busy``; a probe round adds nothing
         seen.append(len(samples))
-        watch._sample()  # the busy timer fires; still holding
+        timers.advance(10.5)  # the busy timer fires; still holding
         fake.held = False
-        watch._sample()  # and again: empty now, back to the idle period
-        seen += [len(samples), timer()]
+        timers.advance(11.5)  # and again: empty now, back to the idle period
+        seen += [samples, timers.next_at()]
         watch.close()
         return seen
 
-    assert asyncio.run(go()) == [[0.0], 10.5, 1, 2, 1.0, 2, 4, 10.5]
+    assert asyncio.run(go()) == [[0.0], 10.5, 1, 2, 1.0, 2, [0.0, 9.5, 10.5, 11.5], 10.5]
 
 
 def test_a_watcher_forgets_the_queues_it_no_longer_samples() -> None:

@@ -34,7 +34,7 @@ def test_a_service_of_the_sidecar_and_a_server_of_the_router_share_every_health_
         assert (rout["version"], rout["mode"]) == (STATUS_VERSION, "router")
         service = side["services"][0]
         server = rout["services"][0]["servers"][0]
-        assert HEALTH_KEYS <= service.keys() and HEALTH_KEYS <= server.keys()
+        assert service.keys() >= HEALTH_KEYS and server.keys() >= HEALTH_KEYS
         assert set(service["checks"][0]) == set(server["checks"][0]) == CHECK_KEYS
         assert service["checks"][0]["address"] == "192.0.2.10"
         assert server["checks"][0]["address"] == "192.0.2.2"  # the server's admin address, not the template's
