@@ -28,7 +28,7 @@ from anycastd.checks.dns import ProbeResult
 from anycastd.config.router import RouterConfig, parse_router
 from anycastd.config.schema import DnsCheck
 from anycastd.config.sidecar import parse
-from anycastd.control.protocol import CheckRequest, ControlError, Peer, Reply, Request, StatusReply
+from anycastd.control.protocol import CheckRequest, ControlError, Reply, Request, StatusReply
 from anycastd.control.server import ControlServer
 from anycastd.core.health import Outcome
 from anycastd.core.net import IPAddress
@@ -38,6 +38,7 @@ from anycastd.daemons.sidecar import Sidecar
 from anycastd.daemons.skeleton import Liveness
 from anycastd.daemons.state import InMemoryStore
 from anycastd.errors import ConfigError
+from anycastd.peer import Peer
 from anycastd.watch.address import InMemoryAddresses
 from anycastd.watch.drain import InMemoryMeter
 from anycastd.watch.fib import InMemoryFib

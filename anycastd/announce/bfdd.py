@@ -44,7 +44,6 @@ import collections
 import contextlib
 import ipaddress
 import logging
-import signal
 import struct
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -61,6 +60,7 @@ from anycastd.announce.child import die_with_parent, own_user
 from anycastd.announce.frr import Vty
 from anycastd.config.sidecar import FRR_VTY_GROUP, BfdSettings, Config
 from anycastd.core.net import IPAddress
+from anycastd.core.supervision import ChildState, moved
 from anycastd.core.syntax import vtysh_command
 from anycastd.errors import AnnounceError
 from anycastd.untrusted import loads
@@ -258,7 +258,7 @@ class Bfdd:
         #: Each neighbor's session as bfdd last said; None until it has.
         self.sessions: dict[IPAddress, Session | None] = {n.address: None for n in config.bfd_neighbors}
         #: starting, up, unresponsive, restarting or stopped: what status and metrics show.
-        self.state = "starting"
+        self.state = ChildState.STARTING  # anycastd.core.supervision
         self.restarts = 0
         self.last_problem: str | None = None
         self.last_answer: float | None = None
@@ -301,7 +301,7 @@ class Bfdd:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._set_state("stopped")
+        self._set_state(ChildState.STOPPED)
 
     @property
     def pid(self) -> int | None:
@@ -309,7 +309,7 @@ class Bfdd:
 
     def session_states(self) -> dict[str, str]:
         """Each neighbor's BFD state, "unknown" while bfdd has not said (or is not answering)."""
-        answering = self.state == "up"
+        answering = self.state is ChildState.UP
         return {str(a): s.state if s is not None and answering else "unknown" for a, s in self.sessions.items()}
 
     def describe(self) -> dict[str, Any]:
@@ -328,7 +328,7 @@ class Bfdd:
                 "damping": flaps.get(str(address)),
             }
         return {
-            "state": self.state,
+            "state": str(self.state),
             "pid": self.pid,
             "restarts": self.restarts,
             "problem": self.last_problem,
@@ -343,10 +343,8 @@ class Bfdd:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _set_state(self, state: str) -> None:
-        if state != self.state:
-            log.info("bfdd: %s -> %s", self.state, state)
-            self.state = state
+    def _set_state(self, state: ChildState) -> None:
+        self.state = moved("bfdd", self.state, state)
 
     def command(self) -> list[str]:
         d = self.dir
@@ -387,7 +385,7 @@ class Bfdd:
                 log.info(
                     "started bfdd (pid %d) for BFD with %s", proc.pid, ", ".join(str(p.neighbor) for p in self.peers)
                 )
-                self._set_state("starting")
+                self._set_state(ChildState.STARTING)
                 watch = asyncio.gather(self._watch(proc), self._listen(proc))
                 assert proc.stdout is not None
                 async for raw in proc.stdout:
@@ -400,17 +398,13 @@ class Bfdd:
             if self._closing:
                 return
             self._forget_sessions()
-            self._set_state("restarting")
+            self._set_state(ChildState.RESTARTING)
             self.restarts += 1
             if loop.time() - started > 30:
                 attempt = 0
             attempt += 1
             delay = child.restart_delay(self._restart_wait, attempt)
-            why = (
-                "could not be started"
-                if code is None
-                else (f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}")
-            )
+            why = child.exit_text(code)
             log.warning(
                 "bfdd exited (%s): the router's BFD sessions go down and it resets their BGP sessions. "
                 "Restarting it in %.2f s. Its last words:\n  %s",
@@ -450,7 +444,7 @@ class Bfdd:
                         continue
                     self.last_problem = f"bfdd did not answer within {self.bound:g} s ({exc})"
                     log.error("%s; killing it (pid %d) and starting it again", self.last_problem, proc.pid)
-                    self._set_state("unresponsive")
+                    self._set_state(ChildState.UNRESPONSIVE)
                     with contextlib.suppress(ProcessLookupError):
                         proc.kill()
                     return
@@ -505,7 +499,7 @@ class Bfdd:
 
     def _update(self, said: dict[IPAddress, Session]) -> None:
         self.last_answer = time.time()
-        self._set_state("up")
+        self._set_state(ChildState.UP)
         for address in self.sessions:
             old = self.sessions[address]
             new = said.get(address)

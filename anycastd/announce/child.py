@@ -59,3 +59,12 @@ def restart_delay(wait: tenacity.wait.wait_base, attempt: int) -> float:
     state = tenacity.RetryCallState(tenacity.Retrying(), None, (), {})
     state.attempt_number = attempt
     return float(wait(state))
+
+
+def exit_text(code: int | None) -> str:
+    """How a child ended, for the log: its exit code, the signal that killed it, or that it never started."""
+    if code is None:
+        return "it could not be started"
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"

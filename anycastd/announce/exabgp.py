@@ -32,12 +32,13 @@ way of failing:
 Because the desired set lives here and every new helper connection starts
 from an empty ExaBGP, a restart can only ever announce what is healthy now.
 
-Why one module of about 530 lines: the process's lifecycle, the helper's
-connection, the heartbeat and the replay of the desired set share one state
-(which ExaBGP, which helper, what it has acknowledged), and every fail-closed
-rule above is a decision across all of them. Split apart, those rules would be
-read in three places. ExaBGP's configuration is written elsewhere
-(exabgp_config.py), and the helper is its own program (exabgp_helper.py).
+The process's lifecycle, the helper's connection, the heartbeat and the
+replay of the desired set share one state (which ExaBGP, which helper, what it
+has acknowledged), and every fail-closed rule above is a decision across all
+of them: they are this module. ExaBGP's words (the commands that take what it
+has to what is desired, its events and log lines) are anycastd.announce.exabgp_text,
+its state machine anycastd.core.supervision, its configuration exabgp_config.py,
+and the helper is its own program (exabgp_helper.py).
 """
 
 from __future__ import annotations
@@ -55,23 +56,31 @@ from typing import Any
 
 import tenacity
 
-from anycastd.announce import child, exabgp_helper, notification
+from anycastd.announce import child, exabgp_helper
 from anycastd.announce.child import die_with_parent, own_user
 from anycastd.announce.exabgp_config import render_config
+from anycastd.announce.exabgp_text import (
+    HEARTBEAT_COMMAND,
+    Ack,
+    SessionEvent,
+    hold_commands,
+    parse_event,
+    relay,
+    route_changes,
+    route_words,
+)
 from anycastd.config.sidecar import Config
-from anycastd.control.server import peer_of
 from anycastd.core.attributes import PLAIN, RouteAttributes
 from anycastd.core.clock import iso
 from anycastd.core.net import IPNetwork
-from anycastd.core.syntax import MAX_PREPEND, community, large_community
+from anycastd.core.supervision import ChildState, may, moved
 from anycastd.errors import AnnounceError
+from anycastd.peer import peer_of
 
 log = logging.getLogger(__name__)
 exabgp_log = logging.getLogger("anycastd.exabgp.process")
 
 ACK_TIMEOUT = 5.0
-#: An API comment: ExaBGP acknowledges it ("done") and does nothing else, so an answer proves its reactor runs.
-HEARTBEAT_COMMAND = "# anycastd heartbeat"
 
 
 def heartbeat_bounds(config: Config) -> tuple[float, float]:
@@ -186,8 +195,8 @@ class ExaBGPAnnouncer:
         self.connected = asyncio.Event()
         self.restarts = 0
         self.heartbeat_period, self.answer_bound = heartbeat_bounds(config)
-        #: starting, up, unresponsive, restarting or stopped: what status and metrics show.
-        self.state = "starting"
+        #: What status and metrics show (anycastd.core.supervision).
+        self.state = ChildState.STARTING
         #: Wall-clock time of ExaBGP's last answer to anything, and why it was last killed or lost.
         self.last_answer: float | None = None
         self.last_problem: str | None = None
@@ -241,21 +250,21 @@ class ExaBGPAnnouncer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
-        self._set_state("stopped")
+        self._set_state(ChildState.STOPPED)
 
     def sessions(self) -> dict[str, str]:
         return dict(self._sessions)
 
     def announced_prefixes(self) -> frozenset[IPNetwork]:
         helper = self._helper
-        if helper is None or self.state != "up":
+        if helper is None or self.state is not ChildState.UP:
             return frozenset()  # an ExaBGP that does not answer cannot be said to announce anything
         return frozenset(helper.sent)
 
     def announced_routes(self) -> dict[IPNetwork, RouteAttributes]:
         """What ExaBGP has confirmed it announces, each prefix with its attributes."""
         helper = self._helper
-        if helper is None or self.state != "up":
+        if helper is None or self.state is not ChildState.UP:
             return {}
         return dict(helper.sent)
 
@@ -263,7 +272,7 @@ class ExaBGPAnnouncer:
         return {
             "backend": "exabgp",
             "pid": self.pid,
-            "state": self.state,
+            "state": str(self.state),
             "last_answer": iso(self.last_answer) if self.last_answer is not None else None,
             "answer_bound": self.answer_bound,
             "problem": self.last_problem,
@@ -271,10 +280,8 @@ class ExaBGPAnnouncer:
             "connected": self._helper is not None,
         }
 
-    def _set_state(self, state: str) -> None:
-        if state != self.state:
-            log.info("ExaBGP: %s -> %s", self.state, state)
-            self.state = state
+    def _set_state(self, state: ChildState) -> None:
+        self.state = moved("ExaBGP", self.state, state)
 
     @property
     def pid(self) -> int | None:
@@ -312,7 +319,7 @@ class ExaBGPAnnouncer:
                 tail: collections.deque[str] = collections.deque()
             else:
                 log.info("started ExaBGP (pid %d)", self._process.pid)
-                self._set_state("starting")
+                self._set_state(ChildState.STARTING)
                 tail = collections.deque(maxlen=15)
                 assert self._process.stdout is not None
                 async for raw in self._process.stdout:
@@ -325,7 +332,7 @@ class ExaBGPAnnouncer:
                 code = await self._process.wait()
             if self._closing:
                 return
-            self._set_state("restarting")
+            self._set_state(ChildState.RESTARTING)
             self.restarts += 1
             if loop.time() - started > 30:
                 attempt = 0
@@ -333,7 +340,7 @@ class ExaBGPAnnouncer:
             delay = self._delay(attempt)
             log.warning(
                 "ExaBGP exited (%s); its sessions are closed. Restarting it in %.2f s. Its last words:\n  %s",
-                _exit_text(code),
+                child.exit_text(code),
                 delay,
                 "\n  ".join(tail) or "(none)",
             )
@@ -403,19 +410,17 @@ class ExaBGPAnnouncer:
 
     def _event(self, helper: _Helper, line: str) -> None:
         self.last_answer = time.time()
-        if line in ("done", "error"):
-            helper.acknowledge(line == "done")
-            return
-        words = line.split()
-        if len(words) >= 3 and words[0] == "neighbor" and words[2] in ("up", "down", "connected"):
-            old = self._sessions.get(words[1])
-            self._sessions[words[1]] = words[2]
-            if old != words[2]:
+        event = parse_event(line)
+        if isinstance(event, Ack):
+            helper.acknowledge(event.ok)
+        elif isinstance(event, SessionEvent):
+            old = self._sessions.get(event.neighbor)
+            self._sessions[event.neighbor] = event.state
+            if old != event.state:
                 level = logging.WARNING if old == "up" and not self._closing else logging.INFO
-                log.log(level, "BGP session with %s: %s -> %s%s", words[1], old, words[2], _detail(line))
+                log.log(level, "BGP session with %s: %s -> %s%s", event.neighbor, old, event.state, event)
                 self.on_session_change()
-            return
-        if line and not line.startswith("shutdown"):
+        elif line and not line.startswith("shutdown"):
             log.debug("from ExaBGP: %s", line)
 
     async def _heartbeat(self, helper: _Helper) -> None:
@@ -442,8 +447,8 @@ class ExaBGPAnnouncer:
             sent = loop.time()
             answer = asyncio.ensure_future(helper.command(HEARTBEAT_COMMAND, bound))
             done, _ = await asyncio.wait([answer], timeout=2 * self.heartbeat_period)
-            if not done and not helper.closed:
-                self._set_state("unresponsive")
+            if not done and not helper.closed and may(self.state, ChildState.UNRESPONSIVE):
+                self._set_state(ChildState.UNRESPONSIVE)
             try:
                 await answer
             except AckTimeout:
@@ -458,8 +463,8 @@ class ExaBGPAnnouncer:
                 return
             except AnnounceError:
                 return  # the helper went away; _on_helper deals with it
-            if helper is self._helper:
-                self._set_state("up")
+            if helper is self._helper and may(self.state, ChildState.UP):  # not an exited ExaBGP's last answer
+                self._set_state(ChildState.UP)
             bound = self.answer_bound
             await asyncio.sleep(max(0.0, sent + self.heartbeat_period - loop.time()))
 
@@ -469,25 +474,15 @@ class ExaBGPAnnouncer:
             if helper is None:
                 return
             want = {p: attributes for prefixes, attributes in self._desired.values() for p in prefixes}
-            changes: list[tuple[str, IPNetwork, RouteAttributes]] = [
-                ("withdraw", p, PLAIN) for p in sorted(helper.sent.keys() - want.keys(), key=str)
-            ]
-            for p in sorted(want, key=str):
-                if helper.sent.get(p) != want[p]:
-                    changes.append(("announce", p, want[p]))
-            for verb, prefix, attributes in changes:
-                # Address each command to the neighbors of the prefix's family only. Announcing a prefix
-                # again with other attributes replaces its path (an implicit withdrawal, RFC 4271 3.1).
-                tail = route_words(attributes, self.config.local_asn) if verb == "announce" else ""
-                for neighbor in self.config.neighbors:
-                    if neighbor.address.version != prefix.version or str(neighbor.address) in self.held:
-                        continue  # a held neighbor was sent its withdrawals when it was held (hold)
-                    await self._send(helper, f"neighbor {neighbor.address} {verb} route {prefix} next-hop self{tail}")
-                if verb == "announce":
-                    helper.sent[prefix] = attributes
+            neighbors = [n.address for n in self.config.neighbors]
+            for change in route_changes(helper.sent, want, neighbors, self.held, self.config.local_asn):
+                for command in change.commands:
+                    await self._send(helper, command)
+                if change.announced:
+                    helper.sent[change.prefix] = change.attributes
                 else:
-                    helper.sent.pop(prefix, None)
-                log.info("%s %s%s", "announced" if verb == "announce" else "withdrew", prefix, tail)
+                    helper.sent.pop(change.prefix, None)
+                log.info("%s", change)
 
     async def _send(self, helper: _Helper, line: str) -> None:
         try:
@@ -513,68 +508,6 @@ class ExaBGPAnnouncer:
             helper = self._helper
             if helper is None:
                 return  # a new helper starts from nothing and announces to the neighbors not held
-            for prefix, attributes in sorted(helper.sent.items(), key=lambda item: str(item[0])):
-                if prefix.version != address.version:
-                    continue
-                verb, tail = ("withdraw", "") if held else ("announce", route_words(attributes, self.config.local_asn))
-                await self._send(helper, f"neighbor {address} {verb} route {prefix} next-hop self{tail}")
+            for command in hold_commands(helper.sent, address, held, self.config.local_asn):
+                await self._send(helper, command)
         log.warning("%s %s: %s", "held back" if held else "released", neighbor, "withdrew" if held else "announced")
-
-
-def route_words(attributes: RouteAttributes, local_asn: int) -> str:
-    """The attributes as words of ExaBGP's ``announce route`` command, each value checked again
-    (quoted by construction: only numbers and ':' reach the API). Raises ValueError.
-
-    An eBGP path starts with the local AS (ExaBGP adds it when no AS path is given); a prepend
-    gives that AS ``1 + as_path_prepend`` times."""
-    words = ""
-    if attributes.med is not None:
-        if not 0 <= attributes.med <= 4294967295:
-            raise ValueError(f"MED must be between 0 and 4294967295, got {attributes.med}")
-        words += f" med {int(attributes.med)}"
-    if attributes.communities:
-        words += f" community [{' '.join(community(c) for c in attributes.communities)}]"
-    if attributes.large_communities:
-        words += f" large-community [{' '.join(large_community(c) for c in attributes.large_communities)}]"
-    if attributes.as_path_prepend:
-        if not 0 < attributes.as_path_prepend <= MAX_PREPEND:
-            raise ValueError(f"as_path_prepend must be between 0 and {MAX_PREPEND}, got {attributes.as_path_prepend}")
-        words += f" as-path [{' '.join([str(int(local_asn))] * (1 + attributes.as_path_prepend))}]"
-    return words
-
-
-def _exit_text(code: int | None) -> str:
-    if code is None:
-        return "it could not be started"
-    if code < 0:
-        return f"killed by {signal.Signals(-code).name}"
-    return f"exit code {code}"
-
-
-def _detail(line: str) -> str:
-    rest = line.split(None, 3)[3:] if len(line.split()) > 3 else []
-    return f" ({notification.decoded(rest[0])})" if rest else ""
-
-
-#: ExaBGP's levels (anycastd.announce.exabgp_run writes them first on each line) as anycastd logs them:
-#: its warnings and errors as such, the rest (its INFO is chatter: every route it sends) at DEBUG.
-EXABGP_LEVELS = {
-    "FATAL": logging.ERROR,
-    "CRITICAL": logging.ERROR,
-    "ERROR": logging.ERROR,
-    "WARNING": logging.WARNING,
-}
-#: ExaBGP's categories that are never a problem: "advice" says its environment file is missing,
-#: at ERROR, every start (anycastd passes its settings in the environment instead).
-QUIET_SOURCES = frozenset({"advice", "welcome"})
-
-
-def relay(line: str) -> tuple[int, str, str]:
-    """How one line of ExaBGP's log is logged: (level, "%s", the line without its level word)."""
-    level, _, rest = line.partition(" ")
-    if level not in EXABGP_LEVELS and level not in ("INFO", "DEBUG"):
-        return logging.DEBUG, "%s", line  # a custom exabgp.command: no level to read
-    source = rest.split(None, 1)[0] if rest.strip() else ""
-    if source in QUIET_SOURCES:
-        return logging.DEBUG, "%s", rest
-    return EXABGP_LEVELS.get(level, logging.DEBUG), "%s", notification.decoded(rest)

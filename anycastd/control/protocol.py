@@ -19,13 +19,13 @@ is on the other end, as the kernel says.
 from __future__ import annotations
 
 import json
-import pwd
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, Protocol, TypeVar
 
 from anycastd.errors import AnycastdError
+from anycastd.peer import Peer
 from anycastd.untrusted import loads
 
 MAX_LINE = 16 * 1024
@@ -344,22 +344,6 @@ def by_name(services: Sequence[N], name: str | None) -> list[N]:
         known = ", ".join(s.name for s in services)
         raise ControlError(f"no service {name!r} (configured: {known})")
     return found
-
-
-@dataclass(frozen=True)
-class Peer:
-    """Who is on the other end, as the kernel says (SO_PEERCRED), not as the client claims."""
-
-    pid: int
-    uid: int
-    gid: int = -1
-
-    @property
-    def user(self) -> str:
-        try:
-            return pwd.getpwuid(self.uid).pw_name
-        except KeyError:
-            return f"uid {self.uid}"
 
 
 class Controller(Protocol):

@@ -33,8 +33,6 @@ import grp
 import logging
 import os
 import pwd
-import socket
-import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -45,13 +43,13 @@ from anycastd.control.protocol import (
     ControlError,
     Controller,
     ErrorReply,
-    Peer,
     Reply,
     WithdrawRequest,
     decode,
     encode_reply,
 )
 from anycastd.errors import AnycastdError
+from anycastd.peer import Peer, peer_of
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +60,6 @@ MAX_CLIENTS = 32
 
 class NotAllowed(ControlError):
     """The peer may read, but not change, the daemon's state."""
-
-
-def peer_of(writer: asyncio.StreamWriter) -> Peer:
-    """The process at the other end of a Unix stream connection (pid 0 and uid -1 if the kernel cannot say)."""
-    sock = writer.get_extra_info("socket")
-    try:
-        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        pid, uid, gid = struct.unpack("3i", raw)
-    except (OSError, AttributeError, struct.error):
-        return Peer(0, -1)
-    return Peer(pid, uid, gid)
 
 
 CHANGES_STATE = (WithdrawRequest, AnnounceRequest)

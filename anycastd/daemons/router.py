@@ -55,7 +55,6 @@ from anycastd.control.protocol import (
     CheckRequest,
     ControlError,
     DrainOutcome,
-    Peer,
     Reply,
     Request,
     StatusReply,
@@ -96,6 +95,7 @@ from anycastd.daemons.skeleton import (
 )
 from anycastd.daemons.state import Maintenance, MaintenanceStore
 from anycastd.daemons.status import CheckStatus, StatusWriter, probe_outcome
+from anycastd.peer import Peer
 from anycastd.watch.fib import FibError, KernelFib, divergence
 
 log = logging.getLogger(__name__)

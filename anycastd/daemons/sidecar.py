@@ -54,7 +54,6 @@ from anycastd.control.protocol import (
     CheckRequest,
     ControlError,
     DrainOutcome,
-    Peer,
     Reply,
     Request,
     StatusReply,
@@ -85,6 +84,7 @@ from anycastd.daemons.skeleton import (
 from anycastd.daemons.state import Maintenance, MaintenanceStore
 from anycastd.daemons.status import CheckStatus, StatusWriter, probe_outcome
 from anycastd.errors import AddressError, AnnounceError, ConfigError
+from anycastd.peer import Peer
 from anycastd.watch.address import Addresses
 from anycastd.watch.drain import DrainReport, TrafficMeter, Verdict, wait_quiet
 from anycastd.watch.triggers import Polling, Triggers

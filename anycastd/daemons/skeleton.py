@@ -61,12 +61,13 @@ from typing import Any
 
 from anycastd.checks.dns import Prober, ProbeResult
 from anycastd.config.schema import DnsCheck
-from anycastd.control.protocol import ControlError, Peer
+from anycastd.control.protocol import ControlError
 from anycastd.core.damping import Damping, DampingSettings
 from anycastd.core.health import Decision, ServiceHealth, State, Thresholds
 from anycastd.core.net import IPAddress
 from anycastd.daemons.state import MAX_TEXT, Maintenance, MaintenanceStore, StateError
 from anycastd.daemons.status import CheckStatus
+from anycastd.peer import Peer
 
 log = logging.getLogger(__name__)
 

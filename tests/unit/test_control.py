@@ -23,7 +23,6 @@ from anycastd.control.protocol import (
     CheckRequest,
     ControlError,
     DrainOutcome,
-    Peer,
     ProbeOutcome,
     ProtocolError,
     Reply,
@@ -38,6 +37,7 @@ from anycastd.control.protocol import (
     encode_reply,
 )
 from anycastd.control.server import ControlServer
+from anycastd.peer import Peer
 from tests.helpers import FakeController, Served, ctl
 
 

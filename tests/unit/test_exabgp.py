@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from anycastd.announce import exabgp_helper
-from anycastd.announce.exabgp import _detail, _exit_text
+from anycastd.announce.child import exit_text
 from anycastd.announce.exabgp_config import render_config
+from anycastd.announce.exabgp_text import SessionEvent, parse_event
 from anycastd.config.sidecar import parse
 from tests.helpers import GOOD
 
@@ -41,11 +42,14 @@ def test_render_config_one_neighbor_per_family_with_the_helper() -> None:
 
 
 def test_exit_texts() -> None:
-    assert _exit_text(None) == "it could not be started"
-    assert _exit_text(-9) == "killed by SIGKILL"
-    assert _exit_text(1) == "exit code 1"
-    assert _detail("neighbor 192.0.2.1 down - stop, message [x]") == " (- stop, message [x])"
-    assert _detail("neighbor 192.0.2.1 up") == ""
+    assert exit_text(None) == "it could not be started"
+    assert exit_text(-9) == "killed by SIGKILL"
+    assert exit_text(1) == "exit code 1"
+    assert parse_event("neighbor 192.0.2.1 down - stop, message [x]") == SessionEvent(
+        "192.0.2.1", "down", "- stop, message [x]"
+    )
+    assert str(parse_event("neighbor 192.0.2.1 down - stop, message [x]")) == " (- stop, message [x])"
+    assert str(parse_event("neighbor 192.0.2.1 up")) == ""
 
 
 # The helper kills its parent (ExaBGP). Here the parent is a stand-in process

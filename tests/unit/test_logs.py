@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from anycastd.announce import notification
-from anycastd.announce.exabgp import EXABGP_ENV, _detail, relay
+from anycastd.announce.exabgp import EXABGP_ENV
 from anycastd.announce.exabgp_run import levelled
+from anycastd.announce.exabgp_text import parse_event, relay
 from anycastd.daemons import logs
 
 
@@ -95,8 +96,8 @@ def test_a_notification_is_named(code: int, subcode: int, words: str) -> None:
 
 def test_a_session_down_line_from_exabgp_says_why_in_words() -> None:
     line = "neighbor 192.0.2.9 down - notification received (6,4)"
-    assert _detail(line) == " (- notification received: Cease / Administrative Reset (6,4))"
-    assert _detail("neighbor 192.0.2.9 up") == ""
+    assert str(parse_event(line)) == " (- notification received: Cease / Administrative Reset (6,4))"
+    assert str(parse_event("neighbor 192.0.2.9 up")) == ""
 
 
 @pytest.mark.parametrize(

@@ -19,13 +19,13 @@ from anycastd.control.protocol import (
     CheckReply,
     CheckRequest,
     ControlError,
-    Peer,
     StatusRequest,
     WithdrawRequest,
 )
 from anycastd.core.health import State
 from anycastd.core.routes import Installed, StaticRoute
 from anycastd.daemons.state import InMemoryStore, Maintenance
+from anycastd.peer import Peer
 from anycastd.watch.fib import InMemoryFib
 from tests.helpers import TAG, TEXT, Served, ctl, hard, make_router, ok, owned, rounds, soft, via
 from tests.unit.fake_time import until

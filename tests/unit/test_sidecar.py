@@ -22,7 +22,6 @@ from anycastd.control.protocol import (
     CheckReply,
     CheckRequest,
     ControlError,
-    Peer,
     WithdrawReply,
     WithdrawRequest,
 )
@@ -34,6 +33,7 @@ from anycastd.daemons.skeleton import Liveness, Probe
 from anycastd.daemons.state import FileStore, InMemoryStore, Maintenance, MaintenanceStore
 from anycastd.daemons.status import CheckStatus
 from anycastd.errors import AnnounceError, ConfigError
+from anycastd.peer import Peer
 from anycastd.watch.address import InMemoryAddresses
 from anycastd.watch.drain import InMemoryMeter
 from anycastd.watch.triggers import Watched

@@ -12,12 +12,12 @@ import pytest
 
 from anycastd.checks.dns import ProbeResult
 from anycastd.config.schema import DnsCheck
-from anycastd.control.protocol import Peer
 from anycastd.core.health import Decision, Outcome, ServiceHealth, State, Thresholds
 from anycastd.core.net import IPAddress
 from anycastd.daemons.skeleton import MaintenanceBook, Probe, probe_forever, who
 from anycastd.daemons.state import InMemoryStore, Maintenance, StateError
 from anycastd.daemons.status import CheckStatus
+from anycastd.peer import Peer
 from tests.unit.fake_time import FakeTime, until
 
 CHECK = DnsCheck(ipaddress.ip_address("192.0.2.10"), interval=1.0, timeout=0.5)

@@ -23,8 +23,8 @@ from exabgp.logger import log
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from anycastd.announce.exabgp import route_words
 from anycastd.announce.exabgp_config import helper_argv, render_config
+from anycastd.announce.exabgp_text import route_words
 from anycastd.announce.frr import no_route_command, parse_running_config, route_command
 from anycastd.config.sidecar import parse
 from anycastd.core.attributes import RouteAttributes
