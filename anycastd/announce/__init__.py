@@ -11,12 +11,28 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from anycastd.core.attributes import PLAIN, RouteAttributes
+from anycastd.core.supervision import ChildState
 
 if TYPE_CHECKING:  # the ExaBGP helper lives in this package and must start fast
     from anycastd.core.net import IPNetwork
 
 
 class Announcer(Protocol):
+    @property
+    def state(self) -> ChildState:
+        """The routing daemon's own state (anycastd.core.supervision): metrics and status show it."""
+        ...
+
+    @property
+    def restarts(self) -> int:
+        """How many times the routing daemon has been started again."""
+        ...
+
+    @property
+    def last_answer(self) -> float | None:
+        """Unix time of the routing daemon's last answer to anything; None before the first."""
+        ...
+
     async def start(self) -> None:
         """Start the backend. Nothing is announced yet."""
         ...
@@ -40,7 +56,7 @@ class Announcer(Protocol):
         ...
 
     def describe(self) -> dict[str, Any]:
-        """The backend's own state for `anycastctl status`: pid, restarts, connected."""
+        """The backend's section of the status document (`anycastctl status --json`: docs/operations.md)."""
         ...
 
 
@@ -55,6 +71,9 @@ class InMemoryAnnouncer:
         self.attributes: dict[str, RouteAttributes] = {}
         self.started = False
         self.closed = False
+        self.state = ChildState.UP
+        self.restarts = 0
+        self.last_answer: float | None = None
 
     async def start(self) -> None:
         self.started = True

@@ -100,12 +100,17 @@ class BfdSpeaker(Protocol):
 
     async def close(self) -> None: ...
 
+    @property
+    def restarts(self) -> int:
+        """How many times bfdd has been started again."""
+        ...
+
     def session_states(self) -> dict[str, str]:
         """Each neighbor's session state (SESSION_STATES), by address."""
         ...
 
     def describe(self) -> dict[str, Any]:
-        """What `anycastctl status` shows: the speaker's own state and each session's."""
+        """The status document's ``bfd`` section: the speaker's own state and each session's."""
         ...
 
 
@@ -550,6 +555,7 @@ class InMemoryBfd:
     def __init__(self, states: dict[str, str] | None = None) -> None:
         self.states = dict(states or {})
         self.started = self.closed = False
+        self.restarts = 0
 
     async def start(self) -> None:
         self.started = True

@@ -473,13 +473,12 @@ class Sidecar:
             )
             for name, h in self.health.items()
         ]
-        backend = self.announcer.describe()
         return View(
             services,
             self.announcer.sessions(),
-            int(backend.get("restarts", 0)),
-            str(backend.get("state", "up")),
-            getattr(self.announcer, "last_answer", None),
+            self.announcer.restarts,
+            str(self.announcer.state),
+            self.announcer.last_answer,
             self.bfd.session_states() if self.bfd is not None else {},
-            int(self.bfd.describe().get("restarts", 0)) if self.bfd is not None else 0,
+            self.bfd.restarts if self.bfd is not None else 0,
         )
