@@ -35,6 +35,8 @@ Failing closed, one rule per way of failing:
 
 The answers are also what `anycastctl status` and the metrics show of each
 session (``peers``), and each change of a session's state is logged and counted.
+bfdd's words (its configuration, its answers, its control socket's messages) are
+anycastd.announce.bfdd_text.
 """
 
 from __future__ import annotations
@@ -42,12 +44,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import ipaddress
 import logging
-import struct
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -56,14 +56,23 @@ from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from anycastd.announce import child
+from anycastd.announce.bfdd_text import (
+    CONTROL_HEADER,
+    MAX_CONTROL_MESSAGE,
+    BfdError,
+    BfdPeer,
+    Session,
+    parse_notification,
+    parse_peers,
+    render_config,
+    subscribe_message,
+)
 from anycastd.announce.child import die_with_parent, own_user
 from anycastd.announce.frr import Vty
-from anycastd.config.sidecar import FRR_VTY_GROUP, BfdSettings, Config
+from anycastd.config.sidecar import FRR_VTY_GROUP, Config
 from anycastd.core.net import IPAddress
 from anycastd.core.supervision import ChildState, moved
-from anycastd.core.syntax import vtysh_command
 from anycastd.errors import AnnounceError
-from anycastd.untrusted import loads
 
 log = logging.getLogger(__name__)
 bfdd_log = logging.getLogger("anycastd.bfdd.process")
@@ -73,10 +82,6 @@ PERIOD = 0.5
 BOUND = 1.0
 #: bfdd's first answer may take longer: it reads its configuration before it opens its VTY socket.
 FIRST_ANSWER = 5.0
-#: The states of a BFD session as bfdd names them; "unknown" until bfdd has said.
-SESSION_STATES = ("up", "down", "init", "shutdown", "unknown")
-
-
 #: What bfdd asks the kernel for at start, and exits without (FRR's bfdd_privs): its ports, raw sockets, VRFs.
 BFDD_CAPABILITIES = {"CAP_NET_BIND_SERVICE": 10, "CAP_NET_RAW": 13, "CAP_SYS_ADMIN": 21}
 #: The drop-in that gives the systemd unit those capabilities (docs/operations.md).
@@ -114,20 +119,6 @@ class BfdSpeaker(Protocol):
         ...
 
 
-class BfdError(AnnounceError):
-    """bfdd could not be started, read, or understood."""
-
-
-@dataclass(frozen=True)
-class BfdPeer:
-    """One BFD session: to the neighbor's address, from this server's, single-hop unless routed."""
-
-    neighbor: IPAddress
-    local: IPAddress
-    settings: BfdSettings
-    multihop: bool = False
-
-
 async def on_link(address: IPAddress) -> bool:
     """Whether the kernel reaches ``address`` with no gateway: single-hop BFD (RFC 5881), else multihop
     (RFC 5883). If the kernel cannot be asked, single-hop: the neighbor is a BGP peer on the link."""
@@ -146,93 +137,6 @@ async def peers_of(config: Config, on_link: Callable[[IPAddress], Awaitable[bool
         for n in config.neighbors
         if n.bfd is not None
     ]
-
-
-def render_config(peers: Sequence[BfdPeer]) -> str:
-    """bfdd's configuration: one ``peer`` block per session, every word a typed value (anycastd.core.syntax)."""
-    lines = ["! written by anycastd for its BGP sessions with BFD: do not edit", "bfd"]
-    for p in peers:
-        words: list[str | int | IPAddress] = [
-            "peer",
-            p.neighbor,
-            *(["multihop"] if p.multihop else []),
-            "local-address",
-        ]
-        lines.append(" " + vtysh_command(*words, p.local))
-        ms = p.settings.interval_ms
-        lines += [
-            f"  {vtysh_command('transmit-interval', ms)}",
-            f"  {vtysh_command('receive-interval', ms)}",
-            f"  {vtysh_command('detect-multiplier', p.settings.multiplier)}",
-            " exit",
-        ]
-    lines += ["exit", ""]
-    return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class Session:
-    """What bfdd says of one session."""
-
-    state: str
-    diagnostic: str
-    remote_diagnostic: str
-    transmit_ms: int | None  # the negotiated intervals: ours, and the router's
-    remote_receive_ms: int | None
-    detect_multiplier: int | None
-    remote_detect_multiplier: int | None
-    since: float | None  # seconds in this state, as bfdd counts (uptime or downtime)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "state": self.state,
-            "diagnostic": self.diagnostic,
-            "remote_diagnostic": self.remote_diagnostic,
-            "transmit_ms": self.transmit_ms,
-            "remote_receive_ms": self.remote_receive_ms,
-            "detect_multiplier": self.detect_multiplier,
-            "remote_detect_multiplier": self.remote_detect_multiplier,
-            "seconds_in_state": self.since,
-        }
-
-
-def _number(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32 else None
-
-
-def _word(value: Any) -> str:
-    return value[:64] if isinstance(value, str) and value.isprintable() else ""
-
-
-def parse_peers(text: str) -> dict[IPAddress, Session]:
-    """The sessions in bfdd's ``show bfd peers json``, by peer address. bfdd is another program: what
-    does not have the expected shape is skipped, and text that is not JSON raises BfdError."""
-    try:
-        data = loads(text or "[]")
-    except (ValueError, RecursionError):
-        raise BfdError(f"bfdd's answer is not JSON: {text[:80]!r}") from None
-    if not isinstance(data, list):
-        raise BfdError(f"bfdd's answer is not a list of sessions: {text[:80]!r}")
-    out: dict[IPAddress, Session] = {}
-    for entry in data:
-        if not isinstance(entry, dict):
-            continue
-        try:
-            peer = ipaddress.ip_address(str(entry.get("peer")))
-        except ValueError:
-            continue
-        state = entry.get("status")
-        out[peer] = Session(
-            state if state in SESSION_STATES else "unknown",
-            _word(entry.get("diagnostic")),
-            _word(entry.get("remote-diagnostic")),
-            _number(entry.get("transmit-interval")),
-            _number(entry.get("remote-receive-interval")),
-            _number(entry.get("detect-multiplier")),
-            _number(entry.get("remote-detect-multiplier")),
-            _number(entry.get("uptime", entry.get("downtime"))),
-        )
-    return out
 
 
 class Bfdd:
@@ -479,8 +383,8 @@ class Bfdd:
             writer.write(subscribe_message())
             await writer.drain()
             while True:
-                length, _, kind, _ = _CONTROL_HEADER.unpack(await reader.readexactly(_CONTROL_HEADER.size))
-                if length > _MAX_CONTROL_MESSAGE:
+                length, _, kind, _ = CONTROL_HEADER.unpack(await reader.readexactly(CONTROL_HEADER.size))
+                if length > MAX_CONTROL_MESSAGE:
                     raise BfdError(f"bfdd announced a control message of {length} bytes")
                 said = parse_notification(kind, await reader.readexactly(length))
                 if said is not None and said[0] in self.sessions:
@@ -513,40 +417,6 @@ class Bfdd:
             if before != after:
                 self._changed(address, before, after, new.diagnostic if new is not None and after != "up" else "")
             self.sessions[address] = new
-
-
-# bfdd's control socket (--bfdctl; FRR's bfdd/bfdctl.h): state changes as they happen ------------------------
-
-#: struct bfd_control_msg: the payload's length (network order), an id echoed in the answer, type, version.
-_CONTROL_HEADER = struct.Struct("!IHBB")
-_BMT_RESPONSE, _BMT_NOTIFY, _BMV_VERSION_1 = 1, 4, 1
-#: BCM_NOTIFY_PEER_STATE: every session's state, now and on each change (bfdd copies the 8 bytes as they are).
-_NOTIFY_PEER_STATE = struct.pack("=Q", 1)
-#: The most a notification may be: one session's JSON is about 300 bytes.
-_MAX_CONTROL_MESSAGE = 1 << 16
-#: bfdd's words for a session's state in a notification, as SESSION_STATES says them.
-_NOTIFIED_STATES = {"up": "up", "down": "down", "init": "init", "adm-down": "shutdown"}
-
-
-def subscribe_message() -> bytes:
-    return _CONTROL_HEADER.pack(len(_NOTIFY_PEER_STATE), 1, _BMT_NOTIFY, _BMV_VERSION_1) + _NOTIFY_PEER_STATE
-
-
-def parse_notification(kind: int, body: bytes) -> tuple[IPAddress, str] | None:
-    """(peer, state) from one control-socket message, or None if it is not a session's state."""
-    if kind != _BMT_NOTIFY:
-        return None
-    try:
-        data = loads(body)
-    except (ValueError, RecursionError, UnicodeDecodeError):
-        raise BfdError(f"bfdd's notification is not JSON: {body[:80]!r}") from None
-    if not isinstance(data, dict) or data.get("op") != "status":
-        return None
-    try:
-        peer = ipaddress.ip_address(str(data.get("peer-address")))
-    except ValueError:
-        return None
-    return peer, _NOTIFIED_STATES.get(str(data.get("state")), "unknown")
 
 
 class InMemoryBfd:

@@ -32,10 +32,11 @@ way of failing:
 Because the desired set lives here and every new helper connection starts
 from an empty ExaBGP, a restart can only ever announce what is healthy now.
 
-The process's lifecycle, the helper's connection, the heartbeat and the
-replay of the desired set share one state (which ExaBGP, which helper, what it
-has acknowledged), and every fail-closed rule above is a decision across all
-of them: they are this module. ExaBGP's words (the commands that take what it
+Why one module of about 510 lines: the process's lifecycle, the helper's
+connection, the heartbeat and the replay of the desired set share one state
+(which ExaBGP, which helper, what it has acknowledged), and every fail-closed
+rule above is a decision across all of them; split apart, those rules would be
+read in three places. ExaBGP's words (the commands that take what it
 has to what is desired, its events and log lines) are anycastd.announce.exabgp_text,
 its state machine anycastd.core.supervision, its configuration exabgp_config.py,
 and the helper is its own program (exabgp_helper.py).

@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 
 from anycastd import __version__
 from anycastd.announce import frr_policy
-from anycastd.announce.bfdd import SESSION_STATES, Bfdd
+from anycastd.announce.bfdd import Bfdd
+from anycastd.announce.bfdd_text import SESSION_STATES
 from anycastd.announce.exabgp import ExaBGPAnnouncer
 from anycastd.announce.flaps import SessionDamping, SessionFlaps
 from anycastd.announce.frr import VtyRoutes, VtyshRoutes

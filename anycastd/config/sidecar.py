@@ -8,6 +8,12 @@ which collect every problem instead of stopping at the first. Nothing is
 returned unless the whole file is valid: ``load`` either gives a complete
 ``Config`` or raises ``ConfigError`` listing ``file:line:column: key.path:
 problem`` lines. The router's configuration is anycastd.config.router.
+
+Why one module of about 500 lines: one reader per section of the file
+(neighbors, services, drain, ExaBGP, BFD, the return path), and the checks
+across sections (a neighbor's family against the prefixes, what a reload may
+change), read together as the sidecar's schema; what both daemons share is
+already in anycastd.config.schema.
 """
 
 from __future__ import annotations

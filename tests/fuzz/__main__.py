@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from anycastd.announce import bfdd
+from anycastd.announce import bfdd_text
 from anycastd.config import router as router_config
 from anycastd.config import sidecar as config
 from anycastd.control import protocol as control
@@ -142,13 +142,13 @@ def _parsers(tmp: Path) -> dict[str, Callable[[bytes], object]]:
         "state": state_file,
         # its VTY answer (show bfd peers json) and a control-socket notification
         "bfdd": lambda data: (
-            bfdd.parse_peers(data.decode("utf-8", errors="replace")),
-            bfdd.parse_notification(4, data),
+            bfdd_text.parse_peers(data.decode("utf-8", errors="replace")),
+            bfdd_text.parse_notification(4, data),
         ),
     }
 
 
-EXPECTED_ERRORS = (ConfigError, control.ControlError, state.StateError, bfdd.BfdError)
+EXPECTED_ERRORS = (ConfigError, control.ControlError, state.StateError, bfdd_text.BfdError)
 REQUESTS = (
     control.StatusRequest(),
     control.WithdrawRequest("dns", "x"),

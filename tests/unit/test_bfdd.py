@@ -12,15 +12,12 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
-from anycastd.announce.bfdd import (
-    Bfdd,
+from anycastd.announce.bfdd import Bfdd, InMemoryBfd, missing_capabilities, peers_of
+from anycastd.announce.bfdd_text import (
     BfdError,
     BfdPeer,
-    InMemoryBfd,
-    missing_capabilities,
     parse_notification,
     parse_peers,
-    peers_of,
     render_config,
     subscribe_message,
 )
