@@ -10,6 +10,7 @@ import json
 import signal
 import sys
 import time
+from typing import Any
 
 from anycastd_lab import daemons
 from anycastd_lab.fib import FibWatch
@@ -81,7 +82,27 @@ def test_a_drain_survives_a_restart_of_anycastd_router(router_lab: StaticLab) ->
     lab.stop_anycastd(signal.SIGKILL)
     lab.start_anycastd()
     lab.anycastctl_ready()
-    time.sleep(1.5)
+    # FRR keeps its routes across the restart, so what it holds proves nothing until the new
+    # anycastd has decided (every server has a verdict) and a whole pass over FRR has begun after
+    # that (the lab resyncs every second): a lost drain would have put s1's routes back by then.
+    status: dict[str, Any] = {}
+
+    def read() -> dict[str, Any]:
+        status.clear()
+        status.update(json.loads(lab.anycastctl("status", "--json").stdout))
+        return status
+
+    wait_until(lambda: read()["services"][0]["decided"], 10, what="anycastd router deciding after its restart")
+    decided_at = status["frr"]["last_sync"]
+    wait_until(
+        lambda: read()["frr"]["last_sync"] not in (None, decided_at) and status["frr"]["in_sync"],
+        10,
+        what="a pass over FRR after the decision",
+    )
+    servers = {s["name"]: s for s in status["services"][0]["servers"]}
+    assert servers["s1"]["state"] == "maintenance" and servers["s1"]["maintenance"]["reason"] == "disk swap"
+    assert servers["s1"]["checks"][0]["state"] == "up"  # its probes pass; the drain overrides them
+    assert not servers["s1"]["routed"] and status["services"][0]["routed_via"] == ["s2", "s3"]
     assert lab.server_paths() == {"s2", "s3"}
 
 
