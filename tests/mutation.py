@@ -7,7 +7,7 @@ flap damping (anycastd/core/health.py, damping.py), the planner
 (anycastd/core/routes.py), the skeleton's schedule and maintenance book
 (anycastd/daemons/skeleton.py), the wait for a drained node to go quiet
 (anycastd/watch/drain.py) and the configuration's validation (anycastd/config/yamlfile.py,
-schema.py, config.py, router_config.py). Every mutant must be
+schema.py, sidecar.py, router.py). Every mutant must be
 killed by a test (the tests named after the mutants they kill are marked
 "Named by the mutants of `make mutation`") or be listed in EQUIVALENT with
 why no test can tell it apart. A mutant that makes a test hang is reported by
@@ -36,6 +36,30 @@ EQUIVALENT: dict[str, str] = {
     ),
     "anycastd.watch.drain.x_wait_quiet__mutmut_28": (
         '`log.warning("%s", note)` -> `log.warning(note)`: the same line, for the same reason as the one above'
+    ),
+    # what both daemons share (anycastd.daemons.skeleton)
+    "anycastd.daemons.skeleton.x_log_decision__mutmut_5": (
+        '`log.log(level, "%s", transition)` -> `log.log(level, transition)`: logging formats the message with '
+        "str() either way, and a message given no arguments is not %-formatted, so the line is the same"
+    ),
+    "anycastd.daemons.skeleton.x_log_decision__mutmut_14": (
+        '`log.warning("%s", note)` -> `log.warning(note)`: the same line, for the same reason as the one above'
+    ),
+    "anycastd.daemons.skeleton.xǁLoopsǁ__init____mutmut_2": (
+        "`_stopping = False` -> `None`: it is only ever tested for truth, and both are false"
+    ),
+    "anycastd.daemons.skeleton.x_lift_and_forgive__mutmut_39": (
+        "`health.forgive(now)` -> `forgive(None)`: as anycastd.core.health's own forgive mutant below, clearing "
+        "the penalty reads no time and changes no state, so nothing is stamped with it"
+    ),
+    "anycastd.daemons.skeleton.x__run__mutmut_11": (
+        "`if not task.done(): task.cancel()` -> `if task.done()`: the finally runs once the probe task is done "
+        "(cancelling a done task does nothing), or once the loop itself was cancelled, which asyncio passes on "
+        "to the task it awaits, or hurried, which cancelled it already: it is never left running either way"
+    ),
+    "anycastd.core.health.xǁServiceHealthǁfeed__mutmut_8": (
+        "the fast path's `one.feed(result, now)` -> `None`: a pass of a check that is UP leaves it UP, and a "
+        "check reads the time only to stamp a change of state"
     ),
     # the configuration readers
     **dict.fromkeys(
@@ -77,13 +101,6 @@ EQUIVALENT: dict[str, str] = {
     "anycastd.config.router.x__server__mutmut_30": (
         "a refused server name -> `''` instead of None: the problem is recorded either way and parsing raises; "
         "the server built with it is never used"
-    ),
-    "anycastd.config.yamlfile.x_read_text__mutmut_17": (
-        "`f.read(MAX_BYTES + 1)` -> `f.read(None)`: the whole file is read, and one longer than MAX_BYTES is "
-        "refused the same way (only the memory used differs, which no test can see)"
-    ),
-    "anycastd.config.yamlfile.x_read_text__mutmut_19": (
-        "`MAX_BYTES + 1` -> `MAX_BYTES + 2`: either read shows a file longer than MAX_BYTES as longer"
     ),
     "anycastd.config.yamlfile.xǁReaderǁ_location__mutmut_16": (
         "`cut > 0` -> `cut >= 0`: a key path never starts with '.' or '[', so cut is never 0"

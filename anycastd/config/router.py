@@ -107,19 +107,15 @@ def vtysh_options(argv: tuple[str, ...]) -> dict[str, str]:
     i = 0
     while i < len(words):
         word = words[i]
-        value: str | None = None
-        key = None
         if word in ("--vty_socket", "--pathspace", "-N"):
-            key = "--vty_socket" if word == "--vty_socket" else "-N"
-            value = words[i + 1] if i + 1 < len(words) else None
+            if i + 1 < len(words):
+                found["--vty_socket" if word == "--vty_socket" else "-N"] = words[i + 1]
             i += 1
         elif word.startswith(("--vty_socket=", "--pathspace=")):
-            key = "--vty_socket" if word.startswith("--vty_socket=") else "-N"
-            value = word.split("=", 1)[1]
-        elif word.startswith("-N") and not word.startswith("--"):
-            key, value = "-N", word[2:]
-        if key is not None and value is not None:
-            found[key] = value
+            option, _, value = word.partition("=")
+            found["--vty_socket" if option == "--vty_socket" else "-N"] = value
+        elif word.startswith("-N"):
+            found["-N"] = word[2:]
         i += 1
     return found
 

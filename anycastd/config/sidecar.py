@@ -281,16 +281,16 @@ def _listed(convert: Callable[[str], str], what: str) -> Callable[[Any], list[st
     return read
 
 
-def _bfd(r: Reader, data: Any, path: str) -> BfdSettings | bool | None:
+def _bfd(r: Reader, data: Any, path: str) -> BfdSettings | None:
     """A neighbor's ``bfd``: true for the defaults, false for none, or {interval, multiplier}.
-    False (not None) when it is wrong: the problem is recorded, and parsing raises."""
+    None also when it is wrong: the problem is recorded, and parsing raises."""
     if data is True:
         return BfdSettings()
     if data is False:
         return None
     if not isinstance(data, dict):
         r.problem(path, f"must be true, false or a mapping with interval, multiplier and damping, got {kind(data)}")
-        return False
+        return None
     m = r.mapping(data, path, {"interval", "multiplier", "damping"})
     assert m is not None  # a dict
     base = BfdSettings()
@@ -298,7 +298,7 @@ def _bfd(r: Reader, data: Any, path: str) -> BfdSettings | bool | None:
     multiplier = r.field(m, path, "multiplier", whole(MIN_BFD_MULTIPLIER, MAX_BFD_MULTIPLIER), base.multiplier)
     damping = r.field(m, path, "damping", to_bool, base.damping)
     if interval is None or multiplier is None or damping is None:  # pragma: no mutate
-        return False
+        return None
     return BfdSettings(interval, multiplier, damping)
 
 
@@ -339,9 +339,7 @@ def _neighbor(r: Reader, data: Any, path: str) -> Neighbor | None:
         return None
     if address is None or peer_asn is None or local is None or hold is None or gtsm is None:  # pragma: no mutate
         return None
-    if bfd is False:
-        return None
-    return Neighbor(address, peer_asn, local, hold, md5, gtsm, bfd if isinstance(bfd, BfdSettings) else None)
+    return Neighbor(address, peer_asn, local, hold, md5, gtsm, bfd)
 
 
 def bfdd_problem(command: tuple[str, ...]) -> str | None:
@@ -407,13 +405,13 @@ def _drain(r: Reader, top: dict[str, Any]) -> DrainSettings:
     return DrainSettings(**{k: float(v) for k, v in values.items() if v is not None})
 
 
-def _return_path(r: Reader, top: dict[str, Any]) -> ReturnPathSettings | bool | None:
-    """``return_path``: {prefixes, metric}; False when it is wrong (the problem is recorded)."""
+def _return_path(r: Reader, top: dict[str, Any]) -> ReturnPathSettings | None:
+    """``return_path``: {prefixes, metric}; None also when it is wrong (the problem is recorded: parsing raises)."""
     if "return_path" not in top:
         return None
     m = r.mapping(top["return_path"], "return_path", {"prefixes", "metric"})
     if m is None:
-        return False
+        return None
     prefixes: list[IPNetwork] = []
     for path, raw in r.items(m, "return_path", "prefixes", "prefixes"):
         try:
@@ -427,8 +425,8 @@ def _return_path(r: Reader, top: dict[str, Any]) -> ReturnPathSettings | bool | 
     if len(prefixes) > MAX_RETURN_PREFIXES:
         r.problem("return_path.prefixes", f"must list at most {MAX_RETURN_PREFIXES} prefixes, got {len(prefixes)}")
     metric = r.field(m, "return_path", "metric", whole(0, 4294967295), 0)
-    if metric is None or not prefixes:
-        return False
+    if metric is None or not prefixes:  # pragma: no mutate
+        return None
     return ReturnPathSettings(tuple(prefixes), metric)
 
 
@@ -471,8 +469,10 @@ def parse(text: str, source: str = "<config>") -> Config:
             r.problem(f"{n_path}.address", f"neighbor {n.address} is listed twice")
         neighbors.append(n)
     services = read_services(r, top, _service)
-    if r.problems or router_id is None or local_asn is None or runtime_dir is None or state_dir is None:
+    if r.problems:
         raise ConfigError(r.problems)
+    if router_id is None or local_asn is None or runtime_dir is None or state_dir is None:  # pragma: no mutate
+        raise ConfigError(r.problems)  # a value is None only where its reader recorded a problem
     config = Config(
         router_id,
         local_asn,
@@ -485,7 +485,7 @@ def parse(text: str, source: str = "<config>") -> Config:
         drain,
         metrics,
         bfdd,
-        return_path if isinstance(return_path, ReturnPathSettings) else None,
+        return_path,
         source,
     )
     _cross_checks(r, config)

@@ -39,12 +39,14 @@ from anycastd import __version__
 from anycastd.checks.dns import FAILURE_KINDS, ProbeResult
 from anycastd.core.health import State
 from anycastd.core.net import IPAddress
+from anycastd.core.supervision import ChildState
 from anycastd.errors import AnycastdError
 
 log = logging.getLogger(__name__)
 
+#: The states of ExaBGP's gauge: a supervised child's (anycastd.core.supervision).
+EXABGP_STATES = tuple(str(s) for s in ChildState)
 #: DNS answers on a healthy LAN take well under a millisecond; a timeout is the top bucket.
-EXABGP_STATES = ("starting", "up", "unresponsive", "restarting", "stopped")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 

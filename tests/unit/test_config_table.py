@@ -743,3 +743,76 @@ def test_a_prepend_over_ibgp_is_refused_with_the_neighbor_named() -> None:
         "services.dns.bgp.as_path_prepend: needs eBGP neighbors, but neighbors[0], neighbors[1] are iBGP "
         "(peer_asn 65000 = local_asn): the router would see its own AS on the path and drop it"
     ]
+
+
+# Named by the mutants of `make mutation` they kill: the readers added with BFD, the return path and
+# vtysh's pathspace, each bound and each path in its message.
+
+
+def test_one_ibgp_neighbor_is_named_in_the_singular() -> None:
+    text = with_value(with_value(GOOD, ["services", "dns", "bgp", "as_path_prepend"], 2), ["local_asn"], 65000)
+    text = with_value(text, ["neighbors", 1, "peer_asn"], 65100)
+    assert problems_of(text, config.parse) == [
+        "services.dns.bgp.as_path_prepend: needs eBGP neighbors, but neighbors[0] is iBGP "
+        "(peer_asn 65000 = local_asn): the router would see its own AS on the path and drop it"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        (["services", "dns", "bgp"], 5, "services.dns.bgp: must be a mapping, got int"),
+        (["bfdd"], 5, "bfdd: must be a mapping, got int"),
+        (["neighbors"], 5, "neighbors: must be a non-empty list of BGP neighbors, got int"),
+        (["return_path"], 5, "return_path: must be a mapping, got int"),
+    ],
+)
+def test_a_section_of_the_wrong_kind_is_named_by_its_path(key: Key, value: Any, problem: str) -> None:
+    assert problems_of(with_value(GOOD, key, value), config.parse) == [problem]
+
+
+def test_every_bad_return_prefix_is_named_and_the_bound_is_inclusive() -> None:
+    bad = {"prefixes": ["x", "198.51.100.0/24", "y"]}
+    assert problems_of(with_value(GOOD, ["return_path"], bad), config.parse) == [
+        "return_path.prefixes[0]: must be a prefix with a length such as 203.0.113.53/32, got 'x'",
+        "return_path.prefixes[2]: must be a prefix with a length such as 203.0.113.53/32, got 'y'",
+    ]
+    most = [f"198.51.100.{i * 4}/30" for i in range(config.MAX_RETURN_PREFIXES)]
+    parsed = config.parse(with_value(GOOD, ["return_path"], {"prefixes": most}))
+    assert parsed.return_path is not None
+    assert len(parsed.return_path.prefixes) == config.MAX_RETURN_PREFIXES and parsed.return_path.metric == 0
+    over = {"prefixes": [*most, "198.51.100.128/30"]}
+    assert problems_of(with_value(GOOD, ["return_path"], over), config.parse) == [
+        f"return_path.prefixes: must list at most {config.MAX_RETURN_PREFIXES} prefixes, "
+        f"got {config.MAX_RETURN_PREFIXES + 1}"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "options"),
+    [
+        (("vtysh", "--vty_socket=/run/lab"), {"--vty_socket": "/run/lab"}),
+        (("vtysh", "--pathspace=a=b"), {"-N": "a=b"}),  # the value is all after the first '='
+        (("vtysh", "--vty_socket=/run/a=b"), {"--vty_socket": "/run/a=b"}),
+        (("vtysh", "-d", "staticd", "-c", "show version"), {}),  # nothing about where the sockets are
+        (("vtysh", "-N"), {}),  # no value after it
+        (("vtysh", "-Nred", "--pathspace", "blue"), {"-N": "blue"}),
+    ],
+)
+def test_vtysh_options_read_as_getopt_does(argv: tuple[str, ...], options: dict[str, str]) -> None:
+    assert router_config.vtysh_options(argv) == options
+
+
+def test_a_pathspace_beside_a_socket_directory_is_not_looked_at_and_a_long_one_is_cut_in_the_message() -> None:
+    text = with_value(ROUTER, ["router", "vtysh"], ["vtysh", "-N", "../x", "--vty_socket", "/run/lab"])
+    assert router_config.parse_router(text).vtysh.vty_dir == Path("/run/lab")
+    long = "../" + "x" * 60
+    [problem] = problems_of(with_value(ROUTER, ["router", "vtysh"], ["vtysh", "-N", long]), router_config.parse_router)
+    assert problem.startswith(f"router.vtysh: names the pathspace {long[:40]!r}, which is not")
+
+
+def test_a_zone_id_is_shown_from_its_first_percent_sign_and_cut_at_16_characters() -> None:
+    [problem] = problems_of(with_value(GOOD, ["neighbors", 0, "address"], "fe80::1%eth0%x"), config.parse)
+    assert problem.startswith("neighbors[0].address: must not carry a zone id (%eth0%x)")
+    [problem] = problems_of(with_value(GOOD, ["neighbors", 0, "address"], "fe80::1%" + "e" * 20), config.parse)
+    assert problem.startswith(f"neighbors[0].address: must not carry a zone id (%{'e' * 16})")

@@ -282,3 +282,11 @@ def test_a_loss_exactly_one_round_after_the_last_is_the_same_cascade() -> None:
     selection.choose(["ns2", "ns3"], [], 1.0)
     selection.choose(["ns3"], [], 1.5)
     assert selection.choose([], [], 2.0).servers == set(ALL)
+
+
+def test_a_divergence_names_every_address_it_concerns() -> None:
+    a, b, c, d = (ipaddress.ip_address(f"192.0.2.{n}") for n in (2, 10, 18, 26))
+    found = Divergence(ipaddress.ip_network("203.0.113.53/32"), frozenset({b, a}), frozenset({d, c}))
+    assert str(found) == (
+        "203.0.113.53/32: the kernel lacks 192.0.2.10, 192.0.2.2 and the kernel also forwards to 192.0.2.18, 192.0.2.26"
+    )

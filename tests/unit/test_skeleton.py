@@ -12,9 +12,22 @@ import pytest
 
 from anycastd.checks.dns import ProbeResult
 from anycastd.config.schema import DnsCheck
-from anycastd.core.health import Decision, Outcome, ServiceHealth, State, Thresholds
+from anycastd.core.damping import DampingSettings
+from anycastd.core.health import Decision, Outcome, Result, ServiceHealth, State, Thresholds, Transition
 from anycastd.core.net import IPAddress
-from anycastd.daemons.skeleton import MaintenanceBook, Probe, probe_forever, who
+from anycastd.daemons.skeleton import (
+    STALL_SLACK,
+    Liveness,
+    Loops,
+    MaintenanceBook,
+    Probe,
+    lift_and_forgive,
+    log_decision,
+    new_health,
+    probe_forever,
+    stall_after,
+    who,
+)
 from anycastd.daemons.state import InMemoryStore, Maintenance, StateError
 from anycastd.daemons.status import CheckStatus
 from anycastd.peer import Peer
@@ -438,4 +451,215 @@ def test_hurry_abandons_a_probe_waiting_the_full_timeout_for_an_urgent_one() -> 
     timeouts, probe, cancelled = asyncio.run(go())
     assert timeouts == pytest.approx([0.5, 0.5 / 3])
     assert probe.status.probes == 1 and probe.status.confirming == 1  # the abandoned one is not counted
+    assert probe.status.woken == 1  # the urgent probe was brought forward: counted as woken
     assert cancelled and probe.inflight is None
+
+
+# What both daemons share, written once. Named by the mutants of `make mutation` they kill.
+
+
+def test_a_deadline_met_to_the_instant_is_met_and_forgetting_an_unknown_loop_is_no_error() -> None:
+    fake = FakeTime()
+    live = Liveness(fake.clock)
+    live.beat("a", 1.0)
+    fake.now += 1.0
+    assert live()  # exactly at the deadline: still alive
+    fake.now += 0.001
+    assert not live()
+    live.forget("never beat")
+    live.forget("a")
+    assert live()
+
+
+def test_a_loop_counts_as_stalled_after_its_interval_its_timeout_and_the_slack() -> None:
+    assert stall_after(CHECK) == pytest.approx(1.0 + 0.5 + STALL_SLACK)
+
+
+def test_a_health_has_flap_damping_unless_it_is_turned_off() -> None:
+    assert new_health("dns", [CHECK], None).damping is None
+    damped = new_health("dns", [CHECK, CHECK], DampingSettings())
+    assert damped.damping is not None and len(damped.checks) == 2
+
+
+def test_a_decision_is_logged_a_line_a_transition_worse_as_a_warning_and_each_note(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    down = Transition("dns", State.UP, State.FALLING, "checks[0]: timeout", 1.0)
+    rising = Transition("dns", State.DOWN, State.RISING, "checks[0]: NOERROR", 2.0)
+    with caplog.at_level(logging.INFO, logger="anycastd.daemons.skeleton"):
+        log_decision(Decision(transitions=(down, rising), notes=("dns: flap penalty 1000",)))
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, str(down)),
+        (logging.INFO, str(rising)),
+        (logging.WARNING, "dns: flap penalty 1000"),
+    ]
+
+
+def _loops_run(body: Any) -> Any:
+    return asyncio.run(body())
+
+
+def test_the_first_loop_to_end_ends_the_daemon_with_its_own_error() -> None:
+    async def go() -> None:
+        loops = Loops()
+        assert not loops.running
+        stop = asyncio.Event()
+
+        async def fails() -> None:
+            await asyncio.sleep(0)
+            raise ValueError("probe loop broke")
+
+        async def fails_later() -> None:
+            await asyncio.sleep(0.01)
+            raise KeyError("second")
+
+        loops.start(fails(), "dns/checks[0]")
+        loops.start(fails_later(), "dns/checks[1]")
+        with pytest.raises(ValueError, match="probe loop broke"):
+            await loops.until(stop)  # arms by itself
+        assert loops.running
+        await asyncio.sleep(0.02)  # the second one ends too: the first error stands, nothing else is raised
+
+    _loops_run(go)
+
+
+def test_a_loop_that_returns_is_an_error_named_after_it_and_a_watched_future_too() -> None:
+    async def go() -> None:
+        loops = Loops()
+
+        async def returns() -> None:
+            return None
+
+        loops.arm()
+        loops.start(returns(), "syncer")
+        with pytest.raises(RuntimeError, match=r"^syncer ended$"):
+            await loops.until(asyncio.Event())
+        other = Loops()
+        other.arm()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        other.watch(done)
+        done.set_result(None)
+        with pytest.raises(RuntimeError, match=r"^<Future .*> ended$"):
+            await other.until(asyncio.Event())
+
+    _loops_run(go)
+
+
+def test_loops_stopped_on_purpose_end_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    async def go() -> None:
+        loops = Loops()
+        stop = asyncio.Event()
+        finished: list[str] = []
+
+        async def returns_early() -> None:
+            return None
+
+        async def forever(name: str) -> None:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                await asyncio.sleep(0)
+                finished.append(name)
+
+        early = loops.start(returns_early(), "before arming")  # ends before until(): not an error
+        await asyncio.sleep(0)
+        assert early.done()
+        cancelled = loops.start(forever("cancelled"), "cancelled")
+        await asyncio.sleep(0)
+        await Loops.stop([cancelled])  # a reload stops a service's loops: waits for them, ends nothing
+        assert finished == ["cancelled"]
+        stop.set()
+        await loops.until(stop)
+        late = loops.start(returns_early(), "after stopping")  # e.g. the syncer, told to end
+        await late
+        await loops.until(stop)  # still nothing to raise
+
+    with caplog.at_level(logging.DEBUG, logger="asyncio"):
+        _loops_run(go)
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio" and r.levelno >= logging.ERROR] == []
+
+
+def test_announce_lifts_the_drains_then_forgives_and_says_each_once(caplog: pytest.LogCaptureFixture) -> None:
+    async def go() -> None:
+        book = MaintenanceBook(InMemoryStore(), lambda: 1_800_000_000.0)
+        book.restore(["ns1"], "x")
+        book.drain(["ns1", "gone"], "disk swap", "root")
+        book.problem = "the file was unreadable"
+        flapping = ServiceHealth.create(
+            "dns/ns2", [Thresholds(1, 1, 1)], new_health("x", [CHECK], DampingSettings()).damping
+        )
+        drained = ServiceHealth.create("dns/ns1", [Thresholds(1, 1, 1)])
+        drained.drain("disk swap", 5.0)
+        assert flapping.damping is not None
+        for at in range(6):  # fails and passes until flap damping holds it back
+            flapping.feed(0, Result(Outcome.HARD_FAIL, "refused"), 10.0 + at)
+            flapping.feed(0, Result(Outcome.OK, "NOERROR"), 10.5 + at)
+        assert flapping.suppressed
+        applied: list[tuple[str, Decision]] = []
+
+        async def apply(name: str, decision: Decision) -> None:
+            applied.append((name, decision))
+
+        done = await lift_and_forgive(
+            book,
+            ["ns1", "gone", "ns3"],
+            {"ns1": [drained], "ns2": [flapping]},
+            apply,
+            everything=True,
+            again="routed again",
+            kept="they stay drained",
+            now=20.0,
+        )
+        assert (done.lifted, done.not_drained, done.cleared) == (("ns1", "gone"), ("ns3",), ("ns2",))
+        assert book.problem is None and "ns1" not in book
+        assert drained.state is not State.MAINTENANCE and drained.transitions[-1].at == 20.0
+        assert not flapping.suppressed
+        assert [name for name, _ in applied] == ["ns1", "ns1", "ns2"]  # the undrain, then each forgiven
+
+    with caplog.at_level(logging.WARNING, logger="anycastd.daemons.skeleton"):
+        asyncio.run(go())
+    assert [r.getMessage() for r in caplog.records] == [
+        "ns1: maintenance ended; routed again once its probes pass",
+        "gone: maintenance ended; routed again once its probes pass",
+        "ns2: flap penalty cleared by an operator; routed again once its probes pass",
+    ]
+
+
+def test_a_confirming_probe_cannot_be_hurried_it_is_already_short() -> None:
+    async def go() -> list[bool]:
+        fake = FakeTime()
+        probe = Probe(
+            "dns/checks[0]",
+            0,
+            CHECK,
+            (),
+            ServiceHealth.create("dns", [Thresholds(1, 3, 1)]),
+            CheckStatus(),
+            asyncio.Event(),
+        )
+        hurriable: list[bool] = []
+        done = asyncio.Event()
+        script = [Outcome.OK, Outcome.FAIL, Outcome.FAIL]
+
+        class Prober:
+            async def probe(self, check: DnsCheck, service_addresses: Sequence[IPAddress]) -> ProbeResult:
+                hurriable.append(probe.inflight is not None)
+                if not script:
+                    done.set()
+                    await asyncio.Event().wait()
+                outcome = script.pop(0)
+                return ProbeResult(outcome, outcome.value, None, "192.0.2.10")
+
+        async def on_result(p: Probe, result: ProbeResult, decision: Decision) -> None:
+            pass
+
+        task = asyncio.ensure_future(
+            probe_forever(probe, Prober(), on_result, clock=fake.clock, sleep=fake.sleep, jitter=lambda _: 0.0)
+        )
+        await alongside(task, done.wait())
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return hurriable
+
+    # the full timeout: it may be hurried; a check in doubt is confirmed with the short one: it may not
+    assert asyncio.run(go()) == [True, True, False, False]
