@@ -270,7 +270,7 @@ class Router:
         await probe_forever(probe, self.prober, on_result, clock=self.clock, sleep=self.sleep, jitter=self.jitter)
 
     def _apply(self, decision: Decision) -> None:
-        log_decision(decision)
+        log_decision(decision, log)
         if decision.actions or not all(c is not None for c in self.choices.values()):
             self.request_sync()
 

@@ -262,7 +262,7 @@ class Sidecar:
         self.triggers.tick()
 
     async def apply(self, service: Service, decision: Decision) -> None:
-        log_decision(decision)
+        log_decision(decision, log)
         for transition in decision.transitions:
             if transition.name == service.name:
                 self.metrics.transition(service.name, transition.new)

@@ -114,12 +114,13 @@ def new_health(name: str, checks: Sequence[DnsCheck], damping: DampingSettings |
 _WORSE = (State.DOWN, State.FALLING, State.MAINTENANCE)
 
 
-def log_decision(decision: Decision) -> None:
-    """Log every transition (``name: old -> new (reason)``) and every flap damping note of ``decision``."""
+def log_decision(decision: Decision, logger: logging.Logger) -> None:
+    """Log every transition (``name: old -> new (reason)``) and every flap damping note of ``decision``,
+    under the daemon's own name (``logger``): the log says which variant decided."""
     for transition in decision.transitions:
-        log.log(logging.WARNING if transition.new in _WORSE else logging.INFO, "%s", transition)
+        logger.log(logging.WARNING if transition.new in _WORSE else logging.INFO, "%s", transition)
     for note in decision.notes:
-        log.warning("%s", note)
+        logger.warning("%s", note)
 
 
 class Loops:

@@ -33,6 +33,7 @@ from anycastd.daemons.status import CheckStatus
 from anycastd.peer import Peer
 from tests.unit.fake_time import FakeTime, until
 
+sidecar_log = logging.getLogger("anycastd.daemons.sidecar")
 CHECK = DnsCheck(ipaddress.ip_address("192.0.2.10"), interval=1.0, timeout=0.5)
 OK = ProbeResult(Outcome.OK, "NOERROR", 0.001, "192.0.2.10")
 
@@ -486,12 +487,12 @@ def test_a_decision_is_logged_a_line_a_transition_worse_as_a_warning_and_each_no
 ) -> None:
     down = Transition("dns", State.UP, State.FALLING, "checks[0]: timeout", 1.0)
     rising = Transition("dns", State.DOWN, State.RISING, "checks[0]: NOERROR", 2.0)
-    with caplog.at_level(logging.INFO, logger="anycastd.daemons.skeleton"):
-        log_decision(Decision(transitions=(down, rising), notes=("dns: flap penalty 1000",)))
-    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
-        (logging.WARNING, str(down)),
-        (logging.INFO, str(rising)),
-        (logging.WARNING, "dns: flap penalty 1000"),
+    with caplog.at_level(logging.INFO, logger="anycastd.daemons.sidecar"):
+        log_decision(Decision(transitions=(down, rising), notes=("dns: flap penalty 1000",)), sidecar_log)
+    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
+        ("anycastd.daemons.sidecar", logging.WARNING, str(down)),
+        ("anycastd.daemons.sidecar", logging.INFO, str(rising)),
+        ("anycastd.daemons.sidecar", logging.WARNING, "dns: flap penalty 1000"),
     ]
 
 
