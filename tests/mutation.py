@@ -68,7 +68,7 @@ EQUIVALENT: dict[str, str] = {
             "anycastd.config.sidecar.x_parse__mutmut_43",
             "anycastd.config.sidecar.x_parse__mutmut_61",
             "anycastd.config.sidecar.x_parse__mutmut_75",
-            "anycastd.config.sidecar.x_parse__mutmut_167",
+            "anycastd.config.sidecar.x_parse__mutmut_207",
             "anycastd.config.router.x_parse_router__mutmut_78",
             "anycastd.config.router.x_parse_router__mutmut_92",
         ],
@@ -76,9 +76,6 @@ EQUIVALENT: dict[str, str] = {
     ),
     **dict.fromkeys(
         [
-            "anycastd.config.sidecar.x_parse__mutmut_203",
-            "anycastd.config.sidecar.x_parse__mutmut_204",
-            "anycastd.config.sidecar.x_parse__mutmut_205",
             "anycastd.config.router.x_parse_router__mutmut_132",
             "anycastd.config.router.x_parse_router__mutmut_133",
             "anycastd.config.router.x_parse_router__mutmut_134",
@@ -92,6 +89,16 @@ EQUIVALENT: dict[str, str] = {
     "anycastd.config.sidecar.x_parse__mutmut_163": (
         "`watchdog is not None` -> `or True`: watchdog is None only when its value was refused, a problem is "
         "recorded, and parsing raises before the settings are used"
+    ),
+    **dict.fromkeys(
+        ["anycastd.config.sidecar.x_parse__mutmut_190", "anycastd.config.sidecar.x_parse__mutmut_195"],
+        "bfdd.command's default -> None (or none given): a missing key then gives None, and the same line puts "
+        "the default in its place (`... or DEFAULT_BFDD`)",
+    ),
+    "anycastd.config.sidecar.x__bfd_interval__mutmut_21": (
+        "`> 1e-6` -> `>= 1e-6` in the whole-milliseconds check: the two differ only for an interval whose "
+        "milliseconds come out exactly 1e-6 off a whole number, which the float product `value * 1000` "
+        "essentially never does (its own rounding error is some 1e-14)"
     ),
     "anycastd.config.router.x_parse_router__mutmut_12": (
         "`top.get('router', {})` -> `top.get('router', None)`: a missing router section then takes the `else {}` "

@@ -472,7 +472,7 @@ def parse(text: str, source: str = "<config>") -> Config:
     if r.problems:
         raise ConfigError(r.problems)
     if router_id is None or local_asn is None or runtime_dir is None or state_dir is None:  # pragma: no mutate
-        raise ConfigError(r.problems)  # a value is None only where its reader recorded a problem
+        raise ConfigError(r.problems)  # pragma: no mutate (unreachable: a None comes with a problem)
     config = Config(
         router_id,
         local_asn,
