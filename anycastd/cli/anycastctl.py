@@ -309,12 +309,11 @@ def main(argv: list[str] | None = None) -> int:
         timeout += request.timeout or 3600.0  # the daemon ends the wait; this only guards against a hung daemon
     try:
         reply = call(args.socket, request, timeout)
-    except Unreachable as exc:
+    except ControlError as exc:  # Unreachable too
+        if args.json:  # a script reading stdout gets an answer it can parse, as the daemon's own errors
+            print(json.dumps({"ok": False, "error": str(exc)}))
         print(f"anycastctl: {exc}", file=sys.stderr)
-        return EXIT_NO_DAEMON
-    except ControlError as exc:
-        print(f"anycastctl: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_NO_DAEMON if isinstance(exc, Unreachable) else EXIT_ERROR
     return _print(args, reply)
 
 

@@ -28,6 +28,7 @@ from anycastd.config.schema import (
     read_prefixes,
     read_services,
     read_top,
+    refuse_shared_prefixes,
     to_address,
     to_bool,
     to_command,
@@ -276,14 +277,7 @@ def parse_router(text: str, source: str = "<config>") -> RouterConfig:
     control = read_control(r, top)
     metrics = read_metrics(r, top)
     services = read_services(r, top, _routed_service)
-    owner: dict[IPNetwork, str] = {}
-    for s in services:
-        for i, prefix in enumerate(s.prefixes):
-            if prefix in owner:
-                r.problem(
-                    f"services.{s.name}.prefixes[{i}]", f"{prefix} is already a prefix of service {owner[prefix]!r}"
-                )
-            owner.setdefault(prefix, s.name)
+    refuse_shared_prefixes(r, services)
     if r.problems or tag is None or when_all_down is None or runtime_dir is None or state_dir is None:
         raise ConfigError(r.problems)
     return RouterConfig(tuple(services), vtysh, tag, when_all_down, runtime_dir, state_dir, control, metrics, source)

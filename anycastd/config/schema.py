@@ -18,10 +18,10 @@ from __future__ import annotations
 import grp
 import ipaddress
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import dns.exception
 import dns.name
@@ -274,6 +274,25 @@ def read_services(r: Reader, top: dict[str, Any], parse_one: Callable[[Reader, s
         r.problem("services", f"must be a mapping of service name to service, got {kind(raw_services)}")
         return []
     return [s for name, raw in raw_services.items() if (s := parse_one(r, name, raw, f"services.{name}")) is not None]
+
+
+class HasPrefixes(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def prefixes(self) -> tuple[IPNetwork, ...]: ...
+
+
+def refuse_shared_prefixes(r: Reader, services: Sequence[HasPrefixes]) -> None:
+    """A prefix belongs to one service: two would announce (or route) it on two services' verdicts, and
+    the first to fail would take it away from the other."""
+    owner: dict[IPNetwork, str] = {}
+    for s in services:
+        for i, prefix in enumerate(s.prefixes):
+            first = owner.setdefault(prefix, s.name)
+            if first != s.name:  # within one service, a prefix given twice is its reader's problem
+                r.problem(f"services.{s.name}.prefixes[{i}]", f"{prefix} is already a prefix of service {first!r}")
 
 
 def read_top(text: str, source: str, keys: set[str]) -> tuple[Reader, dict[str, Any]]:

@@ -42,6 +42,7 @@ from anycastd.config.schema import (
     read_prefixes,
     read_services,
     read_top,
+    refuse_shared_prefixes,
     to_address,
     to_bool,
     to_command,
@@ -469,6 +470,7 @@ def parse(text: str, source: str = "<config>") -> Config:
             r.problem(f"{n_path}.address", f"neighbor {n.address} is listed twice")
         neighbors.append(n)
     services = read_services(r, top, _service)
+    refuse_shared_prefixes(r, services)
     if r.problems:
         raise ConfigError(r.problems)
     if router_id is None or local_asn is None or runtime_dir is None or state_dir is None:  # pragma: no mutate

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -80,6 +81,8 @@ def test_anycastctl_without_a_daemon_says_where_it_looked(tmp_path: Path) -> Non
     after = cli("anycastd.cli.anycastctl", "status", "--json", "--socket", str(stale))  # global options after it
     assert after.returncode == 7
     assert after.stderr == f"anycastctl: nothing listens on {stale}: anycastd is not running\n"
+    assert json.loads(after.stdout) == {"ok": False, "error": f"nothing listens on {stale}: anycastd is not running"}
+    assert result.stdout == ""  # without --json, stdout stays empty: the message is on stderr
     assert cli("anycastd.cli.anycastctl").returncode == 2
     assert cli("anycastd.cli.anycastctl", "withdraw", "dns").returncode == 2  # --reason is required
     assert cli("anycastd.cli.anycastctl", "withdraw", "dns", "--all", "--reason", "x").returncode == 2
