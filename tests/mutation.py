@@ -76,9 +76,9 @@ EQUIVALENT: dict[str, str] = {
     ),
     **dict.fromkeys(
         [
-            "anycastd.config.router.x_parse_router__mutmut_132",
-            "anycastd.config.router.x_parse_router__mutmut_133",
-            "anycastd.config.router.x_parse_router__mutmut_134",
+            "anycastd.config.router.x_parse_router__mutmut_125",
+            "anycastd.config.router.x_parse_router__mutmut_126",
+            "anycastd.config.router.x_parse_router__mutmut_127",
         ],
         "a guard's `or` -> `and`: a value is None only after its reader recorded a problem, and `r.problems` comes first in the same condition, so parsing raises either way",
     ),
