@@ -49,7 +49,7 @@ test: deps venv lint
 	$(PY) -m pytest --cov=anycastd.core.health --cov=anycastd.core.damping --cov-branch --cov-report=term-missing --cov-fail-under=100 tests
 	$(PY) -m tests.fuzz --seconds $(FUZZ_SECONDS)
 
-# Mutation testing of the pure core (mutmut; 3.5 minutes on 2 cores): every surviving mutant is killed by a
+# Mutation testing of the pure core and the configuration readers (mutmut; about 21 minutes on 2 cores, 3,739 mutants): every surviving mutant is killed by a
 # named test or explained in tests/mutation.py, or this fails.
 mutation: venv
 	rm -rf mutants
