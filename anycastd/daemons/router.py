@@ -26,9 +26,11 @@ every service it serves, and is persisted like the sidecar's.
 Why one module of about 600 lines: the probes, the syncer and the operator's
 requests act on one state (members, choices, what FRR holds) on one event
 loop, without locks, because nothing else touches it; the decisions are
-elsewhere (anycastd.core.routes, anycastd.core.health), as are the probe schedule and
-the maintenance book (anycastd.daemons.skeleton) and FRR's dialect
-(anycastd.announce.frr). What is left is the order in which things happen.
+elsewhere (anycastd.core.routes, anycastd.core.health), as are what both daemons
+share (the probe schedule, the loop supervisor, the maintenance book and
+`anycastctl announce`: anycastd.daemons.skeleton; the status entries:
+anycastd.daemons.status) and FRR's dialect (anycastd.announce.frr). What is left
+is the order in which things happen.
 """
 
 from __future__ import annotations

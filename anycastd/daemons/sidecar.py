@@ -25,9 +25,11 @@ Why one module of about 470 lines: the probe loops, the operator's requests,
 reload and shutdown act on one state (each service's health, its path, its
 maintenance) on one event loop, without locks, because nothing else touches
 it. What decides is elsewhere: the health machine, flap damping and the path
-(anycastd.core.health, anycastd.core.damping), the schedule and the maintenance book
-(anycastd.daemons.skeleton), the drain's quiet wait (anycastd.watch.drain), and ExaBGP
-(anycastd.announce). What is left is the order in which things happen.
+(anycastd.core.health, anycastd.core.damping), what both daemons share (the schedule,
+the loop supervisor, the maintenance book and `anycastctl announce`:
+anycastd.daemons.skeleton; the status entries: anycastd.daemons.status), the drain's
+quiet wait (anycastd.watch.drain), and ExaBGP (anycastd.announce). What is left is
+the order in which things happen.
 """
 
 from __future__ import annotations
