@@ -816,3 +816,11 @@ def test_a_zone_id_is_shown_from_its_first_percent_sign_and_cut_at_16_characters
     assert problem.startswith("neighbors[0].address: must not carry a zone id (%eth0%x)")
     [problem] = problems_of(with_value(GOOD, ["neighbors", 0, "address"], "fe80::1%" + "e" * 20), config.parse)
     assert problem.startswith(f"neighbors[0].address: must not carry a zone id (%{'e' * 16})")
+
+
+def test_two_sidecar_services_cannot_announce_one_prefix() -> None:
+    # each would announce it on its own verdict, and the first to fail would withdraw it from the other
+    other = {"prefixes": ["203.0.113.54/32", "2001:db8::53/128"], "checks": [{"address": "192.0.2.10"}]}
+    assert problems_of(with_value(GOOD, ["services", "other"], other), config.parse) == [
+        "services.other.prefixes[1]: 2001:db8::53/128 is already a prefix of service 'dns'"
+    ]
