@@ -13,7 +13,9 @@ sending queries to servers that may be failing: so with the ``keep``
 policy the routes stay, minus any server an operator drained, and the
 service is marked *degraded*. Which routes: servers lost within one probe
 round (``window``) of each other are one *cascade*, one event with one
-cause, and what stays is the set from before the cascade began. When a
+cause, and what stays is the set from before the cascade began. ``now`` is
+the time of the verdict (the router chooses as each verdict comes, not when
+FRR is next free to take a change). When a
 bad zone or a dead upstream fails every server at once, their verdicts
 still arrive some tens of milliseconds apart; keeping only the last one
 to fail would pour the whole service onto one failing server. A server

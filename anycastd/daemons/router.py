@@ -274,6 +274,7 @@ class Router:
     def _apply(self, decision: Decision) -> None:
         log_decision(decision, log)
         if decision.actions or not all(c is not None for c in self.choices.values()):
+            self._choose()  # at the verdict: a cascade is timed by the verdicts, not by when FRR is free
             self.request_sync()
 
     # syncing FRR ------------------------------------------------------------

@@ -118,7 +118,7 @@ def test_when_every_resolver_dies_the_last_set_stays_and_the_alarm_is_raised(rou
     time.sleep(0.5)
     # Not a black hole: the routes from before s1 and s2 failed stay. Their deaths are seen a probe
     # apart at most, within one round: one event, so both are kept, not only the last one seen.
-    assert lab.server_paths() == {"s1", "s2"}
+    assert lab.server_paths() == {"s1", "s2"}, lab.log_since(offset)
     status = lab.anycastctl("status")
     assert "DEGRADED: no server passes its probes; keeping the routes from before the failures began (s1, s2)" in (
         status.stdout
@@ -126,6 +126,27 @@ def test_when_every_resolver_dies_the_last_set_stays_and_the_alarm_is_raised(rou
     assert 'anycastd_service_degraded{service="dns"} 1.0' in lab.metrics()
     lab.start_resolver(s3, wait=False)
     wait_until(lambda: lab.server_paths() == {"s3"}, 5, what="s3 alone replacing the kept set")
+
+
+def test_a_cascade_stays_one_while_frr_is_too_slow_to_take_it(router_lab: StaticLab) -> None:
+    """The cascade's clock is the verdicts', not FRR's: staticd frozen while s1 and s2 die holds the first
+    change up for a second, and the second verdict, seen meanwhile, still joins the first one's cascade."""
+    lab = router_lab
+    offset = lab.log_size()
+    s1, s2, s3 = lab.servers
+    lab.kill_resolver(s3)
+    lab.wait_server(s3, present=False, timeout=3)
+    time.sleep(1.5)  # more than a probe round: s3's failure is an event of its own
+    lab.stop_frr("staticd", signal.SIGSTOP)
+    try:
+        lab.kill_resolvers(s1, s2)
+        wait_until(lambda: lab.log_since(offset).count("up -> down (checks[0]") == 3, 3, what="s1's and s2's verdicts")
+        time.sleep(1.0)  # the first verdict's change waits on staticd for all this time
+    finally:
+        lab.stop_frr("staticd", signal.SIGCONT)
+    wait_until(lambda: "DEGRADED" in lab.log_since(offset), 5, what="the DEGRADED log line")
+    time.sleep(1.5)  # the held change, then a resync (1 s in the lab): FRR as anycastd leaves it
+    assert lab.server_paths() == {"s1", "s2"}, lab.log_since(offset)
 
 
 def test_a_route_added_by_hand_is_left_alone(router_lab: StaticLab) -> None:

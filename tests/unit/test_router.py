@@ -137,6 +137,28 @@ def test_when_every_server_fails_the_last_healthy_set_stays_and_says_so(caplog: 
     assert "dns: no longer degraded: ns3 carry it" in caplog.text
 
 
+def test_a_cascade_is_timed_by_the_verdicts_not_by_when_frr_takes_them() -> None:
+    """ns1's verdict comes 50 ms after ns2's while the syncer is still held up by FRR for a second: one
+    cascade, so both are kept (the lab's staticd-frozen test shows it on real daemons)."""
+
+    async def go() -> None:
+        router, frr, prober, _ = make_router()
+        await rounds(router, prober, 2)
+        prober.now["ns3"] = hard
+        await rounds(router, prober)
+        await router.sleep(2.0)
+        ns1, ns2 = (next(m for m in router.members["dns"] if m.server.name == n) for n in ("ns1", "ns2"))
+        router._apply(ns2.health.feed(0, hard("ns2").for_health(), router.clock()))
+        await router.sync()
+        await router.sleep(0.05)
+        router._apply(ns1.health.feed(0, hard("ns1").for_health(), router.clock()))
+        await router.sleep(1.0)  # the syncer's next pass, a second late
+        await router.sync()
+        assert frr.routes(TAG) == via("ns1", "ns2")
+
+    run(go)
+
+
 def test_the_withdraw_policy_removes_every_route() -> None:
     async def go() -> None:
         router, frr, prober, _ = make_router(config=parse_router(TEXT.replace("tag: 5353", "when_all_down: withdraw")))
