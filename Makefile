@@ -7,7 +7,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEBIAN_PACKAGES := frr unbound bind9 bind9-dnsutils nftables iproute2 procps python3-venv systemd util-linux prometheus
 
-.PHONY: deps venv dist cli-files install-cli-files lint test fuzz mutation unit integration demo bench bench-quick bench-sidecar reliability clean
+DEB_BUILD_PACKAGES := build-essential debhelper dh-virtualenv python3.11-venv lintian git
+
+.PHONY: deps deb-deps deb package-test venv dist cli-files install-cli-files lint test fuzz mutation unit integration demo bench bench-quick bench-sidecar reliability clean
 
 deps:
 	./scripts/install-debian-packages.sh $(DEBIAN_PACKAGES)
@@ -23,6 +25,26 @@ venv: $(VENV)/.installed
 # What operators install (docs/operations.md): the sdist and a wheel built from it, in dist/.
 dist: venv
 	$(PY) -m build --outdir dist .
+
+# The Debian package anycastd-dns (debian/; docs/packaging.md): built with dh-virtualenv from the tracked files
+# (and new ones not ignored) copied to build/deb/src, checked with lintian, written to dist/. DEB_VERSION builds
+# another version of the same tree (the upgrade test's "next release"): anycastd's own version changes with it.
+deb-deps:
+	./scripts/install-debian-packages.sh $(DEB_BUILD_PACKAGES)
+
+deb: deb-deps
+	rm -rf build/deb && mkdir -p build/deb/src dist
+	git ls-files -z --cached --others --exclude-standard | tar --null --ignore-failed-read -T - -cf - | tar -xf - -C build/deb/src
+	$(if $(DEB_VERSION),sed -i 's/^__version__ = .*/__version__ = "$(DEB_VERSION)"/' build/deb/src/anycastd/__init__.py)
+	$(PYTHON) build/deb/src/scripts/debian_changelog.py > build/deb/src/debian/changelog
+	cd build/deb/src && dpkg-buildpackage -b -us -uc
+	lintian --fail-on error,warning --info --display-info build/deb/*.changes >build/deb/lintian.txt; \
+		status=$$?; cat build/deb/lintian.txt; exit $$status
+	cp build/deb/anycastd-dns_*.deb dist/
+
+# Install, check, upgrade and purge the package on this machine (as root): tests/package/test_deb.py.
+package-test: deb venv
+	ANYCASTD_PACKAGE_TEST=1 $(PY) -m pytest -p no:cacheprovider tests/package
 
 # Man pages and bash/zsh completion from the argument parsers, into packaging/ (committed; a test checks
 # they are current). install-cli-files puts them where man, bash and zsh look (PREFIX=/usr/local).
@@ -101,4 +123,4 @@ reliability: deps venv
 	$(PY) bench/reliability.py --runs 3
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage build dist

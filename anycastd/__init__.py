@@ -3,3 +3,6 @@
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+#: Where the Debian package (debian/) puts the documentation and the examples; messages point there.
+DOC_DIR = "/usr/share/doc/anycastd-dns"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -266,6 +267,21 @@ def anycastd_paths(lab: Lab, server: Server) -> tuple[Path, Path, Path]:
     return sdir / "anycastd.yaml", sdir / "anycastd.log", sdir / "run" / "control.sock"
 
 
+#: Where an installed package's commands are (``/usr/bin``: tests/package runs the lab against the Debian
+#: package); unset, the lab runs this checkout's anycastd through the test's own Python.
+INSTALLED_BIN = os.environ.get("ANYCASTD_LAB_BIN") or None
+
+
+def anycastd_command(*args: str) -> list[str]:
+    return [f"{INSTALLED_BIN}/anycastd", *args] if INSTALLED_BIN else [sys.executable, "-m", "anycastd", *args]
+
+
+def anycastctl_command(*args: str) -> list[str]:
+    if INSTALLED_BIN:
+        return [f"{INSTALLED_BIN}/anycastctl", *args]
+    return [sys.executable, "-m", "anycastd.cli.anycastctl", *args]
+
+
 #: The unprivileged user packaging/systemd runs anycastd as; the lab can run it so too (``user=``).
 UNPRIVILEGED_USER = "anycastd"
 #: The sidecar's one capability (docs/security.md): the service addresses (netlink) and nftables.
@@ -320,7 +336,7 @@ def start_anycastd(
     path, logfile, _ = anycastd_paths(lab, server)
     text = config or anycastd_config(lab, server)
     path.write_text(text)
-    argv = [sys.executable, "-m", "anycastd", "run", "--config", str(path), "--log-level", "debug"]
+    argv = anycastd_command("run", "--config", str(path), "--log-level", "debug")
     if user is None:
         # back to root after a run as a user: bfdd runs as root with no capability in effect (FRR lowers them),
         # so it could not reach a runtime directory still owned by that user (systemd gives it to the unit's)
@@ -341,7 +357,7 @@ def start_anycastd(
 def anycastctl(lab: Lab, server: Server, *args: str) -> subprocess.CompletedProcess[str]:
     """The real CLI, run in ``server``'s namespace against its anycastd."""
     _, _, sock = anycastd_paths(lab, server)
-    argv = [sys.executable, "-m", "anycastd.cli.anycastctl", "--socket", str(sock), *args]
+    argv = anycastctl_command("--socket", str(sock), *args)
     return lab.exec(lab.ns(server.name), *argv, check=False)
 
 
@@ -398,12 +414,12 @@ services:
 def start_anycastd_router(lab: Lab, config: str | None = None) -> subprocess.Popen[bytes]:
     path, logfile, _ = router_paths(lab)
     path.write_text(config or router_config(lab))
-    argv = [sys.executable, "-m", "anycastd", "router", "--config", str(path), "--log-level", "debug"]
+    argv = anycastd_command("router", "--config", str(path), "--log-level", "debug")
     return lab.spawn(ROUTER_KEY, lab.router, argv, logfile)
 
 
 def anycastctl_router(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
     """The real CLI against `anycastd router`, run in the router's namespace."""
     _, _, sock = router_paths(lab)
-    argv = [sys.executable, "-m", "anycastd.cli.anycastctl", "--socket", str(sock), *args]
+    argv = anycastctl_command("--socket", str(sock), *args)
     return lab.exec(lab.router, *argv, check=False)

@@ -64,9 +64,11 @@ class RoutedService:
     damping: DampingSettings | None = DEFAULT_DAMPING  # per server of the service; None: no flap damping
 
     @property
-    def round(self) -> float:
-        """One probe round: every server's checks have run once within it (interval plus timeout)."""
-        return max(c.interval + c.timeout for c in self.checks)
+    def cascade_window(self) -> float:
+        """How far apart the verdicts on servers that fail at the same instant can come: one is refused at
+        its next probe, another needs ``fall`` probes an interval apart, the last waiting its timeout.
+        Failures this close are one cascade (anycastd.core.routes)."""
+        return max(max(c.fall, c.fall_hard) * c.interval + c.timeout for c in self.checks)
 
     def checks_for(self, server: Server) -> tuple[DnsCheck, ...]:
         return tuple(replace(c, address=server.address) for c in self.checks)

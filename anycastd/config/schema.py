@@ -28,6 +28,7 @@ import dns.name
 import dns.rcode
 import dns.rdatatype
 
+from anycastd import DOC_DIR
 from anycastd.config.yamlfile import Reader, absolute_path, kind, seconds, whole
 from anycastd.config.yamlfile import text as _text
 from anycastd.core.damping import DampingSettings
@@ -295,9 +296,22 @@ def refuse_shared_prefixes(r: Reader, services: Sequence[HasPrefixes]) -> None:
                 r.problem(f"services.{s.name}.prefixes[{i}]", f"{prefix} is already a prefix of service {first!r}")
 
 
+#: The line the Debian package adds to the examples it installs in /etc/anycastd: nothing runs from them
+#: as they stand (packaging/etc.py).
+EXAMPLE_KEY = "example"
+EXAMPLE_PROBLEM = (
+    "this is the example the package installed, not this host's configuration: describe this host's "
+    f"services ({DOC_DIR}/configuration.md), then delete this line"
+)
+
+
 def read_top(text: str, source: str, keys: set[str]) -> tuple[Reader, dict[str, Any]]:
     r = Reader(source)
-    top = r.mapping(r.document(text), "", keys)
+    document = r.document(text)
+    if isinstance(document, dict) and EXAMPLE_KEY in document:
+        r.problem(EXAMPLE_KEY, EXAMPLE_PROBLEM)  # alone: the rest is the example's, and valid
+        raise r.fail()
+    top = r.mapping(document, "", keys)
     if top is None:
         raise r.fail()
     return r, top

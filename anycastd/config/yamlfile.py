@@ -41,6 +41,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from anycastd import DOC_DIR
 from anycastd.errors import ConfigError
 from anycastd.untrusted import UntrustedFileError, read_file
 
@@ -177,7 +178,8 @@ class Reader:
         except yaml.YAMLError as exc:  # pragma: no cover (every YAMLError PyYAML raises is one of the above)
             raise ConfigError([f"{self.source}: not valid YAML: {exc}"]) from None
         if node is None:
-            raise ConfigError([f"{self.source}:1:1: the file is empty; see examples/anycastd.yaml for a start"])
+            where = f"{DOC_DIR}/examples/ (examples/ in the source)"
+            raise ConfigError([f"{self.source}:1:1: the file is empty; start from an example in {where}"])
         try:
             return self.value(node, "", 0)
         except _Refused as exc:

@@ -11,16 +11,18 @@ is healthy and not drained, exactly those do. When none is, a router
 without a route drops every query (a black hole), which is worse than
 sending queries to servers that may be failing: so with the ``keep``
 policy the routes stay, minus any server an operator drained, and the
-service is marked *degraded*. Which routes: servers lost within one probe
-round (``window``) of each other are one *cascade*, one event with one
-cause, and what stays is the set from before the cascade began. ``now`` is
-the time of the verdict (the router chooses as each verdict comes, not when
-FRR is next free to take a change). When a
-bad zone or a dead upstream fails every server at once, their verdicts
-still arrive some tens of milliseconds apart; keeping only the last one
-to fail would pour the whole service onto one failing server. A server
-lost long after the others (more than a round) starts a cascade of its
-own: it was the last healthy one, and it alone is kept. ``withdraw``
+service is marked *degraded*. Which routes: servers lost within ``window``
+of each other are one *cascade*, one event with one cause, and what stays
+is the set from before the cascade began. When a bad zone or a dead
+upstream fails every server at once, their verdicts still arrive apart: a
+probe round apart when all are refused alike, and up to ``fall`` probes
+apart when one is refused at once and another only times out (the
+router's window is that bound: RoutedService.cascade_window). Keeping only
+the last one to fail would pour the whole service onto one failing server.
+A server lost long after the others (more than the window) starts a
+cascade of its own: it was the last healthy one, and it alone is kept.
+``now`` is the time of the verdict: the router chooses as each verdict
+comes, not when FRR is next free to take a change. ``withdraw``
 removes the routes instead. Nothing is decided until every server has given a verdict
 (``ServiceHealth.decided``): a restarted anycastd must not remove a route
 only because its first probe has not passed ``rise`` times yet.
@@ -159,7 +161,7 @@ class Selection:
 
     service: str
     keep_when_all_down: bool = True
-    window: float = 0.0  # one probe round: servers lost within it of each other are one cascade
+    window: float = 0.0  # servers lost within it of each other are one cascade
     chosen: frozenset[str] = field(default_factory=frozenset)  # the servers of the last choice
     before: frozenset[str] = field(default_factory=frozenset)  # the servers chosen before this cascade began
     last: frozenset[str] = field(default_factory=frozenset)  # the last set of healthy, undrained servers

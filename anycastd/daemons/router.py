@@ -174,7 +174,7 @@ class Router:
                 status = [CheckStatus(detection_note=REMOTE) for _ in checks]
                 self.members[service.name].append(Member(service, server, checks, health, status))
         keep = config.when_all_down == "keep"
-        self.selections = {s.name: Selection(s.name, keep, s.round) for s in config.services}
+        self.selections = {s.name: Selection(s.name, keep, s.cascade_window) for s in config.services}
         self.choices: dict[str, Choice | None] = {s.name: None for s in config.services}
         self.book = MaintenanceBook(store, wall)  # by server name
         self.installed: list[Installed] = []

@@ -51,6 +51,9 @@ def test_the_sidecar_runs_without_root(lab: BgpLab, user: str) -> None:
 
         # anycastd and ExaBGP: not root, CAP_NET_ADMIN and nothing else, no way to gain more
         pid = lab.lab.processes[daemons.anycastd_key(s1)].pid
+        if daemons.INSTALLED_BIN:  # tests/package: the package's command, run by the package's interpreter
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            assert argv[:2] == [b"/usr/lib/anycastd-dns/bin/python", f"{daemons.INSTALLED_BIN}/anycastd".encode()]
         exabgp = lab.exabgp_pid(s1)
         assert exabgp is not None
         for process in (pid, exabgp):

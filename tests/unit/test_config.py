@@ -180,7 +180,11 @@ def test_non_host_prefix_allowed_when_asked() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("", "anycastd.yaml:1:1: the file is empty"),
+        (
+            "",
+            "anycastd.yaml:1:1: the file is empty; start from an example in /usr/share/doc/anycastd-dns/examples/ "
+            "(examples/ in the source)",
+        ),
         ("router_id: [", "anycastd.yaml:1:13: not valid YAML"),
         ("- a\n- b\n", "anycastd.yaml:1:1: must be a mapping, got a list"),
         ("router_id: 192.0.2.1\nlocal_asn: 1\nneighbors: []\nservices: {}\n", "neighbors: must be a non-empty list"),

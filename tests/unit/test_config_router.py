@@ -135,3 +135,37 @@ def test_a_dual_stack_service_needs_a_nexthop_of_each_family_on_every_server() -
 def test_a_prefix_belongs_to_one_service() -> None:
     text = V4_ONLY + V4_ONLY.replace("services:\n  dns:", "  dns2:")
     assert any("203.0.113.53/32 is already a prefix of service 'dns'" in p for p in problems(text))
+
+
+def test_the_cascade_window_is_the_slowest_checks_verdict_spread() -> None:
+    """fall (or fall_hard, if larger) probes an interval apart, the last waiting its timeout; the largest of
+    the service's checks."""
+    config = parse_router(
+        V4_ONLY.replace(
+            "        answer: healthy\n",
+            "        answer: healthy\n        interval: 0.5\n        timeout: 0.125\n        fall: 2\n"
+            "      - {qname: b.example, interval: 0.25, timeout: 0.0625, fall: 3, fall_hard: 5}\n",
+        )
+    )
+    assert config.services[0].cascade_window == 5 * 0.25 + 0.0625
+    assert parse_router(V4_ONLY).services[0].cascade_window == 3 * 0.2 + 0.15  # the defaults: 0.75 s
+
+
+@pytest.mark.parametrize(("text", "flags"), [(GOOD, "router"), (Path("examples/anycastd.yaml"), "sidecar")])
+def test_the_packages_example_marker_refuses_the_whole_file_at_its_line(text: str | Path, flags: str) -> None:
+    body = Path(__file__).resolve().parents[2].joinpath(text).read_text() if isinstance(text, Path) else text
+    reader = parse_router if flags == "router" else parse
+    with pytest.raises(ConfigError) as error:
+        reader("# installed by the package\n\nexample: true\n" + body, "f.yaml")
+    assert error.value.problems == [
+        "f.yaml:3:1: example: this is the example the package installed, not this host's configuration: describe "
+        "this host's services (/usr/share/doc/anycastd-dns/configuration.md), then delete this line"
+    ]
+
+
+@pytest.mark.parametrize("reader", [parse_router, parse])
+def test_a_document_that_only_says_example_is_not_a_mapping(reader: object) -> None:
+    with pytest.raises(ConfigError) as error:
+        reader("an example\n", "f.yaml")  # type: ignore[operator]
+    assert "must be a mapping" in error.value.problems[0], error.value.problems
+    assert "the package installed" not in error.value.problems[0]  # a substring of a scalar is not the key

@@ -62,6 +62,9 @@ def analyze(unit: str, tmp_path: Path, *args: str) -> subprocess.CompletedProces
         pytest.skip("systemd-analyze is not installed (make deps installs it)")
     copy = tmp_path / unit
     copy.write_text((UNITS / unit).read_text().replace(INSTALLED, ANYCASTD))
+    dropins = UNITS / f"{unit}.d"
+    if dropins.is_dir():  # scored with its drop-ins (BFD's widens the sidecar's): the worst case an operator runs
+        shutil.copytree(dropins, tmp_path / dropins.name)
     return subprocess.run([program, *args, str(copy)], check=False, capture_output=True, text=True)
 
 
@@ -80,7 +83,7 @@ def test_each_unit_is_notify_with_a_watchdog_and_restarts_on_failure(unit: str) 
 
 
 #: The exposure `systemd-analyze security` may give either unit (0 is best, 10 worst).
-MAX_EXPOSURE = 3.0
+MAX_EXPOSURE = 2.0
 
 
 @pytest.mark.parametrize(
@@ -99,7 +102,7 @@ def test_each_unit_runs_unprivileged_with_only_the_capabilities_it_needs(unit: s
 
 
 @pytest.mark.parametrize("unit", [c[0] for c in CASES])
-def test_systemd_scores_the_units_exposure_at_most_3(unit: str, tmp_path: Path) -> None:
+def test_systemd_scores_the_units_exposure_at_most_2(unit: str, tmp_path: Path) -> None:
     result = analyze(unit, tmp_path, "security", "--offline=true")
     overall = [line for line in result.stdout.splitlines() if "Overall exposure level" in line]
     assert overall, result.stdout + result.stderr
