@@ -116,7 +116,7 @@ EQUIVALENT: dict[str, str] = {
         "a key's own path -> None: _scalar uses the path only to name a number that cannot be built, and a "
         "key is a string or a number YAML has already resolved, which builds"
     ),
-    "anycastd.config.schema.x_read_top__mutmut_5": (
+    "anycastd.config.schema.x_read_top__mutmut_13": (
         "the top level's path `\"\"` -> `None`: the same as the readers' entries above"
     ),
     **dict.fromkeys(
@@ -151,7 +151,7 @@ EQUIVALENT: dict[str, str] = {
     "anycastd.config.yamlfile.xǁReaderǁdocument__mutmut_10": (
         "`mark is not None` -> `or True`: every MarkedYAMLError PyYAML raises while composing carries a mark"
     ),
-    "anycastd.config.yamlfile.xǁReaderǁdocument__mutmut_38": (
+    "anycastd.config.yamlfile.xǁReaderǁdocument__mutmut_39": (
         "the root's depth 0 -> 1: the composer keeps a file within MAX_DEPTH levels, so a value's depth stays "
         "at or under MAX_DEPTH either way; only an alias inside itself goes deeper, refused the same way"
     ),
