@@ -9,7 +9,7 @@ DEBIAN_PACKAGES := frr unbound bind9 bind9-dnsutils nftables iproute2 procps pyt
 
 DEB_BUILD_PACKAGES := build-essential debhelper dh-virtualenv python3.11-venv lintian git
 
-.PHONY: deps deb-deps deb package-test venv dist cli-files install-cli-files lint test fuzz mutation unit integration demo bench bench-quick bench-sidecar reliability clean
+.PHONY: deps deb-deps deb package-test grafana venv dist cli-files install-cli-files lint test fuzz mutation unit integration demo bench bench-quick bench-sidecar reliability clean
 
 deps:
 	./scripts/install-debian-packages.sh $(DEBIAN_PACKAGES)
@@ -51,6 +51,10 @@ package-test: deb venv
 PREFIX ?= /usr/local
 cli-files: venv
 	$(PY) scripts/cli_files.py packaging
+
+# The Grafana dashboard, packaging/grafana/anycastd.json, from its panel list (a test checks it is current).
+grafana: venv
+	$(PY) scripts/grafana_dashboard.py
 
 install-cli-files:
 	install -D -m 644 packaging/man/anycastd.1 $(DESTDIR)$(PREFIX)/share/man/man1/anycastd.1

@@ -97,6 +97,8 @@ def check_files() -> None:
         f"{DOC_DIR}/examples/anycastd-router.yaml",
         f"{DOC_DIR}/examples/bfd.conf",
         "/usr/share/anycastd-dns/prometheus/anycastd-alerts.yml",
+        "/usr/share/anycastd-dns/prometheus/scrape-config.yml",
+        "/usr/share/anycastd-dns/grafana/anycastd.json",
         "/usr/share/anycastd-dns/frr/bgp/frr.conf",
         "/usr/lib/sysusers.d/anycastd-dns.conf",
         "/usr/lib/tmpfiles.d/anycastd-dns.conf",
