@@ -9,7 +9,7 @@ DEBIAN_PACKAGES := frr unbound bind9 bind9-dnsutils nftables iproute2 procps pyt
 
 DEB_BUILD_PACKAGES := build-essential debhelper dh-virtualenv python3.11-venv lintian git
 
-.PHONY: deps deb-deps deb package-test grafana venv dist cli-files install-cli-files lint test fuzz mutation unit integration demo bench bench-quick bench-sidecar reliability clean
+.PHONY: deps deb-deps deb package-test release grafana venv dist cli-files install-cli-files lint test fuzz mutation unit integration demo bench bench-quick bench-sidecar reliability clean
 
 deps:
 	./scripts/install-debian-packages.sh $(DEBIAN_PACKAGES)
@@ -41,6 +41,11 @@ deb: deb-deps
 	lintian --fail-on error,warning --info --display-info build/deb/*.changes >build/deb/lintian.txt; \
 		status=$$?; cat build/deb/lintian.txt; exit $$status
 	cp build/deb/anycastd-dns_*.deb dist/
+
+# A release: checks that the version is written once and said everywhere, the changelog's dated section, the
+# compatibility corpus (tests/compat), a clean tree, then builds the package and tags vVERSION (docs/packaging.md).
+release: venv
+	$(PY) scripts/release.py $(VERSION)
 
 # Install, check, upgrade and purge the package on this machine (as root): tests/package/test_deb.py.
 package-test: deb venv

@@ -310,11 +310,44 @@ def main(argv: list[str] | None = None) -> int:
     try:
         reply = call(args.socket, request, timeout)
     except ControlError as exc:  # Unreachable too
+        message = str(exc) + version_hint(str(exc))
         if args.json:  # a script reading stdout gets an answer it can parse, as the daemon's own errors
-            print(json.dumps({"ok": False, "error": str(exc)}))
-        print(f"anycastctl: {exc}", file=sys.stderr)
+            print(json.dumps({"ok": False, "error": message}))
+        print(f"anycastctl: {message}", file=sys.stderr)
         return EXIT_NO_DAEMON if isinstance(exc, Unreachable) else EXIT_ERROR
-    return _print(args, reply)
+    if isinstance(reply, StatusReply) and not args.json:
+        running = reply.document.get("anycastd")
+        if running != __version__:  # absent: a daemon older than the field (0.1.0 has it)
+            print(
+                f"anycastctl: note: this anycastctl is {__version__}, the running anycastd is "
+                f"{running or 'older than 0.1.0'}: restart anycastd to run the installed version",
+                file=sys.stderr,
+            )
+    try:
+        return _print(args, reply)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:  # a status of a shape this one cannot show
+        print(
+            f"anycastctl: cannot show this status ({type(exc).__name__}: {exc}); "
+            f"`anycastctl status --json` prints it whole{version_hint('unexpected reply')}",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+
+
+#: What a daemon of another version says of a request it cannot read, and what this anycastctl says of a
+#: reply it cannot read (anycastd.control.protocol).
+_MISMATCH = ("unknown command", "unknown field", "unexpected reply", "not JSON", "a request is a JSON object")
+
+
+def version_hint(error: str) -> str:
+    """A sentence to add to ``error`` when it looks like anycastctl and anycastd of different versions
+    (an upgrade installed, the daemon not restarted): the fix is a restart, not a changed command line."""
+    if not any(words in error for words in _MISMATCH):
+        return ""
+    return (
+        f" (this anycastctl is {__version__}; an anycastd of another version may not know this request: "
+        "`anycastd --version` shows the installed one, `systemctl restart anycastd` runs it)"
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from anycastd import __version__
 from anycastd.checks.dns import ProbeResult
 from anycastd.config.schema import DnsCheck
 from anycastd.control.protocol import ProbeOutcome, plain
@@ -139,6 +140,7 @@ class StatusWriter:
         """The whole document: its version, the variant (``mode``), the configuration, then each section."""
         return {
             "version": STATUS_VERSION,
+            "anycastd": __version__,  # the running daemon's version: anycastctl says so when its own differs
             "mode": mode,
             "config": source,
             "problem": problem,
