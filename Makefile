@@ -126,6 +126,7 @@ bench-sidecar: deps venv
 	$(PY) bench/failover.py
 	$(PY) bench/resources.py
 	$(PY) bench/drain.py
+	$(PY) bench/restart.py
 
 # The fault matrix, three times over, into docs/reliability.md (about 5 minutes).
 reliability: deps venv
