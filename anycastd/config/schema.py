@@ -297,7 +297,7 @@ def refuse_shared_prefixes(r: Reader, services: Sequence[HasPrefixes]) -> None:
 
 
 #: The line the Debian package adds to the examples it installs in /etc/anycastd: nothing runs from them
-#: as they stand (packaging/etc.py).
+#: as they stand (debian/mark-example).
 EXAMPLE_KEY = "example"
 EXAMPLE_PROBLEM = (
     "this is the example the package installed, not this host's configuration: describe this host's "
