@@ -187,6 +187,8 @@ def print_status(reply: dict[str, Any]) -> None:
         if s.get("path") == "graceful-shutdown":
             print("  path: kept, tagged GRACEFUL_SHUTDOWN (65535:0): failing; used only while no path is healthy")
         _print_damping("  ", s.get("damping"))
+        if s.get("require", len(s["checks"])) < len(s["checks"]):
+            print(f"  healthy while {s['require']} of its {len(s['checks'])} checks pass")
         for c in s["checks"]:
             print(
                 f"  checks[{c['index']}] {c['address']}: {c['state']}, {c['probes']} probes, {c['failures']} failed;"

@@ -26,6 +26,7 @@ from anycastd.config.schema import (
     read_damping,
     read_metrics,
     read_prefixes,
+    read_require,
     read_services,
     read_top,
     refuse_shared_prefixes,
@@ -62,6 +63,7 @@ class RoutedService:
     checks: tuple[DnsCheck, ...]  # templates: the address is each server's
     servers: tuple[Server, ...]
     damping: DampingSettings | None = DEFAULT_DAMPING  # per server of the service; None: no flap damping
+    require: int | None = None  # how many of a server's checks must pass; None: all of them
 
     @property
     def cascade_window(self) -> float:
@@ -209,7 +211,7 @@ def _server(r: Reader, data: Any, path: str) -> Server | None:
 
 def _routed_service(r: Reader, name: str, data: Any, path: str) -> RoutedService | None:
     check_service_name(r, name, path)
-    m = r.mapping(data, path, {"prefixes", "checks", "servers", "allow_non_host_prefixes", "damping"})
+    m = r.mapping(data, path, {"prefixes", "checks", "require", "servers", "allow_non_host_prefixes", "damping"})
     if m is None:
         return None
     allow = r.field(m, path, "allow_non_host_prefixes", to_bool, False)
@@ -219,6 +221,7 @@ def _routed_service(r: Reader, name: str, data: Any, path: str) -> RoutedService
         checks = [c for c_path, raw in r.items(m, path, "checks", "checks") if (c := read_check(r, raw, c_path, True))]
     else:
         checks = [DnsCheck(TEMPLATE_ADDRESS, probe_service_addresses=False)]
+    require = read_require(r, m, path, len(checks))
     servers: list[Server] = []
     for s_path, raw in r.items(m, path, "servers", "servers"):
         server = _server(r, raw, s_path)
@@ -246,7 +249,7 @@ def _routed_service(r: Reader, name: str, data: Any, path: str) -> RoutedService
         servers.append(server)
     if not prefixes or not checks or not servers or allow is None:  # pragma: no mutate
         return None
-    return RoutedService(name, tuple(prefixes), tuple(checks), tuple(servers), damping)
+    return RoutedService(name, tuple(prefixes), tuple(checks), tuple(servers), damping, require)
 
 
 def _vtysh(r: Reader, raw: dict[str, Any]) -> VtyshSettings:

@@ -29,7 +29,7 @@ import dns.rcode
 import dns.rdatatype
 
 from anycastd import DOC_DIR
-from anycastd.config.yamlfile import Reader, absolute_path, kind, seconds, whole
+from anycastd.config.yamlfile import Reader, absolute_path, kind, seconds, shown, whole
 from anycastd.config.yamlfile import text as _text
 from anycastd.core.damping import DampingSettings
 from anycastd.core.net import IPAddress, IPNetwork
@@ -315,6 +315,32 @@ def read_top(text: str, source: str, keys: set[str]) -> tuple[Reader, dict[str, 
     if top is None:
         raise r.fail()
     return r, top
+
+
+def requirement(count: int) -> Callable[[Any], int]:
+    """A service's ``require``: ``all`` (every one of its ``count`` checks), ``any`` (one), or a number of
+    checks from 1 to ``count``; as that number."""
+
+    def convert(value: Any) -> int:
+        if value == "all":
+            return count
+        if value == "any":
+            return 1
+        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= count:
+            return value
+        raise ValueError(
+            f"must be all, any, or how many of its {count} checks must pass (1 to {count}), got "
+            + (kind(value) if isinstance(value, list | dict) else shown(value))
+        )
+
+    return convert
+
+
+def read_require(r: Reader, m: dict[str, Any], path: str, count: int) -> int | None:
+    """``require`` of a service with ``count`` checks; None when absent (all of them) or wrong (recorded)."""
+    if "require" not in m or count == 0:
+        return None
+    return r.field(m, path, "require", requirement(count), None)
 
 
 DAMPING_KEYS = {"penalty", "half_life", "suppress", "reuse", "max_suppress"}

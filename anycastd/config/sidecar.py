@@ -40,6 +40,7 @@ from anycastd.config.schema import (
     read_damping,
     read_metrics,
     read_prefixes,
+    read_require,
     read_services,
     read_top,
     refuse_shared_prefixes,
@@ -75,6 +76,7 @@ class Service:
     failure_action: str = "withdraw"
     damping: DampingSettings | None = DEFAULT_DAMPING  # None: no flap damping
     bgp: RouteAttributes = PLAIN  # the path attributes its prefixes are announced with
+    require: int | None = None  # how many checks must pass; None: all of them
 
     @property
     def graceful_shutdown(self) -> bool:
@@ -221,7 +223,9 @@ def _exabgp_path(value: Any) -> Path:
 
 def _service(r: Reader, name: str, data: Any, path: str) -> Service | None:
     check_service_name(r, name, path)
-    keys = {"prefixes", "checks", "interface", "allow_non_host_prefixes", "failure_action", "damping", "bgp"}
+    keys = {
+        "prefixes", "checks", "require", "interface", "allow_non_host_prefixes", "failure_action", "damping", "bgp",
+    }  # fmt: skip
     m = r.mapping(data, path, keys)
     if m is None:
         return None
@@ -232,11 +236,12 @@ def _service(r: Reader, name: str, data: Any, path: str) -> Service | None:
     bgp = _attributes(r, m["bgp"], f"{path}.bgp") if "bgp" in m else PLAIN
     prefixes = read_prefixes(r, m, path, bool(allow))
     checks = [c for c_path, raw in r.items(m, path, "checks", "checks") if (c := read_check(r, raw, c_path))]
+    require = read_require(r, m, path, len(checks))
     if allow is None or interface is None or action is None or not prefixes or not checks:  # pragma: no mutate
         return None
     if bgp is None:
         return None
-    return Service(name, tuple(prefixes), tuple(checks), interface, allow, action, damping, bgp)
+    return Service(name, tuple(prefixes), tuple(checks), interface, allow, action, damping, bgp, require)
 
 
 #: The most communities (or large communities) one service may carry: enough to steer, bounded.

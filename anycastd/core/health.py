@@ -26,10 +26,13 @@ only ``fall_hard`` consecutive hard failures. Any other failure (timeout, bad
 rcode, wrong answer, malformed response) needs ``fall`` consecutive failures,
 so that one lost packet does not move traffic.
 
-A ``ServiceHealth`` aggregates the checks of one service. Its state is the
-worst of its checks' states (DOWN < RISING < FALLING < UP) or MAINTENANCE
-while an operator has drained it. The service is announced exactly when its
-state is UP or FALLING: every check has passed ``rise`` times and none has
+A ``ServiceHealth`` aggregates the checks of one service. ``require`` says
+how many must pass: all of them (the default), any one, or at least N. Its
+state is that of its ``require``-th best check, with DOWN < RISING <
+FALLING < UP: the worst check's state when all are required, the best
+check's when any one will do. An operator's drain makes it MAINTENANCE
+whatever the checks say. The service is announced exactly when its state is
+UP or FALLING: at least ``require`` checks have passed ``rise`` times and not
 failed ``fall`` times since. Whenever that changes, ``feed`` returns one
 ``Announce`` or ``Withdraw`` for the caller to carry out.
 
@@ -256,23 +259,34 @@ class ServiceHealth:
     #: Announced since anycastd started or since the last drain ended: only such a service may keep its
     #: path tagged GRACEFUL_SHUTDOWN when it fails (``path_of``); one that never passed is not announced.
     proven: bool = False
+    #: How many checks must pass; None: all of them.
+    require: int | None = None
 
     @classmethod
-    def create(cls, name: str, thresholds: Sequence[Thresholds], damping: Damping | None = None) -> ServiceHealth:
+    def create(
+        cls, name: str, thresholds: Sequence[Thresholds], damping: Damping | None = None, require: int | None = None
+    ) -> ServiceHealth:
         if not thresholds:
             raise ValueError(f"service {name} needs at least one check")
+        if require is not None and not 1 <= require <= len(thresholds):
+            raise ValueError(f"service {name}: require must be between 1 and {len(thresholds)}, got {require}")
         checks = [CheckHealth(f"{name}/checks[{i}]", t) for i, t in enumerate(thresholds)]
-        return cls(name, checks, damping=damping)
+        return cls(name, checks, damping=damping, require=require)
+
+    @property
+    def needed(self) -> int:
+        """How many checks must pass for the service to be healthy."""
+        return self.require or len(self.checks)
 
     @property
     def state(self) -> State:
         if self.maintenance_reason is not None:
             return State.MAINTENANCE
-        return min(check.state for check in self.checks)
+        return sorted(check.state for check in self.checks)[-self.needed]  # the needed-th best
 
     @property
     def healthy(self) -> bool:
-        """What the probes conclude: every check UP or FALLING, and no drain."""
+        """What the probes conclude: at least ``require`` checks UP or FALLING, and no drain."""
         return self.state in ANNOUNCED_STATES
 
     @property

@@ -170,7 +170,7 @@ class Router:
             self.members[service.name] = []
             for server in service.servers:
                 checks = service.checks_for(server)
-                health = new_health(f"{service.name}/{server.name}", checks, service.damping)
+                health = new_health(f"{service.name}/{server.name}", checks, service.damping, service.require)
                 status = [CheckStatus(detection_note=REMOTE) for _ in checks]
                 self.members[service.name].append(Member(service, server, checks, health, status))
         keep = config.when_all_down == "keep"

@@ -157,7 +157,7 @@ class Sidecar:
 
     def _init_service(self, service: Service) -> None:
         self.metrics.declare([(service.name, len(service.checks))])
-        self.health[service.name] = new_health(service.name, service.checks, service.damping)
+        self.health[service.name] = new_health(service.name, service.checks, service.damping, service.require)
         self.checks[service.name] = [CheckStatus() for _ in service.checks]
         self.paths[service.name] = Path.WITHDRAWN
         drained = self.book.get(service.name)

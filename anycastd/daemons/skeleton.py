@@ -104,10 +104,13 @@ class Liveness:
         return all(deadline >= now for deadline in self._deadlines.values())
 
 
-def new_health(name: str, checks: Sequence[DnsCheck], damping: DampingSettings | None) -> ServiceHealth:
-    """The health machine of one target: one check machine per check, flap damping unless turned off."""
+def new_health(
+    name: str, checks: Sequence[DnsCheck], damping: DampingSettings | None, require: int | None = None
+) -> ServiceHealth:
+    """The health machine of one target: one check machine per check, flap damping unless turned off, and
+    how many checks must pass (``require``; None: all)."""
     thresholds = [Thresholds(c.rise, c.fall, c.fall_hard) for c in checks]
-    return ServiceHealth.create(name, thresholds, Damping(damping) if damping is not None else None)
+    return ServiceHealth.create(name, thresholds, Damping(damping) if damping is not None else None, require)
 
 
 #: States whose entry is logged as a warning: the target carries less, or none, of the traffic.

@@ -111,6 +111,7 @@ class StatusWriter:
             "since": self.wall_of(health.since),
             "maintenance": maintenance_json(maintenance),
             "damping": damping_json(health.damping, self.clock(), self.wall_of),
+            "require": health.needed,  # how many of the checks must pass
             "checks": [
                 self.check(i, check, health, status)
                 for i, (check, status) in enumerate(zip(checks, statuses, strict=True))

@@ -169,3 +169,18 @@ def test_a_document_that_only_says_example_is_not_a_mapping(reader: object) -> N
         reader("an example\n", "f.yaml")  # type: ignore[operator]
     assert "must be a mapping" in error.value.problems[0], error.value.problems
     assert "the package installed" not in error.value.problems[0]  # a substring of a scalar is not the key
+
+
+@pytest.mark.parametrize(("given", "require"), [(None, None), ("all", 2), ("any", 1), (1, 1), (2, 2)])
+def test_require_is_all_any_or_a_number_of_checks(given: object, require: int | None) -> None:
+    checks = "    checks:\n      - qname: health.example\n        qtype: TXT\n        answer: healthy\n"
+    two = "    checks:\n      - qname: health.example\n      - {qname: health.example, protocol: tcp}\n"
+    line = f"    require: {given}\n" if given is not None else ""
+    assert parse_router(V4_ONLY.replace(checks, two + line)).services[0].require == require
+    example = Path(__file__).resolve().parents[2].joinpath("examples/anycastd.yaml").read_text()  # one check
+    sidecar = example.replace("    checks:\n", line + "    checks:\n", 1)
+    if given == 2:
+        with pytest.raises(ConfigError, match="require: must be all, any, or how many of its 1 checks must pass"):
+            parse(sidecar)
+    else:
+        assert parse(sidecar).services[0].require == (1 if given == "all" else require)

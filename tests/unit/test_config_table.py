@@ -89,6 +89,12 @@ SIDECAR_ROWS: list[tuple[Key, Any, Callable[[config.Config], Any], Any, str]] = 
      + "x" * 16 + "'"),
     (["services", "dns", "allow_non_host_prefixes"], True, lambda c: c.services[0].allow_non_host_prefixes, 1,
      "services.dns.allow_non_host_prefixes: must be true or false, got 1"),
+    (["services", "dns", "require"], 1, lambda c: c.services[0].require, 2,
+     "services.dns.require: must be all, any, or how many of its 1 checks must pass (1 to 1), got 2"),
+    (["services", "dns", "require"], 1, lambda c: c.services[0].require, 0,
+     "services.dns.require: must be all, any, or how many of its 1 checks must pass (1 to 1), got 0"),
+    (["services", "dns", "require"], 1, lambda c: c.services[0].require, True,
+     "services.dns.require: must be all, any, or how many of its 1 checks must pass (1 to 1), got True"),
     ([*CHECK, "port"], 65535, lambda c: c.services[0].checks[0].port, 65536,
      "services.dns.checks[0].port: must be between 1 and 65535, got 65536"),
     ([*CHECK, "qname"], "a.example.", lambda c: c.services[0].checks[0].qname, "a..b",
@@ -223,6 +229,8 @@ ROUTER_ROWS: list[tuple[Key, Any, Callable[[router_config.RouterConfig], Any], A
     (["metrics", "port"], 1, lambda c: c.metrics.port, 0, "metrics.port: must be between 1 and 65535, got 0"),
     (["services", "dns", "allow_non_host_prefixes"], True, lambda c: c.services[0].servers[0].name, "x",
      "services.dns.allow_non_host_prefixes: must be true or false, got 'x'"),
+    (["services", "dns", "require"], 1, lambda c: c.services[0].require, "some",
+     "services.dns.require: must be all, any, or how many of its 1 checks must pass (1 to 1), got 'some'"),
     (["services", "dns", "checks", 0, "interval"], 10, lambda c: c.services[0].checks[0].interval, 3601,
      "services.dns.checks[0].interval: must be at most 3600 seconds, got 3601"),
     (["services", "dns", "damping", "half_life"], 5, lambda c: c.services[0].damping.half_life, 0,
@@ -488,7 +496,7 @@ def test_non_host_prefixes_when_allowed() -> None:
         (["services", "dns", "servers", 0, "bogus"], 1, "services.dns.servers[0].bogus: unknown key (expected one "
          "of: address, name, nexthops, weight)"),
         (["services", "dns", "bogus"], 1, "services.dns.bogus: unknown key (expected one of: allow_non_host_prefixes, "
-         "checks, damping, prefixes, servers)"),
+         "checks, damping, prefixes, require, servers)"),
         (["services", "dns", "servers"], {}, "services.dns.servers: must be a non-empty list of servers, got a "
          "mapping"),
         (["services", "dns", "servers", 0, "name"], 5, "services.dns.servers[0].name: must be a non-empty string, "

@@ -256,3 +256,59 @@ def test_a_pass_of_a_check_that_is_up_changes_only_its_counts() -> None:
     decision = health.feed(1, ok, 3.0)  # RISING -> UP is no pass of an UP check: the full decision
     assert [type(a).__name__ for a in decision.actions] == ["Announce"] and health.proven
     assert health.feed(1, ok, 4.0) is QUIET
+
+
+# require: how many checks must pass -------------------------------------------------------------------------------
+
+
+def with_states(states: list[State], require: int | None) -> ServiceHealth:
+    s = ServiceHealth.create("dns", [Thresholds(1, 1, 1)] * len(states), require=require)
+    for check, state in zip(s.checks, states, strict=True):
+        check._state = state
+    return s
+
+
+@pytest.mark.parametrize(
+    ("states", "require", "expected"),
+    [
+        ([U, D], None, D),  # all (the default): the worst
+        ([U, D], 2, D),
+        ([U, D], 1, U),  # any: the best
+        ([D, F], 1, F),
+        ([D, R, U], 2, R),  # at least 2: the second best
+        ([U, F, D], 2, F),
+        ([U, U, D], 2, U),
+        ([D, D, U], 2, D),
+        ([R, F, U], 3, R),
+    ],
+)
+def test_a_service_is_as_healthy_as_its_require_th_best_check(
+    states: list[State], require: int | None, expected: State
+) -> None:
+    s = with_states(states, require)
+    assert s.state is expected
+    assert s.healthy is (expected in (U, F))
+    assert s.needed == (require or len(states))
+
+
+def test_the_order_of_the_checks_does_not_matter() -> None:
+    for require in (1, 2, 3):
+        seen = {with_states(list(order), require).state for order in ((U, R, D), (D, U, R), (R, D, U))}
+        assert len(seen) == 1
+
+
+@pytest.mark.parametrize("require", [0, 3, -1])
+def test_require_is_between_one_and_the_number_of_checks(require: int) -> None:
+    with pytest.raises(ValueError, match="require must be between 1 and 2, got"):
+        ServiceHealth.create("dns", [Thresholds(1, 1, 1)] * 2, require=require)
+
+
+def test_with_any_one_failing_check_moves_nothing_and_the_last_one_withdraws() -> None:
+    s = ServiceHealth.create("dns", [Thresholds(1, 1, 1)] * 2, require=1)
+    assert s.feed(0, OK, 1).actions == (Announce("dns", "checks[0]: NOERROR in 1 ms"),)
+    assert s.feed(1, OK, 2).actions == ()
+    d = s.feed(0, HARD, 3)
+    assert d.actions == () and s.state is U and s.announced  # checks[1] still passes
+    assert [str(t) for t in d.transitions] == ["dns/checks[0]: up -> down (connection refused)"]
+    assert s.feed(1, FAIL, 4).actions == (Withdraw("dns", "checks[1]: timeout after 150 ms"),)
+    assert s.feed(1, OK, 5).actions == (Announce("dns", "checks[1]: NOERROR in 1 ms"),)

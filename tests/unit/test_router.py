@@ -502,3 +502,13 @@ def test_udp_checks_run_on_the_engine_tcp_checks_as_tasks_and_an_engine_failure_
     asyncio.run(go())
     assert [key for key, _ in engines[0].added] == ["dns/ns1/checks[0]", "dns/ns2/checks[0]", "dns/ns3/checks[0]"]
     assert engines[0].closed
+
+
+def test_each_server_is_held_to_the_services_require() -> None:
+    text = TEXT.replace(
+        "    checks: [{rise: 2, fall: 2}]\n", "    checks: [{rise: 2, fall: 2}, {protocol: tcp}]\n    require: any\n"
+    )
+    router, _, _, _ = make_router(config=parse_router(text))
+    assert {m.health.needed for m in router.members["dns"]} == {1}
+    assert all(len(m.health.checks) == 2 for m in router.members["dns"])
+    assert router.status()["services"][0]["servers"][0]["require"] == 1

@@ -475,3 +475,25 @@ def test_without_triggers_status_says_the_checks_are_polled_and_why() -> None:
             "polling",
             "no event source was given",
         )
+
+
+def test_with_require_any_one_passing_check_keeps_the_service_announced() -> None:
+    text = GOOD.replace(
+        "        timeout: 0.25\n",
+        "        timeout: 0.25\n      - {address: 192.0.2.10, qname: health.example, protocol: tcp}\n    require: any\n",
+    )
+
+    async def go() -> None:
+        sidecar, announcer, _, _ = make_sidecar(text)
+        service = sidecar.config.service("dns")
+        health = sidecar.health["dns"]
+        assert (service.require, health.needed) == (1, 1)
+        await bring_up(sidecar, "dns")  # checks[0] alone rises: one of two is enough
+        assert announcer.announced and health.state is State.UP
+        await sidecar.apply(service, health.feed(1, HARD.for_health(), sidecar.clock()))
+        assert announcer.announced and health.announced  # checks[1] down, checks[0] still passes
+        assert sidecar.status()["services"][0]["require"] == 1
+        await sidecar.apply(service, health.feed(0, HARD.for_health(), sidecar.clock()))
+        assert not announcer.announced and sidecar.status()["services"][0]["state"] == "down"
+
+    asyncio.run(go())

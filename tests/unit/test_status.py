@@ -8,7 +8,7 @@ from anycastd.daemons.status import STATUS_VERSION, TRANSITIONS_SHOWN
 from tests.helpers import bring_up, hard, make_router, make_sidecar, ok, rounds
 
 #: What a health's entry holds in both modes (docs/operations.md, `status --json`).
-HEALTH_KEYS = {"state", "since", "maintenance", "damping", "checks", "transitions"}
+HEALTH_KEYS = {"state", "since", "maintenance", "damping", "require", "checks", "transitions"}
 CHECK_KEYS = {
     "index",
     "address",
