@@ -4,9 +4,10 @@
 systemd restarts the unit (KillMode=mixed) by sending SIGTERM to anycastd, waiting for it to exit, then
 starting it again; that is what each trial does to one server (rotating), with the lab client sending
 --rate queries/s (every query from a fresh source port, so a new ECMP flow) for the whole trial. On
-SIGTERM anycastd withdraws the service, waits until no query arrives (drain.grace), and exits, leaving its
-resolver running; the new anycastd announces again once its probes have passed `rise` times. A package
-upgrade restarts it the same way (docs/packaging.md). Prints a table and writes it into docs/benchmarks.md.
+SIGTERM anycastd withdraws the service, waits until no query arrives (drain.quiet, at most
+drain.grace) and exits, leaving its resolver running; the new anycastd announces again once its
+probes have passed `rise` times. A package upgrade restarts it the same way (docs/packaging.md).
+Prints a table and writes it into docs/benchmarks.md.
 
     python bench/restart.py [--trials N] [--rate Q]
 """
@@ -95,9 +96,10 @@ def main() -> int:
             context(),
             f"Load: {args.rate} queries/s from the client namespace for {LOAD_SECONDS} s, one source port per query.",
             f"{RESTART_AT} s in, one server's anycastd is restarted as systemd restarts the unit: SIGTERM, wait",
-            "for it to exit, start it again. Its resolver runs throughout. anycastd withdraws on SIGTERM and waits",
-            f"drain.grace ({DrainSettings().grace:g} s, the default) for quiet before it exits; the new one",
-            "announces after `rise` passing probes.",
+            "for it to exit, start it again. Its resolver runs throughout. anycastd withdraws on SIGTERM and exits",
+            f"once no query has arrived for drain.quiet ({DrainSettings().quiet:g} s), after drain.grace "
+            f"({DrainSettings().grace:g} s) at most",
+            "(the defaults); the new one announces after `rise` passing probes.",
             "",
             f"Goal: 0 queries lost in 10 of 10 trials: **{verdict}** ({zero} of {len(lost)} with 0 lost; "
             f"lost per trial: {', '.join(map(str, lost))}).",
