@@ -339,8 +339,8 @@ def requirement(count: int) -> Callable[[Any], int]:
 def read_require(r: Reader, m: dict[str, Any], path: str, count: int) -> int | None:
     """``require`` of a service with ``count`` checks; None when absent (all of them) or wrong (recorded)."""
     if "require" not in m or count == 0:
-        return None
-    return r.field(m, path, "require", requirement(count), None)
+        return None  # absent: all; no valid check: their problems are what to fix first
+    return r.field(m, path, "require", requirement(count))
 
 
 DAMPING_KEYS = {"penalty", "half_life", "suppress", "reuse", "max_suppress"}

@@ -184,3 +184,13 @@ def test_require_is_all_any_or_a_number_of_checks(given: object, require: int | 
             parse(sidecar)
     else:
         assert parse(sidecar).services[0].require == (1 if given == "all" else require)
+
+
+def test_require_beside_checks_that_are_all_wrong_names_the_checks_only() -> None:
+    example = Path(__file__).resolve().parents[2].joinpath("examples/anycastd.yaml").read_text()
+    broken = example.replace("    checks:\n", "    require: 1\n    checks:\n", 1).replace(
+        "qname: health.example.", "qname: 'a..b'", 1
+    )
+    with pytest.raises(ConfigError) as error:
+        parse(broken)
+    assert len(error.value.problems) == 1 and "qname" in error.value.problems[0], error.value.problems
