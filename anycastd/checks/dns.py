@@ -46,7 +46,11 @@ UDP_SENDS = 3
 
 
 #: Every ``ProbeResult.kind`` of a failure (metrics create each at zero, so alerts on them hold from the start).
-FAILURE_KINDS = ("timeout", "refused", "network", "malformed", "mismatch", "rcode", "answer")
+FAILURE_KINDS = ("timeout", "refused", "network", "malformed", "mismatch", "rcode", "answer", "dnssec")
+
+#: The AD (authentic data) bit of a header's flags word (RFC 4035): a validating resolver sets it on an answer it
+#: validated, when the query set AD or DO (RFC 6840 5.7).
+AD = 0x0020
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,14 @@ def classify(check: DnsCheck, query: dns.message.Message, wire: bytes, target: s
             return ProbeResult(
                 Outcome.FAIL, f"{target}: answer {got} does not match {check.answer}", latency, target, "answer"
             )
+    if check.dnssec and not response.flags & AD:
+        return ProbeResult(
+            Outcome.FAIL,
+            f"{target}: {rcode} without the AD bit: the answer was not validated (DNSSEC)",
+            latency,
+            target,
+            "dnssec",
+        )
     return ProbeResult(Outcome.OK, f"{target}: {rcode} in {_ms(latency)}", latency, target)
 
 
@@ -157,6 +169,7 @@ class Compiled:
     rcode: int
     rdtype: int
     rdata: bytes | None  # the expected answer's wire form, when it can be compared byte for byte
+    ad: bool = False  # the answer must carry the AD bit (``dnssec``)
 
 
 #: Record types whose wire form holds no domain name, so no compression: byte comparison is exact.
@@ -165,6 +178,8 @@ _FLAT_TYPES = frozenset({dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.TXT}
 
 def compile_check(check: DnsCheck) -> Compiled:
     query = dns.message.make_query(check.qname, check.qtype)
+    if check.dnssec:  # ask for validation: AD in the query (RFC 6840 5.7); no DO, so no signatures to carry
+        query.flags |= AD
     query.id = 0
     wire = query.to_wire()
     rdtype = dns.rdatatype.from_text(check.qtype)
@@ -174,7 +189,7 @@ def compile_check(check: DnsCheck) -> Compiled:
             rdata = dns.rdata.from_text(dns.rdataclass.IN, rdtype, check.answer).to_wire()
         except dns.exception.DNSException:
             rdata = None  # the slow path compares text
-    return Compiled(query, wire[2:], wire[12:], dns.rcode.from_text(check.rcode), rdtype, rdata)
+    return Compiled(query, wire[2:], wire[12:], dns.rcode.from_text(check.rcode), rdtype, rdata, check.dnssec)
 
 
 def _skip_name(wire: bytes, at: int) -> int:
@@ -199,6 +214,8 @@ def fast_accept(c: Compiled, query_id: int, wire: bytes, want_answer: bool) -> b
         flags, qd, an, ns, ar = struct.unpack_from("!HHHHH", wire, 2)
         if flags & 0xFA00 != 0x8000 or flags & 0x000F != c.rcode or c.rcode > 15 or qd != 1:
             return False  # not QR, or an opcode, TC or rcode other than expected
+        if c.ad and not flags & AD:
+            return False  # not validated
         at = 12 + len(c.question)
         if wire[12:at] != c.question:
             return False

@@ -55,6 +55,7 @@ class DnsCheck:
     fall: int = 3
     fall_hard: int = 1
     probe_service_addresses: bool = True
+    dnssec: bool = False  # the answer must carry the AD bit: the resolver validated it (RFC 4035, 6840)
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ to_path = absolute_path
 
 CHECK_KEYS = {
     "address", "port", "qname", "qtype", "protocol", "rcode", "answer",
-    "interval", "timeout", "rise", "fall", "fall_hard", "probe_service_addresses",
+    "interval", "timeout", "rise", "fall", "fall_hard", "probe_service_addresses", "dnssec",
 }  # fmt: skip
 
 
@@ -198,6 +199,7 @@ def read_check(r: Reader, data: Any, path: str, template: bool = False) -> DnsCh
         "fall_hard": r.field(m, path, "fall_hard", whole(1, 1000), d["fall_hard"].default),
         # The router reaches the service address through the very routes it manages: it probes admin addresses.
         "probe_service_addresses": False if template else r.field(m, path, "probe_service_addresses", to_bool, True),
+        "dnssec": r.field(m, path, "dnssec", to_bool, False),
     }
     interval, timeout = values["interval"], values["timeout"]
     if interval is not None and timeout is not None and timeout >= interval:

@@ -179,7 +179,7 @@ class _Endpoint:
         )
         failures = Counter(
             "anycastd_probe_failures",
-            "failed probes by kind: timeout, refused, network, malformed, mismatch, rcode, answer",
+            "failed probes by kind: timeout, refused, network, malformed, mismatch, rcode, answer, dnssec",
             [*labels, "reason"],
             registry=self.registry,
         )

@@ -14,6 +14,7 @@ import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import dns.flags
 import dns.message
 import dns.rcode
 import dns.rrset
@@ -23,6 +24,9 @@ import dns.rrset
 class Responder:
     port: int = 0
     mode: str = "ok"  # ok | servfail | wrong-answer | garbage | wrong-id | silent | drop-first
+    #: A validating resolver's answer: the AD bit set when the query asks for it (AD or DO, RFC 6840 5.7).
+    validated: bool = False
+    asked_ad: int = 0  # queries that set the AD bit
     answer: str = "healthy"
     queries: int = 0
     _dropped: set[int] = field(default_factory=set)
@@ -38,6 +42,10 @@ class Responder:
         if self.mode == "garbage":
             return wire[:2] + b"\x81\x80 not dns at all"
         response = dns.message.make_response(query)
+        if query.flags & dns.flags.AD:
+            self.asked_ad += 1
+            if self.validated:
+                response.flags |= dns.flags.AD
         if self.mode == "servfail":
             response.set_rcode(dns.rcode.SERVFAIL)
             return response.to_wire()

@@ -95,6 +95,8 @@ SIDECAR_ROWS: list[tuple[Key, Any, Callable[[config.Config], Any], Any, str]] = 
      "services.dns.require: must be all, any, or how many of its 1 checks must pass (1 to 1), got 0"),
     (["services", "dns", "require"], 1, lambda c: c.services[0].require, True,
      "services.dns.require: must be all, any, or how many of its 1 checks must pass (1 to 1), got True"),
+    ([*CHECK, "dnssec"], True, lambda c: c.services[0].checks[0].dnssec, "yes",
+     "services.dns.checks[0].dnssec: must be true or false, got 'yes'"),
     ([*CHECK, "port"], 65535, lambda c: c.services[0].checks[0].port, 65536,
      "services.dns.checks[0].port: must be between 1 and 65535, got 65536"),
     ([*CHECK, "qname"], "a.example.", lambda c: c.services[0].checks[0].qname, "a..b",
@@ -502,8 +504,8 @@ def test_non_host_prefixes_when_allowed() -> None:
         (["services", "dns", "servers", 0, "name"], 5, "services.dns.servers[0].name: must be a non-empty string, "
          "got 5"),
         (["services", "dns", "checks", 0, "probe_service_addresses"], True, "services.dns.checks[0]."
-         "probe_service_addresses: unknown key (expected one of: answer, fall, fall_hard, interval, port, protocol, "
-         "qname, qtype, rcode, rise, timeout)"),
+         "probe_service_addresses: unknown key (expected one of: answer, dnssec, fall, fall_hard, interval, port, "
+         "protocol, qname, qtype, rcode, rise, timeout)"),
     ],
 )  # fmt: skip
 def test_router_problems_in_their_exact_words(key: Key, value: Any, message: str) -> None:

@@ -217,3 +217,42 @@ def test_the_fast_path_needs_no_answer_when_none_is_asked_for() -> None:
 def test_answers_of_types_with_names_go_to_the_slow_path() -> None:
     c = check(53, qtype="NS", answer="ns1.example.")
     assert compile_check(c).rdata is None  # compression makes byte comparison wrong: classify compares text
+
+
+@pytest.mark.parametrize("protocol", ["udp", "tcp"])
+@pytest.mark.parametrize(("validated", "outcome"), [(True, Outcome.OK), (False, Outcome.FAIL)])
+def test_a_dnssec_check_asks_for_validation_and_needs_the_ad_bit(
+    protocol: str, validated: bool, outcome: Outcome
+) -> None:
+    async def go() -> tuple[ProbeResult, int]:
+        async with serve(Responder(validated=validated)) as r:
+            return await probe_once(check(r.port, protocol=protocol, dnssec=True)), r.asked_ad
+
+    result, asked = asyncio.run(go())
+    assert asked >= 1  # the query set AD
+    assert result.outcome is outcome
+    if not validated:
+        assert result.kind == "dnssec"
+        assert result.reason == "127.0.0.1: NOERROR without the AD bit: the answer was not validated (DNSSEC)"
+
+
+def test_a_check_without_dnssec_neither_asks_nor_minds_the_ad_bit() -> None:
+    async def go() -> tuple[ProbeResult, int]:
+        async with serve(Responder()) as r:
+            return await probe_once(check(r.port)), r.asked_ad
+
+    result, asked = asyncio.run(go())
+    assert (result.outcome, asked) == (Outcome.OK, 0)
+
+
+def test_the_fast_path_passes_a_dnssec_answer_only_with_the_ad_bit() -> None:
+    c = check(53, dnssec=True)
+    compiled = compile_check(c)
+    query = dns.message.from_wire(compiled.query.to_wire())
+    query.id = 7
+    response = dns.message.make_response(query)
+    response.answer.append(dns.rrset.from_text("health.example.", 0, "IN", "TXT", '"healthy"'))
+    assert not fast_accept(compiled, 7, response.to_wire(), True)
+    response.flags |= 0x0020
+    assert fast_accept(compiled, 7, response.to_wire(), True)
+    assert fast_accept(compile_check(check(53)), 7, response.to_wire(), True)  # AD is fine when not asked for
