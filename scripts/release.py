@@ -23,6 +23,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from debian_changelog import sections  # noqa: E402
+
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)\Z")
 
 
@@ -35,9 +39,9 @@ def version_problems(version: str, init_text: str, changelog: str, corpora: set[
     if written is None or written[1] != version:
         found = written[1] if written else "nothing"
         problems.append(f'anycastd/__init__.py says {found}: set __version__ = "{version}" there')
-    headings = re.findall(r"^## \[([^\]]+)\](.*)$", changelog, re.MULTILINE)
-    names = [name for name, _ in headings]
-    dated = [name for name, rest in headings if re.fullmatch(r" - \d{4}-\d{2}-\d{2}\s*", rest)]
+    found = sections(changelog)  # read as the package's changelog is written from it
+    names = [section.version for section in found]
+    dated = [section.version for section in found if section.date]
     if version not in names:
         problems.append(f"CHANGELOG.md has no section ## [{version}] - YYYY-MM-DD: move [Unreleased]'s entries there")
     elif version not in dated:
