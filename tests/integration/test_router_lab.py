@@ -15,7 +15,7 @@ from typing import Any
 from anycastd_lab import daemons
 from anycastd_lab.fib import FibWatch
 from anycastd_lab.static import StaticLab
-from anycastd_lab.topology import SERVICE_V4, SERVICE_V6, wait_until
+from anycastd_lab.topology import SERVICE_V4, SERVICE_V6, Server, wait_until
 
 TAG = 5353
 
@@ -106,18 +106,25 @@ def test_a_drain_survives_a_restart_of_anycastd_router(router_lab: StaticLab) ->
     assert lab.server_paths() == {"s2", "s3"}
 
 
-def test_when_every_resolver_dies_the_last_set_stays_and_the_alarm_is_raised(router_lab: StaticLab) -> None:
-    lab = router_lab
-    offset = lab.log_size()
+def s3_fails_alone(lab: StaticLab) -> tuple[Server, Server, Server]:
+    """s3's resolver dies and its path leaves; then more than the cascade window (0.75 s with the lab's
+    checks) goes by, so that whatever fails next is an event of its own."""
     s1, s2, s3 = lab.servers
     lab.kill_resolver(s3)
     lab.wait_server(s3, present=False, timeout=3)
-    time.sleep(1.0)  # more than a probe round: s3's failure is an event of its own
-    lab.kill_resolvers(s1, s2)  # at the same instant: each is seen at its next probe, within one round
+    time.sleep(1.5)
+    return s1, s2, s3
+
+
+def test_when_every_resolver_dies_the_last_set_stays_and_the_alarm_is_raised(router_lab: StaticLab) -> None:
+    lab = router_lab
+    offset = lab.log_size()
+    s1, s2, s3 = s3_fails_alone(lab)
+    lab.kill_resolvers(s1, s2)  # at the same instant: each is seen at its next probe, within the window
     wait_until(lambda: "DEGRADED" in lab.log_since(offset), 5, what="the DEGRADED log line")
     time.sleep(0.5)
-    # Not a black hole: the routes from before s1 and s2 failed stay. Their deaths are seen a probe
-    # apart at most, within one round: one event, so both are kept, not only the last one seen.
+    # Not a black hole: the routes from before s1 and s2 failed stay. Their deaths are seen within the
+    # cascade window of each other: one event, so both are kept, not only the last one seen.
     assert lab.server_paths() == {"s1", "s2"}, lab.log_since(offset)
     status = lab.anycastctl("status")
     assert "DEGRADED: no server passes its probes; keeping the routes from before the failures began (s1, s2)" in (
@@ -133,10 +140,7 @@ def test_a_cascade_stays_one_while_frr_is_too_slow_to_take_it(router_lab: Static
     change up for a second, and the second verdict, seen meanwhile, still joins the first one's cascade."""
     lab = router_lab
     offset = lab.log_size()
-    s1, s2, s3 = lab.servers
-    lab.kill_resolver(s3)
-    lab.wait_server(s3, present=False, timeout=3)
-    time.sleep(1.5)  # more than a probe round: s3's failure is an event of its own
+    s1, s2, _ = s3_fails_alone(lab)
     lab.stop_frr("staticd", signal.SIGSTOP)
     try:
         lab.kill_resolvers(s1, s2)
