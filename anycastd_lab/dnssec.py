@@ -1,14 +1,16 @@
 """A validating Unbound for the lab: a signed zone it serves to its own validator, and the trust anchor to check it.
 
 ``signed.example.`` is signed once per lab with BIND's tools (dnssec-keygen, dnssec-signzone; Debian's
-bind9-utils, which `make deps` installs with bind9). Unbound loads it as an ``auth-zone`` for its own
-iterator only (``for-upstream``), so a recursive query for ``health.signed.example.`` goes through the
-validator exactly as an answer from the Internet would, and comes back with the AD bit when the trust anchor
-matches the zone's key. The faults a DNSSEC check must catch are then configuration changes, reloaded with
-SIGHUP as an operator's would be:
+bind9-utils, which `make deps` installs with bind9), and once more with signatures that expired yesterday.
+Unbound loads it as an ``auth-zone`` for its own iterator only (``for-upstream``), so a recursive query for
+``health.signed.example.`` goes through the validator exactly as an answer from the Internet would, and comes
+back with the AD bit while the trust anchor matches the zone's key and its signatures are current.
 
-- ``anchor="none"``: no trust anchor; the zone is insecure, answered without the AD bit;
-- ``anchor="wrong"``: an anchor that matches no key of the zone; every answer from it is bogus (SERVFAIL).
+The fault a DNSSEC check must catch is made at run time with unbound-control, which leaves Unbound's sockets
+alone (a SIGHUP reload closes and reopens them, and the probes would fail for that instead):
+``expire(lab, server)`` replaces the zone's file with the copy whose signatures expired and reloads it
+(``auth_zone_reload``): every answer from it is bogus, SERVFAIL. ``heal(lab, server)`` undoes it. An answer the
+resolver never validates (its own local data, ``health.example.``) comes without the AD bit.
 """
 
 from __future__ import annotations
@@ -21,12 +23,11 @@ from anycastd_lab.topology import Lab, Server
 
 SIGNED_ZONE = "signed.example."
 SIGNED_QNAME = "health.signed.example."
-#: A DS record that matches no key: SHA-256 of nothing anycastd's lab ever signs.
-WRONG_DS = "11111 13 2 " + "AB" * 32
 
 
 def signed_zone(lab: Lab) -> tuple[Path, str]:
-    """The signed zone file and the DS record of its key-signing key, made once per lab."""
+    """The signed zone file and the DS record of its key-signing key, made once per lab (with the copy whose
+    signatures expired yesterday beside it)."""
     d = lab.workdir / "dnssec"
     signed, ds = d / "signed.example.zone.signed", d / "ds"
     if signed.exists() and ds.exists():
@@ -44,35 +45,63 @@ def signed_zone(lab: Lab) -> tuple[Path, str]:
     ksk = _run("dnssec-keygen", "-q", *algorithm, "-f", "KSK", SIGNED_ZONE).strip()
     _run("dnssec-keygen", "-q", *algorithm, SIGNED_ZONE)
     _run("dnssec-signzone", "-q", "-S", "-K", str(d), "-d", str(d), "-o", SIGNED_ZONE, "-f", str(signed), str(zone))
+    expired = d / "signed.example.zone.expired"
+    _run("dnssec-signzone", "-q", "-S", "-K", str(d), "-d", str(d), "-o", SIGNED_ZONE, "-P", "-s", "now-172800",
+         "-e", "now-86400", "-f", str(expired), str(zone))  # fmt: skip
+    expired.chmod(0o644)
     record = _run("dnssec-dsfromkey", "-2", str(d / f"{ksk}.key")).split()
     ds.write_text(" ".join(record[3:]))  # "NAME IN DS" left out: key tag, algorithm, digest type, digest
     signed.chmod(0o644)
     return signed, ds.read_text()
 
 
-def validating_unbound_config(lab: Lab, server: Server, anchor: str = "right") -> str:
+def validating_unbound_config(lab: Lab, server: Server) -> str:
     """The lab's Unbound configuration for ``server`` with the validator on, ``signed.example.`` served to it,
-    and a trust anchor that is ``right``, ``wrong`` or ``none``."""
+    the zone's trust anchor, and unbound-control on a Unix socket."""
     signed, ds = signed_zone(lab)
-    anchors = {
-        "right": f'    trust-anchor: "{SIGNED_ZONE} DS {ds}"\n',
-        "wrong": f'    trust-anchor: "{SIGNED_ZONE} DS {WRONG_DS}"\n',
-    }
+    served = lab.workdir / server.name / "signed.example.zone"
+    served.write_text(signed.read_text())
     text = unbound_config(lab, server).replace('module-config: "iterator"', 'module-config: "validator iterator"')
     # the lab's static local zone "example." would answer for signed.example. itself: it is resolved instead
     text = text.replace(
         "remote-control:\n",
         f"""    local-zone: "{SIGNED_ZONE}" transparent
-{anchors.get(anchor, "")}auth-zone:
+    trust-anchor: "{SIGNED_ZONE} DS {ds}"
+auth-zone:
     name: "{SIGNED_ZONE}"
-    zonefile: "{signed}"
+    zonefile: "{served}"
     for-upstream: yes
     for-downstream: no
     fallback-enabled: no
 remote-control:
 """,
     )
-    return text
+    return text.replace(
+        "    control-enable: no\n",
+        f'    control-enable: yes\n    control-interface: "{_socket(lab, server)}"\n    control-use-cert: no\n',
+    )
+
+
+def expire(lab: Lab, server: Server) -> None:
+    served = lab.workdir / server.name / "signed.example.zone"
+    served.write_text((lab.workdir / "dnssec" / "signed.example.zone.expired").read_text())
+    _control(lab, server, "auth_zone_reload", SIGNED_ZONE)
+
+
+def heal(lab: Lab, server: Server) -> None:
+    signed, _ = signed_zone(lab)
+    (lab.workdir / server.name / "signed.example.zone").write_text(signed.read_text())
+    _control(lab, server, "auth_zone_reload", SIGNED_ZONE)
+
+
+def _socket(lab: Lab, server: Server) -> Path:
+    return lab.workdir / server.name / "unbound.ctl"
+
+
+def _control(lab: Lab, server: Server, *command: str) -> None:
+    """An unbound-control command, then the zone's cached answers flushed so that the next query sees it."""
+    for argv in (command, ("flush_zone", SIGNED_ZONE), ("flush_bogus",)):
+        _run("unbound-control", "-c", str(lab.workdir / server.name / "unbound.conf"), *argv)
 
 
 def _run(*argv: str) -> str:
