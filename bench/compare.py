@@ -48,7 +48,7 @@ from pathlib import Path
 from report import arguments, context, publish
 from resources import cpu_seconds, rss_mb
 
-from anycastd.config.schema import DnsCheck
+from anycastd.config.checks import Check
 from anycastd_lab import daemons
 from anycastd_lab.bgp import BgpLab
 from anycastd_lab.daemons import anycastd_key
@@ -77,7 +77,7 @@ class Controller:
     interval: float  # seconds between checks while nothing changes
 
 
-ANYCASTD = Controller("anycastd, defaults", None, DnsCheck(ipaddress.ip_address("192.0.2.1")).interval)
+ANYCASTD = Controller("anycastd, defaults", None, Check(ipaddress.ip_address("192.0.2.1")).interval)
 HC_DEFAULTS = Controller("exabgp healthcheck, defaults", "--withdraw-on-down", 5.0)
 HC_FASTEST = Controller("exabgp healthcheck, fastest", f"{FASTEST} --withdraw-on-down", 1.0)
 HC_AS_SHIPPED = Controller("exabgp healthcheck, defaults without --withdraw-on-down", "", 5.0)
@@ -658,7 +658,7 @@ def cost_and_spread_tables(r: Results) -> list[str]:
 
 
 def report(r: Results, command: str, elapsed: float) -> list[str]:
-    d = DnsCheck.__dataclass_fields__
+    d = Check.__dataclass_fields__
     settings = ", ".join(f"{k} {d[k].default}" for k in ("interval", "timeout", "rise", "fall", "fall_hard"))
     placements = "; ".join(f"{c.label}: {', '.join(r.servers[c])}" for c in CONTROLLERS)
     lines = [

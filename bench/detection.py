@@ -37,7 +37,7 @@ from compare import HC_FASTEST, Controller
 from fleet import WITHDRAW, Fleet
 from report import DOCS, arguments, context, publish
 
-from anycastd.config.schema import DnsCheck
+from anycastd.config.checks import Check
 from anycastd_lab.base import DnsLab
 from anycastd_lab.bgp import BgpLab
 from anycastd_lab.fib import FibWatch
@@ -48,7 +48,7 @@ RATE = 500  # queries per second from the client during a trial
 ADDRESS = SERVICE_V4.split("/")[0]
 IMAGES = DOCS.parent / "img"
 BIN = 0.010  # seconds per bar of the timelines
-ROUTER = Controller("anycastd router (static routes)", None, DnsCheck.__dataclass_fields__["interval"].default)
+ROUTER = Controller("anycastd router (static routes)", None, Check.__dataclass_fields__["interval"].default)
 #: "s1: up -> down (...)", "dns: falling -> down (...)", "dns/s1: up -> down (...)": the verdict in the log.
 VERDICT = re.compile(r"^(\S+ \S+) \w+ \S+: (?:dns|dns/s\d): \w+ -> down ", re.MULTILINE)
 

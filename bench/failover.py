@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from report import arguments, context, publish
 
-from anycastd.config.schema import DnsCheck
+from anycastd.config.checks import Check
 from anycastd_lab.base import DnsLab
 from anycastd_lab.bgp import BgpLab
 from anycastd_lab.topology import Server
@@ -136,7 +136,7 @@ def main() -> int:
         return 1
     with BgpLab() as lab:
         rows = measure(lab, args.trials, scenarios(lab))
-    d = DnsCheck.__dataclass_fields__
+    d = Check.__dataclass_fields__
     settings = ", ".join(f"{k} {d[k].default}" for k in ("interval", "timeout", "rise", "fall", "fall_hard"))
     publish(
         "bench/failover.py",

@@ -28,7 +28,7 @@ from failover import measure, resolver_scenarios, table
 from report import arguments, context, publish
 from resources import cpu_seconds, rss_mb
 
-from anycastd.config.schema import DnsCheck
+from anycastd.config.checks import Check
 from anycastd_lab import daemons
 from anycastd_lab.clab import STATIC_TOPOLOGY
 from anycastd_lab.static import StaticLab
@@ -132,7 +132,7 @@ def main() -> int:
     with StaticLab() as lab:
         rows = measure(lab, args.trials, resolver_scenarios(lab))
     cost = farm_cost(args.seconds)
-    d = DnsCheck.__dataclass_fields__
+    d = Check.__dataclass_fields__
     settings = ", ".join(f"{k} {d[k].default}" for k in ("interval", "timeout", "rise", "fall", "fall_hard"))
     met = "yes" if cost["cpu"] <= CPU_GOAL else "**no**"
     publish(

@@ -25,8 +25,8 @@ import yaml
 from anycastd.announce import InMemoryAnnouncer
 from anycastd.announce.frr import InMemoryRoutes
 from anycastd.checks.dns import ProbeResult
+from anycastd.config.checks import Check
 from anycastd.config.router import RouterConfig, parse_router
-from anycastd.config.schema import DnsCheck
 from anycastd.config.sidecar import parse
 from anycastd.control.protocol import CheckRequest, ControlError, Reply, Request, StatusReply
 from anycastd.control.server import ControlServer
@@ -101,7 +101,7 @@ class Probes:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def probe(self, check: DnsCheck, service_addresses: Sequence[IPAddress]) -> ProbeResult:
+    async def probe(self, check: Check, service_addresses: Sequence[IPAddress]) -> ProbeResult:
         self.calls += 1
         return OK
 
@@ -187,7 +187,7 @@ class RouterProber:
         self.now: dict[str, Callable[[str], ProbeResult]] = dict.fromkeys(ADDRESS, ok)
         self.asked: list[str] = []
 
-    async def probe(self, check: DnsCheck, service_addresses: Sequence[IPAddress]) -> ProbeResult:
+    async def probe(self, check: Check, service_addresses: Sequence[IPAddress]) -> ProbeResult:
         assert not service_addresses  # the router probes admin addresses only
         server = next(n for n, a in ADDRESS.items() if a == str(check.address))
         self.asked.append(server)

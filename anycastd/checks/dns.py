@@ -38,7 +38,7 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 
-from anycastd.config.schema import DnsCheck
+from anycastd.config.checks import Check
 from anycastd.core.health import Outcome, Result
 from anycastd.core.net import IPAddress
 
@@ -46,7 +46,12 @@ UDP_SENDS = 3
 
 
 #: Every ``ProbeResult.kind`` of a failure (metrics create each at zero, so alerts on them hold from the start).
-FAILURE_KINDS = ("timeout", "refused", "network", "malformed", "mismatch", "rcode", "answer", "dnssec")
+FAILURE_KINDS = (
+    "timeout", "refused", "network", "malformed", "mismatch", "rcode", "answer", "dnssec",  # every DNS check
+    "tls", "http",  # DoT and DoH: the handshake or the certificate; an HTTP status other than 2xx
+    "zone", "stale",  # zone checks: not loaded; behind the primary for longer than max_lag
+    "exit", "output", "missing",  # command checks: a non-zero exit or a signal; too much output; no program
+)  # fmt: skip
 
 #: The AD (authentic data) bit of a header's flags word (RFC 4035): a validating resolver sets it on an answer it
 #: validated, when the query set AD or DO (RFC 6840 5.7).
@@ -61,8 +66,7 @@ class ProbeResult:
     reason: str
     latency: float | None  # seconds until the answer, None when there was none
     target: str
-    #: A short, fixed word for the kind of failure (metrics label): ok, timeout, refused,
-    #: network, malformed, mismatch, rcode, answer.
+    #: A short, fixed word for the kind of failure (metrics label): ok, or one of FAILURE_KINDS.
     kind: str = "ok"
 
     @property
@@ -76,14 +80,14 @@ class ProbeResult:
 class Prober(Protocol):
     """Runs one probe of a check; the sidecar and the router get one through their constructor."""
 
-    async def probe(self, check: DnsCheck, service_addresses: Sequence[IPAddress]) -> ProbeResult: ...
+    async def probe(self, check: Check, service_addresses: Sequence[IPAddress]) -> ProbeResult: ...
 
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
 
 
-def classify(check: DnsCheck, query: dns.message.Message, wire: bytes, target: str, latency: float) -> ProbeResult:
+def classify(check: Check, query: dns.message.Message, wire: bytes, target: str, latency: float) -> ProbeResult:
     """Judge a response against what the check expects."""
     try:
         response = dns.message.from_wire(wire)
@@ -176,7 +180,7 @@ class Compiled:
 _FLAT_TYPES = frozenset({dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.TXT})
 
 
-def compile_check(check: DnsCheck) -> Compiled:
+def compile_check(check: Check) -> Compiled:
     query = dns.message.make_query(check.qname, check.qtype)
     if check.dnssec:  # ask for validation: AD in the query (RFC 6840 5.7); no DO, so no signatures to carry
         query.flags |= AD
@@ -241,7 +245,7 @@ def timed_out(target: str, timeout: float) -> ProbeResult:
     return ProbeResult(Outcome.FAIL, f"{target}: timeout after {_ms(timeout)}", None, target, "timeout")
 
 
-def judge(check: DnsCheck, c: Compiled, query_id: int, wire: bytes, *, target: str, latency: float) -> ProbeResult:
+def judge(check: Check, c: Compiled, query_id: int, wire: bytes, *, target: str, latency: float) -> ProbeResult:
     """The verdict on an answer to the UDP query ``query_id``: the fast path if it passes, else classify."""
     if fast_accept(c, query_id, wire, check.answer is not None):
         return ProbeResult(Outcome.OK, f"{target}: {check.rcode} in {_ms(latency)}", latency, target)
@@ -256,7 +260,7 @@ def os_failure(exc: OSError, target: str) -> ProbeResult:
     return ProbeResult(Outcome.FAIL, f"{target}: {reason.lower()}", None, target, "network")
 
 
-async def query_udp(channel: _Channel, check: DnsCheck, c: Compiled, address: IPAddress) -> ProbeResult:
+async def query_udp(channel: _Channel, check: Check, c: Compiled, address: IPAddress) -> ProbeResult:
     """One query over ``channel``, sent up to UDP_SENDS times within the timeout, timed with loop timers."""
     target = str(address)
     loop = asyncio.get_running_loop()
@@ -302,7 +306,7 @@ async def query_udp(channel: _Channel, check: DnsCheck, c: Compiled, address: IP
     return judge(check, c, query_id, data, target=target, latency=loop.time() - started)
 
 
-async def query_tcp(check: DnsCheck, query: dns.message.Message, address: IPAddress) -> ProbeResult:
+async def query_tcp(check: Check, query: dns.message.Message, address: IPAddress) -> ProbeResult:
     target = str(address)
     started = time.monotonic()
     try:
@@ -328,11 +332,19 @@ def combine(results: Sequence[ProbeResult]) -> ProbeResult:
     return slowest
 
 
+def targets_of(check: Check, service_addresses: Sequence[IPAddress]) -> list[IPAddress]:
+    """The addresses a probe of ``check`` asks: its own, then the service's unless told not to."""
+    targets = [check.address]
+    if check.probe_service_addresses:
+        targets += [a for a in service_addresses if a != check.address]
+    return targets
+
+
 class DnsProber:
-    """The real prober: dnspython over the network, one long-lived UDP socket per resolver address."""
+    """DNS over UDP and TCP: dnspython over the network, one long-lived UDP socket per resolver address."""
 
     def __init__(self) -> None:
-        self._compiled: dict[DnsCheck, Compiled] = {}
+        self._compiled: dict[Check, Compiled] = {}
         self._channels: dict[tuple[IPAddress, int], _Channel] = {}
 
     async def _channel(self, address: IPAddress, port: int) -> _Channel:
@@ -342,7 +354,7 @@ class DnsProber:
         self._channels[(address, port)] = channel
         return channel
 
-    async def _udp(self, check: DnsCheck, c: Compiled, address: IPAddress) -> ProbeResult:
+    async def _udp(self, check: Check, c: Compiled, address: IPAddress) -> ProbeResult:
         channel = self._channels.get((address, check.port))
         if channel is None or channel.closed:
             try:
@@ -351,14 +363,16 @@ class DnsProber:
                 return os_failure(exc, str(address))
         return await query_udp(channel, check, c, address)
 
-    async def probe(self, check: DnsCheck, service_addresses: Sequence[IPAddress]) -> ProbeResult:
+    def compiled(self, check: Check) -> Compiled:
         c = self._compiled.get(check)
         if c is None:
             c = self._compiled[check] = compile_check(check)
-        targets = [check.address]
-        if check.probe_service_addresses:
-            targets += [a for a in service_addresses if a != check.address]
-        if check.protocol == "tcp":
+        return c
+
+    async def probe(self, check: Check, service_addresses: Sequence[IPAddress]) -> ProbeResult:
+        c = self.compiled(check)
+        targets = targets_of(check, service_addresses)
+        if check.transport == "tcp":
             results = await asyncio.gather(*(query_tcp(check, c.query, a) for a in targets))
         elif len(targets) == 1:
             return await self._udp(check, c, targets[0])  # the router's case: no gather, no extra task

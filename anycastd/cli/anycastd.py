@@ -20,7 +20,7 @@ from anycastd.announce.exabgp import ExaBGPAnnouncer
 from anycastd.announce.flaps import SessionDamping, SessionFlaps
 from anycastd.announce.frr import VtyRoutes, VtyshRoutes
 from anycastd.announce.return_path import NetlinkRoutes, ReturnPath
-from anycastd.checks.dns import DnsProber
+from anycastd.checks.probers import Probers
 from anycastd.config.router import RouterConfig, load_router
 from anycastd.config.sidecar import Config, load
 from anycastd.control.server import ControlServer
@@ -125,7 +125,7 @@ async def _run(config: Config, path: str) -> None:
                 return_path.wake()
 
         bfd = Bfdd(config, on_change=on_bfd_change, flaps=flaps.describe)
-    prober = DnsProber()
+    prober = Probers()
     sidecar = Sidecar(
         config,
         announcer,
@@ -199,7 +199,7 @@ async def _run_router(config: RouterConfig) -> None:
         lambda: log.warning("SIGHUP: anycastd router does not reload; restart it (the routes stay as they are)"),
     )
     metrics = RouterMetrics()
-    prober = DnsProber()
+    prober = Probers()
     routes = VtyRoutes(config.vtysh) if config.vtysh.session == "vty" else VtyshRoutes(config.vtysh)
     router = Router(
         config,

@@ -11,17 +11,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from anycastd.config.checks import TEMPLATE_ADDRESS, Check, read_check
 from anycastd.config.schema import (
     CONTROL_SOCKET,
     DEFAULT_RUNTIME_DIR,
     SERVICE_NAME,
-    TEMPLATE_ADDRESS,
     ControlSettings,
-    DnsCheck,
     MetricsSettings,
     check_service_name,
     one_of,
-    read_check,
     read_control,
     read_damping,
     read_metrics,
@@ -60,7 +58,7 @@ class Server:
 class RoutedService:
     name: str
     prefixes: tuple[IPNetwork, ...]
-    checks: tuple[DnsCheck, ...]  # templates: the address is each server's
+    checks: tuple[Check, ...]  # templates: the address is each server's
     servers: tuple[Server, ...]
     damping: DampingSettings | None = DEFAULT_DAMPING  # per server of the service; None: no flap damping
     require: int | None = None  # how many of a server's checks must pass; None: all of them
@@ -72,7 +70,7 @@ class RoutedService:
         Failures this close are one cascade (anycastd.core.routes)."""
         return max(max(c.fall, c.fall_hard) * c.interval + c.timeout for c in self.checks)
 
-    def checks_for(self, server: Server) -> tuple[DnsCheck, ...]:
+    def checks_for(self, server: Server) -> tuple[Check, ...]:
         return tuple(replace(c, address=server.address) for c in self.checks)
 
     def server(self, name: str) -> Server:
@@ -220,7 +218,7 @@ def _routed_service(r: Reader, name: str, data: Any, path: str) -> RoutedService
     if "checks" in m:
         checks = [c for c_path, raw in r.items(m, path, "checks", "checks") if (c := read_check(r, raw, c_path, True))]
     else:
-        checks = [DnsCheck(TEMPLATE_ADDRESS, probe_service_addresses=False)]
+        checks = [Check(TEMPLATE_ADDRESS, probe_service_addresses=False)]
     require = read_require(r, m, path, len(checks))
     servers: list[Server] = []
     for s_path, raw in r.items(m, path, "servers", "servers"):

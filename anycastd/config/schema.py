@@ -41,24 +41,6 @@ SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 
 
 @dataclass(frozen=True)
-class DnsCheck:
-    address: IPAddress
-    port: int = 53
-    qname: str = "."
-    qtype: str = "SOA"
-    protocol: str = "udp"
-    rcode: str = "NOERROR"
-    answer: str | None = None
-    interval: float = 0.2
-    timeout: float = 0.15
-    rise: int = 3
-    fall: int = 3
-    fall_hard: int = 1
-    probe_service_addresses: bool = True
-    dnssec: bool = False  # the answer must carry the AD bit: the resolver validated it (RFC 4035, 6840)
-
-
-@dataclass(frozen=True)
 class ControlSettings:
     socket: Path | None = None  # None: control.sock in the runtime directory
     group: str | None = None  # the group that may use anycastctl (mode 0660); None: root only
@@ -167,47 +149,6 @@ def to_command(value: Any) -> tuple[str, ...]:
 
 
 to_path = absolute_path
-
-
-CHECK_KEYS = {
-    "address", "port", "qname", "qtype", "protocol", "rcode", "answer",
-    "interval", "timeout", "rise", "fall", "fall_hard", "probe_service_addresses", "dnssec",
-}  # fmt: skip
-
-
-#: The router's checks are templates: each server's admin address is filled in (see RoutedService.checks_for).
-TEMPLATE_ADDRESS = ipaddress.ip_address("0.0.0.0")  # noqa: S104 (a placeholder, never bound or queried)
-
-
-def read_check(r: Reader, data: Any, path: str, template: bool = False) -> DnsCheck | None:
-    m = r.mapping(data, path, CHECK_KEYS - {"address", "probe_service_addresses"} if template else CHECK_KEYS)
-    if m is None:
-        return None
-    d = DnsCheck.__dataclass_fields__
-    values: dict[str, Any] = {
-        "address": TEMPLATE_ADDRESS if template else r.field(m, path, "address", to_address),
-        "port": r.field(m, path, "port", whole(1, 65535), d["port"].default),
-        "qname": r.field(m, path, "qname", to_qname, d["qname"].default),
-        "qtype": r.field(m, path, "qtype", to_qtype, d["qtype"].default),
-        "protocol": r.field(m, path, "protocol", one_of("udp", "tcp"), d["protocol"].default),
-        "rcode": r.field(m, path, "rcode", to_rcode, d["rcode"].default),
-        "answer": r.field(m, path, "answer", to_str, None),
-        "interval": r.field(m, path, "interval", seconds(0, 3600), d["interval"].default),
-        "timeout": r.field(m, path, "timeout", seconds(0, 60), d["timeout"].default),
-        "rise": r.field(m, path, "rise", whole(1, 1000), d["rise"].default),
-        "fall": r.field(m, path, "fall", whole(1, 1000), d["fall"].default),
-        "fall_hard": r.field(m, path, "fall_hard", whole(1, 1000), d["fall_hard"].default),
-        # The router reaches the service address through the very routes it manages: it probes admin addresses.
-        "probe_service_addresses": False if template else r.field(m, path, "probe_service_addresses", to_bool, True),
-        "dnssec": r.field(m, path, "dnssec", to_bool, False),
-    }
-    interval, timeout = values["interval"], values["timeout"]
-    if interval is not None and timeout is not None and timeout >= interval:
-        r.problem(f"{path}.timeout", f"must be smaller than the interval ({interval:g} s), got {timeout:g}")
-        return None
-    if any(v is None for k, v in values.items() if k != "answer"):  # pragma: no mutate
-        return None
-    return DnsCheck(**values)
 
 
 def read_prefixes(r: Reader, m: dict[str, Any], path: str, allow_non_host: bool) -> list[IPNetwork]:

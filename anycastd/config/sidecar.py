@@ -27,15 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from anycastd.config.checks import Check, read_check
 from anycastd.config.schema import (
     CONTROL_SOCKET,
     DEFAULT_RUNTIME_DIR,
     ControlSettings,
-    DnsCheck,
     MetricsSettings,
     check_service_name,
     one_of,
-    read_check,
     read_control,
     read_damping,
     read_metrics,
@@ -70,7 +69,7 @@ FAILURE_ACTIONS = ("withdraw", "graceful-shutdown")
 class Service:
     name: str
     prefixes: tuple[IPNetwork, ...]
-    checks: tuple[DnsCheck, ...]
+    checks: tuple[Check, ...]
     interface: str = DEFAULT_INTERFACE
     allow_non_host_prefixes: bool = False
     failure_action: str = "withdraw"

@@ -48,8 +48,8 @@ import tenacity
 
 from anycastd.announce.frr import RouteError, StaticRoutes
 from anycastd.checks.dns import Prober, ProbeResult
+from anycastd.config.checks import Check
 from anycastd.config.router import RoutedService, RouterConfig, Server
-from anycastd.config.schema import DnsCheck
 from anycastd.control.protocol import (
     AnnounceReply,
     AnnounceRequest,
@@ -123,7 +123,7 @@ class Member:
 
     service: RoutedService
     server: Server
-    checks: tuple[DnsCheck, ...]
+    checks: tuple[Check, ...]
     health: ServiceHealth
     status: list[CheckStatus]
 
@@ -233,7 +233,7 @@ class Router:
         for members in self.members.values():
             for member in members:
                 for index, check in enumerate(member.checks):
-                    if engine is not None and check.protocol == "udp":
+                    if engine is not None and check.datagram:
                         on_result = functools.partial(self._on_result, member)
                         engine.add(self._probe(member, index), on_result, self.jitter(check.interval))
                         continue

@@ -47,7 +47,7 @@ from anycastd.announce.bfdd import BfdSpeaker
 from anycastd.announce.flaps import SessionFlaps
 from anycastd.announce.return_path import ReturnPath
 from anycastd.checks.dns import Prober, ProbeResult
-from anycastd.config.schema import DnsCheck
+from anycastd.config.checks import Check
 from anycastd.config.sidecar import Config, Service
 from anycastd.control.protocol import (
     AnnounceReply,
@@ -228,7 +228,7 @@ class Sidecar:
         for index in range(len(tasks)):
             self.liveness.forget(_loop_key(name, index))  # a stopped loop is not a stuck one
 
-    async def _check_loop(self, service: Service, index: int, check: DnsCheck) -> None:
+    async def _check_loop(self, service: Service, index: int, check: Check) -> None:
         probe = Probe(
             _loop_key(service.name, index),
             index,

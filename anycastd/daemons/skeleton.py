@@ -60,7 +60,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from anycastd.checks.dns import Prober, ProbeResult
-from anycastd.config.schema import DnsCheck
+from anycastd.config.checks import Check
 from anycastd.control.protocol import ControlError
 from anycastd.core.damping import Damping, DampingSettings
 from anycastd.core.health import Decision, ServiceHealth, State, Thresholds
@@ -105,7 +105,7 @@ class Liveness:
 
 
 def new_health(
-    name: str, checks: Sequence[DnsCheck], damping: DampingSettings | None, require: int | None = None
+    name: str, checks: Sequence[Check], damping: DampingSettings | None, require: int | None = None
 ) -> ServiceHealth:
     """The health machine of one target: one check machine per check, flap damping unless turned off, and
     how many checks must pass (``require``; None: all)."""
@@ -183,13 +183,16 @@ class Loops:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def stall_after(check: DnsCheck) -> float:
+def stall_after(check: Check) -> float:
     """How long a loop probing ``check`` may go without a beat before it counts as stalled."""
     return check.interval + check.timeout + STALL_SLACK
 
 
-def confirming(check: DnsCheck) -> DnsCheck:
-    """The check as a probe confirming a failure runs it: the same query, a shorter wait."""
+def confirming(check: Check) -> Check:
+    """The check as a probe confirming a failure runs it: the same query, a shorter wait. A command's
+    program takes as long as it takes: it keeps its timeout."""
+    if check.kind == "command":
+        return check
     return replace(check, timeout=check.timeout * CONFIRM_TIMEOUT)
 
 
@@ -199,7 +202,7 @@ class Probe:
 
     key: str  # for task names and logs: "dns/checks[0]", "dns/ns1/checks[0]"
     index: int  # the check's number within its ServiceHealth
-    check: DnsCheck
+    check: Check
     service_addresses: tuple[IPAddress, ...]  # also queried, where the prober can reach them
     health: ServiceHealth
     status: CheckStatus

@@ -15,7 +15,7 @@ from typing import Any
 
 from anycastd import __version__
 from anycastd.checks.dns import ProbeResult
-from anycastd.config.schema import DnsCheck
+from anycastd.config.checks import TEMPLATE_ADDRESS, Check
 from anycastd.control.protocol import ProbeOutcome, plain
 from anycastd.core.clock import iso, wall_of
 from anycastd.core.damping import Damping
@@ -101,7 +101,7 @@ class StatusWriter:
     def health(
         self,
         health: ServiceHealth,
-        checks: Sequence[DnsCheck],
+        checks: Sequence[Check],
         statuses: Sequence[CheckStatus],
         maintenance: Maintenance | None,
     ) -> dict[str, Any]:
@@ -119,11 +119,13 @@ class StatusWriter:
             "transitions": [transition_json(t, self.wall_of(t.at)) for t in health.transitions[-TRANSITIONS_SHOWN:]],
         }
 
-    def check(self, index: int, check: DnsCheck, health: ServiceHealth, status: CheckStatus) -> dict[str, Any]:
+    def check(self, index: int, check: Check, health: ServiceHealth, status: CheckStatus) -> dict[str, Any]:
         last = status.last
         return {
             "index": index,
-            "address": str(check.address),
+            "kind": check.kind,
+            "transport": check.transport if check.kind == "dns" else None,
+            "address": None if check.kind == "command" and check.address == TEMPLATE_ADDRESS else str(check.address),
             "state": str(health.checks[index].state),
             "probes": status.probes,
             "failures": status.failures,

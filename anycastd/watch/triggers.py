@@ -30,7 +30,7 @@ import socket
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from anycastd.config.schema import DnsCheck
+from anycastd.config.checks import Check
 from anycastd.core.net import IPAddress
 from anycastd.watch.sockdiag import DiagError, Endpoint, Watcher
 
@@ -52,7 +52,7 @@ class Watched(Protocol):
     """A probe as the triggers see it (anycastd.daemons.skeleton.Probe)."""
 
     key: str
-    check: DnsCheck
+    check: Check
     service_addresses: tuple[IPAddress, ...]
     wake: asyncio.Event | None
     urgent: bool
@@ -89,25 +89,27 @@ class Cadence:
         return self.busy if holding else self.idle * 1.05
 
     @staticmethod
-    def wakes(last_woken: float | None, now: float, check: DnsCheck) -> bool:
+    def wakes(last_woken: float | None, now: float, check: Check) -> bool:
         """A stuck queue wakes its probe at most once per ``check.timeout``."""
         return last_woken is None or now - last_woken >= check.timeout
 
 
-def queues_of(check: DnsCheck, service_addresses: Iterable[IPAddress]) -> tuple[Endpoint, ...]:
+def queues_of(check: Check, service_addresses: Iterable[IPAddress]) -> tuple[Endpoint, ...]:
     """The sockets whose receive queue can show a frozen resolver before the probe does: those the
     clients' queries reach, the service addresses'. Only the probes go to the admin address, and a
     probe waiting there says nothing its own timeout does not; it is watched only without a service
     address. Probed or not, a service address's socket holds the clients' queries."""
     service = [a for a in service_addresses if a != check.address]
-    if check.protocol == "tcp":
+    if not check.datagram:
         return ()
     return tuple(Endpoint(a, check.port, socket.IPPROTO_UDP) for a in service or [check.address])
 
 
-def endpoints_of(check: DnsCheck, service_addresses: Iterable[IPAddress]) -> tuple[Endpoint, ...]:
+def endpoints_of(check: Check, service_addresses: Iterable[IPAddress]) -> tuple[Endpoint, ...]:
     """The resolver's sockets a probe of ``check`` reaches: its address and, if it probes them, the service's."""
-    protocol = socket.IPPROTO_TCP if check.protocol == "tcp" else socket.IPPROTO_UDP
+    if check.kind == "command":
+        return ()  # whatever the program looks at, anycastd cannot see
+    protocol = socket.IPPROTO_UDP if check.kind == "zone" or check.transport == "udp" else socket.IPPROTO_TCP
     addresses = [check.address]
     if check.probe_service_addresses:
         addresses += [a for a in service_addresses if a != check.address]
@@ -173,6 +175,8 @@ class SocketWatch:
         self._timer: Timer | None = None  # the next sample, should no probe round come first
 
     def watch(self, probe: Watched) -> tuple[str, str | None]:
+        if not endpoints_of(probe.check, probe.service_addresses):
+            return "polling", "a command check's program is not a socket anycastd can watch"
         if self.watcher is None and self.problem is None:
             try:
                 self.watcher = self.make()

@@ -28,7 +28,7 @@ def test_good_config_loads_with_defaults() -> None:
     assert dns.interface == DEFAULT_INTERFACE
     assert [str(a) for a in dns.host_addresses] == ["203.0.113.53", "2001:db8::53"]
     check = dns.checks[0]
-    assert (check.qname, check.qtype, check.rcode, check.protocol) == ("health.example.", "TXT", "NOERROR", "udp")
+    assert (check.qname, check.qtype, check.rcode, check.transport) == ("health.example.", "TXT", "NOERROR", "udp")
     assert (check.interval, check.timeout, check.rise, check.fall, check.fall_hard) == (0.5, 0.25, 3, 3, 1)
     with pytest.raises(KeyError):
         c.service("nope")
@@ -103,7 +103,11 @@ def test_load_rejects_binary(tmp_path: Path) -> None:
         ("    md5_password: s3cret", '    md5_password: "a b"', "neighbors[1].md5_password: must be 1 to 80 printable"),
         ("        qtype: txt", "        qtype: TXTX", "services.dns.checks[0].qtype: is not a DNS record type"),
         ("        qtype: txt", "        rcode: NOPE", "services.dns.checks[0].rcode: is not a DNS response code"),
-        ("        qtype: txt", "        protocol: quic", "services.dns.checks[0].protocol: must be one of udp, tcp"),
+        (
+            "        qtype: txt",
+            "        protocol: quic",
+            "services.dns.checks[0].protocol: must be one of udp, tcp, dot, doh",
+        ),
         ("        qtype: txt", "        rise: 0", "services.dns.checks[0].rise: must be between 1 and 1000, got 0"),
         ("        qtype: txt", "        port: 70000", "services.dns.checks[0].port: must be between 1 and 65535"),
         (

@@ -133,13 +133,16 @@ SPECIALS = [
     "`x",
 ]
 KEYS = ["local_asn", "router_id", "interval", "timeout", "address", "md5_password", "prefixes", "qname", "rise"]
+#: A valid file with a check of every kind, and the keys of those kinds.
+KINDS = (CORPUS / "kinds-valid.yaml").read_text()
+KIND_KEYS = ["transport", "server_name", "ca_file", "zones", "primary", "max_lag", "kind", "command", "require"]
 
 
 @st.composite
 def _mutated(draw: st.DrawFn) -> str:
-    text = GOOD + "runtime_dir: /run/anycastd\n"
+    text, keys = draw(st.sampled_from([(GOOD + "runtime_dir: /run/anycastd\n", KEYS), (KINDS, KIND_KEYS)]))
     for _ in range(draw(st.integers(1, 3))):
-        key = draw(st.sampled_from(KEYS))
+        key = draw(st.sampled_from(keys))
         at = text.find(f"{key}:")
         end = text.find("\n", at)
         value = draw(st.one_of(st.sampled_from(SPECIALS), st.text(max_size=12)))

@@ -15,7 +15,8 @@ import yaml
 
 from anycastd.config import router as router_config
 from anycastd.config import sidecar as config
-from anycastd.config.schema import TEMPLATE_ADDRESS, ControlSettings, DnsCheck, MetricsSettings, to_command
+from anycastd.config.checks import TEMPLATE_ADDRESS, Check
+from anycastd.config.schema import ControlSettings, MetricsSettings, to_command
 from anycastd.core.attributes import RouteAttributes
 from anycastd.core.damping import DampingSettings
 from anycastd.errors import ConfigError
@@ -105,8 +106,8 @@ SIDECAR_ROWS: list[tuple[Key, Any, Callable[[config.Config], Any], Any, str]] = 
      "services.dns.checks[0].qtype: is not a DNS record type, got 'BOGUS'"),
     ([*CHECK, "rcode"], "nxdomain", lambda c: c.services[0].checks[0].rcode, "BOGUS",
      "services.dns.checks[0].rcode: is not a DNS response code such as NOERROR or NXDOMAIN, got 'BOGUS'"),
-    ([*CHECK, "protocol"], "tcp", lambda c: c.services[0].checks[0].protocol, "sctp",
-     "services.dns.checks[0].protocol: must be one of udp, tcp, got 'sctp'"),
+    ([*CHECK, "protocol"], "tcp", lambda c: c.services[0].checks[0].transport, "sctp",
+     "services.dns.checks[0].protocol: must be one of udp, tcp, dot, doh, got 'sctp'"),
     ([*CHECK, "answer"], "ok", lambda c: c.services[0].checks[0].answer, "",
      "services.dns.checks[0].answer: must be a non-empty string, got ''"),
     ([*CHECK, "interval"], 3600, lambda c: c.services[0].checks[0].interval, 3600.5,
@@ -204,7 +205,7 @@ def test_the_sidecar_defaults_whole() -> None:
     )
     assert dns.bgp == RouteAttributes((), (), None, 0)  # no attribute of its own: ExaBGP's defaults
     check = dns.checks[0]
-    assert (check.port, check.protocol, check.rcode, check.probe_service_addresses) == (53, "udp", "NOERROR", True)
+    assert (check.port, check.transport, check.rcode, check.probe_service_addresses) == (53, "udp", "NOERROR", True)
     metrics = config.parse(with_value(GOOD, ["metrics"], {}))
     assert metrics.metrics == MetricsSettings(ipaddress.ip_address("127.0.0.1"), 9553)
     assert config.parse(GOOD).source == "<config>"
@@ -283,9 +284,7 @@ def test_the_router_defaults_whole() -> None:
     assert c.vtysh.vty_dir == Path("/var/run/frr")  # FRR's own default, where vtysh looks too
 
     dns = c.services[0]
-    assert dns.damping == DampingSettings() and dns.checks == (
-        DnsCheck(TEMPLATE_ADDRESS, probe_service_addresses=False),
-    )
+    assert dns.damping == DampingSettings() and dns.checks == (Check(TEMPLATE_ADDRESS, probe_service_addresses=False),)
     assert dns.servers[0].nexthops == (ipaddress.ip_address("192.0.2.2"),)
     assert router_config.parse_router(ROUTER).source == "<config>"
     assert router_config.parse_router("router:\n" + ROUTER).tag == 5353  # an empty router: section is the defaults
@@ -504,8 +503,8 @@ def test_non_host_prefixes_when_allowed() -> None:
         (["services", "dns", "servers", 0, "name"], 5, "services.dns.servers[0].name: must be a non-empty string, "
          "got 5"),
         (["services", "dns", "checks", 0, "probe_service_addresses"], True, "services.dns.checks[0]."
-         "probe_service_addresses: unknown key (expected one of: answer, dnssec, fall, fall_hard, interval, port, "
-         "protocol, qname, qtype, rcode, rise, timeout)"),
+         "probe_service_addresses: unknown key (expected one of: answer, dnssec, fall, fall_hard, interval, kind, "
+         "path, port, protocol, qname, qtype, rcode, reuse, rise, timeout, tls, transport)"),
     ],
 )  # fmt: skip
 def test_router_problems_in_their_exact_words(key: Key, value: Any, message: str) -> None:
@@ -569,7 +568,7 @@ def test_a_router_service_without_checks_gets_the_default_check() -> None:
         {"prefixes": ["203.0.113.53/32"], "servers": [{"name": "a", "address": "192.0.2.2"}]},
     )
     assert router_config.parse_router(text).services[0].checks == (
-        DnsCheck(TEMPLATE_ADDRESS, probe_service_addresses=False),
+        Check(TEMPLATE_ADDRESS, probe_service_addresses=False),
     )
 
 

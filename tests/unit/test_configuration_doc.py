@@ -6,8 +6,8 @@ import dataclasses
 import re
 from pathlib import Path
 
+from anycastd.config import checks, schema
 from anycastd.config import router as router_config
-from anycastd.config import schema
 from anycastd.config import sidecar as config
 from anycastd.core.attributes import RouteAttributes
 
@@ -36,6 +36,16 @@ def fields(*classes: type) -> set[str]:
 
 def test_the_examples_are_valid_configurations() -> None:
     sidecar, router = yaml_blocks(section("The sidecar")), yaml_blocks(section("The router"))
+    checks_examples = [b for b in sidecar if b.startswith("checks:")]
+    sidecar = [b for b in sidecar if not b.startswith("checks:")]
+    assert len(checks_examples) == 3, "an example per kind of check"
+    top = sidecar[0][: sidecar[0].index("services:")]
+    kinds = set()
+    for block in checks_examples:
+        indented = "".join(f"    {line}\n" for line in block.splitlines())
+        service = config.parse(f"{top}services:\n  dns:\n    prefixes: [203.0.113.53/32]\n{indented}").services[0]
+        kinds |= {c.kind for c in service.checks}
+    assert kinds == set(checks.KINDS)
     assert len(sidecar) == 3 and len(router) == 1
     assert config.parse(sidecar[0]).services[0].name == "dns"
     # the two sites of services.NAME.bgp: each a services block, in the full example's place
@@ -47,7 +57,7 @@ def test_the_examples_are_valid_configurations() -> None:
 
 
 def test_every_sidecar_key_is_described() -> None:
-    keys = set(config._TOP_KEYS) | set(schema.CHECK_KEYS)
+    keys = set(config._TOP_KEYS) | set(checks.CHECK_KEYS)
     keys |= fields(config.Neighbor, config.Service, schema.ControlSettings, config.DrainSettings)
     keys |= fields(schema.MetricsSettings, config.ExaBGPSettings, RouteAttributes) | schema.DAMPING_KEYS
     assert keys - described(section("The sidecar")) == set()

@@ -14,7 +14,7 @@ import dns.rrset
 import pytest
 
 from anycastd.checks.dns import DnsProber, ProbeResult, classify, combine, compile_check, fast_accept, os_failure
-from anycastd.config.schema import DnsCheck
+from anycastd.config.checks import Check
 from anycastd.core.health import Outcome
 from anycastd.core.net import IPAddress
 from tests.unit.responder import Responder, serve
@@ -22,7 +22,7 @@ from tests.unit.responder import Responder, serve
 LOCAL = ipaddress.ip_address("127.0.0.1")
 
 
-def check(port: int, **kw: object) -> DnsCheck:
+def check(port: int, **kw: object) -> Check:
     base: dict[str, object] = {
         "address": LOCAL,
         "port": port,
@@ -32,10 +32,10 @@ def check(port: int, **kw: object) -> DnsCheck:
         "timeout": 0.3,
         "interval": 1.0,
     }
-    return DnsCheck(**{**base, **kw})  # type: ignore[arg-type]
+    return Check(**{**base, **kw})  # type: ignore[arg-type]
 
 
-async def probe_once(c: DnsCheck, service_addresses: Sequence[IPAddress] = ()) -> ProbeResult:
+async def probe_once(c: Check, service_addresses: Sequence[IPAddress] = ()) -> ProbeResult:
     """One probe with a prober of its own, whose sockets are closed afterwards."""
     prober = DnsProber()
     try:
@@ -61,7 +61,7 @@ async def probe(mode: str, **kw: object) -> ProbeResult:
     ],
 )
 def test_classification(protocol: str, mode: str, outcome: Outcome, reason: str) -> None:
-    result = asyncio.run(probe(mode, protocol=protocol))
+    result = asyncio.run(probe(mode, transport=protocol))
     assert result.outcome is outcome
     assert result.reason.startswith(reason), result.reason
     if outcome is Outcome.OK:
@@ -104,7 +104,7 @@ def closed_port() -> int:
 
 @pytest.mark.parametrize("protocol", ["udp", "tcp"])
 def test_dead_resolver_is_a_hard_failure_at_once(protocol: str) -> None:
-    result = asyncio.run(probe_once(check(closed_port(), protocol=protocol, timeout=5.0, interval=10.0)))
+    result = asyncio.run(probe_once(check(closed_port(), transport=protocol, timeout=5.0, interval=10.0)))
     # The refusal ended the probe (a 5 s timeout would say "timeout after 5000 ms").
     assert result.outcome is Outcome.HARD_FAIL
     assert result.reason == "127.0.0.1: connection refused"
@@ -154,7 +154,7 @@ def test_combine_worst_wins_and_pass_reports_slowest() -> None:
     assert both.outcome is Outcome.HARD_FAIL and both.reason == "d: connection refused"
 
 
-def _response(c: DnsCheck, query_id: int, edit: str) -> bytes:
+def _response(c: Check, query_id: int, edit: str) -> bytes:
     """A response to the check's query, spoiled as ``edit`` says."""
     query = dns.message.make_query(c.qname, c.qtype)
     query.id = query_id
@@ -226,7 +226,7 @@ def test_a_dnssec_check_asks_for_validation_and_needs_the_ad_bit(
 ) -> None:
     async def go() -> tuple[ProbeResult, int]:
         async with serve(Responder(validated=validated)) as r:
-            return await probe_once(check(r.port, protocol=protocol, dnssec=True)), r.asked_ad
+            return await probe_once(check(r.port, transport=protocol, dnssec=True)), r.asked_ad
 
     result, asked = asyncio.run(go())
     assert asked >= 1  # the query set AD

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from anycastd.checks.dns import ProbeResult
-from anycastd.config.schema import DnsCheck
+from anycastd.config.checks import Check
 from anycastd.core.health import Decision, Outcome, ServiceHealth, State, Thresholds
 from anycastd.daemons.engine import EngineError, ProbeEngine
 from anycastd.daemons.skeleton import Probe
@@ -21,11 +21,11 @@ from tests.unit.responder import Responder, serve
 LOCAL = ipaddress.ip_address("127.0.0.1")
 
 
-def check(port: int, interval: float = 0.05, timeout: float = 0.03) -> DnsCheck:
-    return DnsCheck(LOCAL, port, "health.example.", "TXT", answer="healthy", interval=interval, timeout=timeout)
+def check(port: int, interval: float = 0.05, timeout: float = 0.03) -> Check:
+    return Check(LOCAL, port, "health.example.", "TXT", answer="healthy", interval=interval, timeout=timeout)
 
 
-def probe(key: str, c: DnsCheck) -> Probe:
+def probe(key: str, c: Check) -> Probe:
     return Probe(key, 0, c, (), ServiceHealth.create(key, [Thresholds(1, 3, 1)]), CheckStatus())
 
 

@@ -14,7 +14,7 @@ from prometheus_client import generate_latest
 
 from anycastd.announce import InMemoryAnnouncer
 from anycastd.checks.dns import ProbeResult
-from anycastd.config.schema import DnsCheck
+from anycastd.config.checks import Check
 from anycastd.config.sidecar import DrainSettings, parse
 from anycastd.control.protocol import (
     AnnounceReply,
@@ -51,7 +51,7 @@ class ScriptedProber:
         self.seen: list[tuple[IPAddress, tuple[IPAddress, ...]]] = []
         self.announced_before: list[bool] = []
 
-    async def probe(self, check: DnsCheck, service_addresses: Sequence[IPAddress]) -> ProbeResult:
+    async def probe(self, check: Check, service_addresses: Sequence[IPAddress]) -> ProbeResult:
         self.seen.append((check.address, tuple(service_addresses)))
         self.announced_before.append(bool(self.announcer.announced))
         if not self.results:

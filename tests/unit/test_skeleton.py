@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import pytest
 
 from anycastd.checks.dns import ProbeResult
-from anycastd.config.schema import DnsCheck
+from anycastd.config.checks import Check
 from anycastd.core.damping import DampingSettings
 from anycastd.core.health import Decision, Outcome, Result, ServiceHealth, State, Thresholds, Transition
 from anycastd.core.net import IPAddress
@@ -34,7 +34,7 @@ from anycastd.peer import Peer
 from tests.unit.fake_time import FakeTime, until
 
 sidecar_log = logging.getLogger("anycastd.daemons.sidecar")
-CHECK = DnsCheck(ipaddress.ip_address("192.0.2.10"), interval=1.0, timeout=0.5)
+CHECK = Check(ipaddress.ip_address("192.0.2.10"), interval=1.0, timeout=0.5)
 OK = ProbeResult(Outcome.OK, "NOERROR", 0.001, "192.0.2.10")
 
 T = TypeVar("T")
@@ -64,7 +64,7 @@ class TimedProber:
         self.fake, self.took, self.done = fake, list(took), done
         self.started: list[float] = []
 
-    async def probe(self, check: DnsCheck, service_addresses: Sequence[IPAddress]) -> ProbeResult:
+    async def probe(self, check: Check, service_addresses: Sequence[IPAddress]) -> ProbeResult:
         self.started.append(self.fake.now)
         if not self.took:
             self.done.set()
@@ -118,7 +118,7 @@ def test_a_wake_event_gets_a_probe_at_once_and_restarts_the_schedule() -> None:
         released = asyncio.Event()
 
         class Prober:
-            async def probe(self, check: DnsCheck, service_addresses: Sequence[IPAddress]) -> ProbeResult:
+            async def probe(self, check: Check, service_addresses: Sequence[IPAddress]) -> ProbeResult:
                 await probed.put(loop.time())
                 return OK
 
@@ -285,7 +285,7 @@ def test_after_a_wake_the_schedule_starts_again_from_that_probe() -> None:
         probed = asyncio.Queue[float]()
 
         class Prober:
-            async def probe(self, check: DnsCheck, service_addresses: Sequence[IPAddress]) -> ProbeResult:
+            async def probe(self, check: Check, service_addresses: Sequence[IPAddress]) -> ProbeResult:
                 await probed.put(time.now)
                 return OK
 
@@ -343,7 +343,7 @@ class ScriptedProber:
         self.fake, self.script, self.done = fake, list(script), done
         self.calls: list[tuple[float, float]] = []
 
-    async def probe(self, check: DnsCheck, service_addresses: Sequence[IPAddress]) -> ProbeResult:
+    async def probe(self, check: Check, service_addresses: Sequence[IPAddress]) -> ProbeResult:
         self.calls.append((round(self.fake.now - 1000.0, 6), check.timeout))
         if not self.script:
             self.done.set()
@@ -427,7 +427,7 @@ def test_hurry_abandons_a_probe_waiting_the_full_timeout_for_an_urgent_one() -> 
         hung = asyncio.Event()
 
         class Prober:
-            async def probe(self, check: DnsCheck, service_addresses: Sequence[IPAddress]) -> ProbeResult:
+            async def probe(self, check: Check, service_addresses: Sequence[IPAddress]) -> ProbeResult:
                 timeouts.append(check.timeout)
                 started.set()
                 if len(timeouts) == 1:
@@ -643,7 +643,7 @@ def test_a_confirming_probe_cannot_be_hurried_it_is_already_short() -> None:
         script = [Outcome.OK, Outcome.FAIL, Outcome.FAIL]
 
         class Prober:
-            async def probe(self, check: DnsCheck, service_addresses: Sequence[IPAddress]) -> ProbeResult:
+            async def probe(self, check: Check, service_addresses: Sequence[IPAddress]) -> ProbeResult:
                 hurriable.append(probe.inflight is not None)
                 if not script:
                     done.set()

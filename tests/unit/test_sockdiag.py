@@ -10,7 +10,7 @@ from collections.abc import Callable, Collection
 
 import pytest
 
-from anycastd.config.schema import DnsCheck
+from anycastd.config.checks import Check
 from anycastd.core.health import ServiceHealth, Thresholds
 from anycastd.daemons.skeleton import Probe
 from anycastd.daemons.status import CheckStatus
@@ -91,17 +91,17 @@ def test_a_socket_serves_an_endpoint_only_as_its_listener(info: SocketInfo, serv
 
 
 def test_the_queues_sampled_are_those_the_clients_reach() -> None:
-    assert queues_of(DnsCheck(A), [S4, S6, A]) == (Endpoint(S4, 53, UDP), Endpoint(S6, 53, UDP))
-    unprobed = DnsCheck(A, probe_service_addresses=False)  # probed or not, they hold the clients' queries
+    assert queues_of(Check(A), [S4, S6, A]) == (Endpoint(S4, 53, UDP), Endpoint(S6, 53, UDP))
+    unprobed = Check(A, probe_service_addresses=False)  # probed or not, they hold the clients' queries
     assert queues_of(unprobed, [S4]) == (Endpoint(S4, 53, UDP),)
-    assert queues_of(DnsCheck(A), []) == (Endpoint(A, 53, UDP),)  # no service address: the admin one
-    assert queues_of(DnsCheck(A, protocol="tcp"), [S4]) == ()  # a listener's queue is its backlog
+    assert queues_of(Check(A), []) == (Endpoint(A, 53, UDP),)  # no service address: the admin one
+    assert queues_of(Check(A, transport="tcp"), [S4]) == ()  # a listener's queue is its backlog
 
 
 def test_a_check_watches_its_address_and_the_service_addresses_it_probes() -> None:
-    check = DnsCheck(A)
+    check = Check(A)
     assert endpoints_of(check, [S4, S6, A]) == (Endpoint(A, 53, UDP), Endpoint(S4, 53, UDP), Endpoint(S6, 53, UDP))
-    alone = DnsCheck(A, port=5353, protocol="tcp", probe_service_addresses=False)
+    alone = Check(A, port=5353, transport="tcp", probe_service_addresses=False)
     assert endpoints_of(alone, [S4]) == (Endpoint(A, 5353, TCP),)
 
 
@@ -175,7 +175,7 @@ class FakeWatcher(Watcher):
         self.writer.close()
 
 
-def _probe(key: str, check: DnsCheck) -> Probe:
+def _probe(key: str, check: Check) -> Probe:
     return Probe(key, 0, check, (S4,), ServiceHealth.create(key, [Thresholds(3, 3, 1)]), CheckStatus())
 
 
@@ -184,7 +184,7 @@ def test_a_destroyed_socket_wakes_the_probes_that_reach_it_and_no_other() -> Non
         fake = FakeWatcher()
         now = [0.0]
         watch = SocketWatch(lambda: now[0], idle=3600, busy=3600, make=lambda: fake)
-        mine, other = _probe("dns/checks[0]", DnsCheck(A)), _probe("dot/checks[0]", DnsCheck(A, port=853))
+        mine, other = _probe("dns/checks[0]", Check(A)), _probe("dot/checks[0]", Check(A, port=853))
         assert watch.watch(mine) == (METHOD, None) and watch.watch(other) == (METHOD, None)
         assert mine.wake is not None and other.wake is not None
         assert fake.ports == {53, 853}  # the kernel lets through only these listeners' destruction
@@ -250,7 +250,7 @@ def test_a_stuck_queue_wakes_its_probe_once_per_timeout() -> None:
         fake, timers = FakeWatcher(), FakeTimers()
         # binary fractions of a second, so that the fake clock adds up exactly
         watch = SocketWatch(timers.clock, idle=0.125, busy=0.0625, make=lambda: fake, call_later=timers.call_later)
-        probe = _probe("dns/checks[0]", DnsCheck(A, timeout=0.25))
+        probe = _probe("dns/checks[0]", Check(A, timeout=0.25))
         watch.watch(probe)
         assert probe.wake is not None
         fake.stuck = [Endpoint(S4, 53, UDP)]  # the service address's socket: the clients' queries
@@ -277,7 +277,7 @@ def test_the_cadence_is_a_function_of_the_clock_and_the_last_finding() -> None:
     assert cadence.sampled(9.0, holding=True) == 1.0  # a queue holds a query: every ``busy``, by the timer
     assert not cadence.round_samples(100.0)  # while busy, rounds add nothing
     assert cadence.sampled(10.0, holding=False) == 10.5
-    check = DnsCheck(A, timeout=0.15)
+    check = Check(A, timeout=0.15)
     assert Cadence.wakes(None, 0.0, check) and not Cadence.wakes(0.0, 0.149, check) and Cadence.wakes(0.0, 0.15, check)
 
 
@@ -287,7 +287,7 @@ def test_without_sock_diag_every_probe_polls_and_says_why() -> None:
 
     async def go() -> tuple[tuple[str, str | None], Probe]:
         watch = SocketWatch(lambda: 0.0, make=refuse)
-        probe = _probe("dns/checks[0]", DnsCheck(A))
+        probe = _probe("dns/checks[0]", Check(A))
         said = watch.watch(probe)
         watch.close()
         return said, probe
@@ -308,7 +308,7 @@ def test_idle_queues_are_sampled_by_probe_rounds_or_a_timer_and_busy_ones_by_the
 
         fake.sample = sample  # type: ignore[method-assign]
         watch = SocketWatch(timers.clock, idle=10.0, busy=1.0, make=lambda: fake, call_later=timers.call_later)
-        watch.watch(_probe("dns/checks[0]", DnsCheck(A)))
+        watch.watch(_probe("dns/checks[0]", Check(A)))
         seen: list[object] = []
         watch.tick()  # a probe round: sampled; all empty: the timer would sample 1.05 idle later
         seen += [list(samples), timers.next_at()]

@@ -11,6 +11,8 @@ from tests.helpers import bring_up, hard, make_router, make_sidecar, ok, rounds
 HEALTH_KEYS = {"state", "since", "maintenance", "damping", "require", "checks", "transitions"}
 CHECK_KEYS = {
     "index",
+    "kind",
+    "transport",
     "address",
     "state",
     "probes",

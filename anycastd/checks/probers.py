@@ -1,0 +1,41 @@
+"""The prober both daemons use: each check goes to the probe of its kind and transport.
+
+``Probers`` is the real implementation of the ``Prober`` protocol (anycastd.checks.dns): DNS over UDP and
+TCP (anycastd.checks.dns), over TLS and HTTPS (anycastd.checks.encrypted), zones (anycastd.checks.zone) and
+the operator's commands (anycastd.checks.command). Tests give the daemons an in-memory prober instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from anycastd.checks.command import CommandProber
+from anycastd.checks.dns import DnsProber, ProbeResult, combine, targets_of
+from anycastd.checks.encrypted import EncryptedProber
+from anycastd.checks.zone import ZoneProber
+from anycastd.config.checks import Check
+from anycastd.core.net import IPAddress
+
+
+class Probers:
+    def __init__(self) -> None:
+        self.dns = DnsProber()
+        self.encrypted = EncryptedProber()
+        self.zone = ZoneProber()
+        self.command = CommandProber()
+
+    async def probe(self, check: Check, service_addresses: Sequence[IPAddress]) -> ProbeResult:
+        if check.kind == "zone":
+            return await self.zone.probe(check)
+        if check.kind == "command":
+            return await self.command.probe(check)
+        if not check.encrypted:
+            return await self.dns.probe(check, service_addresses)
+        query = self.dns.compiled(check).query
+        targets = targets_of(check, service_addresses)
+        return combine(await asyncio.gather(*(self.encrypted.query(check, query, a) for a in targets)))
+
+    def close(self) -> None:
+        self.dns.close()
+        self.encrypted.close()
