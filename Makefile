@@ -5,7 +5,7 @@
 PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEBIAN_PACKAGES := frr unbound bind9 bind9-utils bind9-dnsutils nftables iproute2 procps python3-venv systemd util-linux prometheus
+DEBIAN_PACKAGES := frr unbound bind9 bind9-utils bind9-dnsutils nftables iproute2 procps python3-venv systemd util-linux prometheus openssl ca-certificates
 
 DEB_BUILD_PACKAGES := build-essential debhelper dh-virtualenv python3.11-venv lintian git
 

@@ -26,7 +26,7 @@ import dns.rcode
 import dns.rdatatype
 from dns.rdtypes.ANY.SOA import SOA
 
-from anycastd.checks.dns import ProbeResult, os_failure, timed_out
+from anycastd.checks.dns import UDP_SENDS, ProbeResult, os_failure, timed_out
 from anycastd.config.checks import Check
 from anycastd.core.health import Outcome
 from anycastd.core.net import IPAddress
@@ -51,14 +51,21 @@ def soa_serial(zone: str, response: dns.message.Message) -> int | str:
 
 async def ask_soa(zone: str, address: IPAddress, port: int, timeout: float) -> dns.message.Message:
     """The server's answer to an authoritative SOA question, over a *connected* UDP socket: nothing
-    listening is refused at once (ICMP port unreachable), as in every DNS check."""
+    listening is refused at once (ICMP port unreachable), as in every DNS check. The question is sent up
+    to UDP_SENDS times within the timeout (a late answer to an earlier send is as good), so one lost
+    packet does not fail the probe."""
     query = dns.message.make_query(zone, dns.rdatatype.SOA)
     query.flags &= ~dns.flags.RD
     backend: Any = dns.asyncbackend.get_backend("asyncio")
     where = (str(address), port)
     sock = await backend.make_socket(dns.inet.af_for_address(where[0]), socket.SOCK_DGRAM, 0, None, where)
     async with sock:
-        return await dns.asyncquery.udp(query, where[0], timeout, port, sock=sock)
+        for _ in range(UDP_SENDS - 1):
+            try:
+                return await dns.asyncquery.udp(query, where[0], timeout / UDP_SENDS, port, sock=sock)
+            except dns.exception.Timeout:
+                continue
+        return await dns.asyncquery.udp(query, where[0], timeout / UDP_SENDS, port, sock=sock)
 
 
 class ZoneProber:
@@ -66,7 +73,8 @@ class ZoneProber:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
-        self._freshness: dict[Check, Freshness] = {}
+        #: By what a check asks (not its timeout: a confirming probe, with a shorter one, is the same clock).
+        self._freshness: dict[tuple[object, ...], Freshness] = {}
 
     async def probe(self, check: Check) -> ProbeResult:
         target = str(check.address)
@@ -79,7 +87,8 @@ class ZoneProber:
         if failures:
             worst = next((f for f in failures if f.outcome is Outcome.HARD_FAIL), failures[0])
             return ProbeResult(worst.outcome, "; ".join(f.reason for f in failures), None, target, worst.kind)
-        freshness = self._freshness.setdefault(check, Freshness())
+        key = (check.address, check.port, check.zones, check.primary, check.primary_port)
+        freshness = self._freshness.setdefault(key, Freshness())
         now = self.clock()
         verdicts = []
         for zone, serial, primary_serial in zip(check.zones, serials, primaries, strict=True):

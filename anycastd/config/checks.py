@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import shutil
 import ssl
 from dataclasses import dataclass
@@ -46,8 +47,9 @@ TRANSPORTS = ("udp", "tcp", "dot", "doh")
 DEFAULT_PORTS = {"udp": 53, "tcp": 53, "dot": 853, "doh": 443}
 #: The PATH a command check runs with, and finds its program in: the environment is not passed on.
 COMMAND_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-#: A word of a command check's argv replaced by the check's address (the router's: each server's admin
-#: address). Whole words only: nothing is parsed, so nothing can be injected.
+#: Replaced, in every word of a command check's argv, by the check's address (the router's: each server's
+#: admin address), as in ``@{address}`` for dig. An address is digits, dots, colons and hex letters: it cannot
+#: change how the program reads its arguments, and nothing else is substituted.
 ADDRESS_WORD = "{address}"
 
 
@@ -97,8 +99,8 @@ class Check:
         return self.kind == "dns" and self.transport == "udp"
 
     def argv(self) -> tuple[str, ...]:
-        """A command check's argv: each ``{address}`` word replaced by the check's address."""
-        return tuple(str(self.address) if w == ADDRESS_WORD else w for w in self.command)
+        """A command check's argv, with ``{address}`` replaced by the check's address."""
+        return tuple(w.replace(ADDRESS_WORD, str(self.address)) for w in self.command)
 
 
 #: Every key, and the kinds that take it.
@@ -116,13 +118,18 @@ KIND_DEFAULTS: dict[str, dict[str, float]] = {
     "zone": {"interval": 1.0, "timeout": 0.5},
     "command": {"interval": 1.0, "timeout": 0.5},
 }
+#: ... and by transport: over TLS a lost segment is sent again only after TCP's minimum retransmission
+#: timeout (200 ms on Linux), so a timeout must outlast it for one lost packet not to fail a probe.
+ENCRYPTED_DEFAULTS = {"interval": 0.5, "timeout": 0.4}
 TLS_KEYS = {"server_name", "ca_file", "verify"}
+#: A host name (IDNA names as their A-labels) or an address, as a certificate carries it.
+SERVER_NAME = re.compile(r"^[A-Za-z0-9._:-]{1,253}\Z")
 
 
 def to_server_name(value: Any) -> str:
     """A TLS server name: a host name (or an address) as a certificate carries it."""
     name = to_str(value)
-    if len(name) > 253 or not all(c.isalnum() or c in "-._:" for c in name):
+    if not SERVER_NAME.match(name):
         raise ValueError(f"must be a host name such as dns.example.net, got {shown(value)}")
     return name
 
@@ -182,19 +189,24 @@ def _tls(r: Reader, m: dict[str, Any], path: str) -> TlsSettings | None:
     t = r.mapping(m["tls"], t_path, TLS_KEYS)
     if t is None:
         return None
-    before = len(r.problems)
-    settings = TlsSettings(
+    return TlsSettings(  # a value read as None has its problem recorded: parsing fails before it is used
         r.field(t, t_path, "server_name", to_server_name, None),
         r.field(t, t_path, "ca_file", to_ca_file, None),
         bool(r.field(t, t_path, "verify", to_bool, True)),
     )
-    return settings if len(r.problems) == before else None
+
+
+def _kind_of(data: Any) -> str:
+    """The kind a check says it is; ``dns`` also for one that is not a mapping, or names no known kind
+    (refused with its problem; the rest of it is read as a DNS check's)."""
+    if isinstance(data, dict) and data.get("kind") in KINDS:
+        return str(data["kind"])
+    return "dns"
 
 
 def read_check(r: Reader, data: Any, path: str, template: bool = False) -> Check | None:
     """One check; ``template``: a router's, whose address is each server's (never given)."""
-    given = data.get("kind", "dns") if isinstance(data, dict) else "dns"
-    check_kind = given if given in KINDS else "dns"
+    check_kind = _kind_of(data)
     never = {"address", "probe_service_addresses"} if template else set()
     allowed = (COMMON_KEYS | KIND_KEYS[check_kind]) - never
     if isinstance(data, dict):  # a key of another kind is named as such; a key of no kind is unknown
@@ -204,10 +216,11 @@ def read_check(r: Reader, data: Any, path: str, template: bool = False) -> Check
             r.problem(f"{path}.{key}", f"is a key of kind: {takes} checks, not of kind: {check_kind}")
         data = {k: v for k, v in data.items() if k not in others}
     m = r.mapping(data, path, allowed)
-    if m is None or r.field(m, path, "kind", one_of(*KINDS), "dns") is None:
+    if m is None or ("kind" in m and r.field(m, path, "kind", one_of(*KINDS)) is None):
         return None
     d = Check.__dataclass_fields__
-    defaults = KIND_DEFAULTS[check_kind]
+    encrypted = check_kind == "dns" and m.get("transport", m.get("protocol")) in ("dot", "doh")
+    defaults = ENCRYPTED_DEFAULTS if encrypted else KIND_DEFAULTS[check_kind]
     values: dict[str, Any] = {
         "kind": check_kind,
         "address": TEMPLATE_ADDRESS if template else _address(r, m, path, check_kind),
@@ -245,12 +258,12 @@ def _dns(r: Reader, m: dict[str, Any], path: str, template: bool) -> dict[str, A
     d = Check.__dataclass_fields__
     if "transport" in m and "protocol" in m:
         r.problem(f"{path}.protocol", "is the older name of transport; give transport alone")
-        return {"transport": None}
     key = "protocol" if "protocol" in m else "transport"
     transport = r.field(m, path, key, one_of(*TRANSPORTS), "udp")
+    default_port = DEFAULT_PORTS.get(transport or "udp")  # pragma: no mutate (no transport: a problem already)
     values: dict[str, Any] = {
         "transport": transport,
-        "port": r.field(m, path, "port", whole(1, 65535), DEFAULT_PORTS.get(transport or "udp")),
+        "port": r.field(m, path, "port", whole(1, 65535), default_port),
         "qname": r.field(m, path, "qname", to_qname, d["qname"].default),
         "qtype": r.field(m, path, "qtype", to_qtype, d["qtype"].default),
         "rcode": r.field(m, path, "rcode", to_rcode, d["rcode"].default),
@@ -262,7 +275,7 @@ def _dns(r: Reader, m: dict[str, Any], path: str, template: bool) -> dict[str, A
     if transport in ("udp", "tcp"):
         for key in sorted({"tls", "reuse", "path"} & set(m)):
             r.problem(f"{path}.{key}", f"applies to transport: dot or doh, not {transport}")
-            values["transport"] = None
+            values["transport"] = None  # pragma: no mutate
     elif transport is not None:
         values["tls"] = _tls(r, m, path)
         values["reuse"] = r.field(m, path, "reuse", seconds(0, 3600, zero_ok=True), d["reuse"].default)
@@ -270,7 +283,7 @@ def _dns(r: Reader, m: dict[str, Any], path: str, template: bool) -> dict[str, A
             values["path"] = r.field(m, path, "path", to_url_path, d["path"].default)
         elif "path" in m:
             r.problem(f"{path}.path", "applies to transport: doh (the URL's path), not dot")
-            values["path"] = None
+            values["path"] = None  # pragma: no mutate
     return values
 
 
@@ -286,5 +299,5 @@ def _zone(r: Reader, m: dict[str, Any], path: str) -> dict[str, Any]:
     for key in ("primary_port", "max_lag"):
         if key in m and "primary" not in m:
             r.problem(f"{path}.{key}", "applies with a primary to compare serials with; add primary: ADDRESS")
-            values[key] = None
+            values[key] = None  # pragma: no mutate
     return values

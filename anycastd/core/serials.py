@@ -49,8 +49,7 @@ class Freshness:
         note = ""
         if primary is None:
             last = self.primary_serial.get(zone)
-            if last is None:
-                self.behind_since.pop(zone, None)
+            if last is None:  # never heard from: nothing was ever behind it either
                 return Verdict(True, f"{zone} serial {local}; the primary did not answer (nothing to compare)")
             primary, note = last, " (the primary did not answer: its last serial)"
         else:

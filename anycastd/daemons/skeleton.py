@@ -30,9 +30,10 @@ routes). They share the rest, here:
   A probe confirming a failure waits only ``CONFIRM_TIMEOUT`` of the check's
   timeout: the full timeout has already been given once, and each probe
   still sends its query up to three times, so a lost packet does not fail
-  it. A frozen resolver is then decided in one timeout and ``fall - 1``
-  short ones instead of ``fall`` intervals; with clients' queries stuck in
-  its queue, in ``fall`` short ones.
+  it (over UDP; TCP, DoT, DoH and commands keep their whole timeout). A
+  frozen resolver is then decided in one timeout and ``fall - 1`` short
+  ones instead of ``fall`` intervals; with clients' queries stuck in its
+  queue, in ``fall`` short ones.
 * ``MaintenanceBook`` holds who drained what and why, persisted through a
   ``MaintenanceStore`` before it is lifted and applied even when it cannot be
   (a failure errs towards carrying no traffic). A book that cannot be read
@@ -189,9 +190,10 @@ def stall_after(check: Check) -> float:
 
 
 def confirming(check: Check) -> Check:
-    """The check as a probe confirming a failure runs it: the same query, a shorter wait. A command's
-    program takes as long as it takes: it keeps its timeout."""
-    if check.kind == "command":
+    """The check as a probe confirming a failure runs it: the same query, a shorter wait. Only a query sent
+    again within its timeout (UDP: DNS and zone checks) can take the shorter wait: over TCP a lost segment
+    is sent again after TCP's own minimum (200 ms), and a command takes as long as it takes."""
+    if check.kind == "command" or (check.kind == "dns" and check.transport != "udp"):
         return check
     return replace(check, timeout=check.timeout * CONFIRM_TIMEOUT)
 

@@ -109,10 +109,10 @@ def test_the_environment_is_minimal_and_stdin_is_empty(monkeypatch: pytest.Monke
     )
 
 
-def test_the_address_word_is_replaced_as_a_whole_word_only() -> None:
-    check = command("printf", "%s|%s", "{address}", "x{address}")
+def test_the_address_is_filled_in_and_nothing_else() -> None:
+    check = command("printf", "%s|%s|%s", "{address}", "@{address}", "{target} $HOME")
     result, _ = run(check)
-    assert result.reason == f"printf: exit 0: {V4}|x{{address}}"
+    assert result.reason == f"printf: exit 0: {V4}|@{V4}|{{target}} $HOME"
 
 
 def test_the_first_line_shown_is_printable_and_bounded() -> None:

@@ -39,6 +39,11 @@ def test_each_transport_has_its_port(given: str, port: int) -> None:
 def test_the_defaults_of_an_encrypted_check() -> None:
     c = one({"address": A, "transport": "doh"})
     assert (c.tls, c.path, c.reuse) == (TlsSettings(None, None, True), "/dns-query", 10.0)
+    assert (c.interval, c.timeout) == (0.5, 0.4)  # outlasting TCP's 200 ms minimum retransmission timeout
+    assert (one({"address": A, "protocol": "dot"}).interval, one({"address": A, "transport": "tcp"}).timeout) == (
+        0.5,
+        0.15,
+    )
     c = one({"address": A, "transport": "dot", "reuse": 0, "tls": {"server_name": "dns.example.net", "verify": False}})
     assert (c.reuse, c.tls) == (0.0, TlsSettings("dns.example.net", None, False))
 
@@ -138,7 +143,7 @@ def test_a_zone_check() -> None:
     assert one({"kind": "zone", "address": A, "zones": ["example.com"]}).primary is None
 
 
-def test_a_command_check_needs_no_address_and_replaces_the_address_word() -> None:
+def test_a_command_check_needs_no_address_and_fills_in_the_address() -> None:
     c = one({"kind": "command", "command": ["pgrep", "--exact", "named"]})
     assert (c.kind, c.command, c.output_limit, c.interval, c.timeout) == (
         "command",
@@ -147,8 +152,8 @@ def test_a_command_check_needs_no_address_and_replaces_the_address_word() -> Non
         1.0,
         0.5,
     )
-    c = one({"kind": "command", "address": A, "command": ["true", "{address}", "@{address}"]})
-    assert c.argv() == ("true", A, "@{address}")  # whole words only
+    c = one({"kind": "command", "address": A, "command": ["true", "{address}", "@{address}", "{addr}"]})
+    assert c.argv() == ("true", A, f"@{A}", "{addr}")
 
 
 def test_the_older_protocol_key_still_reads() -> None:
@@ -174,3 +179,76 @@ def test_the_router_takes_every_kind_and_fills_in_each_servers_address() -> None
     assert str(zone.address) == str(dot.address) == "192.0.2.2" and zone.kind == "zone"
     assert dot.port == 853
     assert command.argv() == ("true", "192.0.2.2")
+
+
+# Named by the mutants of `make mutation`: each bound at and just past its edge, each forbidden character alone.
+@pytest.mark.parametrize(
+    ("check", "problem"),
+    [
+        ({"transport": "dot", "tls": {"server_name": "a" * 253}}, None),
+        ({"transport": "dot", "tls": {"server_name": "a" * 254}},
+         f"services.dns.checks[0].tls.server_name: must be a host name such as dns.example.net, got '{'a' * 56}..."),
+        ({"transport": "dot", "tls": {"server_name": "a-b_c.d"}}, None),
+        ({"transport": "dot", "tls": {"server_name": "2001:db8::53"}}, None),
+        ({"transport": "doh", "path": "/" + "p" * 199}, None),
+        ({"transport": "doh", "path": "/X/dns-query"}, None),
+        ({"transport": "dot", "tls": {"server_name": "bücher.example"}},
+         "services.dns.checks[0].tls.server_name: must be a host name such as dns.example.net, got 'bücher.example'"),
+        ({"transport": "dot", "tls": {"server_name": "xn--bcher-kva.example"}}, None),
+        ({"transport": "doh", "path": "/" + "p" * 200},
+         f"services.dns.checks[0].path: must be a URL path such as /dns-query, without query or spaces, got '/{'p' * 55}..."),
+        *[({"transport": "doh", "path": f"/a{c}b"},
+           f"services.dns.checks[0].path: must be a URL path such as /dns-query, without query or spaces, got {f'/a{c}b'!r}")
+          for c in " ?#%\\"],
+        ({"transport": "udp", "path": "/q"}, "services.dns.checks[0].path: applies to transport: dot or doh, not udp"),
+        ({"transport": "dot", "reuse": 0.5}, None),
+        ({"kind": "zone", "zones": [f"z{i}.example." for i in range(256)]}, None),
+        ({"kind": "zone", "zones": [f"z{i}.example." for i in range(257)]},
+         "services.dns.checks[0].zones: must be a list of 1 to 256 zone names, got a list"),
+        ({"kind": "zone", "zones": ["b.example.", "a.example.", "b.example", "a.example"]},
+         "services.dns.checks[0].zones: lists a.example., b.example. more than once"),
+        ({"kind": "zone", "zones": ["a.example."], "port": 65535}, None),
+        ({"kind": "zone", "zones": ["a.example."], "port": 65536},
+         "services.dns.checks[0].port: must be between 1 and 65535, got 65536"),
+        ({"kind": "zone", "zones": ["a.example."], "port": 0}, "services.dns.checks[0].port: must be between 1 and 65535, got 0"),
+        ({"kind": "zone", "zones": ["a.example."], "port": "x"}, "services.dns.checks[0].port: must be a whole number, got 'x'"),
+        ({"kind": "zone", "zones": ["a.example."], "primary_port": 5353},
+         "services.dns.checks[0].primary_port: applies with a primary to compare serials with; add primary: ADDRESS"),
+        ({"kind": "zone", "zones": ["a.example."], "primary": "198.51.100.1", "max_lag": 0.5}, None),
+        ({"kind": "command", "command": ["true", *["a"] * 63]}, None),
+        ({"kind": "command", "command": ["true", "a" * 4096]}, None),
+        ({"kind": "command", "command": ["true", "a" * 4097]},
+         "services.dns.checks[0].command: has an argument longer than 4096 characters"),
+        ({"kind": "command", "command": ["true"], "address": "x"},
+         "services.dns.checks[0].address: must be an IPv4 or IPv6 address, got 'x'"),
+    ],
+)  # fmt: skip
+def test_every_bound_at_its_edge(check: dict[str, Any], problem: str | None) -> None:
+    if check.get("kind") != "command":
+        check = {"address": A, **check}
+    if problem is None:
+        one(check)
+    else:
+        assert problems_of(with_check(check), config.parse) == [problem]
+
+
+def test_a_zone_checks_port_is_read() -> None:
+    assert one({"kind": "zone", "address": A, "zones": ["a.example."], "port": 8053}).port == 8053
+
+
+def test_tls_verifies_unless_told_not_to() -> None:
+    assert one({"address": A, "transport": "dot", "tls": {"server_name": "x.example"}}).tls.verify is True
+    assert one({"address": A, "transport": "dot", "tls": {"verify": True}}).tls.verify is True
+
+
+def test_the_program_is_looked_for_in_the_commands_path_not_the_daemons(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    program = tmp_path / "only-in-my-path"
+    program.write_text("#!/bin/sh\nexit 0\n")
+    program.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    assert problems_of(with_check({"kind": "command", "command": [program.name]}), config.parse) == [
+        f"services.dns.checks[0].command: no executable program {program.name!r} in PATH ({COMMAND_PATH})"
+    ]
+    assert one({"kind": "command", "command": [str(program)]}).command == (str(program),)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from anycastd.core.serials import HALF, SPACE, Freshness, behind
+from anycastd.core.serials import HALF, SPACE, Freshness, Verdict, behind
 
 
 @pytest.mark.parametrize(
@@ -33,7 +33,7 @@ def test_a_zone_may_lag_for_max_lag_and_no_longer() -> None:
     assert v.fresh and v.reason == "z. serial 5, behind the primary's 6 for 0.0 s (max_lag 10 s)"
     assert f.observe("z.", 5, 7, 11.0, 10).fresh  # 10 s behind: not yet more than max_lag
     v = f.observe("z.", 5, 7, 11.5, 10)
-    assert not v.fresh and v.reason == "z. serial 5, behind the primary's 7 for 10.5 s, more than max_lag (10 s)"
+    assert v == Verdict(False, "z. serial 5, behind the primary's 7 for 10.5 s, more than max_lag (10 s)")
     v = f.observe("z.", 7, 7, 12.0, 10)  # caught up: fresh at once
     assert v.fresh and v.reason == "z. serial 7, the primary's 7"
     assert f.observe("z.", 7, 8, 13.0, 10).fresh  # behind again: the clock starts again
@@ -50,7 +50,11 @@ def test_a_silent_primary_is_compared_by_its_last_serial() -> None:
     assert v.fresh and v.reason == "z. serial 5; the primary did not answer (nothing to compare)"
     f.observe("z.", 5, 6, 1.0, 10)
     v = f.observe("z.", 5, None, 12.0, 10)  # still behind the last serial it gave, for longer than max_lag
-    assert not v.fresh and "the primary did not answer: its last serial" in v.reason
+    assert v == Verdict(
+        False,
+        "z. serial 5, behind the primary's 6 (the primary did not answer: its last serial) for 11.0 s, "
+        "more than max_lag (10 s)",
+    )
     assert f.observe("z.", 6, None, 13.0, 10).fresh  # caught up with it
 
 

@@ -16,11 +16,13 @@ from anycastd.core.damping import DampingSettings
 from anycastd.core.health import Decision, Outcome, Result, ServiceHealth, State, Thresholds, Transition
 from anycastd.core.net import IPAddress
 from anycastd.daemons.skeleton import (
+    CONFIRM_TIMEOUT,
     STALL_SLACK,
     Liveness,
     Loops,
     MaintenanceBook,
     Probe,
+    confirming,
     lift_and_forgive,
     log_decision,
     new_health,
@@ -34,7 +36,8 @@ from anycastd.peer import Peer
 from tests.unit.fake_time import FakeTime, until
 
 sidecar_log = logging.getLogger("anycastd.daemons.sidecar")
-CHECK = Check(ipaddress.ip_address("192.0.2.10"), interval=1.0, timeout=0.5)
+A = ipaddress.ip_address("192.0.2.10")
+CHECK = Check(A, interval=1.0, timeout=0.5)
 OK = ProbeResult(Outcome.OK, "NOERROR", 0.001, "192.0.2.10")
 
 T = TypeVar("T")
@@ -664,3 +667,20 @@ def test_a_confirming_probe_cannot_be_hurried_it_is_already_short() -> None:
 
     # the full timeout: it may be hurried; a check in doubt is confirmed with the short one: it may not
     assert asyncio.run(go()) == [True, True, False, False]
+
+
+@pytest.mark.parametrize(
+    ("check", "shortened"),
+    [
+        (Check(A), True),  # UDP: the query is sent three times within even the short wait
+        (Check(A, kind="zone", zones=("example.com.",), interval=1.0, timeout=0.5), True),
+        (Check(A, transport="tcp"), False),  # a lost segment waits TCP's own 200 ms minimum
+        (Check(A, transport="dot", interval=0.5, timeout=0.4), False),
+        (Check(A, transport="doh", interval=0.5, timeout=0.4), False),
+        (Check(A, kind="command", command=("true",), interval=1.0, timeout=0.5), False),
+    ],
+)
+def test_only_a_query_sent_again_within_its_timeout_is_confirmed_with_a_shorter_wait(
+    check: Check, shortened: bool
+) -> None:
+    assert confirming(check).timeout == (check.timeout * CONFIRM_TIMEOUT if shortened else check.timeout)

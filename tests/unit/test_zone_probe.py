@@ -100,6 +100,16 @@ def test_a_silent_primary_fails_no_server() -> None:
     assert result.ok and "the primary did not answer" in result.reason
 
 
+def test_one_lost_packet_does_not_fail_the_probe() -> None:
+    async def go(s: Responder, p: Responder, z: ZoneProber, clock: Clock) -> tuple[ProbeResult, int]:
+        s.mode = p.mode = "drop-first"  # each first send of a question is lost
+        return await z.probe(zone_check(s, p, "example.com.")), s.queries
+
+    result, asked = with_servers(go)
+    assert result.ok and "the primary's 5" in result.reason
+    assert asked == 2
+
+
 def test_without_a_primary_only_loading_is_checked() -> None:
     async def go(s: Responder, p: Responder, z: ZoneProber, clock: Clock) -> ProbeResult:
         return await z.probe(zone_check(s, None, "example.com."))
