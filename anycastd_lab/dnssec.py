@@ -6,11 +6,13 @@ Unbound loads it as an ``auth-zone`` for its own iterator only (``for-upstream``
 ``health.signed.example.`` goes through the validator exactly as an answer from the Internet would, and comes
 back with the AD bit while the trust anchor matches the zone's key and its signatures are current.
 
-The fault a DNSSEC check must catch is made at run time with unbound-control, which leaves Unbound's sockets
-alone (a SIGHUP reload closes and reopens them, and the probes would fail for that instead):
+The expired signatures a DNSSEC check must catch are made at run time with unbound-control, which leaves
+Unbound's sockets alone (a SIGHUP reload closes and reopens them, and the probes would fail for that instead):
 ``expire(lab, server)`` replaces the zone's file with the copy whose signatures expired and reloads it
-(``auth_zone_reload``): every answer from it is bogus, SERVFAIL. ``heal(lab, server)`` undoes it. An answer the
-resolver never validates (its own local data, ``health.example.``) comes without the AD bit.
+(``auth_zone_reload``): every answer from it is bogus, SERVFAIL. ``heal(lab, server)`` undoes it. A resolver
+with the wrong trust anchor (``validating_unbound_config(lab, server, wrong_anchor(lab))``) finds every
+answer from the zone bogus from its start. An answer the resolver never validates (its own local data,
+``health.example.``) comes without the AD bit.
 """
 
 from __future__ import annotations
@@ -55,10 +57,18 @@ def signed_zone(lab: Lab) -> tuple[Path, str]:
     return signed, ds.read_text()
 
 
-def validating_unbound_config(lab: Lab, server: Server) -> str:
+def wrong_anchor(lab: Lab) -> str:
+    """The zone's DS with its digest changed: the trust anchor of a resolver configured with the wrong key."""
+    _, ds = signed_zone(lab)
+    tag, algorithm, digest_type, digest = ds.split()
+    return f"{tag} {algorithm} {digest_type} {digest[:-1]}{'0' if digest[-1] != '0' else '1'}"
+
+
+def validating_unbound_config(lab: Lab, server: Server, anchor: str | None = None) -> str:
     """The lab's Unbound configuration for ``server`` with the validator on, ``signed.example.`` served to it,
-    the zone's trust anchor, and unbound-control on a Unix socket."""
+    the zone's trust anchor (``anchor``: another DS, a wrong one), and unbound-control on a Unix socket."""
     signed, ds = signed_zone(lab)
+    ds = anchor or ds
     served = lab.workdir / server.name / "signed.example.zone"
     served.write_text(signed.read_text())
     text = unbound_config(lab, server).replace('module-config: "iterator"', 'module-config: "validator iterator"')

@@ -2,8 +2,9 @@
 
 The primary is one more BIND, on the router's end of a server's link (the admin network), on port 5353,
 serving ``fresh.example.``. It sends a NOTIFY to the secondary on each change (``also-notify``), and allows
-transfers. The secondary is the server's own BIND with ``fresh.example.`` added as a secondary zone, whose
-refresh and retry timers are cut to a second or two (BIND's floor is minutes: the ``min-*-time`` options),
+transfers: incremental ones (IXFR), since it keeps the differences of each reload in its journal. The
+secondary is the server's own BIND with ``fresh.example.`` added as a secondary zone, whose refresh and retry
+timers are cut to a second or two (BIND's floor is minutes: the ``min-*-time`` options),
 so that a secondary cut off from transfers retries, and catches up, within the test's patience.
 
 ``bump(lab, server, serial)`` changes the primary's zone (a new serial; SIGHUP: BIND reloads, keeps its
@@ -62,6 +63,8 @@ def _primary_config(lab: Lab, server: Server, transfers: str) -> str:
     also-notify {{ {server.v4} port 53; }};
     notify-source {server.router_v4};
     allow-transfer {{ {transfers}; }};
+    ixfr-from-differences yes;  # a reloaded zone file becomes a journal: the secondary asks IXFR and gets it
+    max-ixfr-ratio unlimited;  # even for a zone this small, where the difference outweighs the zone
 }};
 controls {{ }};
 zone "{ZONE}" {{

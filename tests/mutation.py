@@ -4,10 +4,11 @@
 
 What is mutated is [tool.mutmut] in pyproject.toml: the health machine and
 flap damping (anycastd/core/health.py, damping.py), the planner
-(anycastd/core/routes.py), the skeleton's schedule and maintenance book
-(anycastd/daemons/skeleton.py), the wait for a drained node to go quiet
-(anycastd/watch/drain.py) and the configuration's validation (anycastd/config/yamlfile.py,
-schema.py, sidecar.py, router.py). Every mutant must be
+(anycastd/core/routes.py), zone freshness (anycastd/core/serials.py), the
+skeleton's schedule and maintenance book (anycastd/daemons/skeleton.py), the
+wait for a drained node to go quiet (anycastd/watch/drain.py) and the
+configuration's validation (anycastd/config/yamlfile.py, schema.py, checks.py,
+sidecar.py, router.py). Every mutant must be
 killed by a test (the tests named after the mutants they kill are marked
 "Named by the mutants of `make mutation`") or be listed in EQUIVALENT with
 why no test can tell it apart. A mutant that makes a test hang is reported by

@@ -3,14 +3,20 @@
 Theory of operation
 -------------------
 A TLS handshake costs far more than a query, so a connection is kept and reused by the probes of one
-address for ``reuse`` seconds (0: a new one per probe). Reuse must not hide a dead listener:
+address for ``reuse`` seconds (0: a new one per probe). A spare is kept beside it, made in the background
+(and made again once the youngest is half its ``reuse`` old): a new connection is then never made on a
+probe's path but after a failure, so a handshake slowed by a lost packet (TCP sends a lost SYN again after
+a second) fails no probe, and a probe that failed is followed by one on a connection already made.
+Reuse must not hide a dead listener:
 
 - a resolver that dies closes its connections with it: the query on the kept connection meets its end
-  (EOF or a reset), and is asked again once on a *new* connection, which a dead listener refuses (a hard
-  failure, as over UDP) and a live one answers (the server closed an idle connection: no failure);
-- any failure drops the connection: the next probe starts from the handshake;
+  (EOF or a reset), every kept connection of the address is dropped, and the query is asked again once on
+  a *new* connection, which a dead listener refuses (a hard failure, as over UDP) and a live one answers
+  (the server closed an idle connection: no failure);
+- any other failure drops the connection it happened on: the next probe takes the spare;
 - a listener that closed while an accepted connection lives on (a reconfigured resolver) is found at the
-  latest when the connection's ``reuse`` runs out.
+  latest when the connection's ``reuse`` runs out: no spare can be made, and a connection past its
+  ``reuse`` is never used.
 
 The whole probe, handshake included, is bounded by the check's timeout. DoT queries on one connection are
 asked one at a time (a lock): a stream carries one exchange at a time here. DoH goes through an HTTP/2
@@ -20,6 +26,7 @@ client (httpx, as dnspython uses), which reconnects by itself when the server ha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 import time
@@ -42,8 +49,18 @@ from anycastd.core.net import IPAddress
 #: A kept connection's: the address, port, transport, TLS settings and DoH path it was made for.
 Key = tuple[IPAddress, int, str, TlsSettings, str]
 
+#: A spare connection is made in the background once the youngest kept one is this fraction of ``reuse`` old.
+RENEW_AT = 0.5
+#: Every pool, a removed check's too, is looked at this often for connections past their reuse.
+SWEEP = 5.0
+#: How long a spare's handshake may take: a lost SYN alone is sent again only after a second.
+WARM_TIMEOUT = 3.0
+
 #: What ends a query on a kept connection that the server had closed: asked again on a new one.
-_CLOSED = (EOFError, ConnectionResetError, BrokenPipeError, ssl.SSLEOFError)
+_CLOSED = (
+    EOFError, ConnectionResetError, BrokenPipeError, ssl.SSLEOFError,  # a DoT stream's
+    httpx2.ReadError, httpx2.WriteError, httpx2.RemoteProtocolError,  # an HTTP client's (a reset, a closed stream)
+)  # fmt: skip
 
 
 def ssl_context(tls: TlsSettings, alpn: list[str]) -> ssl.SSLContext:
@@ -63,7 +80,7 @@ def failure(exc: BaseException, target: str, timeout: float) -> ProbeResult:
     if isinstance(exc, ssl.SSLError):
         return tls_failure(exc, target)
     if isinstance(exc, _CLOSED):
-        what = type(exc).__name__ if isinstance(exc, EOFError) else (exc.strerror or str(exc))
+        what = (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or type(exc).__name__
         result = ProbeResult(Outcome.FAIL, f"{target}: the connection closed ({what})", None, target, "network")
     elif isinstance(exc, OSError):
         result = os_failure(exc, target)
@@ -122,9 +139,10 @@ def tls_failure(exc: ssl.SSLError, target: str) -> ProbeResult:
 
 @dataclass
 class _Kept:
-    """One kept connection (a DoT stream, or a DoH client) and when it was made."""
+    """One kept connection (a DoT stream, or a DoH client), when it was made, and when it may no longer be used."""
 
     made: float
+    expires: float
     connection: Any
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     used: int = 0
@@ -135,9 +153,16 @@ class EncryptedProber:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
-        self._kept: dict[Key, _Kept] = {}
+        self._pools: dict[Key, list[_Kept]] = {}  # oldest first
+        self._warming: dict[Key, asyncio.Task[None]] = {}
+        self._swept = clock()
         self._contexts: dict[tuple[TlsSettings, str], ssl.SSLContext] = {}
         self.connections_made = 0  # for tests and benchmarks: how often a handshake was paid
+
+    @property
+    def kept(self) -> int:
+        """How many connections are kept now (spares included)."""
+        return sum(len(pool) for pool in self._pools.values())
 
     def _context(self, check: Check) -> ssl.SSLContext:
         key = (check.tls, check.transport)
@@ -154,35 +179,81 @@ class EncryptedProber:
         key: Key = (address, check.port, check.transport, check.tls, check.path)
         try:
             async with asyncio.timeout(check.timeout):
-                for attempt in range(2):
-                    kept, fresh = await self._connection(check, key, address)
-                    try:
-                        async with kept.lock:
-                            kept.used += 1
-                            response = await self._ask(check, kept, query, address)
-                    except _CLOSED:
-                        self._drop(key, kept)
-                        if fresh or attempt:
-                            raise
-                        continue  # the server closed the kept connection: once more, on a new one
-                    except BaseException:
-                        self._drop(key, kept)
-                        raise
-                    break
+                response = await self._query(check, key, query, address)
         except FAILURES as exc:
             return failure(exc, target, check.timeout)
         return classify(check, query, response.to_wire(), target, time.monotonic() - started)
 
-    async def _connection(self, check: Check, key: Key, address: IPAddress) -> tuple[_Kept, bool]:
-        kept = self._kept.get(key)
-        if kept is not None and (check.reuse == 0 or self.clock() - kept.made >= check.reuse):
+    async def _query(self, check: Check, key: Key, query: dns.message.Message, address: IPAddress) -> Any:
+        if check.reuse == 0:  # a connection of its own, closed after it
+            kept = self._made(check, await self._open(check, address))
+            try:
+                return await self._ask(check, kept, query, address)
+            finally:
+                _close(kept)
+        pooled = self._kept(check, key, address, query)
+        if pooled is not None:
+            try:
+                async with pooled.lock:
+                    pooled.used += 1
+                    return await self._ask(check, pooled, query, address)
+            except _CLOSED:  # the server closed it, and likely every other it kept: asked again on a new one
+                for other in list(self._pools.get(key, ())):
+                    self._drop(key, other)
+            except BaseException:
+                self._drop(key, pooled)
+                raise
+        kept = self._made(check, await self._open(check, address))
+        self._pools.setdefault(key, []).append(kept)
+        try:
+            async with kept.lock:
+                kept.used += 1
+                return await self._ask(check, kept, query, address)
+        except BaseException:
             self._drop(key, kept)
-            kept = None
-        if kept is not None:
-            return kept, False
+            raise
+
+    def _kept(self, check: Check, key: Key, address: IPAddress, query: dns.message.Message) -> _Kept | None:
+        """The oldest kept connection still within ``reuse``; a spare is made in the background when fewer
+        than two are kept, or the youngest is past RENEW_AT of its reuse."""
+        now = self.clock()
+        if now - self._swept >= SWEEP:  # a check removed by a reload asks no more: its pool is swept here
+            self._swept = now
+            for other, kept_there in [(k, c) for k, pool in self._pools.items() for c in pool if c.expires <= now]:
+                self._drop(other, kept_there)
+        pool = self._pools.setdefault(key, [])
+        for old in [k for k in pool if k.expires <= now]:
+            self._drop(key, old)
+        young = pool and now - pool[-1].made < check.reuse * RENEW_AT
+        if key not in self._warming and (len(pool) < 2 or not young):
+            task = asyncio.get_running_loop().create_task(self._warm(check, key, address, query))
+            self._warming[key] = task
+            task.add_done_callback(lambda _: self._warming.pop(key, None))
+        return pool[0] if pool else None
+
+    async def _warm(self, check: Check, key: Key, address: IPAddress, query: dns.message.Message) -> None:
+        """A spare connection, made off the probes' path: a handshake slowed by a lost packet fails no probe."""
+        kept = None
+        try:
+            async with asyncio.timeout(WARM_TIMEOUT):
+                kept = self._made(check, await self._open(check, address))
+                if isinstance(kept.connection, httpx2.AsyncClient):
+                    await self._ask(check, kept, query, address)  # an HTTP client connects on its first request
+        except FAILURES:
+            if kept is not None:
+                _close(kept)
+            return  # the probes connect themselves, and see why
+        self._pools.setdefault(key, []).append(kept)
+
+    def _made(self, check: Check, connection: Any) -> _Kept:
+        now = self.clock()
+        return _Kept(now, now + check.reuse, connection)
+
+    async def _open(self, check: Check, address: IPAddress) -> Any:
+        self.connections_made += 1
         if check.transport == "dot":
             backend: Any = dns.asyncbackend.get_backend("asyncio")
-            connection: Any = await backend.make_socket(
+            return await backend.make_socket(
                 dns.inet.af_for_address(str(address)),
                 socket.SOCK_STREAM,
                 0,
@@ -192,15 +263,11 @@ class EncryptedProber:
                 self._context(check),
                 check.tls.server_name or str(address),
             )
-        else:
-            context = self._context(check)
-            transport: httpx2.AsyncBaseTransport = httpx2.AsyncHTTPTransport(http1=True, http2=True, verify=context)
-            if check.tls.server_name is not None:
-                transport = _ServerName(transport, check.tls.server_name)
-            connection = httpx2.AsyncClient(transport=transport)
-        self.connections_made += 1
-        kept = self._kept[key] = _Kept(self.clock(), connection)
-        return kept, True
+        context = self._context(check)
+        transport: httpx2.AsyncBaseTransport = httpx2.AsyncHTTPTransport(http1=True, http2=True, verify=context)
+        if check.tls.server_name is not None:
+            transport = _ServerName(transport, check.tls.server_name)
+        return httpx2.AsyncClient(transport=transport)
 
     @staticmethod
     async def _ask(check: Check, kept: _Kept, query: dns.message.Message, address: IPAddress) -> dns.message.Message:
@@ -211,28 +278,44 @@ class EncryptedProber:
         return await dns.asyncquery.tls(query, str(address), check.timeout, check.port, sock=kept.connection)
 
     def _drop(self, key: Key, kept: _Kept) -> None:
-        if self._kept.get(key) is kept:
-            del self._kept[key]
+        pool = self._pools.get(key, [])
+        if kept in pool:
+            pool.remove(kept)
         _close(kept)
 
-    def close(self) -> None:
-        for kept in self._kept.values():
-            _close(kept)
-        self._kept.clear()
+    async def aclose(self) -> None:
+        """Close every kept connection and end the spares being made, and wait until their sockets are closed."""
+        warming = list(self._warming.values())
+        for task in warming:
+            task.cancel()
+        await asyncio.gather(*warming, return_exceptions=True)
+        for pool in self._pools.values():
+            for kept in pool:
+                _close(kept)
+        self._pools.clear()
+        await settle()
 
 
 def _close(kept: _Kept) -> None:
     """Close a kept connection without waiting: its socket goes now, whatever the peer does."""
+    task = asyncio.get_running_loop().create_task(_aclose(kept))
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
+async def _aclose(kept: _Kept) -> None:
     connection = kept.connection
-    if isinstance(connection, httpx2.AsyncClient):
-        try:
-            task = asyncio.get_running_loop().create_task(connection.aclose())
-        except RuntimeError:  # no loop: nothing to close the client with, and the process is ending
-            return
-        _closing.add(task)
-        task.add_done_callback(_closing.discard)
-    else:
-        connection.writer.close()
+    with contextlib.suppress(Exception):
+        if isinstance(connection, httpx2.AsyncClient):
+            await connection.aclose()
+        else:
+            await connection.close()  # dnspython's stream: closes the writer and waits for it
 
 
 _closing: set[asyncio.Task[None]] = set()  # keeps the closing tasks referenced until they are done
+
+
+async def settle() -> None:
+    """Wait for the connections being closed (at the daemon's end: every socket closed before the loop)."""
+    while _closing:
+        await asyncio.gather(*list(_closing), return_exceptions=True)

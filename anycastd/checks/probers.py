@@ -36,6 +36,6 @@ class Probers:
         targets = targets_of(check, service_addresses)
         return combine(await asyncio.gather(*(self.encrypted.query(check, query, a) for a in targets)))
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         self.dns.close()
-        self.encrypted.close()
+        await self.encrypted.aclose()

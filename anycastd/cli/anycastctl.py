@@ -132,7 +132,7 @@ def print_router_status(reply: dict[str, Any]) -> None:
     rows = [("SERVICE", "SERVER", "STATE", "HEALTHY", "ROUTED", "SINCE (UTC)", "LAST PROBE")]
     for s in reply["services"]:
         for v in s["servers"]:
-            last = v["checks"][0]["last"] if v["checks"] else None
+            last = _telling(v["checks"])
             rows.append(
                 (s["name"], v["name"], v["state"], "yes" if v["healthy"] else "no", "yes" if v["routed"] else "no",
                  _ago(v["since"]), _probe(last))
@@ -159,6 +159,20 @@ def print_router_status(reply: dict[str, Any]) -> None:
         print(f"  left alone (configured by hand without tag {f['tag']}): {', '.join(f['conflicts'])}")
     if reply.get("problem"):
         print(f"\nPROBLEM: {reply['problem']}")
+
+
+def _telling(checks: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The last probe that says most of a server: the first failing check's, else the first check's."""
+    lasts = [c["last"] for c in checks if c["last"]]
+    return next((last for last in lasts if not last["ok"]), lasts[0] if lasts else None)
+
+
+def _check_name(c: dict[str, Any]) -> str:
+    """A check as status lines name it: its address, and its kind or transport unless DNS over UDP."""
+    kind, transport, address = c.get("kind", "dns"), c.get("transport"), c.get("address")
+    if kind == "dns":
+        return f"{address} ({transport})" if transport not in (None, "udp") else str(address)
+    return f"{kind} {address}" if address else str(kind)
 
 
 def _print_damping(indent: str, d: dict[str, Any] | None) -> None:
@@ -191,7 +205,7 @@ def print_status(reply: dict[str, Any]) -> None:
             print(f"  healthy while {s['require']} of its {len(s['checks'])} checks pass")
         for c in s["checks"]:
             print(
-                f"  checks[{c['index']}] {c['address']}: {c['state']}, {c['probes']} probes, {c['failures']} failed;"
+                f"  checks[{c['index']}] {_check_name(c)}: {c['state']}, {c['probes']} probes, {c['failures']} failed;"
                 f" last {_probe(c['last'])}"
             )
             if c.get("detection"):

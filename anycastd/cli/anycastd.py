@@ -158,7 +158,7 @@ async def _run(config: Config, path: str) -> None:
             await asyncio.gather(settling, return_exceptions=True)
         loop.remove_signal_handler(signal.SIGHUP)
         await asyncio.gather(*reloads, return_exceptions=True)
-        prober.close()
+        await prober.aclose()
 
 
 async def _serve(
@@ -214,7 +214,7 @@ async def _run_router(config: RouterConfig) -> None:
         await _serve(config, router, metrics, lambda: router.run(stop), stop=stop, stopping=ROUTER_STOPPING)
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
-        prober.close()
+        await prober.aclose()
         if isinstance(routes, VtyRoutes):
             routes.close()
 

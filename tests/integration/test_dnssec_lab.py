@@ -61,3 +61,27 @@ def test_a_resolver_whose_validation_breaks_leaves_the_fib(lab: BgpLab) -> None:
         lab.restart_resolver(server, wait=True)  # the lab's own configuration again
         lab.kill_anycastd(server)
         lab.start_anycastd(server, lab.anycastd_config(server))
+
+
+def test_a_resolver_with_the_wrong_trust_anchor_is_never_announced(lab: BgpLab) -> None:
+    server = next((s for s in lab.servers if s.resolver == "unbound"), None)
+    if server is None:
+        pytest.skip("the lab has no Unbound server")
+    config = lab.anycastd_config(server).replace("qname: health.example.", f"qname: {dnssec.SIGNED_QNAME}")
+    config = config.replace("answer: healthy", "answer: healthy\n        dnssec: true")
+    wrong = dnssec.validating_unbound_config(lab.lab, server, anchor=dnssec.wrong_anchor(lab.lab))
+    assert dnssec.wrong_anchor(lab.lab) in wrong
+    try:
+        lab.kill_anycastd(server)
+        lab.wait_server(server, present=False, timeout=10)
+        lab.restart_resolver(server, config=wrong, wait=True)  # port 53 answers: local data is fine
+        lab.start_anycastd(server, config)
+        lab.anycastctl_ready(server)
+        wait_until(lambda: last(lab, server).startswith("rcode:"), 10, what="a SERVFAIL in status")
+        assert "rcode SERVFAIL, expected NOERROR" in last(lab, server)
+        time.sleep(1.0)  # several probe rounds: still failing, never announced
+        assert server.name not in lab.server_paths()
+    finally:
+        lab.restart_resolver(server, wait=True)
+        lab.kill_anycastd(server)
+        lab.start_anycastd(server, lab.anycastd_config(server))

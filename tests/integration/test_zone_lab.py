@@ -79,6 +79,9 @@ def test_a_secondary_that_cannot_transfer_leaves_the_fib_after_max_lag_and_retur
             print((lab.lab.workdir / server.name / "bind.log").read_text()[-3000:])
             raise
         assert "fresh.example. serial 2, the primary's 2" in str(zone_status(lab, server)["reason"])
+        primary_log = (lab.lab.workdir / f"primary-{server.name}" / "named.log").read_text()
+        served = [line for line in primary_log.splitlines() if "XFR ended" in line]
+        assert "IXFR ended" in served[-1] and "AXFR-style" not in served[-1], served  # caught up incrementally
     finally:
         zones.stop_primary(lab.lab, server)
         lab.restart_resolver(server, wait=True)

@@ -39,9 +39,9 @@ def test_each_transport_has_its_port(given: str, port: int) -> None:
 def test_the_defaults_of_an_encrypted_check() -> None:
     c = one({"address": A, "transport": "doh"})
     assert (c.tls, c.path, c.reuse) == (TlsSettings(None, None, True), "/dns-query", 10.0)
-    assert (c.interval, c.timeout) == (0.5, 0.4)  # outlasting TCP's 200 ms minimum retransmission timeout
+    assert (c.interval, c.timeout) == (1.0, 0.8)  # outlasting two of TCP's resends (200 + 400 ms)
     assert (one({"address": A, "protocol": "dot"}).interval, one({"address": A, "transport": "tcp"}).timeout) == (
-        0.5,
+        1.0,
         0.15,
     )
     c = one({"address": A, "transport": "dot", "reuse": 0, "tls": {"server_name": "dns.example.net", "verify": False}})

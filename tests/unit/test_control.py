@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from anycastd.cli import anycastctl
 from anycastd.control import protocol as control
 from anycastd.control import server as control_server
 from anycastd.control.client import call
@@ -476,3 +477,25 @@ def test_a_reply_of_the_wrong_shape_is_an_error_that_says_where(request_: Reques
     with pytest.raises(ControlError) as info:
         decode_reply(request_, line)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("check", "name"),
+    [
+        ({"address": "192.0.2.10"}, "192.0.2.10"),  # a status document of 0.1.0: no kind, no transport
+        ({"kind": "dns", "transport": "udp", "address": "192.0.2.10"}, "192.0.2.10"),
+        ({"kind": "dns", "transport": "dot", "address": "192.0.2.10"}, "192.0.2.10 (dot)"),
+        ({"kind": "zone", "transport": None, "address": "192.0.2.10"}, "zone 192.0.2.10"),
+        ({"kind": "command", "transport": None, "address": None}, "command"),
+    ],
+)
+def test_status_names_each_kind_of_check(check: dict[str, object], name: str) -> None:
+    assert anycastctl._check_name(check) == name
+
+
+def test_the_routers_table_shows_a_failing_checks_last_probe() -> None:
+    ok = {"ok": True, "reason": "fine"}
+    bad = {"ok": False, "reason": "stale"}
+    assert anycastctl._telling([{"last": ok}, {"last": bad}]) is bad
+    assert anycastctl._telling([{"last": None}, {"last": ok}]) is ok
+    assert anycastctl._telling([{"last": None}]) is None

@@ -11,7 +11,8 @@ from typing import TypeVar
 
 import pytest
 
-from anycastd.checks.dns import ProbeResult
+from anycastd.checks.dns import ProbeResult, compile_check
+from anycastd.checks.encrypted import EncryptedProber
 from anycastd.checks.probers import Probers
 from anycastd.config.checks import Check, TlsSettings
 from anycastd.core.health import Outcome
@@ -44,7 +45,7 @@ def with_responder(certificate: tuple[Path, Path], go: Callable[[Responder, Prob
             try:
                 return await go(r, probers)
             finally:
-                probers.close()
+                await probers.aclose()
 
     return asyncio.run(run())
 
@@ -59,7 +60,7 @@ def test_a_probe_passes_and_keeps_its_connection(certificate: tuple[Path, Path],
     results, accepted, made = with_responder(certificate, go)
     assert all(r.ok for r in results), results
     assert results[0].reason.startswith("127.0.0.1: NOERROR in ")
-    assert accepted == made == 1  # one handshake for five probes
+    assert accepted == made == 2  # two handshakes for five probes: the first probe's, and a spare's
 
 
 @pytest.mark.parametrize("transport", ["dot", "doh"])
@@ -84,7 +85,7 @@ def test_a_server_that_closed_the_kept_connection_costs_no_failure(
         second = await p.probe(c, ())
         return first.ok, second.ok, r.connections
 
-    assert with_responder(certificate, go) == (True, True, 2)
+    assert with_responder(certificate, go) == (True, True, 3)  # both kept ones closed: a third, at once
 
 
 @pytest.mark.parametrize("transport", ["dot", "doh"])
@@ -169,10 +170,11 @@ def test_an_http_error_status_fails_with_kind_http(certificate: tuple[Path, Path
     assert "status code 503" in result.reason
 
 
-def test_a_frozen_server_times_out_and_the_connection_is_dropped(certificate: tuple[Path, Path]) -> None:
+def test_a_frozen_server_times_out_and_the_next_probe_takes_the_spare(certificate: tuple[Path, Path]) -> None:
     async def go(r: Responder, p: Probers) -> tuple[ProbeResult, ProbeResult, int]:
         c = check(r, "dot", certificate[0], timeout=0.3, interval=1.0)
         assert (await p.probe(c, ())).ok
+        await asyncio.sleep(0.1)  # the spare is made
         r.mode = "silent"
         frozen = await p.probe(c, ())
         r.mode = "ok"
@@ -180,4 +182,44 @@ def test_a_frozen_server_times_out_and_the_connection_is_dropped(certificate: tu
 
     frozen, thawed, connections = with_responder(certificate, go)
     assert frozen.kind == "timeout" and thawed.ok
-    assert connections == 2  # the timed-out connection was not reused
+    assert connections <= 3  # the timed-out one dropped; the thawed probe took the spare
+
+
+@pytest.mark.parametrize("transport", ["dot", "doh"])
+def test_spares_are_made_off_the_probes_path_and_renewed_before_reuse_runs_out(
+    certificate: tuple[Path, Path], transport: str
+) -> None:
+    async def go(r: Responder, p: Probers) -> tuple[list[bool], int]:
+        c = check(r, transport, certificate[0], reuse=0.4)
+        oks = []
+        for _ in range(12):  # 1.2 s: three times the reuse; every connection older than it is closed unused
+            oks.append((await p.probe(c, ())).ok)
+            await asyncio.sleep(0.1)
+        return oks, r.connections
+
+    oks, connections = with_responder(certificate, go)
+    assert all(oks)
+    assert 4 <= connections <= 8  # about one per reuse / 2, made in the background
+
+
+def test_the_connections_of_a_check_no_longer_asked_are_closed_once_past_their_reuse(
+    certificate: tuple[Path, Path],
+) -> None:
+    async def go(r: Responder, _: Probers) -> tuple[int, int, bool]:
+        now = [0.0]
+        prober = EncryptedProber(clock=lambda: now[0])
+        removed, kept = check(r, "dot", certificate[0]), check(r, "doh", certificate[0])
+        query = compile_check(removed).query
+        assert (await prober.query(removed, query, LOCALHOST)).ok
+        assert (await prober.query(kept, query, LOCALHOST)).ok
+        await asyncio.sleep(0.1)  # the spares are made
+        before = prober.kept
+        now[0] = 11.0  # past both reuses; only the DoH check is asked again (a reload removed the DoT one)
+        result = await prober.query(kept, query, LOCALHOST)
+        after = prober.kept
+        await prober.aclose()
+        return before, after, result.ok
+
+    before, after, ok = with_responder(certificate, go)
+    assert before == 4 and ok
+    assert after == 1  # the DoH check's new connection; the DoT check's two are closed
