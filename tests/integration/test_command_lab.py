@@ -11,6 +11,10 @@ from anycastd_lab.bgp import BgpLab
 from anycastd_lab.topology import Server, wait_until
 
 
+#: The hanging program's argument: no other process on the machine sleeps exactly this long.
+HANG = "60.3141"
+
+
 def checks(lab: BgpLab, server: Server) -> list[dict[str, Any]]:
     reply = lab.anycastctl(server, "status", "--json")
     status = json.loads(reply.stdout)
@@ -53,7 +57,7 @@ def test_the_operators_program_decides_and_a_hanging_one_stalls_nothing(lab: Bgp
         # a program that never exits: each probe is killed at its timeout, and the DNS check goes on
         lab.kill_anycastd(server)
         lab.wait_server(server, present=False, timeout=10)
-        lab.start_anycastd(server, command_config(lab, server, "sleep", "60", timeout=0.3))
+        lab.start_anycastd(server, command_config(lab, server, "sleep", HANG, timeout=0.3))
         lab.anycastctl_ready(server)
         wait_until(lambda: (checks(lab, server)[1]["last"] or {}).get("kind") == "timeout", 10, what="a timeout")
         before = checks(lab, server)[0]["probes"]
@@ -62,8 +66,8 @@ def test_the_operators_program_decides_and_a_hanging_one_stalls_nothing(lab: Bgp
         assert int(dns["probes"]) >= int(before) + 3, (before, dns)
         assert command["last"]["reason"] == "sleep: no exit within 300 ms (timeout); killed"
         assert server.name not in lab.server_paths()
-        sleeping = lab.lab.exec(lab.lab.ns(server.name), "pgrep", "-c", "-x", "sleep", check=False).stdout.strip()
-        assert sleeping in ("0", "1"), sleeping  # at most the probe in flight: none left behind
+        sleeping = lab.lab.exec(lab.lab.ns(server.name), "pgrep", "-c", "-f", f"^sleep {HANG}$", check=False)
+        assert sleeping.stdout.strip() in ("0", "1"), sleeping.stdout  # at most the probe in flight: none left
     finally:
         lab.kill_anycastd(server)
         lab.start_anycastd(server, lab.anycastd_config(server))
