@@ -10,7 +10,6 @@ from typing import Any
 from anycastd_lab.bgp import BgpLab
 from anycastd_lab.topology import Server, wait_until
 
-
 #: The hanging program's argument: no other process on the machine sleeps exactly this long.
 HANG = "60.3141"
 
