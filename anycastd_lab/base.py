@@ -78,13 +78,21 @@ class DnsLab:
         """Wait until the FIB holds ``count`` paths; return how long it took (polled every 2 ms)."""
         started = time.monotonic()
         prefixes = (SERVICE_V4, SERVICE_V6) if both_families else (SERVICE_V4,)
-        wait_until(
-            lambda: all(len(self.paths(p)) == count for p in prefixes),
-            timeout,
-            interval=0.002,
-            what=f"{count} paths in the router's FIB (now {sorted(self.paths())})",
-        )
+        try:
+            wait_until(
+                lambda: all(len(self.paths(p)) == count for p in prefixes),
+                timeout,
+                interval=0.002,
+                what=f"{count} paths in the router's FIB",
+            )
+        except TimeoutError as exc:
+            held = "; ".join(f"{p}: {sorted(self.paths(p))}" for p in prefixes)
+            raise TimeoutError(f"{exc} (it holds {held}){self.explain()}") from None
         return time.monotonic() - started
+
+    def explain(self) -> str:
+        """What the router's control plane says, for a failed wait's message (a variant adds its sessions)."""
+        return ""
 
     def wait_server(self, server: Server, present: bool, timeout: float = 10.0) -> float:
         """Wait until ``server``'s path is (not) in the FIB; seconds waited."""

@@ -135,6 +135,10 @@ class BgpLab(DnsLab):
                 return pid
         return None
 
+    def explain(self) -> str:
+        sessions = self.vtysh("show bgp summary")
+        return f"\nthe router's BGP sessions:\n{sessions}\nits BFD sessions: {self.bfd_sessions()}"
+
     def bgp_established(self, server: Server) -> bool:
         out = self.vtysh(f"show bgp neighbor {server.v4} json")
         return '"bgpState":"Established"' in out.replace(" ", "")

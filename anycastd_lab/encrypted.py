@@ -21,6 +21,17 @@ DOT_PORT, DOH_PORT = 853, 443
 TABLE = "acd_tls_refuse"
 
 
+def self_signed(cert: Path, key: Path, name: str, alt_names: list[str]) -> None:
+    """A self-signed certificate for ``name`` (and the ``alt_names``, such as ``IP:192.0.2.10``), and its key,
+    made with openssl: its own CA file."""
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={name}",
+         "-addext", f"subjectAltName={','.join([f'DNS:{name}', *alt_names])}"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+
+
 def certificate(lab: Lab) -> tuple[Path, Path]:
     """The lab's certificate and key, made once: the CA file the checks trust is the certificate itself."""
     d = lab.workdir / "tls"
@@ -28,13 +39,7 @@ def certificate(lab: Lab) -> tuple[Path, Path]:
     if cert.exists():
         return cert, key
     d.mkdir(exist_ok=True)
-    names = [f"DNS:{SERVER_NAME}"] + [f"IP:{a}" for s in lab.server_list for a in (s.v4, s.v6)]
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={SERVER_NAME}",
-         "-addext", f"subjectAltName={','.join(names)}"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    self_signed(cert, key, SERVER_NAME, [f"IP:{a}" for s in lab.server_list for a in (s.v4, s.v6)])
     cert.chmod(0o644)
     key.chmod(0o644)  # the lab's resolvers and anycastd run as root, or as the lab's user (privilege tests)
     return cert, key

@@ -29,6 +29,7 @@ from anycastd.config.schema import (
     one_of,
     to_address,
     to_bool,
+    to_command,
     to_path,
     to_qname,
     to_qtype,
@@ -166,16 +167,10 @@ def to_zones(value: Any) -> tuple[str, ...]:
 
 def to_argv(value: Any) -> tuple[str, ...]:
     """A command check's argv: a list of 1 to 64 words, the program found as the probe will find it."""
-    if not isinstance(value, list) or not value or len(value) > 64:
-        raise ValueError(
-            f"must be a list of 1 to 64 strings (the program, then its arguments; no shell), got {kind(value)}"
-        )
-    words = tuple(to_str(v) for v in value)
+    words = to_command(value, shape="the program, then its arguments; no shell")
     if any(len(w) > 4096 for w in words):
         raise ValueError("has an argument longer than 4096 characters")
     program = words[0]
-    if "/" in program and not program.startswith("/"):
-        raise ValueError(f"the program must be an absolute path or a name found in PATH, got {program!r}")
     found = shutil.which(program, path=COMMAND_PATH)
     if found is None or not os.access(found, os.X_OK):
         where = "" if program.startswith("/") else f" in PATH ({COMMAND_PATH})"

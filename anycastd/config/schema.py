@@ -139,9 +139,10 @@ def to_ifname(value: Any) -> str:
     return value
 
 
-def to_command(value: Any) -> tuple[str, ...]:
+def to_command(value: Any, shape: str = "program and arguments") -> tuple[str, ...]:
+    """An argv: 1 to 64 words, the program an absolute path or a bare name; ``shape`` says what the list holds."""
     if not isinstance(value, list) or not value or len(value) > 64:
-        raise ValueError(f"must be a list of 1 to 64 strings (program and arguments), got {kind(value)}")
+        raise ValueError(f"must be a list of 1 to 64 strings ({shape}), got {kind(value)}")
     words = tuple(_text(v) for v in value)
     if "/" in words[0] and not words[0].startswith("/"):
         raise ValueError(f"the program must be an absolute path or a name found in PATH, got {words[0]!r}")

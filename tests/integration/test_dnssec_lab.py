@@ -27,12 +27,17 @@ def last(lab: BgpLab, server: Server) -> str:
     return f"{result.get('kind')}: {result.get('reason')}"
 
 
+def dnssec_config(lab: BgpLab, server: Server) -> str:
+    """The lab's sidecar configuration, its check asking the signed name with ``dnssec: true``."""
+    config = lab.anycastd_config(server).replace("qname: health.example.", f"qname: {dnssec.SIGNED_QNAME}")
+    return config.replace("answer: healthy", "answer: healthy\n        dnssec: true")
+
+
 def test_a_resolver_whose_validation_breaks_leaves_the_fib(lab: BgpLab) -> None:
     server = next((s for s in lab.servers if s.resolver == "unbound"), None)
     if server is None:
         pytest.skip("the lab has no Unbound server")
-    config = lab.anycastd_config(server).replace("qname: health.example.", f"qname: {dnssec.SIGNED_QNAME}")
-    config = config.replace("answer: healthy", "answer: healthy\n        dnssec: true")
+    config = dnssec_config(lab, server)
     assert "dnssec: true" in config and dnssec.SIGNED_QNAME in config
     try:
         lab.restart_resolver(server, config=dnssec.validating_unbound_config(lab.lab, server), wait=True)
@@ -67,8 +72,7 @@ def test_a_resolver_with_the_wrong_trust_anchor_is_never_announced(lab: BgpLab) 
     server = next((s for s in lab.servers if s.resolver == "unbound"), None)
     if server is None:
         pytest.skip("the lab has no Unbound server")
-    config = lab.anycastd_config(server).replace("qname: health.example.", f"qname: {dnssec.SIGNED_QNAME}")
-    config = config.replace("answer: healthy", "answer: healthy\n        dnssec: true")
+    config = dnssec_config(lab, server)
     wrong = dnssec.validating_unbound_config(lab.lab, server, anchor=dnssec.wrong_anchor(lab.lab))
     assert dnssec.wrong_anchor(lab.lab) in wrong
     try:

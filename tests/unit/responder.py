@@ -16,7 +16,6 @@ import functools
 import socket
 import ssl
 import struct
-import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,8 @@ import dns.flags
 import dns.message
 import dns.rcode
 import dns.rrset
+
+from anycastd_lab.encrypted import self_signed
 
 
 @dataclass
@@ -114,12 +115,7 @@ def make_certificate(directory: Path, name: str = "dns.test") -> tuple[Path, Pat
     """A self-signed certificate (and its key) for ``name`` and 127.0.0.1, made with openssl."""
     cert, key = directory / f"{name}.pem", directory / f"{name}.key"
     if not cert.exists():
-        subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={name}",
-             "-addext", f"subjectAltName=DNS:{name},IP:127.0.0.1"],
-            check=True, capture_output=True,
-        )  # fmt: skip
+        self_signed(cert, key, name, ["IP:127.0.0.1"])
     return cert, key
 
 
