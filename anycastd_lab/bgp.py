@@ -10,6 +10,7 @@ import json
 import signal
 import subprocess
 import sys
+from typing import Any
 
 from anycastd.cli.anycastctl import ANSWERED
 from anycastd_lab import daemons
@@ -126,6 +127,21 @@ class BgpLab(DnsLab):
             lambda: all((self.bfd_sessions().get(a) == "up") == up for a in addresses),
             timeout,
             what=f"BFD with {sorted(addresses)} {'up' if up else 'down'} on the router (now {self.bfd_sessions()})",
+        )
+
+    def server_bfd(self, server: Server) -> dict[str, dict[str, Any]]:
+        """``server``'s own BFD sessions as its anycastd reports them (status ``bfd.sessions``), by neighbor."""
+        doc = json.loads(self.anycastctl(server, "--json", "status").stdout)
+        sessions: dict[str, dict[str, Any]] = doc["bfd"]["sessions"]
+        return sessions
+
+    def wait_server_bfd(self, server: Server, state: str, timeout: float = 15.0) -> None:
+        """Wait until ``server``'s anycastd sees each of its BFD sessions with the router in ``state``."""
+        wait_until(
+            lambda: {v["state"] for v in self.server_bfd(server).values()} == {state},
+            timeout,
+            interval=0.05,
+            what=f"{server.name}'s BFD sessions {state}",
         )
 
     def bfdd_pid(self, server: Server) -> int | None:
