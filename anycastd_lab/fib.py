@@ -14,7 +14,7 @@ from types import TracebackType
 
 from pyroute2 import NetNS
 
-from anycastd.watch.fib import AF_INET, AF_INET6, MAIN_TABLE, nexthops_in
+from anycastd.watch.fib import AF_INET, AF_INET6, MAIN_TABLE, nexthops_in, weights_in
 
 
 class Fib:
@@ -37,6 +37,12 @@ class Fib:
         net = ipaddress.ip_network(prefix)
         dump = self._ipr.route("dump", family=AF_INET if net.version == 4 else AF_INET6, table=MAIN_TABLE)
         return frozenset(str(hop) for hop in nexthops_in(dump, net))
+
+    def weights(self, prefix: str) -> dict[str, int]:
+        """Each gateway's weight for exactly ``prefix`` in the main table (1 each for plain ECMP)."""
+        net = ipaddress.ip_network(prefix)
+        dump = self._ipr.route("dump", family=AF_INET if net.version == 4 else AF_INET6, table=MAIN_TABLE)
+        return {str(hop): weight for hop, weight in weights_in(dump, net).items()}
 
 
 class FibWatch:

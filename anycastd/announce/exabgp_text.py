@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from anycastd.announce import notification
 from anycastd.core.attributes import PLAIN, RouteAttributes
 from anycastd.core.net import IPAddress, IPNetwork
-from anycastd.core.syntax import MAX_PREPEND, community, large_community
+from anycastd.core.syntax import MAX_PREPEND, community, large_community, link_bandwidth
 
 #: An API comment: ExaBGP acknowledges it ("done") and does nothing else, so an answer proves its reactor runs.
 HEARTBEAT_COMMAND = "# anycastd heartbeat"
@@ -48,6 +48,8 @@ def route_words(attributes: RouteAttributes, local_asn: int) -> str:
         words += f" community [{' '.join(community(c) for c in attributes.communities)}]"
     if attributes.large_communities:
         words += f" large-community [{' '.join(large_community(c) for c in attributes.large_communities)}]"
+    if attributes.weight is not None:
+        words += f" extended-community [{link_bandwidth(local_asn, attributes.weight)}]"
     if attributes.as_path_prepend:
         if not 0 < attributes.as_path_prepend <= MAX_PREPEND:
             raise ValueError(f"as_path_prepend must be between 0 and {MAX_PREPEND}, got {attributes.as_path_prepend}")

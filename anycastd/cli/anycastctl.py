@@ -200,6 +200,9 @@ def print_status(reply: dict[str, Any]) -> None:
             print(f"  maintenance: {m['reason']} (by {m['who']}, since {_ago(m['since'])})")
         if s.get("path") == "graceful-shutdown":
             print("  path: kept, tagged GRACEFUL_SHUTDOWN (65535:0): failing; used only while no path is healthy")
+        w = s.get("weight")
+        if w:
+            print(f"  weight: {w['value']} ({w['why']}; link bandwidth {w['value']} Mbit/s)")
         _print_damping("  ", s.get("damping"))
         if s.get("require", len(s["checks"])) < len(s["checks"]):
             print(f"  healthy while {s['require']} of its {len(s['checks'])} checks pass")

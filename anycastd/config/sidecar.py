@@ -56,7 +56,7 @@ from anycastd.core.attributes import PLAIN, RouteAttributes
 from anycastd.core.damping import DEFAULT_DAMPING, DampingSettings
 from anycastd.core.health import GRACEFUL_SHUTDOWN
 from anycastd.core.net import IPAddress, IPNetwork
-from anycastd.core.syntax import MAX_PREPEND, community, exabgp_problem, large_community
+from anycastd.core.syntax import MAX_PREPEND, WEIGHT_MAX, community, exabgp_problem, large_community
 from anycastd.errors import ConfigError
 
 DEFAULT_INTERFACE = "anycast0"
@@ -224,6 +224,7 @@ def _service(r: Reader, name: str, data: Any, path: str) -> Service | None:
     check_service_name(r, name, path)
     keys = {
         "prefixes", "checks", "require", "interface", "allow_non_host_prefixes", "failure_action", "damping", "bgp",
+        "weight",
     }  # fmt: skip
     m = r.mapping(data, path, keys)
     if m is None:
@@ -233,13 +234,15 @@ def _service(r: Reader, name: str, data: Any, path: str) -> Service | None:
     action = r.field(m, path, "failure_action", one_of(*FAILURE_ACTIONS), "withdraw")
     damping = read_damping(r, m, path)
     bgp = _attributes(r, m["bgp"], f"{path}.bgp") if "bgp" in m else PLAIN
+    weight = r.field(m, path, "weight", whole(1, WEIGHT_MAX), None)
     prefixes = read_prefixes(r, m, path, bool(allow))
     checks = [c for c_path, raw in r.items(m, path, "checks", "checks") if (c := read_check(r, raw, c_path))]
     require = read_require(r, m, path, len(checks))
     if allow is None or interface is None or action is None or not prefixes or not checks:  # pragma: no mutate
         return None
-    if bgp is None:
+    if bgp is None or ("weight" in m and weight is None):
         return None
+    bgp = bgp.weighing(weight)
     return Service(name, tuple(prefixes), tuple(checks), interface, allow, action, damping, bgp, require)
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import struct
 
 _EXABGP_BARE = re.compile(r"^[A-Za-z0-9_.:/+=@%-]+\Z")
 _TOKEN = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}\Z")
@@ -95,6 +96,28 @@ _COMMUNITY = re.compile(r"^([0-9]{1,5}):([0-9]{1,5})\Z")
 
 #: The most extra copies of the local AS an announcement's AS path may carry (config: as_path_prepend).
 MAX_PREPEND = 10
+
+#: A service's weight is 1 to WEIGHT_MAX; each unit goes out as BYTES_PER_WEIGHT (1 Mbit/s) of link
+#: bandwidth, so a router shows weight 10 as 10 Mbps. WEIGHT_MAX times BYTES_PER_WEIGHT is exact in the
+#: community's IEEE 754 single-precision float (15,625 times 1,000 < 2**24).
+WEIGHT_MAX = 1000
+BYTES_PER_WEIGHT = 125_000
+#: The two-octet AS a four-octet local AS is written as (RFC 6793's AS_TRANS).
+AS_TRANS = 23456
+
+
+def link_bandwidth(local_asn: int, weight: int) -> str:
+    """The link-bandwidth extended community (RFC 10005: type 0x40, non-transitive
+    two-octet AS specific; subtype 0x04) for ``weight``, as ExaBGP's API takes it: ``0x`` and 16 hex digits.
+    Raises ValueError."""
+    if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= WEIGHT_MAX:
+        raise ValueError(f"weight must be a whole number from 1 to {WEIGHT_MAX}, got {weight!r}")
+    if isinstance(local_asn, bool) or not isinstance(local_asn, int) or not 1 <= local_asn <= 4294967295:
+        raise ValueError(f"the local AS must be 1 to 4294967295, got {local_asn!r}")
+    asn = local_asn if local_asn <= 65535 else AS_TRANS
+    bandwidth = struct.unpack("!I", struct.pack("!f", float(weight * BYTES_PER_WEIGHT)))[0]
+    return f"0x4004{asn:04x}{bandwidth:08x}"
+
 
 _LARGE_COMMUNITY = re.compile(r"^([0-9]{1,10}):([0-9]{1,10}):([0-9]{1,10})\Z")
 

@@ -59,6 +59,7 @@ class ServiceView:
     graceful_shutdown: bool = False  # announced, tagged GRACEFUL_SHUTDOWN, because it fails
     penalty: float = 0.0  # flap damping's penalty now
     suppressed: bool = False  # flap damping holds it back
+    weight: int | None = None  # the weight its path is announced with; None: none (every path weighs the same)
 
 
 def damping_families(label: str) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
@@ -110,8 +111,16 @@ class _StateCollector(Collector):
             "1 while the failing service's path stays announced, tagged GRACEFUL_SHUTDOWN (65535:0)",
             labels=["service"],
         )
+        weight = GaugeMetricFamily(
+            "anycastd_weight",
+            "the weight the service's path is announced with (link bandwidth, in units of 1 Mbit/s); "
+            "absent for a service without a weight",
+            labels=["service"],
+        )
         penalty, suppressed = damping_families("")
         for s in v.services:
+            if s.weight is not None:
+                weight.add_metric([s.name], float(s.weight))
             for st in State:
                 state.add_metric([s.name, str(st)], 1.0 if st is s.state else 0.0)
             announced.add_metric([s.name], float(s.announced))
@@ -136,7 +145,8 @@ class _StateCollector(Collector):
         )
         if v.exabgp_last_answer is not None:
             answered.add_metric([], v.exabgp_last_answer)
-        yield from (state, announced, maintenance, gshut, penalty, suppressed, session, restarts, exabgp, answered)
+        yield from (state, announced, maintenance, gshut, weight, penalty, suppressed)
+        yield from (session, restarts, exabgp, answered)
         if v.bfd:
             bfd = GaugeMetricFamily(
                 "anycastd_bfd_up", "1 while bfdd's BFD session with the neighbor is up", labels=["neighbor"]
@@ -254,6 +264,7 @@ class ServerView:
     maintenance: bool
     penalty: float = 0.0  # flap damping's penalty now
     suppressed: bool = False  # flap damping holds it back
+    weight: int | None = None  # the weight its path is announced with; None: none (every path weighs the same)
 
 
 @dataclass(frozen=True)

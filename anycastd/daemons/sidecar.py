@@ -84,7 +84,7 @@ from anycastd.daemons.skeleton import (
     who,
 )
 from anycastd.daemons.state import Maintenance, MaintenanceStore
-from anycastd.daemons.status import CheckStatus, StatusWriter, probe_outcome
+from anycastd.daemons.status import CheckStatus, StatusWriter, probe_outcome, weight_status
 from anycastd.errors import AddressError, AnnounceError, ConfigError
 from anycastd.peer import Peer
 from anycastd.watch.address import Addresses
@@ -431,6 +431,7 @@ class Sidecar:
                     "healthy": health.healthy,
                     "path": str(self.paths[service.name]),
                     "failure_action": service.failure_action,
+                    "weight": weight_status(service.bgp.weight),
                     "prefixes": [{"prefix": str(p), "announced": p in confirmed} for p in service.prefixes],
                     **self.writer.health(
                         health, service.checks, self.checks[service.name], self.maintenance.get(service.name)
@@ -472,6 +473,7 @@ class Sidecar:
                 self.paths[name] is Path.GRACEFUL_SHUTDOWN,
                 h.damping.penalty(now) if h.damping else 0.0,
                 h.suppressed,
+                self.config.service(name).bgp.weight,
             )
             for name, h in self.health.items()
         ]

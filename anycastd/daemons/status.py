@@ -24,6 +24,15 @@ from anycastd.daemons.state import Maintenance
 
 Clock = Callable[[], float]
 
+
+def weight_status(weight: int | None) -> dict[str, Any] | None:
+    """A service's weight as status shows it: what its path carries, what is configured, and why they are
+    what they are; None for a service without one (its path carries no link bandwidth)."""
+    if weight is None:
+        return None
+    return {"value": weight, "configured": weight, "why": "configured"}
+
+
 #: The status document's format: fields are only ever added; a change in meaning bumps it.
 STATUS_VERSION = 1
 #: How many of a health's last transitions status shows.

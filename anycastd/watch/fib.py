@@ -45,6 +45,20 @@ def nexthops_in(dump: Iterable[Any], prefix: IPNetwork) -> frozenset[IPAddress]:
     return frozenset()
 
 
+def weights_in(dump: Iterable[Any], prefix: IPNetwork) -> dict[IPAddress, int]:
+    """Each gateway's weight in the main-table route for exactly ``prefix`` (RTA_MULTIPATH's rtnh_hops + 1;
+    a route with one gateway weighs 1); empty when there is no such route."""
+    for route in dump:
+        if route["dst_len"] != prefix.prefixlen or route.get("dst") != str(prefix.network_address):
+            continue
+        multipath = route.get("multipath")
+        if multipath:
+            return {ipaddress.ip_address(h.get("gateway")): int(h["hops"]) + 1 for h in multipath if h.get("gateway")}
+        gateway = route.get("gateway")
+        return {ipaddress.ip_address(gateway): 1} if gateway else {}
+    return {}
+
+
 class KernelFib(Protocol):
     def read(self, prefixes: Iterable[IPNetwork]) -> Hops:
         """The kernel's nexthops for each prefix (empty: no route)."""

@@ -135,7 +135,18 @@ SPECIALS = [
 KEYS = ["local_asn", "router_id", "interval", "timeout", "address", "md5_password", "prefixes", "qname", "rise"]
 #: A valid file with a check of every kind, and the keys of those kinds.
 KINDS = (CORPUS / "kinds-valid.yaml").read_text()
-KIND_KEYS = ["transport", "server_name", "ca_file", "zones", "primary", "max_lag", "kind", "command", "require"]
+KIND_KEYS = [
+    "transport",
+    "server_name",
+    "ca_file",
+    "zones",
+    "primary",
+    "max_lag",
+    "kind",
+    "command",
+    "require",
+    "weight",
+]
 
 
 @st.composite

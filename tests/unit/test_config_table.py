@@ -132,6 +132,12 @@ SIDECAR_ROWS: list[tuple[Key, Any, Callable[[config.Config], Any], Any, str]] = 
      "services.dns.damping.half_life: must be at most 3600 seconds, got 3600.5"),
     (["services", "dns", "damping", "max_suppress"], 86400, lambda c: c.services[0].damping.max_suppress, 86400.5,
      "services.dns.damping.max_suppress: must be at most 86400 seconds, got 86400.5"),
+    (["services", "dns", "weight"], 1000, lambda c: c.services[0].bgp.weight, 1001,
+     "services.dns.weight: must be between 1 and 1000, got 1001"),
+    (["services", "dns", "weight"], 1, lambda c: c.services[0].bgp.weight, 0,
+     "services.dns.weight: must be between 1 and 1000, got 0"),
+    (["services", "dns", "weight"], 3, lambda c: c.services[0].bgp.weight, 2.5,
+     "services.dns.weight: must be a whole number, got 2.5"),
     (["services", "dns", "bgp", "med"], 4294967295, lambda c: c.services[0].bgp.med, 4294967296,
      "services.dns.bgp.med: must be between 0 and 4294967295, got 4294967296"),
     (["services", "dns", "bgp", "as_path_prepend"], 10, lambda c: c.services[0].bgp.as_path_prepend, 11,
@@ -203,7 +209,7 @@ def test_the_sidecar_defaults_whole() -> None:
         "withdraw",
         DampingSettings(),
     )
-    assert dns.bgp == RouteAttributes((), (), None, 0)  # no attribute of its own: ExaBGP's defaults
+    assert dns.bgp == RouteAttributes((), (), None, 0, None)  # no attribute of its own: ExaBGP's defaults
     check = dns.checks[0]
     assert (check.port, check.transport, check.rcode, check.probe_service_addresses) == (53, "udp", "NOERROR", True)
     metrics = config.parse(with_value(GOOD, ["metrics"], {}))

@@ -51,6 +51,21 @@ def test_other_attributes_announce_the_prefix_again_and_a_held_neighbor_is_skipp
     assert change.commands == ("neighbor 192.0.2.9 announce route 203.0.113.53/32 next-hop self community [65535:0]",)
 
 
+def test_a_weight_goes_out_as_the_link_bandwidth_extended_community() -> None:
+    weighted = RouteAttributes(communities=("64500:1",), weight=3)
+    (change,) = route_changes({P4: PLAIN}, {P4: weighted}, [N4], (), 65053)
+    # 0x40 0x04: non-transitive two-octet-AS link bandwidth; AS 65053 (0xfe1d); 3 x 125,000 bytes/s as a float
+    assert change.commands == (
+        "neighbor 192.0.2.9 announce route 203.0.113.53/32 next-hop self community [64500:1] "
+        "extended-community [0x4004fe1d48b71b00]",
+    )
+    assert route_changes({P4: weighted}, {P4: weighted.weighing(3)}, [N4], (), 65053) == []
+    (lighter,) = route_changes({P4: weighted}, {P4: weighted.weighing(1)}, [N4], (), 65053)
+    assert lighter.commands[0].endswith("extended-community [0x4004fe1d47f42400]")  # 125,000.0
+    (unweighted,) = route_changes({P4: weighted}, {P4: weighted.weighing(None)}, [N4], (), 65053)
+    assert "extended-community" not in unweighted.commands[0]
+
+
 def test_holding_a_neighbor_withdraws_from_it_alone_and_releasing_it_announces_again() -> None:
     sent = {P4: TAGGED, Q4: PLAIN, P6: PLAIN}
     assert hold_commands(sent, N4, True, 65001) == [

@@ -9,7 +9,7 @@ import pytest
 
 from anycastd.announce.frr import RouteError, parse_zebra_routes
 from anycastd.core.net import IPAddress, IPNetwork
-from anycastd.watch.fib import divergence, nexthops_in
+from anycastd.watch.fib import divergence, nexthops_in, weights_in
 
 V4 = ipaddress.ip_network("203.0.113.53/32")
 V6 = ipaddress.ip_network("2001:db8::53/128")
@@ -44,6 +44,15 @@ def test_nexthops_from_a_netlink_dump_multipath_single_and_absent() -> None:
     assert nexthops_in(dump, V4) == {A, B}
     assert nexthops_in([{"dst_len": 32, "dst": "203.0.113.53", "gateway": "192.0.2.26"}], V4) == {C}
     assert nexthops_in(dump, ipaddress.ip_network("203.0.113.54/32")) == frozenset()
+
+
+def test_weights_from_a_netlink_dump_are_hops_plus_one() -> None:
+    hops = [{"gateway": "192.0.2.10", "hops": 15}, {"gateway": "192.0.2.18", "hops": 49}, {"hops": 0}]
+    dump = [{"dst_len": 24, "dst": "203.0.113.0"}, {"dst_len": 32, "dst": "203.0.113.53", "multipath": hops}]
+    assert weights_in(dump, V4) == {A: 16, B: 50}
+    assert weights_in([{"dst_len": 32, "dst": "203.0.113.53", "gateway": "192.0.2.26"}], V4) == {C: 1}
+    assert weights_in([{"dst_len": 32, "dst": "203.0.113.53"}], V4) == {}
+    assert weights_in(dump, ipaddress.ip_network("203.0.113.54/32")) == {}
 
 
 def zebra_json(prefix: str, hops: list[tuple[str, bool]], selected: bool = True) -> str:

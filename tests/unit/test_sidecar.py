@@ -304,6 +304,10 @@ def test_reload_keeps_unchanged_services_and_restarts_changed_ones() -> None:
     asyncio.run(go())
 
 
+PREFIXES = "    prefixes: [203.0.113.53/32"
+WEIGHT = "    weight: "
+
+
 def test_a_reload_that_changes_only_bgp_attributes_re_announces_without_a_flap() -> None:
     async def go() -> None:
         sidecar, announcer, _, _ = make_sidecar(GOOD)
@@ -318,6 +322,27 @@ def test_a_reload_that_changes_only_bgp_attributes_re_announces_without_a_flap()
         assert announcer.calls[calls:] == [("dns", True)]  # announced again, never withdrawn
         assert announcer.attributes["dns"] == RouteAttributes(("64500:200",), (), 200, 0)
         assert sidecar.health["dns"].announced  # the same state: no rise to wait for
+
+    asyncio.run(go())
+
+
+def test_a_weight_is_announced_shown_and_changed_by_a_reload_without_a_flap() -> None:
+    async def go() -> None:
+        sidecar, announcer, _, _ = make_sidecar(
+            GOOD.replace("    prefixes: [203.0.113.53/32", WEIGHT + "3\n" + PREFIXES)
+        )
+        await bring_up(sidecar, "dns")
+        assert announcer.attributes["dns"].weight == 3
+        svc = sidecar.status("dns")["services"][0]
+        assert svc["weight"] == {"value": 3, "configured": 3, "why": "configured"}
+        assert 'anycastd_weight{service="dns"} 3.0' in generate_latest(sidecar.metrics.registry).decode()
+        calls = len(announcer.calls)
+        summary = await sidecar.reload(parse(GOOD.replace(PREFIXES, WEIGHT + "1\n" + PREFIXES), "anycastd.yaml"))
+        assert summary["retagged"] == ["dns"] and summary["changed"] == []
+        assert announcer.calls[calls:] == [("dns", True)] and announcer.attributes["dns"].weight == 1
+        await sidecar.reload(parse(GOOD, "anycastd.yaml"))  # no weight: no link bandwidth, no metric
+        assert announcer.attributes["dns"] == PLAIN and sidecar.status("dns")["services"][0]["weight"] is None
+        assert "anycastd_weight{" not in generate_latest(sidecar.metrics.registry).decode()
 
     asyncio.run(go())
 

@@ -12,6 +12,7 @@ import ipaddress
 import os
 import re
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
@@ -29,7 +30,18 @@ from anycastd.announce.frr import no_route_command, parse_running_config, route_
 from anycastd.config.sidecar import parse
 from anycastd.core.attributes import RouteAttributes
 from anycastd.core.routes import StaticRoute
-from anycastd.core.syntax import exabgp_comment, exabgp_problem, exabgp_word, nft_word, vtysh_command, vtysh_word
+from anycastd.core.syntax import (
+    AS_TRANS,
+    BYTES_PER_WEIGHT,
+    WEIGHT_MAX,
+    exabgp_comment,
+    exabgp_problem,
+    exabgp_word,
+    link_bandwidth,
+    nft_word,
+    vtysh_command,
+    vtysh_word,
+)
 from anycastd.errors import ConfigError
 from anycastd.watch.nft_meter import nft_ruleset
 from tests.helpers import GOOD
@@ -194,16 +206,34 @@ _ATTRIBUTES = st.builds(
     st.lists(_LARGE, max_size=4, unique=True).map(tuple),
     st.one_of(st.none(), st.integers(0, 2**32 - 1)),
     st.integers(0, 10),
+    st.one_of(st.none(), st.integers(1, WEIGHT_MAX)),
 )
 
 
 @given(_ATTRIBUTES, st.integers(1, 2**32 - 1))
 def test_route_attributes_become_only_numbers_and_exabgps_keywords(attributes: RouteAttributes, asn: int) -> None:
     words = route_words(attributes, asn).replace("[", " [ ").replace("]", " ] ").split()
-    keywords = {"med", "community", "large-community", "as-path", "[", "]"}
-    assert all(w in keywords or re.fullmatch(r"[0-9]+(:[0-9]+){0,2}", w) for w in words), words
+    keywords = {"med", "community", "large-community", "extended-community", "as-path", "[", "]"}
+    number = r"[0-9]+(:[0-9]+){0,2}|0x4004[0-9a-f]{12}"  # the last: a weight's link bandwidth, 8 octets
+    assert all(w in keywords or re.fullmatch(number, w) for w in words), words
+    assert ("extended-community" in words) == (attributes.weight is not None)
     if attributes.as_path_prepend:
         assert words.count(str(asn)) >= 1 + attributes.as_path_prepend
+
+
+@given(st.integers(1, WEIGHT_MAX), st.integers(1, 2**32 - 1))
+def test_a_weight_is_the_link_bandwidth_community_that_decodes_back_to_it(weight: int, asn: int) -> None:
+    value = bytes.fromhex(link_bandwidth(asn, weight).removeprefix("0x"))
+    kind, subtype, as2, bandwidth = struct.unpack("!BBHf", value)
+    assert (kind, subtype) == (0x40, 0x04)  # non-transitive, two-octet AS specific; link bandwidth
+    assert as2 == (asn if asn <= 65535 else AS_TRANS)
+    assert bandwidth == weight * BYTES_PER_WEIGHT  # exact: no rounding in the float
+
+
+@pytest.mark.parametrize(("asn", "weight"), [(65001, 0), (65001, WEIGHT_MAX + 1), (65001, True), (0, 1), (2**32, 1)])
+def test_a_weight_or_as_out_of_range_has_no_link_bandwidth(asn: int, weight: int) -> None:
+    with pytest.raises(ValueError):
+        link_bandwidth(asn, weight)
 
 
 @given(HOSTILE)
