@@ -113,6 +113,7 @@ bench: deps venv
 	$(PY) bench/router.py
 	$(PY) bench/fleet.py
 	$(PY) bench/bfd.py
+	$(PY) bench/weights.py
 
 bench-quick: deps venv
 	$(PY) bench/triggers.py --trials 10 --no-write
@@ -121,6 +122,7 @@ bench-quick: deps venv
 	$(PY) bench/router.py --quick
 	$(PY) bench/fleet.py --quick
 	$(PY) bench/bfd.py --quick
+	$(PY) bench/weights.py --queries 3000 --rounds 1 --no-write
 
 bench-sidecar: deps venv
 	$(PY) bench/failover.py

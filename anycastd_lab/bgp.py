@@ -10,6 +10,7 @@ import json
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from anycastd.cli.anycastctl import ANSWERED
@@ -28,6 +29,28 @@ class BgpLab(DnsLab):
     def anycastd_config(self, server: Server) -> str:
         """The configuration this lab runs anycastd with on ``server`` (what ``revive`` goes back to)."""
         return daemons.anycastd_config(self.lab, server)
+
+    def weighted_config(self, server: Server, weight: int | None) -> str:
+        """``server``'s sidecar configuration with the service weighing ``weight`` (None: no weight)."""
+        config = self.anycastd_config(server)
+        if weight is None:
+            return config
+        marker = "    prefixes: ["
+        assert config.count(marker) == 1, config
+        return config.replace(marker, f"    weight: {weight}\n{marker}")
+
+    def weigh(self, weights: Sequence[int | None]) -> None:
+        """Reload each server's anycastd with its weight (in the order of ``servers``), one after the other."""
+        for server, weight in zip(self.servers, weights, strict=True):
+            self.reload_anycastd(server, self.weighted_config(server, weight), expect="reloaded")
+
+    def kernel_shares(self, prefix: str) -> dict[str, float]:
+        """Each server's share of the router's kernel nexthop weights for ``prefix``, by server name."""
+        assert self.fib is not None
+        weights = self.fib.weights(prefix)
+        names = {a: s.name for s in self.servers for a in (s.v4, s.v6)}
+        total = sum(weights.values())
+        return {names[hop]: w / total for hop, w in weights.items()} if total else {}
 
     def start_daemons(self) -> None:
         daemons.start_frr(self.lab, self.frr_config(), self.FRR_DAEMONS)

@@ -118,6 +118,21 @@ ROWS = (
                 ),
                 width=8,
             ),
+            Panel(
+                "Sidecar: weight and share",
+                "The weight each host announces its service with (weighted ECMP, the link-bandwidth community), "
+                "and its share of the weights of the hosts that announce the service: what the router splits "
+                "the flows by. Absent for a service without a weight.",
+                (
+                    Query(f"anycastd_weight{{{SVC}}}", "{{instance}} {{service}} weight"),
+                    Query(
+                        f"(anycastd_weight{{{SVC}}} * on (instance, service) anycastd_service_announced{{{SVC}}})"
+                        f" / on (service) group_left sum by (service) (anycastd_weight{{{SVC}}}"
+                        f" * on (instance, service) anycastd_service_announced{{{SVC}}})",
+                        "{{instance}} {{service}} share",
+                    ),
+                ),
+            ),
         ),
     ),
     Row(

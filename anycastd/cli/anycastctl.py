@@ -86,6 +86,12 @@ def _parser() -> argparse.ArgumentParser:
     withdraw.add_argument("--reason", required=True, help="why, for the log and for status (kept across restarts)")
     withdraw.add_argument("--wait", action="store_true", help="return once no query has arrived for drain.quiet")
     withdraw.add_argument("--timeout", type=float, help="give up waiting after this many seconds (drain.timeout)")
+    withdraw.add_argument(
+        "--soft",
+        action="store_true",
+        help="keep the path, tagged GRACEFUL_SHUTDOWN, while the probes pass: no query comes while another "
+        "server is healthy, and draining every server keeps the service (the sidecar only)",
+    )
     announce = command("announce", "end maintenance: announced again once the probes pass")
     _target(announce)
     check = command("check", "probe now and print the results (does not change any state)")
@@ -105,7 +111,7 @@ def _request(args: argparse.Namespace) -> Request:
         return StatusRequest(args.service)
     if args.command == "withdraw":
         user = os.environ.get("SUDO_USER", "")
-        return WithdrawRequest(args.service, args.reason, user, args.wait, args.timeout, args.server)
+        return WithdrawRequest(args.service, args.reason, user, args.wait, args.timeout, args.server, args.soft)
     if args.command == "announce":
         return AnnounceRequest(args.service, args.server)
     return CheckRequest(args.service)
@@ -197,9 +203,17 @@ def print_status(reply: dict[str, Any]) -> None:
         print("  prefixes: " + ", ".join(prefixes))
         m = s["maintenance"]
         if m:
-            print(f"  maintenance: {m['reason']} (by {m['who']}, since {_ago(m['since'])})")
+            kind = "soft maintenance" if m.get("soft") else "maintenance"
+            print(f"  {kind}: {m['reason']} (by {m['who']}, since {_ago(m['since'])})")
         if s.get("path") == "graceful-shutdown":
-            print("  path: kept, tagged GRACEFUL_SHUTDOWN (65535:0): failing; used only while no path is healthy")
+            why = (
+                "soft-drained; used only while no other path is left"
+                if m
+                else "failing; used only while no path is healthy"
+            )
+            print(f"  path: kept, tagged GRACEFUL_SHUTDOWN (65535:0): {why}")
+        elif m and m.get("soft"):
+            print("  path: withdrawn: soft-drained, but its probes fail")
         w = s.get("weight")
         if w:
             print(f"  weight: {w['value']} ({w['why']}; link bandwidth {w['value']} Mbit/s)")
@@ -302,7 +316,10 @@ def _print(args: argparse.Namespace, reply: Reply) -> int:
         print(f"anycastctl: warning: {reply.warning}", file=sys.stderr)
     if not args.json:
         for name in reply.withdrawn:
-            print(f"{name}: {'drained' if args.server else 'withdrawn'} for maintenance")
+            if args.soft:
+                print(f"{name}: soft-drained for maintenance (path kept, tagged GRACEFUL_SHUTDOWN)")
+            else:
+                print(f"{name}: {'drained' if args.server else 'withdrawn'} for maintenance")
     drain = reply.drain
     if drain is None:
         return EXIT_OK

@@ -62,6 +62,9 @@ class WithdrawRequest:
     wait: bool = False
     timeout: float | None = None  # None: drain.timeout from the configuration
     server: str | None = None  # `anycastd router`: drain this server (in every service it serves)
+    #: Keep the path, tagged GRACEFUL_SHUTDOWN, while the probes pass (the sidecar only). Sent only when
+    #: true, so that a plain withdraw reads as it did before (an older anycastd refuses the field by name).
+    soft: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,8 @@ _COMMAND_OF = {cls: name for name, cls in COMMANDS.items()}
 
 def encode(request: Request) -> bytes:
     body = {"command": _COMMAND_OF[type(request)], **asdict(request)}
+    if body.get("soft") is False:
+        del body["soft"]
     return json.dumps(body, separators=(",", ":")).encode() + b"\n"
 
 
@@ -137,6 +142,9 @@ def decode(line: bytes) -> Request:
         raise ProtocolError("withdraw: 'user' must be a short printable string")
     if not isinstance(wait, bool):
         raise ProtocolError("withdraw: 'wait' must be true or false")
+    soft = data.get("soft", False)
+    if not isinstance(soft, bool):
+        raise ProtocolError("withdraw: 'soft' must be true or false")
     if timeout is not None and (
         isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= MAX_WAIT
     ):
@@ -149,6 +157,7 @@ def decode(line: bytes) -> Request:
         wait,
         float(timeout) if timeout is not None else None,
         _server(data, "withdraw", service),
+        soft,
     )
 
 

@@ -57,7 +57,10 @@ never holds back a withdrawal. ``path_of`` then says what the sidecar puts
 on the wire: the path, no path, or, with the ``graceful-shutdown`` failure
 action, the path tagged GRACEFUL_SHUTDOWN (RFC 8326) while the service
 fails after having been announced, so that a router that honours it keeps
-the path only when no healthy one is left.
+the path only when no healthy one is left. A *soft* drain (``anycastctl
+withdraw --soft``) tags the path the same way instead of withdrawing it, for
+as long as the probes pass: draining every server at once degrades the
+service instead of removing it.
 """
 
 from __future__ import annotations
@@ -261,6 +264,9 @@ class ServiceHealth:
     proven: bool = False
     #: How many checks must pass; None: all of them.
     require: int | None = None
+    #: The drain in force is soft (`anycastctl withdraw --soft`): the path stays, tagged GRACEFUL_SHUTDOWN,
+    #: while the probes pass (``path_of``).
+    soft: bool = False
 
     @classmethod
     def create(
@@ -283,6 +289,11 @@ class ServiceHealth:
         if self.maintenance_reason is not None:
             return State.MAINTENANCE
         return sorted(check.state for check in self.checks)[-self.needed]  # the needed-th best
+
+    @property
+    def probes_pass(self) -> bool:
+        """What the checks alone conclude, drained or not: at least ``require`` of them UP or FALLING."""
+        return sorted(check.state for check in self.checks)[-self.needed] in ANNOUNCED_STATES
 
     @property
     def healthy(self) -> bool:
@@ -354,10 +365,12 @@ class ServiceHealth:
         inner = one.feed(result, now)
         return self._decide(old, was, f"checks[{check}]: {result.reason}", now, inner)
 
-    def drain(self, reason: str, now: float) -> Decision:
-        """Enter maintenance: withdraw at once, whatever the probes say."""
+    def drain(self, reason: str, now: float, soft: bool = False) -> Decision:
+        """Enter maintenance: withdraw at once, whatever the probes say; ``soft`` keeps the path, tagged
+        GRACEFUL_SHUTDOWN, while they pass (``path_of``)."""
         old, was = self.state, self.announced
         self.maintenance_reason = reason
+        self.soft = soft
         return self._decide(old, was, f"maintenance: {reason}", now, None)
 
     def forgive(self, now: float) -> Decision:
@@ -371,6 +384,7 @@ class ServiceHealth:
         """Leave maintenance: announced again as soon as the checks are up."""
         old, was = self.state, self.announced
         self.maintenance_reason = None
+        self.soft = False
         return self._decide(old, was, "maintenance ended", now, None)
 
 
@@ -390,10 +404,15 @@ GRACEFUL_SHUTDOWN = "65535:0"
 
 
 def path_of(health: ServiceHealth, graceful_shutdown: bool) -> Path:
-    """The path for ``health``: announced when it is; tagged GRACEFUL_SHUTDOWN instead of withdrawn when
-    ``graceful_shutdown`` is the service's failure action and it has been announced (never for a drain)."""
+    """The path for ``health``: announced when it is. Tagged GRACEFUL_SHUTDOWN instead of withdrawn in two
+    cases: a soft drain while the probes pass (and flap damping does not hold the service back), and a
+    failure of a service announced before it when ``graceful_shutdown`` is its failure action. Any other
+    drain, and a soft one whose probes fail, withdraws."""
     if health.announced:
         return Path.ANNOUNCED
-    if graceful_shutdown and health.proven and health.state is not State.MAINTENANCE:
+    if health.state is State.MAINTENANCE:
+        soft_drained = health.soft and health.probes_pass and not health.suppressed
+        return Path.GRACEFUL_SHUTDOWN if soft_drained else Path.WITHDRAWN
+    if graceful_shutdown and health.proven:
         return Path.GRACEFUL_SHUTDOWN
     return Path.WITHDRAWN

@@ -440,6 +440,11 @@ class Router:
         if isinstance(request, StatusRequest):
             return StatusReply(self.status(request.service))
         if isinstance(request, WithdrawRequest):
+            if request.soft:
+                raise ControlError(
+                    "--soft keeps a BGP path tagged GRACEFUL_SHUTDOWN, and `anycastd router`'s static routes carry "
+                    "no community: drain without --soft (the route is removed)"
+                )
             return await self.withdraw(request, peer)
         if isinstance(request, AnnounceRequest):
             return await self.announce(request)

@@ -94,6 +94,10 @@ from anycastd.watch.triggers import Polling, Triggers
 log = logging.getLogger(__name__)
 
 
+#: How the log names a soft drain.
+SOFT = "soft "
+
+
 def _loop_key(service: str, index: int) -> str:
     return f"{service}/checks[{index}]"
 
@@ -162,7 +166,7 @@ class Sidecar:
         self.paths[service.name] = Path.WITHDRAWN
         drained = self.book.get(service.name)
         if drained is not None:
-            self.health[service.name].drain(drained.reason, self.clock())
+            self.health[service.name].drain(drained.reason, self.clock(), drained.soft)
 
     @property
     def maintenance(self) -> dict[str, Maintenance]:
@@ -173,8 +177,15 @@ class Sidecar:
         names = [s.name for s in self.config.services]
         for name, m in self.book.restore(names, "anycastctl announce").items():
             if name in self.health:
-                self.health[name].drain(m.reason, self.clock())
-                log.warning("%s: in maintenance since %s (%s, by %s)", name, iso(m.since), m.reason, m.who)
+                self.health[name].drain(m.reason, self.clock(), m.soft)
+                log.warning(
+                    "%s: in %smaintenance since %s (%s, by %s)",
+                    name,
+                    SOFT if m.soft else "",
+                    iso(m.since),
+                    m.reason,
+                    m.who,
+                )
             else:
                 log.warning("maintenance of %s is kept, but no such service is configured", name)
 
@@ -268,9 +279,10 @@ class Sidecar:
         for transition in decision.transitions:
             if transition.name == service.name:
                 self.metrics.transition(service.name, transition.new)
-        path = path_of(self.health[service.name], service.graceful_shutdown)
+        health = self.health[service.name]
+        path = path_of(health, service.graceful_shutdown)
         if path is not self.paths[service.name]:
-            if path is Path.GRACEFUL_SHUTDOWN:
+            if path is Path.GRACEFUL_SHUTDOWN and health.state is not State.MAINTENANCE:
                 log.warning(
                     "%s: failing: its path stays announced, tagged GRACEFUL_SHUTDOWN (%s): routers that honour it "
                     "use it only while no healthy path is left",
@@ -357,13 +369,19 @@ class Sidecar:
     async def withdraw(self, request: WithdrawRequest, peer: Peer) -> WithdrawReply:
         targets = self._targets(request.service)
         by = who(peer, request.user)
-        problem = self.book.drain([s.name for s in targets], request.reason, by)
+        problem = self.book.drain([s.name for s in targets], request.reason, by, request.soft)
         warning = None
         if problem is not None:
             warning = f"{problem}; withdrawn now, but a restart of anycastd would announce again"
         for service in targets:
-            log.warning("%s: withdrawn for maintenance by %s: %s", service.name, by, request.reason)
-            await self.apply(service, self.health[service.name].drain(request.reason, self.clock()))
+            if request.soft:
+                log.warning(
+                    "%s: soft-drained for maintenance by %s: %s (its path stays, tagged GRACEFUL_SHUTDOWN, while "
+                    "its probes pass: used only while no other path is left)", service.name, by, request.reason,
+                )  # fmt: skip
+            else:
+                log.warning("%s: withdrawn for maintenance by %s: %s", service.name, by, request.reason)
+            await self.apply(service, self.health[service.name].drain(request.reason, self.clock(), request.soft))
         drain = None
         if request.wait:
             d = self.config.drain

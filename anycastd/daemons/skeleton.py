@@ -380,11 +380,11 @@ class MaintenanceBook:
                 log.error("%s", save_problem)
         return self.entries
 
-    def drain(self, names: Iterable[str], reason: str, by: str) -> str | None:
+    def drain(self, names: Iterable[str], reason: str, by: str, soft: bool = False) -> str | None:
         """Record a drain of ``names`` (applied whether or not it persists); a warning if it did not persist."""
         now = self.wall()
         for name in names:
-            self.entries[name] = Maintenance(reason, by, now)
+            self.entries[name] = Maintenance(reason, by, now, soft)
         try:
             self.store.save(self.entries)
         except StateError as exc:

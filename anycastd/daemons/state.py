@@ -60,9 +60,16 @@ class Maintenance:
     reason: str
     who: str
     since: float  # Unix time
+    #: `anycastctl withdraw --soft`: the path stays, tagged GRACEFUL_SHUTDOWN, while the probes pass.
+    soft: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"reason": self.reason, "who": self.who, "since": self.since}
+        """The entry as the maintenance file holds it: ``soft`` only when true, so that a hard drain reads
+        the same as before soft drains existed (and an older anycastd still reads the file)."""
+        entry: dict[str, Any] = {"reason": self.reason, "who": self.who, "since": self.since}
+        if self.soft:
+            entry["soft"] = True
+        return entry
 
 
 class MaintenanceStore(Protocol):
@@ -114,7 +121,8 @@ def decode(text: str, source: str) -> dict[str, Maintenance]:
         since = entry.get("since") if isinstance(entry, dict) else None
         if not (
             isinstance(entry, dict)
-            and set(entry) == {"reason", "who", "since"}
+            and set(entry) - {"soft"} == {"reason", "who", "since"}
+            and entry.get("soft", True) is True
             and _short(entry["reason"])
             and _short(entry["who"])
             and isinstance(since, int | float)
@@ -124,9 +132,9 @@ def decode(text: str, source: str) -> dict[str, Maintenance]:
         ):
             raise StateError(
                 f"{source}: the entry for {name!r} needs exactly reason and who (printable text, at most "
-                f"{MAX_TEXT} characters) and since (a Unix time between 1970 and 9999)"
+                f"{MAX_TEXT} characters) and since (a Unix time between 1970 and 9999), and may say soft: true"
             )
-        out[name] = Maintenance(entry["reason"], entry["who"], float(since))
+        out[name] = Maintenance(entry["reason"], entry["who"], float(since), "soft" in entry)
     return out
 
 

@@ -93,7 +93,7 @@ def damping_json(
 
 
 def maintenance_json(m: Maintenance | None) -> dict[str, Any] | None:
-    return {"reason": m.reason, "who": m.who, "since": iso(m.since)} if m else None
+    return {"reason": m.reason, "who": m.who, "since": iso(m.since), "soft": m.soft} if m else None
 
 
 class StatusWriter:

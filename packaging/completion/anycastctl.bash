@@ -8,7 +8,7 @@
 _shtab_anycastctl_subparsers=(status withdraw announce check)
 
 _shtab_anycastctl_status_option_strings=(-h --help --json --socket)
-_shtab_anycastctl_withdraw_option_strings=(-h --help --json --socket --all --server --reason --wait --timeout)
+_shtab_anycastctl_withdraw_option_strings=(-h --help --json --socket --all --server --reason --wait --timeout --soft)
 _shtab_anycastctl_announce_option_strings=(-h --help --json --socket --all --server)
 _shtab_anycastctl_check_option_strings=(-h --help --json --socket)
 _shtab_anycastctl_option_strings=(-h --help --version --json --socket)
@@ -25,6 +25,7 @@ _shtab_anycastctl_withdraw___help_nargs=0
 _shtab_anycastctl_withdraw___json_nargs=0
 _shtab_anycastctl_withdraw___all_nargs=0
 _shtab_anycastctl_withdraw___wait_nargs=0
+_shtab_anycastctl_withdraw___soft_nargs=0
 _shtab_anycastctl_announce__h_nargs=0
 _shtab_anycastctl_announce___help_nargs=0
 _shtab_anycastctl_announce___json_nargs=0

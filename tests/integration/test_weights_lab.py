@@ -7,31 +7,12 @@ from __future__ import annotations
 
 from anycastd_lab.bgp import BgpLab
 from anycastd_lab.fib import FibWatch
-from anycastd_lab.topology import SERVICE_V4, SERVICE_V6, Server, wait_until
+from anycastd_lab.topology import SERVICE_V4, SERVICE_V6, wait_until
 
 WEIGHTS = (1, 2, 3)
 QUERIES = 30_000
 ADDRESS = SERVICE_V4.split("/")[0]
 TOLERANCE = 0.15  # the issue's bound: each server's share within ±15 % of its weight's share
-
-
-def weighted(lab: BgpLab, server: Server, weight: int | None) -> str:
-    """The lab's sidecar configuration with the service weighing ``weight`` (None: no weight)."""
-    config = lab.anycastd_config(server)
-    if weight is None:
-        return config
-    marker = "    prefixes: ["
-    assert config.count(marker) == 1, config
-    return config.replace(marker, f"    weight: {weight}\n{marker}")
-
-
-def kernel_shares(lab: BgpLab, prefix: str) -> dict[str, float]:
-    """Each server's share of the kernel's nexthop weights for ``prefix``, by server name."""
-    assert lab.fib is not None
-    weights = lab.fib.weights(prefix)
-    names = {a: s.name for s in lab.servers for a in (s.v4, s.v6)}
-    total = sum(weights.values())
-    return {names[hop]: w / total for hop, w in weights.items()} if total else {}
 
 
 def expected_shares(lab: BgpLab, weights: tuple[int, ...]) -> dict[str, float]:
@@ -48,11 +29,10 @@ def test_weights_one_two_three_split_the_kernel_nexthops_and_the_queries(lab: Bg
     assert all(abs(before.get(s.name, 0) / 3000 - 1 / 3) < 0.1 for s in lab.servers), before  # today: a third each
     try:
         with FibWatch(lab.lab.router, SERVICE_V4) as v4, FibWatch(lab.lab.router, SERVICE_V6) as v6:
-            for server, weight in zip(lab.servers, WEIGHTS, strict=True):
-                lab.reload_anycastd(server, weighted(lab, server, weight), expect="reloaded")
+            lab.weigh(WEIGHTS)
             # FRR rounds each path's share of the bandwidth to a whole percent: 16, 33, 50
             wait_until(
-                lambda: all(close(kernel_shares(lab, p), expected, 0.05) for p in (SERVICE_V4, SERVICE_V6)),
+                lambda: all(close(lab.kernel_shares(p), expected, 0.05) for p in (SERVICE_V4, SERVICE_V6)),
                 15,
                 what="the kernel's nexthop weights at 1:2:3 in both families",
             )
@@ -67,14 +47,13 @@ def test_weights_one_two_three_split_the_kernel_nexthops_and_the_queries(lab: Bg
         assert 'anycastd_weight{service="dns"} 3.0' in lab.metrics(lab.servers[2])
         # mixed presence: with its defaults FRR falls back to equal weights while any path lacks the community
         s1 = lab.servers[0]
-        lab.reload_anycastd(s1, weighted(lab, s1, None), expect="reloaded")
+        lab.reload_anycastd(s1, lab.weighted_config(s1, None), expect="reloaded")
         wait_until(lambda: equal(lab), 15, what="equal nexthop weights once s1 carries no weight")
     finally:
-        for server in lab.servers:
-            lab.reload_anycastd(server, weighted(lab, server, None), expect="reloaded")
+        lab.weigh([None] * len(lab.servers))
     wait_until(lambda: equal(lab), 15, what="equal nexthop weights again once the weights are removed")
 
 
 def equal(lab: BgpLab) -> bool:
     even = {s.name: 1 / 3 for s in lab.servers}
-    return all(close(kernel_shares(lab, p), even, 0.01) for p in (SERVICE_V4, SERVICE_V6))
+    return all(close(lab.kernel_shares(p), even, 0.01) for p in (SERVICE_V4, SERVICE_V6))

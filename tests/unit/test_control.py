@@ -54,6 +54,7 @@ from tests.helpers import FakeController, Served, ctl
         CheckRequest("dns"),
         WithdrawRequest(None, "kernel upgrade", "alice", True, 5.0, "ns2"),
         AnnounceRequest(None, "ns2"),
+        WithdrawRequest("dns", "rollout", "alice", True, None, None, True),
     ],
 )
 def test_every_request_survives_the_wire(request_: Request) -> None:
@@ -89,6 +90,8 @@ def test_every_request_survives_the_wire(request_: Request) -> None:
         (b'{"command": "withdraw", "service": "dns", "reason": "r", "timeout": true}', "'timeout' must be a number"),
         (b'{"command": "withdraw", "service": "dns", "reason": "r", "timeout": 1e9}', "'timeout' must be a number"),
         (b'{"command": "withdraw", "service": "dns", "reason": "r", "user": 7}', "'user' must be a short printable"),
+        (b'{"command": "withdraw", "service": "dns", "reason": "r", "soft": 1}', "'soft' must be true or false"),
+        (b'{"command": "status", "soft": true}', "status: unknown field(s) soft"),
     ],
 )
 def test_malformed_requests_are_refused_with_a_reason(line: bytes, message: str) -> None:
@@ -375,6 +378,16 @@ def test_anycastctl_withdraw_sends_who_and_waits(served: Served) -> None:
         "drained after 1.52 s (nftables: no packet for 1 s, 37 packets after the withdrawal)\n"
     )
     assert served.controller.seen[-1][0] == WithdrawRequest("dns", "kernel upgrade", "alice", True, 20.0)
+
+
+def test_a_plain_withdraw_does_not_send_soft_and_withdraw_soft_does(served: Served) -> None:
+    assert b"soft" not in encode(WithdrawRequest("dns", "kernel upgrade"))  # an older anycastd reads it as before
+    assert b'"soft":true' in encode(WithdrawRequest("dns", "rollout", soft=True))
+    served.controller.replies["WithdrawRequest"] = WithdrawReply(("dns",))
+    result = ctl(served.path, "withdraw", "dns", "--reason", "rollout", "--soft")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "dns: soft-drained for maintenance (path kept, tagged GRACEFUL_SHUTDOWN)\n"
+    assert served.controller.seen[-1][0] == WithdrawRequest("dns", "rollout", "alice", soft=True)
 
 
 def test_anycastctl_withdraw_timed_out_exits_3(served: Served) -> None:

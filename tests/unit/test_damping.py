@@ -181,6 +181,43 @@ def test_a_drain_withdraws_even_with_graceful_shutdown_and_the_service_must_prov
     assert health.state is State.DOWN and path_of(health, graceful_shutdown=True) is Path.WITHDRAWN
 
 
+@pytest.mark.parametrize("failure_action_gshut", [False, True])
+def test_a_soft_drain_keeps_the_path_tagged_while_the_probes_pass(failure_action_gshut: bool) -> None:
+    health = damped()
+    health.drain("rollout", 0.0, soft=True)  # before any probe: nothing proven, nothing kept
+    assert health.state is State.MAINTENANCE and path_of(health, failure_action_gshut) is Path.WITHDRAWN
+    health.feed(0, OK, 1.0)
+    assert not health.announced and health.probes_pass
+    assert path_of(health, failure_action_gshut) is Path.GRACEFUL_SHUTDOWN
+    health.feed(0, HARD, 2.0)  # a real failure during the soft drain withdraws
+    assert not health.probes_pass and path_of(health, failure_action_gshut) is Path.WITHDRAWN
+    health.feed(0, OK, 3.0)
+    assert path_of(health, failure_action_gshut) is Path.GRACEFUL_SHUTDOWN
+    health.drain("power work", 4.0)  # a plain drain on top of it: withdrawn
+    assert not health.soft and path_of(health, failure_action_gshut) is Path.WITHDRAWN
+    health.drain("rollout", 5.0, soft=True)
+    health.undrain(6.0)
+    assert not health.soft and path_of(health, failure_action_gshut) is Path.ANNOUNCED
+
+
+def test_a_soft_drain_of_a_suppressed_service_withdraws_it() -> None:
+    health = damped()
+    health.feed(0, OK, 0.0)
+    flap(health, 1.0, 3)
+    assert health.probes_pass and health.suppressed
+    health.drain("rollout", 10.0, soft=True)
+    assert path_of(health, graceful_shutdown=False) is Path.WITHDRAWN
+
+
+def test_probes_pass_counts_require_checks_whatever_the_drain() -> None:
+    health = ServiceHealth.create("dns", [Thresholds(1, 1, 1), Thresholds(1, 1, 1)], require=1)
+    health.feed(0, OK, 0.0)
+    health.drain("x", 1.0)
+    assert health.probes_pass and not health.healthy  # one of two passes; require 1
+    health.feed(0, HARD, 2.0)
+    assert not health.probes_pass
+
+
 def test_a_suppressed_service_stays_tagged_until_it_is_announced_again() -> None:
     health = damped()
     health.feed(0, OK, 0.0)

@@ -46,11 +46,17 @@ def queries() -> list[str]:
 
 
 def exported() -> set[str]:
-    """Every sample name either daemon exports, with every optional part on (BFD, a degraded service)."""
+    """Every sample name either daemon exports, with every optional part on (BFD, a weight, a degraded service)."""
     sidecar = Metrics()
     sidecar.watch(
         lambda: View(
-            [ServiceView("dns", State.UP, True, False)], {"192.0.2.9": "up"}, 2, "up", 1.8e9, {"192.0.2.9": "up"}, 1
+            [ServiceView("dns", State.UP, True, False, weight=3)],
+            {"192.0.2.9": "up"},
+            2,
+            "up",
+            1.8e9,
+            {"192.0.2.9": "up"},
+            1,
         )
     )
     sidecar.declare([("dns", 1)])

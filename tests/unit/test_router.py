@@ -272,6 +272,10 @@ CONTROL_MISTAKES = [
         "anycastd router drains servers, not services: name one with --server (ns1, ns2, ns3)",
     ),
     (WithdrawRequest(None, "x", server="ns9"), "no server 'ns9' (configured: ns1, ns2, ns3)"),
+    (
+        WithdrawRequest(None, "x", server="ns1", soft=True),
+        "--soft keeps a BGP path tagged GRACEFUL_SHUTDOWN, and `anycastd router`'s static routes carry no community",
+    ),
     (AnnounceRequest("dns"), "anycastd router announces servers, not services"),
     (AnnounceRequest(None, "ns9"), "no server 'ns9'"),
     (StatusRequest("nope"), "no service 'nope' (configured: dns)"),

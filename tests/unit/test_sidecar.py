@@ -226,6 +226,33 @@ def test_withdraw_persists_who_and_why_then_announce_lifts_it() -> None:
     asyncio.run(go())
 
 
+def test_a_soft_drain_keeps_the_path_tagged_survives_a_restart_and_a_failure_withdraws_it() -> None:
+    async def go() -> None:
+        sidecar, announcer, store, _ = make_sidecar()
+        await bring_up(sidecar, "dns")
+        await sidecar.handle(WithdrawRequest("dns", "rollout", "alice", soft=True), ROOT)
+        assert announcer.tagged[-1] == (True, ("65535:0",))  # kept, tagged: never withdrawn
+        assert store.drained["dns"].soft
+        svc = sidecar.status("dns")["services"][0]
+        assert (svc["state"], svc["path"], svc["maintenance"]["soft"]) == ("maintenance", "graceful-shutdown", True)
+        metrics = generate_latest(sidecar.metrics.registry).decode()
+        assert 'anycastd_service_graceful_shutdown{service="dns"} 1.0' in metrics
+        assert 'anycastd_service_maintenance{service="dns"} 1.0' in metrics
+        await feed(sidecar, "dns", HARD)  # a real failure: withdrawn
+        assert announcer.tagged[-1] == (False, ())
+        await bring_up(sidecar, "dns")
+        assert announcer.tagged[-1] == (True, ("65535:0",))
+        # a restart reads the soft drain back: tagged from the first passing probe
+        again, announcer2, _, _ = make_sidecar(store=store)
+        again.restore_maintenance()
+        await bring_up(again, "dns")
+        assert announcer2.tagged[-1] == (True, ("65535:0",))
+        await again.handle(AnnounceRequest("dns"), ROOT)
+        assert announcer2.tagged[-1] == (True, ())
+
+    asyncio.run(go())
+
+
 def test_a_drain_that_cannot_be_saved_still_withdraws_and_warns() -> None:
     async def go() -> None:
         sidecar, announcer, store, _ = make_sidecar()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -20,6 +21,15 @@ def test_round_trip_and_nothing_left_behind(tmp_path: Path) -> None:
     assert os.listdir(tmp_path / "state") == [FILE_NAME]
     store.save({})
     assert store.load() == {}
+
+
+def test_a_soft_drain_round_trips_and_a_hard_one_is_written_as_before(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "state")
+    both = {**DRAINED, "dot": Maintenance("rollout", "root", 1795000001.0, soft=True)}
+    store.save(both)
+    assert store.load() == both
+    written = json.loads((tmp_path / "state" / FILE_NAME).read_text())["drained"]
+    assert written["dot"]["soft"] is True and "soft" not in written["dns"]
 
 
 @pytest.mark.parametrize(
@@ -53,6 +63,8 @@ def test_round_trip_and_nothing_left_behind(tmp_path: Path) -> None:
             "is not a service or server",
         ),
         (b'{"version": 1, "drained": {"dns": {"reason": "x", "who": "y", "since": 1, "e": 2}}}', "needs exactly"),
+        (b'{"version": 1, "drained": {"dns": {"reason": "x", "who": "y", "since": 1, "soft": false}}}', "soft: true"),
+        (b'{"version": 1, "drained": {"dns": {"reason": "x", "who": "y", "since": 1, "soft": 1}}}', "may say soft"),
         (b'{"version": 1, "drained": {"dns": {"reason": "' + b"x" * 300 + b'", "who": "y", "since": 1}}}', "at most"),
         (b'{"version": 1, "drained": {}, "pad": "' + b"x" * 300_000 + b'"}', "larger than 256 KiB"),
         (b"[" * 100_000, "not JSON"),
