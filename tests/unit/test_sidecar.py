@@ -226,12 +226,17 @@ def test_withdraw_persists_who_and_why_then_announce_lifts_it() -> None:
     asyncio.run(go())
 
 
+KEPT: tuple[bool, tuple[str, ...]] = (True, ("65535:0",))  # announced, tagged GRACEFUL_SHUTDOWN
+GONE: tuple[bool, tuple[str, ...]] = (False, ())
+PLAIN_PATH: tuple[bool, tuple[str, ...]] = (True, ())
+
+
 def test_a_soft_drain_keeps_the_path_tagged_survives_a_restart_and_a_failure_withdraws_it() -> None:
     async def go() -> None:
         sidecar, announcer, store, _ = make_sidecar()
         await bring_up(sidecar, "dns")
         await sidecar.handle(WithdrawRequest("dns", "rollout", "alice", soft=True), ROOT)
-        assert announcer.tagged[-1] == (True, ("65535:0",))  # kept, tagged: never withdrawn
+        assert announcer.tagged[-1] == KEPT  # kept, tagged: never withdrawn
         assert store.drained["dns"].soft
         svc = sidecar.status("dns")["services"][0]
         assert (svc["state"], svc["path"], svc["maintenance"]["soft"]) == ("maintenance", "graceful-shutdown", True)
@@ -239,16 +244,16 @@ def test_a_soft_drain_keeps_the_path_tagged_survives_a_restart_and_a_failure_wit
         assert 'anycastd_service_graceful_shutdown{service="dns"} 1.0' in metrics
         assert 'anycastd_service_maintenance{service="dns"} 1.0' in metrics
         await feed(sidecar, "dns", HARD)  # a real failure: withdrawn
-        assert announcer.tagged[-1] == (False, ())
+        assert announcer.tagged[-1] == GONE
         await bring_up(sidecar, "dns")
-        assert announcer.tagged[-1] == (True, ("65535:0",))
+        assert announcer.tagged[-1] == KEPT
         # a restart reads the soft drain back: tagged from the first passing probe
         again, announcer2, _, _ = make_sidecar(store=store)
         again.restore_maintenance()
         await bring_up(again, "dns")
-        assert announcer2.tagged[-1] == (True, ("65535:0",))
+        assert announcer2.tagged[-1] == KEPT
         await again.handle(AnnounceRequest("dns"), ROOT)
-        assert announcer2.tagged[-1] == (True, ())
+        assert announcer2.tagged[-1] == PLAIN_PATH
 
     asyncio.run(go())
 
