@@ -6,11 +6,14 @@ all exercise the same topology and the same failure actions.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from anycastd.cli.anycastctl import ANSWERED
@@ -30,19 +33,48 @@ class BgpLab(DnsLab):
         """The configuration this lab runs anycastd with on ``server`` (what ``revive`` goes back to)."""
         return daemons.anycastd_config(self.lab, server)
 
-    def weighted_config(self, server: Server, weight: int | None) -> str:
-        """``server``'s sidecar configuration with the service weighing ``weight`` (None: no weight)."""
+    def weighted_config(self, server: Server, weight: int | None, degraded: tuple[int, str] | None = None) -> str:
+        """``server``'s sidecar configuration with the service weighing ``weight`` (None: no weight); with
+        ``degraded`` (degraded_weight, the check's degraded_when as YAML flow), it sheds load when slow."""
         config = self.anycastd_config(server)
         if weight is None:
             return config
-        marker = "    prefixes: ["
-        assert config.count(marker) == 1, config
-        return config.replace(marker, f"    weight: {weight}\n{marker}")
+        marker, answer = "    prefixes: [", "        answer: healthy\n"
+        assert config.count(marker) == 1 and config.count(answer) == 1, config
+        lines = f"    weight: {weight}\n"
+        if degraded is not None:
+            lines += f"    degraded_weight: {degraded[0]}\n"
+            config = config.replace(answer, f"{answer}        degraded_when: {degraded[1]}\n")
+        return config.replace(marker, f"{lines}{marker}")
 
-    def weigh(self, weights: Sequence[int | None]) -> None:
-        """Reload each server's anycastd with its weight (in the order of ``servers``), one after the other."""
+    def weigh(self, weights: Sequence[int | None], degraded: tuple[int, str] | None = None) -> None:
+        """Reload each server's anycastd with its weight (in the order of ``servers``), one after the other;
+        ``degraded`` as in ``weighted_config``, for every weighted server."""
         for server, weight in zip(self.servers, weights, strict=True):
-            self.reload_anycastd(server, self.weighted_config(server, weight), expect="reloaded")
+            config = self.weighted_config(server, weight, degraded)
+            self.reload_anycastd(server, config, expect="reloaded")
+
+    @contextlib.contextmanager
+    def slowed(self, server: Server, stop: float = 0.040, run: float = 0.010) -> Iterator[None]:
+        """``server``'s resolver slowed while inside: stopped ``stop`` s of every ``stop + run`` (SIGSTOP,
+        SIGCONT from a thread of the lab's), so that it answers every query, late. No netem here."""
+        done = threading.Event()
+
+        def cycle() -> None:
+            while not done.is_set():
+                self.signal_resolver(server, signal.SIGSTOP)
+                time.sleep(stop)
+                self.signal_resolver(server, signal.SIGCONT)
+                time.sleep(run)
+
+        thread = threading.Thread(target=cycle, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
+            self.signal_resolver(server, signal.SIGCONT)
 
     def kernel_shares(self, prefix: str) -> dict[str, float]:
         """Each server's share of the router's kernel nexthop weights for ``prefix``, by server name."""

@@ -216,7 +216,8 @@ def print_status(reply: dict[str, Any]) -> None:
             print("  path: withdrawn: soft-drained, but its probes fail")
         w = s.get("weight")
         if w:
-            print(f"  weight: {w['value']} ({w['why']}; link bandwidth {w['value']} Mbit/s)")
+            why = w["why"] if w["value"] == w["configured"] else f"{w['why']}; configured {w['configured']}"
+            print(f"  weight: {w['value']} ({why}; link bandwidth {w['value']} Mbit/s)")
         _print_damping("  ", s.get("damping"))
         if s.get("require", len(s["checks"])) < len(s["checks"]):
             print(f"  healthy while {s['require']} of its {len(s['checks'])} checks pass")

@@ -17,6 +17,7 @@ that a probe could not run.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import shutil
@@ -37,6 +38,7 @@ from anycastd.config.schema import (
     to_str,
 )
 from anycastd.config.yamlfile import Reader, kind, seconds, shown, whole
+from anycastd.core.degradation import LatencyRule
 from anycastd.core.net import IPAddress
 
 #: The router's checks are templates: each server's admin address is filled in (see RoutedService.checks_for).
@@ -89,6 +91,8 @@ class Check:
     max_lag: float = 60.0  # zone: seconds a zone may stay behind the primary
     command: tuple[str, ...] = ()  # command: the program and its arguments
     output_limit: int = 4096  # command: bytes of output read; more fails the probe
+    #: dns and zone: when a passing check counts as slow, and the service's weight drops (anycastd.core.degradation)
+    degraded_when: LatencyRule | None = None
 
     @property
     def encrypted(self) -> bool:
@@ -108,8 +112,8 @@ class Check:
 COMMON_KEYS = {"kind", "address", "interval", "timeout", "rise", "fall", "fall_hard"}
 KIND_KEYS = {
     "dns": {"port", "qname", "qtype", "transport", "protocol", "rcode", "answer", "probe_service_addresses",
-            "dnssec", "tls", "path", "reuse"},
-    "zone": {"port", "zones", "primary", "primary_port", "max_lag"},
+            "dnssec", "tls", "path", "reuse", "degraded_when"},
+    "zone": {"port", "zones", "primary", "primary_port", "max_lag", "degraded_when"},
     "command": {"command", "output_limit"},
 }  # fmt: skip
 CHECK_KEYS = COMMON_KEYS.union(*KIND_KEYS.values())
@@ -234,6 +238,8 @@ def read_check(r: Reader, data: Any, path: str, template: bool = False) -> Check
     else:
         values["command"] = r.field(m, path, "command", to_argv)
         values["output_limit"] = r.field(m, path, "output_limit", whole(1, 1 << 20), d["output_limit"].default)
+    if "degraded_when" in m:
+        values["degraded_when"] = _degraded_when(r, m["degraded_when"], f"{path}.degraded_when", values["timeout"])
     interval, timeout = values["interval"], values["timeout"]
     if interval is not None and timeout is not None and timeout >= interval:
         r.problem(f"{path}.timeout", f"must be smaller than the interval ({interval:g} s), got {timeout:g}")
@@ -241,6 +247,45 @@ def read_check(r: Reader, data: Any, path: str, template: bool = False) -> Check
     if any(v is None for k, v in values.items() if k not in ("answer", "primary")):  # pragma: no mutate
         return None
     return Check(**values)
+
+
+#: The most probes a degraded_when window may hold.
+MAX_WINDOW = 100
+
+
+def _degraded_when(r: Reader, data: Any, path: str, timeout: float | None) -> LatencyRule | None:
+    """A check's ``degraded_when``: {latency_ms, recover_ms (default 80 % of it), window (probes, default 5)}."""
+    m = r.mapping(data, path, {"latency_ms", "recover_ms", "window"})
+    if m is None:
+        return None
+    latency = r.field(m, path, "latency_ms", milliseconds)
+    recover = r.field(m, path, "recover_ms", milliseconds, None)
+    window = r.field(m, path, "window", whole(1, MAX_WINDOW), LatencyRule.window)
+    if latency is None or window is None or ("recover_ms" in m and recover is None):  # pragma: no mutate
+        return None
+    if timeout is not None and latency >= timeout * 1000:
+        r.problem(
+            f"{path}.latency_ms",
+            f"must be below the check's timeout ({timeout * 1000:g} ms), got {latency:g}: a probe that slow fails",
+        )
+        return None
+    if recover is None:
+        recover = latency * 0.8
+    elif recover >= latency:
+        r.problem(
+            f"{path}.recover_ms",
+            f"must be below latency_ms ({latency:g}), got {recover:g}: the gap is what keeps an edge case steady",
+        )
+        return None
+    return LatencyRule(latency, recover, window)
+
+
+def milliseconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"must be a number of milliseconds, got {shown(value)}")
+    if not 0 < value <= 60_000:
+        raise ValueError(f"must be above 0 and at most 60000 ms, got {shown(value)}")
+    return float(value)
 
 
 def _address(r: Reader, m: dict[str, Any], path: str, check_kind: str) -> IPAddress | None:

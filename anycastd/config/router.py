@@ -217,6 +217,13 @@ def _routed_service(r: Reader, name: str, data: Any, path: str) -> RoutedService
     prefixes = read_prefixes(r, m, path, bool(allow))
     if "checks" in m:
         checks = [c for c_path, raw in r.items(m, path, "checks", "checks") if (c := read_check(r, raw, c_path, True))]
+        for i, c in enumerate(checks):
+            if c.degraded_when is not None:
+                r.problem(
+                    f"{path}.checks[{i}].degraded_when",
+                    "lowers a BGP path's weight, and `anycastd router`'s static routes weigh the same "
+                    "(FRR's staticd); the sidecar takes it",
+                )
     else:
         checks = [Check(TEMPLATE_ADDRESS, probe_service_addresses=False)]
     require = read_require(r, m, path, len(checks))

@@ -76,6 +76,8 @@ class Service:
     damping: DampingSettings | None = DEFAULT_DAMPING  # None: no flap damping
     bgp: RouteAttributes = PLAIN  # the path attributes its prefixes are announced with
     require: int | None = None  # how many checks must pass; None: all of them
+    #: The weight while a check with degraded_when is slow (anycastd.core.degradation); None: never degraded.
+    degraded_weight: int | None = None
 
     @property
     def graceful_shutdown(self) -> bool:
@@ -224,7 +226,7 @@ def _service(r: Reader, name: str, data: Any, path: str) -> Service | None:
     check_service_name(r, name, path)
     keys = {
         "prefixes", "checks", "require", "interface", "allow_non_host_prefixes", "failure_action", "damping", "bgp",
-        "weight",
+        "weight", "degraded_weight",
     }  # fmt: skip
     m = r.mapping(data, path, keys)
     if m is None:
@@ -235,15 +237,42 @@ def _service(r: Reader, name: str, data: Any, path: str) -> Service | None:
     damping = read_damping(r, m, path)
     bgp = _attributes(r, m["bgp"], f"{path}.bgp") if "bgp" in m else PLAIN
     weight = r.field(m, path, "weight", whole(1, WEIGHT_MAX), None)
+    degraded_weight = r.field(m, path, "degraded_weight", whole(1, WEIGHT_MAX), None)
     prefixes = read_prefixes(r, m, path, bool(allow))
     checks = [c for c_path, raw in r.items(m, path, "checks", "checks") if (c := read_check(r, raw, c_path))]
     require = read_require(r, m, path, len(checks))
     if allow is None or interface is None or action is None or not prefixes or not checks:  # pragma: no mutate
         return None
-    if bgp is None or ("weight" in m and weight is None):
+    if bgp is None or ("weight" in m and weight is None) or ("degraded_weight" in m and degraded_weight is None):
+        return None
+    if not _degradation_fits(r, path, checks, weight, degraded_weight):
         return None
     bgp = bgp.weighing(weight)
-    return Service(name, tuple(prefixes), tuple(checks), interface, allow, action, damping, bgp, require)
+    return Service(
+        name, tuple(prefixes), tuple(checks), interface, allow, action, damping, bgp, require, degraded_weight
+    )
+
+
+def _degradation_fits(r: Reader, path: str, checks: list[Check], weight: int | None, degraded: int | None) -> bool:
+    """``degraded_weight`` needs ``weight`` above it and a check with ``degraded_when``, and the reverse."""
+    slow = [i for i, c in enumerate(checks) if c.degraded_when is not None]
+    if degraded is None:
+        for i in slow:
+            r.problem(
+                f"{path}.checks[{i}].degraded_when",
+                "needs the service's degraded_weight (and weight): the weight its path carries while degraded",
+            )
+        return not slow
+    if weight is None:
+        r.problem(f"{path}.degraded_weight", "needs weight: degradation lowers the service's weight to this")
+        return False
+    if degraded >= weight:
+        r.problem(f"{path}.degraded_weight", f"must be below weight ({weight}), got {degraded}")
+        return False
+    if not slow:
+        r.problem(f"{path}.degraded_weight", "no check of the service has degraded_when, so it would never apply")
+        return False
+    return True
 
 
 #: The most communities (or large communities) one service may carry: enough to steer, bounded.

@@ -37,6 +37,7 @@ from prometheus_client.registry import Collector
 
 from anycastd import __version__
 from anycastd.checks.dns import FAILURE_KINDS, ProbeResult
+from anycastd.core.degradation import Level
 from anycastd.core.health import State
 from anycastd.core.net import IPAddress
 from anycastd.core.supervision import ChildState
@@ -213,6 +214,12 @@ class Metrics(_Endpoint):
             registry=self.registry,
         )
 
+        self.degraded_transitions = Counter(
+            "anycastd_degraded_transitions",
+            "a service's moves between its weights (degraded_when), by the level entered: normal, degraded, held",
+            ["service", "to"],
+            registry=self.registry,
+        )
         self.bfd_transitions = Counter(
             "anycastd_bfd_transitions",
             "BFD session state changes, by neighbor and the state entered (unknown: bfdd not answering)",
@@ -249,6 +256,14 @@ class Metrics(_Endpoint):
 
     def transition(self, service: str, to: State) -> None:
         self.transitions.labels(service, str(to)).inc()
+
+    def declare_degradation(self, service: str) -> None:
+        """Create a degradable service's level series at zero."""
+        for level in Level:
+            self.degraded_transitions.labels(service, str(level))
+
+    def degraded(self, service: str, to: Level) -> None:
+        self.degraded_transitions.labels(service, str(to)).inc()
 
 
 # the router-side variant ----------------------------------------------------------------------------------

@@ -66,6 +66,8 @@ from anycastd.control.protocol import (
 )
 from anycastd.core.attributes import PLAIN
 from anycastd.core.clock import iso
+from anycastd.core.damping import Damping
+from anycastd.core.degradation import Degradation
 from anycastd.core.health import GRACEFUL_SHUTDOWN, Decision, Path, ServiceHealth, State, path_of
 from anycastd.core.net import IPAddress, IPNetwork
 from anycastd.daemons.metrics import Metrics, ServiceView, View
@@ -148,6 +150,8 @@ class Sidecar:
         self.checks: dict[str, list[CheckStatus]] = {}
         #: What each service's path was last set to (the announcer keeps it, and replays it after a restart).
         self.paths: dict[str, Path] = {}
+        #: Each service's weight level (anycastd.core.degradation); only services with a degraded_weight.
+        self.degradation: dict[str, Degradation] = {}
         #: Persisted maintenance, by service name; may name services this configuration lacks.
         self.book = MaintenanceBook(store, wall)
         self._tasks: dict[str, list[asyncio.Task[None]]] = {}
@@ -164,6 +168,11 @@ class Sidecar:
         self.health[service.name] = new_health(service.name, service.checks, service.damping, service.require)
         self.checks[service.name] = [CheckStatus() for _ in service.checks]
         self.paths[service.name] = Path.WITHDRAWN
+        self.degradation.pop(service.name, None)
+        if service.degraded_weight is not None:
+            damping = Damping(service.damping) if service.damping is not None else None
+            self.degradation[service.name] = Degradation([c.degraded_when for c in service.checks], damping)
+            self.metrics.declare_degradation(service.name)
         drained = self.book.get(service.name)
         if drained is not None:
             self.health[service.name].drain(drained.reason, self.clock(), drained.soft)
@@ -254,6 +263,7 @@ class Sidecar:
 
         async def on_result(probe: Probe, result: ProbeResult, decision: Decision) -> None:
             self.metrics.probe(service.name, index, result.ok, result.kind, result.latency)
+            await self.degrade(service, index, result)
             await self.apply(service, decision)
 
         try:
@@ -291,9 +301,34 @@ class Sidecar:
                 )
             await self._set_path(service.name, service.prefixes, path)
 
+    async def degrade(self, service: Service, index: int, result: ProbeResult) -> None:
+        """Feed a probe's latency to the service's degradation; a move that changes the weight is announced at
+        once if the path is (a withdrawn path carries no weight: it takes the new one when announced)."""
+        degradation = self.degradation.get(service.name)
+        if degradation is None:
+            return
+        move = degradation.observe(index, result.ok, result.latency, self.clock())
+        if move is None:
+            return
+        self.metrics.degraded(service.name, move.new)
+        weight = self.weight_of(service.name)
+        log.warning("%s: weight %s -> %s (%s): %s", service.name, move.old, move.new, weight, move.reason)
+        if move.reweighs and self.paths[service.name] is not Path.WITHDRAWN:
+            await self._set_path(service.name, service.prefixes, self.paths[service.name])
+
+    def weight_of(self, name: str) -> int | None:
+        """The weight ``name``'s path carries now: degraded_weight while degraded, else the configured one."""
+        service = self.config.service(name)
+        degradation = self.degradation.get(name)
+        if degradation is not None and degradation.level.degraded:
+            return service.degraded_weight
+        return service.bgp.weight
+
     async def _set_path(self, name: str, prefixes: Sequence[IPNetwork], path: Path) -> None:
         self.paths[name] = path  # desired: the announcer keeps it even when this call fails
         configured = {s.name: s.bgp for s in self.config.services}.get(name, PLAIN)
+        if name in self.degradation:
+            configured = configured.weighing(self.weight_of(name))
         attributes = configured.tagged(GRACEFUL_SHUTDOWN) if path is Path.GRACEFUL_SHUTDOWN else configured
         try:
             await self.announcer.set_announced(name, prefixes, path is not Path.WITHDRAWN, attributes)
@@ -449,7 +484,9 @@ class Sidecar:
                     "healthy": health.healthy,
                     "path": str(self.paths[service.name]),
                     "failure_action": service.failure_action,
-                    "weight": weight_status(service.bgp.weight),
+                    "weight": weight_status(
+                        service.bgp.weight, self.weight_of(service.name), self.degradation.get(service.name)
+                    ),
                     "prefixes": [{"prefix": str(p), "announced": p in confirmed} for p in service.prefixes],
                     **self.writer.health(
                         health, service.checks, self.checks[service.name], self.maintenance.get(service.name)
@@ -491,7 +528,7 @@ class Sidecar:
                 self.paths[name] is Path.GRACEFUL_SHUTDOWN,
                 h.damping.penalty(now) if h.damping else 0.0,
                 h.suppressed,
-                self.config.service(name).bgp.weight,
+                self.weight_of(name),
             )
             for name, h in self.health.items()
         ]

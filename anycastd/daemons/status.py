@@ -19,18 +19,27 @@ from anycastd.config.checks import TEMPLATE_ADDRESS, Check
 from anycastd.control.protocol import ProbeOutcome, plain
 from anycastd.core.clock import iso, wall_of
 from anycastd.core.damping import Damping
+from anycastd.core.degradation import Degradation
 from anycastd.core.health import ServiceHealth, Transition
 from anycastd.daemons.state import Maintenance
 
 Clock = Callable[[], float]
 
 
-def weight_status(weight: int | None) -> dict[str, Any] | None:
+def weight_status(
+    configured: int | None, value: int | None, degradation: Degradation | None = None
+) -> dict[str, Any] | None:
     """A service's weight as status shows it: what its path carries, what is configured, and why they are
     what they are; None for a service without one (its path carries no link bandwidth)."""
-    if weight is None:
+    if configured is None:
         return None
-    return {"value": weight, "configured": weight, "why": "configured"}
+    out: dict[str, Any] = {"value": value, "configured": configured, "why": "configured"}
+    if degradation is not None:
+        out["level"] = str(degradation.level)
+        out["changes"] = degradation.changes
+        if degradation.level.degraded:
+            out["why"] = f"{degradation.level}: {degradation.why()}"
+    return out
 
 
 #: The status document's format: fields are only ever added; a change in meaning bumps it.

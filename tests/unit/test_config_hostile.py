@@ -146,6 +146,7 @@ KIND_KEYS = [
     "command",
     "require",
     "weight",
+    "latency_ms",
 ]
 
 

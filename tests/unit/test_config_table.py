@@ -19,6 +19,7 @@ from anycastd.config.checks import TEMPLATE_ADDRESS, Check
 from anycastd.config.schema import ControlSettings, MetricsSettings, to_command
 from anycastd.core.attributes import RouteAttributes
 from anycastd.core.damping import DampingSettings
+from anycastd.core.degradation import LatencyRule
 from anycastd.errors import ConfigError
 from tests.helpers import GOOD, Key, problems_of, with_value
 
@@ -509,7 +510,7 @@ def test_non_host_prefixes_when_allowed() -> None:
         (["services", "dns", "servers", 0, "name"], 5, "services.dns.servers[0].name: must be a non-empty string, "
          "got 5"),
         (["services", "dns", "checks", 0, "probe_service_addresses"], True, "services.dns.checks[0]."
-         "probe_service_addresses: unknown key (expected one of: answer, dnssec, fall, fall_hard, interval, kind, "
+         "probe_service_addresses: unknown key (expected one of: answer, degraded_when, dnssec, fall, fall_hard, interval, kind, "
          "path, port, protocol, qname, qtype, rcode, reuse, rise, timeout, tls, transport)"),
     ],
 )  # fmt: skip
@@ -839,3 +840,105 @@ def test_two_sidecar_services_cannot_announce_one_prefix() -> None:
     assert problems_of(with_value(GOOD, ["services", "other"], other), config.parse) == [
         "services.other.prefixes[1]: 2001:db8::53/128 is already a prefix of service 'dns'"
     ]
+
+
+# soft degradation (degraded_when on a check, degraded_weight on the service) ----------------------------------
+
+DEGRADABLE = with_value(
+    with_value(with_value(GOOD, ["services", "dns", "weight"], 10), ["services", "dns", "degraded_weight"], 2),
+    [*CHECK, "degraded_when"],
+    {"latency_ms": 50},
+)
+
+
+def test_degraded_when_reads_with_its_defaults_and_the_weights() -> None:
+    dns = config.parse(DEGRADABLE).services[0]
+    assert dns.checks[0].degraded_when == LatencyRule(50.0, 40.0, 5)
+    assert (dns.bgp.weight, dns.degraded_weight) == (10, 2)
+    full = with_value(DEGRADABLE, [*CHECK, "degraded_when"], {"latency_ms": 20, "recover_ms": 5, "window": 100})
+    assert config.parse(full).services[0].checks[0].degraded_when == LatencyRule(20.0, 5.0, 100)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        (["services", "dns", "degraded_weight"], 10, "services.dns.degraded_weight: must be below weight (10), got 10"),
+        (["services", "dns", "degraded_weight"], 0, "services.dns.degraded_weight: must be between 1 and 1000, got 0"),
+        (
+            [*CHECK, "degraded_when"],
+            {"latency_ms": 250},
+            "services.dns.checks[0].degraded_when.latency_ms: must be "
+            "below the check's timeout (250 ms), got 250: a probe that slow fails",
+        ),
+        (
+            [*CHECK, "degraded_when"],
+            {"latency_ms": 50, "recover_ms": 50},
+            "services.dns.checks[0].degraded_when"
+            ".recover_ms: must be below latency_ms (50), got 50: the gap is what keeps an edge case steady",
+        ),
+        (
+            [*CHECK, "degraded_when"],
+            {"latency_ms": 0},
+            "services.dns.checks[0].degraded_when.latency_ms: must be above 0 and at most 60000 ms, got 0",
+        ),
+        (
+            [*CHECK, "degraded_when"],
+            {"latency_ms": "fast"},
+            "services.dns.checks[0].degraded_when.latency_ms: must be a number of milliseconds, got 'fast'",
+        ),
+        (
+            [*CHECK, "degraded_when"],
+            {"latency_ms": 50, "window": 101},
+            "services.dns.checks[0].degraded_when.window: must be between 1 and 100, got 101",
+        ),
+        (
+            [*CHECK, "degraded_when"],
+            {"median": 50},
+            "services.dns.checks[0].degraded_when.median: unknown key "
+            "(expected one of: latency_ms, recover_ms, window)",
+        ),
+    ],
+)
+def test_degradation_bounds(key: Key, value: Any, message: str) -> None:
+    problems = problems_of(with_value(DEGRADABLE, key, value), config.parse)
+    assert problems[0] == message
+    assert problems[1:] in ([], ["services.dns.checks[0].degraded_when: missing required key 'latency_ms'"])
+
+
+def test_degradation_needs_both_halves_and_a_weight() -> None:
+    no_weight = yaml_without(DEGRADABLE, ["services", "dns", "weight"])
+    assert problems_of(no_weight, config.parse) == [
+        "services.dns.degraded_weight: needs weight: degradation lowers the service's weight to this"
+    ]
+    no_degraded_weight = yaml_without(DEGRADABLE, ["services", "dns", "degraded_weight"])
+    assert problems_of(no_degraded_weight, config.parse) == [
+        "services.dns.checks[0].degraded_when: needs the service's degraded_weight (and weight): the weight its "
+        "path carries while degraded"
+    ]
+    no_rule = yaml_without(DEGRADABLE, [*CHECK, "degraded_when"])
+    assert problems_of(no_rule, config.parse) == [
+        "services.dns.degraded_weight: no check of the service has degraded_when, so it would never apply"
+    ]
+
+
+def test_a_command_check_has_no_degraded_when_and_the_router_refuses_it() -> None:
+    command = with_value(DEGRADABLE, [*CHECK, "kind"], "command")
+    assert "services.dns.checks[0].degraded_when: is a key of kind: dns or zone checks, not of kind: command" in (
+        problems_of(command, config.parse)
+    )
+    router = with_value(
+        ROUTER, ["services", "dns", "checks"], [{"qname": "x.example", "degraded_when": {"latency_ms": 5}}]
+    )
+    assert problems_of(router, router_config.parse_router) == [
+        "services.dns.checks[0].degraded_when: lowers a BGP path's weight, and `anycastd router`'s static routes "
+        "weigh the same (FRR's staticd); the sidecar takes it"
+    ]
+
+
+def yaml_without(text: str, key: Key) -> str:
+    data = yaml.safe_load(text)
+    node = data
+    for part in key[:-1]:
+        node = node[part]
+    del node[key[-1]]
+    return yaml.safe_dump(data, sort_keys=False)

@@ -46,11 +46,14 @@ def test_the_examples_are_valid_configurations() -> None:
         service = config.parse(f"{top}services:\n  dns:\n    prefixes: [203.0.113.53/32]\n{indented}").services[0]
         kinds |= {c.kind for c in service.checks}
     assert kinds == set(checks.KINDS)
-    assert len(sidecar) == 3 and len(router) == 1
+    assert len(sidecar) == 4 and len(router) == 1
     assert config.parse(sidecar[0]).services[0].name == "dns"
-    # the two sites of services.NAME.bgp: each a services block, in the full example's place
+    # the two sites of services.NAME.bgp, and degraded_when: each a services block, in the full example's place
     top = sidecar[0][: sidecar[0].index("services:")]
-    site_a, site_b = (config.parse(top + block).services[0].bgp for block in sidecar[1:])
+    degradable = config.parse(top + sidecar[3]).services[0]
+    assert (degradable.bgp.weight, degradable.degraded_weight) == (10, 1)
+    assert degradable.checks[0].degraded_when is not None
+    site_a, site_b = (config.parse(top + block).services[0].bgp for block in sidecar[1:3])
     assert (site_a.communities, site_a.as_path_prepend, site_a.med) == (("64500:100",), 0, None)
     assert (site_b.communities, site_b.as_path_prepend, site_b.med) == (("64500:200",), 3, 200)
     assert len(router_config.parse_router(router[0]).services[0].servers) == 2

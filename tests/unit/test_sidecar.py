@@ -26,7 +26,7 @@ from anycastd.control.protocol import (
     WithdrawRequest,
 )
 from anycastd.core.attributes import PLAIN, RouteAttributes
-from anycastd.core.health import State
+from anycastd.core.health import Outcome, State
 from anycastd.core.net import IPAddress, IPNetwork
 from anycastd.daemons.sidecar import Sidecar
 from anycastd.daemons.skeleton import Liveness, Probe
@@ -375,6 +375,42 @@ def test_a_weight_is_announced_shown_and_changed_by_a_reload_without_a_flap() ->
         await sidecar.reload(parse(GOOD, "anycastd.yaml"))  # no weight: no link bandwidth, no metric
         assert announcer.attributes["dns"] == PLAIN and sidecar.status("dns")["services"][0]["weight"] is None
         assert "anycastd_weight{" not in generate_latest(sidecar.metrics.registry).decode()
+
+    asyncio.run(go())
+
+
+def test_a_slow_resolver_sheds_load_through_its_weight_and_gets_it_back() -> None:
+    degradable = GOOD.replace(PREFIXES, WEIGHT + "10\n    degraded_weight: 2\n" + PREFIXES).replace(
+        "        timeout: 0.25\n", "        timeout: 0.25\n        degraded_when: {latency_ms: 50, window: 3}\n", 1
+    )
+    slow = ProbeResult(Outcome.OK, "NOERROR in 80 ms", 0.080, "192.0.2.10")
+
+    async def go() -> None:
+        sidecar, announcer, _, _ = make_sidecar(degradable)
+        service = sidecar.config.service("dns")
+        await bring_up(sidecar, "dns")
+        assert announcer.attributes["dns"].weight == 10
+        for _ in range(3):
+            await sidecar.degrade(service, 0, slow)
+        assert announcer.attributes["dns"].weight == 2 and announcer.calls[-1] == ("dns", True)  # never withdrawn
+        weight = sidecar.status("dns")["services"][0]["weight"]
+        assert (weight["value"], weight["configured"], weight["level"], weight["changes"]) == (2, 10, "degraded", 1)
+        assert weight["why"].startswith("degraded: checks[0]: median latency 80.0 ms over 3 probes")
+        metrics = generate_latest(sidecar.metrics.registry).decode()
+        assert 'anycastd_weight{service="dns"} 2.0' in metrics
+        assert 'anycastd_degraded_transitions_total{service="dns",to="degraded"} 1.0' in metrics
+        for _ in range(3):
+            await sidecar.degrade(service, 0, OK)
+        assert announcer.attributes["dns"].weight == 10
+        assert sidecar.status("dns")["services"][0]["weight"]["why"] == "configured"
+        # a withdrawn service is not announced by a change of weight; it takes the weight when announced
+        await feed(sidecar, "dns", HARD)
+        calls = len(announcer.calls)
+        for _ in range(3):
+            await sidecar.degrade(service, 0, slow)
+        assert len(announcer.calls) == calls and sidecar.weight_of("dns") == 2
+        await bring_up(sidecar, "dns")
+        assert announcer.attributes["dns"].weight == 2
 
     asyncio.run(go())
 

@@ -1,0 +1,110 @@
+"""Soft degradation, pure: the latency window's hysteresis, the level table, and flap damping of the weight."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from anycastd.core.damping import DEFAULT_DAMPING, Damping
+from anycastd.core.degradation import TABLE, Degradation, LatencyRule, LatencyWindow, Level, Move, Signal
+
+RULE = LatencyRule(latency_ms=50, recover_ms=40, window=3)
+FAST, SLOW, EDGE = 0.001, 0.080, 0.045  # seconds
+
+
+def test_the_table_lists_every_pair_and_only_a_slow_signal_enters_degraded() -> None:
+    assert set(TABLE) == set(itertools.product(Level, Signal))
+    assert {new for (old, signal), new in TABLE.items() if new is Level.DEGRADED} == {Level.DEGRADED}
+    assert all(TABLE[(level, Signal.SLOW)] is Level.DEGRADED for level in Level)
+    assert all(TABLE[(level, Signal.FAST)] is Level.NORMAL for level in Level)
+    assert all(TABLE[(level, Signal.FAST_HELD)] is Level.HELD for level in Level)
+
+
+def test_nothing_is_decided_until_the_window_is_full() -> None:
+    w = LatencyWindow(RULE)
+    assert not w.observe(True, SLOW) and not w.observe(True, SLOW) and w.median_ms is None
+    assert w.observe(True, SLOW) and w.median_ms == pytest.approx(80.0)
+
+
+def test_hysteresis_between_latency_and_recover() -> None:
+    w = LatencyWindow(RULE)
+    for _ in range(3):
+        w.observe(True, SLOW)
+    for _ in range(3):
+        assert w.observe(True, EDGE)  # 45 ms: below 50, not below 40: still slow
+    for _ in range(2):
+        w.observe(True, FAST)
+    assert not w.slow  # the median of (45, 1, 1) is 1 ms
+    for _ in range(3):
+        assert not w.observe(True, EDGE)  # and 45 ms does not make it slow again
+    assert "median latency 45.0 ms over 3 probes (slow above 50 ms, fast below 40)" in w.why()
+
+
+def test_a_failed_probe_is_no_latency() -> None:
+    w = LatencyWindow(RULE)
+    for _ in range(3):
+        w.observe(True, SLOW)
+    for _ in range(10):
+        assert w.observe(False, None)  # failures are the health machine's; the window keeps its verdict
+    assert list(w.latencies) == [SLOW] * 3
+
+
+def test_the_rule_refuses_a_recover_at_or_above_latency_and_an_empty_window() -> None:
+    with pytest.raises(ValueError, match="recover_ms must be above 0 and below latency_ms"):
+        LatencyRule(50, 50)
+    with pytest.raises(ValueError, match="window must be at least 1"):
+        LatencyRule(50, 40, 0)
+
+
+def run(d: Degradation, check: int, latency: float, start: float, seconds: float, *, every: float = 0.2) -> list[Move]:
+    moves = []
+    t = start
+    while t < start + seconds:
+        move = d.observe(check, True, latency, t)
+        if move is not None:
+            moves.append(move)
+        t += every
+    return moves
+
+
+def test_a_slow_check_degrades_the_service_and_a_check_without_a_rule_never_does() -> None:
+    d = Degradation([None, RULE], Damping(DEFAULT_DAMPING))
+    assert run(d, 0, SLOW, 0.0, 2.0) == []  # check 0 has no degraded_when
+    moves = run(d, 1, SLOW, 2.0, 1.0)
+    assert [(m.old, m.new) for m in moves] == [(Level.NORMAL, Level.DEGRADED)] and moves[0].reweighs
+    assert "checks[1]: median latency 80.0 ms" in d.why()
+    moves = run(d, 1, FAST, 3.0, 1.0)
+    assert [(m.old, m.new) for m in moves] == [(Level.DEGRADED, Level.NORMAL)]
+    assert d.why() == "every check is fast" and d.changes == 2
+
+
+def test_a_resolver_oscillating_every_two_seconds_is_held_degraded_after_a_few_changes() -> None:
+    """The issue's bound: at most 8 weight changes a minute while the latency crosses the threshold every 2 s."""
+    d = Degradation([RULE], Damping(DEFAULT_DAMPING))
+    moves: list[Move] = []
+    for i in range(30):  # 60 s: 2 s slow, 2 s fast, ...
+        moves += run(d, 0, SLOW if i % 2 == 0 else FAST, 2.0 * i, 2.0)
+    assert d.changes <= 8, [(m.old, m.new) for m in moves]
+    assert Level.HELD in {m.new for m in moves}
+    assert sum(m.reweighs for m in moves) == d.changes
+    # once it settles, the hold ends when the penalty has decayed below reuse, and the weight comes back
+    settled = run(d, 0, FAST, 60.0, 120.0, every=1.0)
+    assert [(m.old, m.new) for m in settled][-1] == (Level.HELD, Level.NORMAL)
+    assert d.level is Level.NORMAL
+
+
+def test_without_damping_every_crossing_changes_the_weight() -> None:
+    d = Degradation([RULE], None)
+    for i in range(10):
+        run(d, 0, SLOW if i % 2 == 0 else FAST, 2.0 * i, 2.0)
+    assert d.changes == 10 and d.level is Level.NORMAL
+
+
+def test_held_says_why_and_weighs_as_degraded() -> None:
+    d = Degradation([RULE], Damping(DEFAULT_DAMPING))
+    for i in range(6):
+        run(d, 0, SLOW if i % 2 == 0 else FAST, 2.0 * i, 2.0)
+    assert d.level is Level.HELD and d.level.degraded
+    assert d.why() == "held degraded by flap damping until its penalty decays below 750"
+    assert str(Level.HELD) == "held" and not Level.NORMAL.degraded
