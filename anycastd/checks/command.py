@@ -28,6 +28,7 @@ import time
 
 from anycastd.checks.dns import ProbeResult
 from anycastd.config.checks import COMMAND_PATH, Check
+from anycastd.core.degradation import ExitRule
 from anycastd.core.health import Outcome
 
 ENVIRONMENT = {"PATH": COMMAND_PATH, "LANG": "C.UTF-8"}
@@ -72,11 +73,14 @@ async def _read(fd: int, limit: int, data: bytearray) -> None:
         loop.remove_reader(fd)
 
 
-def verdict(name: str, code: int, output: bytes, latency: float) -> ProbeResult:
+def verdict(name: str, code: int, output: bytes, latency: float, degraded: tuple[int, ...] = ()) -> ProbeResult:
+    """The probe's result from the program's exit status; a code in ``degraded`` passes, marked degraded."""
     line = first_line(output)
     said = f": {line}" if line else ""
     if code == 0:
         return ProbeResult(Outcome.OK, f"{name}: exit 0{said}", latency, name)
+    if code in degraded:
+        return ProbeResult(Outcome.OK, f"{name}: exit {code} (degraded){said}", latency, name, degraded=True)
     if code < 0:
         try:
             how = f"killed by {signal.Signals(-code).name}"
@@ -123,7 +127,9 @@ class CommandProber:
             await asyncio.wait((reading,), timeout=DRAIN)
             if len(output) > check.output_limit:
                 return _too_much(name, check.output_limit)
-            return verdict(name, exiting.result(), bytes(output), time.monotonic() - started)
+            rule = check.degraded_when
+            codes = rule.codes if isinstance(rule, ExitRule) else ()
+            return verdict(name, exiting.result(), bytes(output), time.monotonic() - started, codes)
         except TimeoutError:
             ms = f"{check.timeout * 1000:.0f} ms"
             return ProbeResult(Outcome.FAIL, f"{name}: no exit within {ms} (timeout); killed", None, name, "timeout")

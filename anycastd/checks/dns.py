@@ -68,6 +68,8 @@ class ProbeResult:
     target: str
     #: A short, fixed word for the kind of failure (metrics label): ok, or one of FAILURE_KINDS.
     kind: str = "ok"
+    #: A passing probe that says the server struggles: a command's degraded exit code (anycastd.core.degradation).
+    degraded: bool = False
 
     @property
     def ok(self) -> bool:

@@ -285,6 +285,7 @@ def status_code(doc: dict[str, Any]) -> int:
         withdrawn = False
         for s in doc["services"]:
             degraded = degraded or s.get("path") == "graceful-shutdown"
+            degraded = degraded or (s.get("weight") or {}).get("level") in ("degraded", "held")
             withdrawn = withdrawn or not s["announced"]
             degraded = degraded or (s["announced"] and not all(p["announced"] for p in s["prefixes"]))
     return EXIT_DEGRADED if degraded else EXIT_WITHDRAWN if withdrawn else EXIT_OK

@@ -38,7 +38,7 @@ from anycastd.config.schema import (
     to_str,
 )
 from anycastd.config.yamlfile import Reader, kind, seconds, shown, whole
-from anycastd.core.degradation import LatencyRule
+from anycastd.core.degradation import ExitRule, LatencyRule
 from anycastd.core.net import IPAddress
 
 #: The router's checks are templates: each server's admin address is filled in (see RoutedService.checks_for).
@@ -91,8 +91,9 @@ class Check:
     max_lag: float = 60.0  # zone: seconds a zone may stay behind the primary
     command: tuple[str, ...] = ()  # command: the program and its arguments
     output_limit: int = 4096  # command: bytes of output read; more fails the probe
-    #: dns and zone: when a passing check counts as slow, and the service's weight drops (anycastd.core.degradation)
-    degraded_when: LatencyRule | None = None
+    #: When a passing check counts as slow, and the service's weight drops (anycastd.core.degradation): a latency
+    #: (dns, zone) or an exit code (command)
+    degraded_when: LatencyRule | ExitRule | None = None
 
     @property
     def encrypted(self) -> bool:
@@ -114,7 +115,7 @@ KIND_KEYS = {
     "dns": {"port", "qname", "qtype", "transport", "protocol", "rcode", "answer", "probe_service_addresses",
             "dnssec", "tls", "path", "reuse", "degraded_when"},
     "zone": {"port", "zones", "primary", "primary_port", "max_lag", "degraded_when"},
-    "command": {"command", "output_limit"},
+    "command": {"command", "output_limit", "degraded_when"},
 }  # fmt: skip
 CHECK_KEYS = COMMON_KEYS.union(*KIND_KEYS.values())
 #: Defaults that differ by kind: a zone's serial and a program are not worth asking five times a second.
@@ -239,7 +240,11 @@ def read_check(r: Reader, data: Any, path: str, template: bool = False) -> Check
         values["command"] = r.field(m, path, "command", to_argv)
         values["output_limit"] = r.field(m, path, "output_limit", whole(1, 1 << 20), d["output_limit"].default)
     if "degraded_when" in m:
-        values["degraded_when"] = _degraded_when(r, m["degraded_when"], f"{path}.degraded_when", values["timeout"])
+        where = f"{path}.degraded_when"
+        if check_kind == "command":
+            values["degraded_when"] = _degraded_exit(r, m["degraded_when"], where)
+        else:
+            values["degraded_when"] = _degraded_when(r, m["degraded_when"], where, values["timeout"])
     interval, timeout = values["interval"], values["timeout"]
     if interval is not None and timeout is not None and timeout >= interval:
         r.problem(f"{path}.timeout", f"must be smaller than the interval ({interval:g} s), got {timeout:g}")
@@ -278,6 +283,28 @@ def _degraded_when(r: Reader, data: Any, path: str, timeout: float | None) -> La
         )
         return None
     return LatencyRule(latency, recover, window)
+
+
+def _degraded_exit(r: Reader, data: Any, path: str) -> ExitRule | None:
+    """A command check's ``degraded_when``: {exit_codes: the codes that mean "struggling", window (default 3)}."""
+    m = r.mapping(data, path, {"exit_codes", "window"})
+    if m is None:
+        return None
+    codes = r.field(m, path, "exit_codes", exit_codes)
+    window = r.field(m, path, "window", whole(1, MAX_WINDOW), ExitRule.window)
+    if codes is None or window is None:  # pragma: no mutate
+        return None
+    return ExitRule(codes, window)
+
+
+def exit_codes(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list):
+        raise ValueError(f"must be a list of 1 to 16 exit codes, got {kind(value)}")
+    if not 1 <= len(value) <= 16:
+        raise ValueError(f"must list 1 to 16 exit codes, got {len(value)}")
+    if any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 255 for v in value):
+        raise ValueError(f"each must be an exit code from 1 to 255 (0 is healthy), got {shown(value)}")
+    return tuple(sorted(set(value)))
 
 
 def milliseconds(value: Any) -> float:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import enum
 import statistics
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from anycastd.core.damping import Damping
@@ -86,6 +87,42 @@ class LatencyRule:
             raise ValueError("window must be at least 1")
 
 
+@dataclass(frozen=True)
+class ExitRule:
+    """A command check's ``degraded_when``: the program says the server struggles by exiting with one of
+    ``codes`` (the probe passes); slow after ``window`` such probes in a row, fast after ``window`` others."""
+
+    codes: tuple[int, ...]
+    window: int = 3
+
+    def __post_init__(self) -> None:
+        if not self.codes or not all(1 <= c <= 255 for c in self.codes):
+            raise ValueError("codes must be exit codes from 1 to 255")
+        if self.window < 1:
+            raise ValueError("window must be at least 1")
+
+
+class ExitWindow:
+    """One command check's last passing probes (degraded exit or not) and its verdict."""
+
+    def __init__(self, rule: ExitRule) -> None:
+        self.rule = rule
+        self.said: deque[bool] = deque(maxlen=rule.window)
+        self.slow = False
+
+    def observe(self, ok: bool, latency: float | None, degraded: bool = False) -> bool:
+        """A probe's result; ``degraded``: it exited with one of the rule's codes. Whether the check is slow."""
+        if ok:
+            self.said.append(degraded)
+        if len(self.said) == self.rule.window and len(set(self.said)) == 1:
+            self.slow = self.said[0]
+        return self.slow
+
+    def why(self) -> str:
+        codes = ", ".join(str(c) for c in self.rule.codes)
+        return f"exited {codes} in its last {self.rule.window} passing probes"
+
+
 class LatencyWindow:
     """One check's latencies and its verdict, with hysteresis."""
 
@@ -101,7 +138,7 @@ class LatencyWindow:
             return None
         return statistics.median(self.latencies) * 1000.0
 
-    def observe(self, ok: bool, latency: float | None) -> bool:
+    def observe(self, ok: bool, latency: float | None, degraded: bool = False) -> bool:
         """A probe's result (latency in seconds): whether the check is slow now."""
         if ok and latency is not None:
             self.latencies.append(latency)
@@ -138,8 +175,8 @@ class Move:
 class Degradation:
     """One service's level: its checks' windows (None for a check without ``degraded_when``) and its damping."""
 
-    def __init__(self, rules: list[LatencyRule | None], damping: Damping | None) -> None:
-        self.windows = [LatencyWindow(r) if r is not None else None for r in rules]
+    def __init__(self, rules: Sequence[LatencyRule | ExitRule | None], damping: Damping | None) -> None:
+        self.windows = [_window(r) for r in rules]
         self.damping = damping
         self.level = Level.NORMAL
         self.changes = 0
@@ -154,11 +191,12 @@ class Degradation:
                 return Signal.FAST_HELD
         return Signal.FAST
 
-    def observe(self, check: int, ok: bool, latency: float | None, now: float) -> Move | None:
-        """Check number ``check``'s probe result at ``now``; the move it makes, if any."""
+    def observe(self, check: int, ok: bool, latency: float | None, now: float, degraded: bool = False) -> Move | None:
+        """Check number ``check``'s probe result at ``now`` (``degraded``: a command's degraded exit code); the
+        move it makes, if any."""
         window = self.windows[check]
         if window is not None:
-            window.observe(ok, latency)
+            window.observe(ok, latency, degraded)
         signal = self.signal(now)
         old = self.level
         new = TABLE[(old, signal)]
@@ -180,3 +218,9 @@ class Degradation:
         if slow:
             return "; ".join(slow)
         return "every check is fast"
+
+
+def _window(rule: LatencyRule | ExitRule | None) -> LatencyWindow | ExitWindow | None:
+    if rule is None:
+        return None
+    return LatencyWindow(rule) if isinstance(rule, LatencyRule) else ExitWindow(rule)

@@ -307,7 +307,7 @@ class Sidecar:
         degradation = self.degradation.get(service.name)
         if degradation is None:
             return
-        move = degradation.observe(index, result.ok, result.latency, self.clock())
+        move = degradation.observe(index, result.ok, result.latency, self.clock(), result.degraded)
         if move is None:
             return
         self.metrics.degraded(service.name, move.new)

@@ -69,3 +69,33 @@ def test_a_resolver_crossing_the_threshold_every_two_seconds_is_held_degraded(la
         assert share(lab, s2) < 0.1
     finally:
         lab.weigh([None] * 3)
+
+
+def test_a_command_that_exits_with_a_degraded_code_lowers_the_weight(lab: BgpLab) -> None:
+    s3 = lab.servers[2]
+    flag = lab.lab.workdir / "s3-busy"
+    config = lab.weighted_config(s3, WEIGHT).replace(
+        f"    weight: {WEIGHT}\n", f"    weight: {WEIGHT}\n    degraded_weight: 1\n"
+    )
+    config += (
+        "      - kind: command\n"
+        f"        command: [sh, -c, 'test ! -e {flag} || exit 2']\n"
+        "        interval: 0.3\n"
+        "        timeout: 0.2\n"
+        "        degraded_when: {exit_codes: [2], window: 2}\n"
+    )
+    lab.weigh([WEIGHT, WEIGHT, None])
+    lab.reload_anycastd(s3, config, expect="reloaded")  # a check added: the service starts again
+    try:
+        lab.wait_status_ok(s3, timeout=15)
+        wait_until(lambda: abs(share(lab, s3) - 1 / 3) < 0.02, 15, what="equal weights")
+        flag.touch()
+        wait_until(lambda: share(lab, s3) < 0.1, BOUND, what="s3's weight down")
+        w = weight_of(lab, s3)
+        assert w["why"].startswith("degraded: checks[1]: exited 2 in its last 2 passing probes"), w
+        assert len(lab.paths(SERVICE_V4)) == 3  # a degraded exit passes: never withdrawn
+        flag.unlink()
+        wait_until(lambda: abs(share(lab, s3) - 1 / 3) < 0.02, BOUND, what="s3's weight back")
+    finally:
+        flag.unlink(missing_ok=True)
+        lab.weigh([None] * 3)

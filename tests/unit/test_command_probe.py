@@ -4,6 +4,7 @@ missing fails the probe with its reason, inside its timeout, leaving nothing run
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import os
 import time
@@ -14,6 +15,7 @@ import pytest
 from anycastd.checks.command import CommandProber, first_line
 from anycastd.checks.dns import FAILURE_KINDS, ProbeResult
 from anycastd.config.checks import Check
+from anycastd.core.degradation import ExitRule
 from anycastd.core.health import Outcome
 
 SH = "/bin/sh"
@@ -59,6 +61,16 @@ def test_a_command_passes_on_exit_0_and_fails_with_its_reason(
     result, _ = run(command(*argv))
     assert (result.outcome, result.kind, result.reason) == (outcome, kind, reason)
     assert kind == "ok" or kind in FAILURE_KINDS
+
+
+def test_a_degraded_exit_code_passes_marked_degraded_and_another_still_fails() -> None:
+    check = dataclasses.replace(command(SH, "-c", "echo busy; exit 2"), degraded_when=ExitRule((2, 4)))
+    result, _ = run(check)
+    assert (result.ok, result.degraded, result.reason) == (True, True, "sh: exit 2 (degraded): busy")
+    other, _ = run(dataclasses.replace(check, command=(SH, "-c", "exit 3")))
+    assert (other.ok, other.degraded, other.kind) == (False, False, "exit")
+    healthy, _ = run(dataclasses.replace(check, command=(SH, "-c", "exit 0")))
+    assert (healthy.ok, healthy.degraded) == (True, False)
 
 
 def test_a_program_that_cannot_be_run_fails_with_the_reason(tmp_path: Path) -> None:

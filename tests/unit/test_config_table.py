@@ -19,7 +19,7 @@ from anycastd.config.checks import TEMPLATE_ADDRESS, Check
 from anycastd.config.schema import ControlSettings, MetricsSettings, to_command
 from anycastd.core.attributes import RouteAttributes
 from anycastd.core.damping import DampingSettings
-from anycastd.core.degradation import LatencyRule
+from anycastd.core.degradation import ExitRule, LatencyRule
 from anycastd.errors import ConfigError
 from tests.helpers import GOOD, Key, problems_of, with_value
 
@@ -921,11 +921,23 @@ def test_degradation_needs_both_halves_and_a_weight() -> None:
     ]
 
 
-def test_a_command_check_has_no_degraded_when_and_the_router_refuses_it() -> None:
-    command = with_value(DEGRADABLE, [*CHECK, "kind"], "command")
-    assert "services.dns.checks[0].degraded_when: is a key of kind: dns or zone checks, not of kind: command" in (
+def test_a_command_check_degrades_on_exit_codes_and_the_router_refuses_degraded_when() -> None:
+    command = yaml_without(with_value(DEGRADABLE, [*CHECK, "kind"], "command"), [*CHECK, "qname"])
+    for key in ("qtype", "answer", "address"):
+        command = yaml_without(command, [*CHECK, key])
+    command = with_value(command, [*CHECK, "command"], ["true"])
+    assert "services.dns.checks[0].degraded_when.latency_ms: unknown key (expected one of: exit_codes, window)" in (
         problems_of(command, config.parse)
     )
+    command = with_value(command, [*CHECK, "degraded_when"], {"exit_codes": [4, 2, 4]})
+    assert config.parse(command).services[0].checks[0].degraded_when == ExitRule((2, 4), 3)
+    for bad, message in [
+        ([0], "each must be an exit code from 1 to 255 (0 is healthy), got [0]"),
+        ([], "must list 1 to 16 exit codes, got 0"),
+        ("2", "must be a list of 1 to 16 exit codes, got a string"),
+    ]:
+        text = with_value(command, [*CHECK, "degraded_when"], {"exit_codes": bad})
+        assert problems_of(text, config.parse) == [f"services.dns.checks[0].degraded_when.exit_codes: {message}"]
     router = with_value(
         ROUTER, ["services", "dns", "checks"], [{"qname": "x.example", "degraded_when": {"latency_ms": 5}}]
     )

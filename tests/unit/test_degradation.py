@@ -7,7 +7,17 @@ import itertools
 import pytest
 
 from anycastd.core.damping import DEFAULT_DAMPING, Damping
-from anycastd.core.degradation import TABLE, Degradation, LatencyRule, LatencyWindow, Level, Move, Signal
+from anycastd.core.degradation import (
+    TABLE,
+    Degradation,
+    ExitRule,
+    ExitWindow,
+    LatencyRule,
+    LatencyWindow,
+    Level,
+    Move,
+    Signal,
+)
 
 RULE = LatencyRule(latency_ms=50, recover_ms=40, window=3)
 FAST, SLOW, EDGE = 0.001, 0.080, 0.045  # seconds
@@ -108,3 +118,30 @@ def test_held_says_why_and_weighs_as_degraded() -> None:
     assert d.level is Level.HELD and d.level.degraded
     assert d.why() == "held degraded by flap damping until its penalty decays below 750"
     assert str(Level.HELD) == "held" and not Level.NORMAL.degraded
+
+
+def test_a_command_is_slow_after_window_degraded_exits_in_a_row_and_fast_after_window_others() -> None:
+    w = ExitWindow(ExitRule((2,), window=3))
+    assert not w.observe(True, 0.01, True) and not w.observe(True, 0.01, True)
+    assert not w.observe(True, 0.01, False)  # not three in a row
+    for _ in range(3):
+        w.observe(True, 0.01, True)
+    assert w.slow
+    assert w.observe(False, None) and w.observe(True, 0.01, False)  # a failure counts for nothing; one pass neither
+    w.observe(True, 0.01, False)
+    assert not w.observe(True, 0.01, False)
+    assert w.why() == "exited 2 in its last 3 passing probes"
+
+
+def test_a_degradation_of_a_command_check() -> None:
+    d = Degradation([ExitRule((2, 3), window=2)], None)
+    assert d.observe(0, True, 0.01, 0.0, degraded=True) is None
+    move = d.observe(0, True, 0.01, 1.0, degraded=True)
+    assert move is not None and move.new is Level.DEGRADED
+    assert d.why() == "checks[0]: exited 2, 3 in its last 2 passing probes"
+
+
+@pytest.mark.parametrize(("codes", "window"), [((), 3), ((0,), 3), ((256,), 3), ((2,), 0)])
+def test_an_exit_rule_needs_codes_from_1_to_255_and_a_window(codes: tuple[int, ...], window: int) -> None:
+    with pytest.raises(ValueError):
+        ExitRule(codes, window)

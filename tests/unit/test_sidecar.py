@@ -14,6 +14,7 @@ from prometheus_client import generate_latest
 
 from anycastd.announce import InMemoryAnnouncer
 from anycastd.checks.dns import ProbeResult
+from anycastd.cli.anycastctl import EXIT_DEGRADED, EXIT_OK, status_code
 from anycastd.config.checks import Check
 from anycastd.config.sidecar import DrainSettings, parse
 from anycastd.control.protocol import (
@@ -396,6 +397,7 @@ def test_a_slow_resolver_sheds_load_through_its_weight_and_gets_it_back() -> Non
         weight = sidecar.status("dns")["services"][0]["weight"]
         assert (weight["value"], weight["configured"], weight["level"], weight["changes"]) == (2, 10, "degraded", 1)
         assert weight["why"].startswith("degraded: checks[0]: median latency 80.0 ms over 3 probes")
+        assert status_code({**sidecar.status(), "bgp": {"192.0.2.9": "up"}}) == EXIT_DEGRADED
         metrics = generate_latest(sidecar.metrics.registry).decode()
         assert 'anycastd_weight{service="dns"} 2.0' in metrics
         assert 'anycastd_degraded_transitions_total{service="dns",to="degraded"} 1.0' in metrics
@@ -403,6 +405,7 @@ def test_a_slow_resolver_sheds_load_through_its_weight_and_gets_it_back() -> Non
             await sidecar.degrade(service, 0, OK)
         assert announcer.attributes["dns"].weight == 10
         assert sidecar.status("dns")["services"][0]["weight"]["why"] == "configured"
+        assert status_code({**sidecar.status(), "bgp": {"192.0.2.9": "up"}}) == EXIT_OK
         # a withdrawn service is not announced by a change of weight; it takes the weight when announced
         await feed(sidecar, "dns", HARD)
         calls = len(announcer.calls)
