@@ -2,8 +2,9 @@
 
     python -m tests.mutation          # after `mutmut run`: the verdict
 
-What is mutated is [tool.mutmut] in pyproject.toml: the health machine and
-flap damping (anycastd/core/health.py, damping.py), the planner
+What is mutated is [tool.mutmut] in pyproject.toml: the health machine,
+flap damping and soft degradation (anycastd/core/health.py, damping.py,
+degradation.py), the planner
 (anycastd/core/routes.py), zone freshness (anycastd/core/serials.py), the
 skeleton's schedule and maintenance book (anycastd/daemons/skeleton.py), the
 wait for a drained node to go quiet (anycastd/watch/drain.py) and the
@@ -61,6 +62,16 @@ EQUIVALENT: dict[str, str] = {
     "anycastd.core.health.xǁServiceHealthǁfeed__mutmut_8": (
         "the fast path's `one.feed(result, now)` -> `None`: a pass of a check that is UP leaves it UP, and a "
         "check reads the time only to stamp a change of state"
+    ),
+    # soft degradation (anycastd.core.degradation) and its configuration
+    "anycastd.core.degradation.xǁLatencyWindowǁobserve__mutmut_1": (
+        "the default of `degraded` -> True: a latency window never reads it (it is there so that both windows "
+        "take the same call; a command's ExitWindow does, and its own mutant is killed)"
+    ),
+    **dict.fromkeys(
+        [f"anycastd.config.sidecar.x__degradation_fits__mutmut_{n}" for n in (19, 25, 33)],
+        "a `return False` after `r.problem(...)` -> True: the problem is recorded on the line before, and parsing "
+        "raises ConfigError on any problem before the service it would build is used",
     ),
     # the configuration readers
     **dict.fromkeys(

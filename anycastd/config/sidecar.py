@@ -243,7 +243,9 @@ def _service(r: Reader, name: str, data: Any, path: str) -> Service | None:
     require = read_require(r, m, path, len(checks))
     if allow is None or interface is None or action is None or not prefixes or not checks:  # pragma: no mutate
         return None
-    if bgp is None or ("weight" in m and weight is None) or ("degraded_weight" in m and degraded_weight is None):
+    bad_weight = "weight" in m and weight is None  # pragma: no mutate
+    bad_degraded = "degraded_weight" in m and degraded_weight is None  # pragma: no mutate
+    if bgp is None or bad_weight or bad_degraded:  # pragma: no mutate
         return None
     if not _degradation_fits(r, path, checks, weight, degraded_weight):
         return None

@@ -160,11 +160,28 @@ async def _doh(responder: Responder, reader: asyncio.StreamReader, writer: async
     writer.close()
 
 
+def _udp_and_tcp() -> tuple[socket.socket, socket.socket]:
+    """A UDP and a listening TCP socket on the same free port of 127.0.0.1. The TCP one is bound first and the
+    UDP one tried on its port: a free UDP port's TCP twin may be a client's ephemeral port (it once was)."""
+    for _ in range(50):
+        listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(64)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.bind(("127.0.0.1", listening.getsockname()[1]))
+        except OSError:
+            sock.close()
+            listening.close()
+            continue
+        return sock, listening
+    raise OSError("no port of 127.0.0.1 is free for both UDP and TCP")
+
+
 @contextlib.asynccontextmanager
 async def serve(responder: Responder, certificate: tuple[Path, Path] | None = None) -> AsyncIterator[Responder]:
     loop = asyncio.get_running_loop()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
+    sock, listening = _udp_and_tcp()
     responder.port = sock.getsockname()[1]
     transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(responder), sock=sock)
 
@@ -186,7 +203,7 @@ async def serve(responder: Responder, certificate: tuple[Path, Path] | None = No
         writer.close()
         await writer.wait_closed()
 
-    server = await asyncio.start_server(tcp, "127.0.0.1", responder.port)
+    server = await asyncio.start_server(tcp, sock=listening)
     if certificate is not None:
         for handler, alpn, attribute in ((_dot, ["dot"], "tls_port"), (_doh, ["http/1.1"], "doh_port")):
             context = server_context(*certificate, alpn)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from anycastd.config import checks
 from anycastd.config import router as router_config
 from anycastd.config import sidecar as config
 from anycastd.config.checks import TEMPLATE_ADDRESS, Check
@@ -954,3 +955,36 @@ def yaml_without(text: str, key: Key) -> str:
         node = node[part]
     del node[key[-1]]
     return yaml.safe_dump(data, sort_keys=False)
+
+
+# Named by the mutants of `make mutation` they kill.
+
+
+def test_degraded_when_windows_codes_and_milliseconds_at_their_edges() -> None:
+    assert checks.milliseconds(0.5) == 0.5 and checks.milliseconds(60_000) == 60_000.0
+    for bad in (0, 60_000.5, float("nan"), True):
+        with pytest.raises(ValueError):
+            checks.milliseconds(bad)
+    bad_recover = with_value(DEGRADABLE, [*CHECK, "degraded_when"], {"latency_ms": 50, "recover_ms": "x"})
+    assert problems_of(bad_recover, config.parse) == [
+        "services.dns.checks[0].degraded_when.recover_ms: must be a number of milliseconds, got 'x'"
+    ]
+    command = yaml_without(with_value(DEGRADABLE, [*CHECK, "kind"], "command"), [*CHECK, "qname"])
+    for key in ("qtype", "answer", "address"):
+        command = yaml_without(command, [*CHECK, key])
+    command = with_value(command, [*CHECK, "command"], ["true"])
+
+    def rule(value: dict[str, Any]) -> Any:
+        return config.parse(with_value(command, [*CHECK, "degraded_when"], value)).services[0].checks[0].degraded_when
+
+    assert rule({"exit_codes": [1, 255], "window": 1}) == ExitRule((1, 255), 1)
+    assert rule({"exit_codes": list(range(1, 17)), "window": 100}) == ExitRule(tuple(range(1, 17)), 100)
+    for value, message in [
+        ({"exit_codes": list(range(1, 18))}, "exit_codes: must list 1 to 16 exit codes, got 17"),
+        ({"exit_codes": [256]}, "exit_codes: each must be an exit code from 1 to 255 (0 is healthy), got [256]"),
+        ({"exit_codes": [True]}, "exit_codes: each must be an exit code from 1 to 255 (0 is healthy), got [True]"),
+        ({"exit_codes": [2], "window": 0}, "window: must be between 1 and 100, got 0"),
+        ({"exit_codes": [2], "window": "x"}, "window: must be a whole number, got 'x'"),
+    ]:
+        text = with_value(command, [*CHECK, "degraded_when"], value)
+        assert problems_of(text, config.parse) == [f"services.dns.checks[0].degraded_when.{message}"]

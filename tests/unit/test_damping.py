@@ -197,7 +197,7 @@ def test_a_soft_drain_keeps_the_path_tagged_while_the_probes_pass(failure_action
     assert not health.soft and path_of(health, failure_action_gshut) is Path.WITHDRAWN
     health.drain("rollout", 5.0, soft=True)
     health.undrain(6.0)
-    assert not health.soft and path_of(health, failure_action_gshut) is Path.ANNOUNCED
+    assert health.soft is False and path_of(health, failure_action_gshut) is Path.ANNOUNCED
 
 
 def test_a_soft_drain_of_a_suppressed_service_withdraws_it() -> None:

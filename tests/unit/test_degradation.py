@@ -145,3 +145,57 @@ def test_a_degradation_of_a_command_check() -> None:
 def test_an_exit_rule_needs_codes_from_1_to_255_and_a_window(codes: tuple[int, ...], window: int) -> None:
     with pytest.raises(ValueError):
         ExitRule(codes, window)
+
+
+# Named by the mutants of `make mutation` they kill.
+
+
+def test_the_rules_bounds_and_messages_exactly() -> None:
+    assert LatencyRule(50, 0.5, 1).window == 1  # recover above 0, however small; a window of one probe
+    with pytest.raises(ValueError) as info:
+        LatencyRule(50, 0)
+    assert str(info.value) == "recover_ms must be above 0 and below latency_ms"
+    with pytest.raises(ValueError) as info:
+        LatencyRule(50, 40, 0)
+    assert str(info.value) == "window must be at least 1"
+    assert ExitRule((1, 255), 1).codes == (1, 255)
+    for codes in ((0,), (256,)):
+        with pytest.raises(ValueError) as info:
+            ExitRule(codes)
+        assert str(info.value) == "codes must be exit codes from 1 to 255"
+    with pytest.raises(ValueError) as info:
+        ExitRule((2,), 0)
+    assert str(info.value) == "window must be at least 1"
+
+
+def test_the_windows_start_fast_and_their_edges() -> None:
+    w = LatencyWindow(LatencyRule(50, 40, 1))
+    assert w.slow is False and w.why().startswith("median latency not yet known over 1 probes")
+    assert w.observe(False, 0.080) is False and len(w.latencies) == 0  # a failed probe's latency is not kept
+    assert w.observe(True, 0.050) is False  # exactly latency_ms: not above it
+    assert w.observe(True, 0.051) is True
+    assert w.observe(True, 0.040) is True  # exactly recover_ms: not below it
+    assert w.observe(True, 0.039) is False and w.slow is False
+    e = ExitWindow(ExitRule((2,), 1))
+    assert e.slow is False
+    assert e.observe(True, 0.01) is False  # a pass says nothing degraded unless told
+    assert e.observe(True, 0.01, True) is True and e.observe(True, 0.01, False) is False
+
+
+def test_a_move_says_why_and_only_an_entry_adds_to_the_penalty() -> None:
+    damping = Damping(DEFAULT_DAMPING)
+    d = Degradation([RULE, RULE], damping)
+    for t in range(3):
+        d.observe(0, True, SLOW, float(t))
+    move = None
+    for t in range(3):
+        move = d.observe(1, True, SLOW, 3.0 + t) or move
+    assert d.why().count("; ") == 1 and "(slow above 50 ms, fast below 40); checks[1]: median" in d.why()
+    assert damping.penalty(2.0) == pytest.approx(1000.0)  # one entry: the service was already degraded
+    for t in range(3):
+        d.observe(0, True, FAST, 10.0 + t)
+        move = d.observe(1, True, FAST, 10.0 + t) or move
+    assert move is not None and move.new is Level.NORMAL and move.reason == "every check is fast"
+    assert damping.penalty(12.0) == pytest.approx(1000.0 * 2 ** (-10.0 / 15.0))  # leaving added nothing
+    exit_rule = Degradation([ExitRule((2,), 1)], None)
+    assert exit_rule.observe(0, True, 0.01, 0.0) is None  # a pass is not degraded unless told
