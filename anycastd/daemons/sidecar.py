@@ -367,6 +367,7 @@ class Sidecar:
             if self.paths[name] is not Path.WITHDRAWN:
                 await self._set_path(name, old[name].prefixes, Path.WITHDRAWN)
             del self.health[name], self.checks[name], self.paths[name]
+            self.degradation.pop(name, None)
         self.config = new
         for service in [*added, *changed]:
             self._init_service(service)

@@ -414,6 +414,8 @@ def test_a_slow_resolver_sheds_load_through_its_weight_and_gets_it_back() -> Non
         assert len(announcer.calls) == calls and sidecar.weight_of("dns") == 2
         await bring_up(sidecar, "dns")
         assert announcer.attributes["dns"].weight == 2
+        await sidecar.reload(parse(GOOD.replace("  dns:\n", "  dot:\n", 1), "anycastd.yaml"))  # dns removed
+        assert "dns" not in sidecar.degradation and "dns" not in sidecar.health
 
     asyncio.run(go())
 
