@@ -64,10 +64,6 @@ EQUIVALENT: dict[str, str] = {
         "check reads the time only to stamp a change of state"
     ),
     # soft degradation (anycastd.core.degradation) and its configuration
-    "anycastd.core.degradation.xǁLatencyWindowǁobserve__mutmut_1": (
-        "the default of `degraded` -> True: a latency window never reads it (it is there so that both windows "
-        "take the same call; a command's ExitWindow does, and its own mutant is killed)"
-    ),
     **dict.fromkeys(
         [f"anycastd.config.sidecar.x__degradation_fits__mutmut_{n}" for n in (19, 25, 33)],
         "a `return False` after `r.problem(...)` -> True: the problem is recorded on the line before, and parsing "

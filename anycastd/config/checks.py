@@ -17,7 +17,6 @@ that a probe could not run.
 from __future__ import annotations
 
 import ipaddress
-import math
 import os
 import re
 import shutil
@@ -37,7 +36,7 @@ from anycastd.config.schema import (
     to_rcode,
     to_str,
 )
-from anycastd.config.yamlfile import Reader, kind, seconds, shown, whole
+from anycastd.config.yamlfile import Reader, kind, milliseconds, seconds, shown, whole
 from anycastd.core.degradation import ExitRule, LatencyRule
 from anycastd.core.net import IPAddress
 
@@ -305,14 +304,6 @@ def exit_codes(value: Any) -> tuple[int, ...]:
     if any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 255 for v in value):
         raise ValueError(f"each must be an exit code from 1 to 255 (0 is healthy), got {shown(value)}")
     return tuple(sorted(set(value)))
-
-
-def milliseconds(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"must be a number of milliseconds, got {shown(value)}")
-    if not 0 < value <= 60_000:
-        raise ValueError(f"must be above 0 and at most 60000 ms, got {shown(value)}")
-    return float(value)
 
 
 def _address(r: Reader, m: dict[str, Any], path: str, check_kind: str) -> IPAddress | None:

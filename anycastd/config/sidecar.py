@@ -18,6 +18,7 @@ already in anycastd.config.schema.
 
 from __future__ import annotations
 
+import functools
 import grp
 import ipaddress
 import math
@@ -197,11 +198,13 @@ class Config:
         )  # fmt: skip
         return [k for k in keys if getattr(self, k) != getattr(new, k)]
 
+    @functools.cached_property
+    def by_name(self) -> dict[str, Service]:
+        """The services by name, built once: a daemon with hundreds of services looks one up per announcement."""
+        return {s.name: s for s in self.services}
+
     def service(self, name: str) -> Service:
-        for s in self.services:
-            if s.name == name:
-                return s
-        raise KeyError(name)
+        return self.by_name[name]
 
 
 def _md5(value: Any) -> str:

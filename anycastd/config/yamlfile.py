@@ -322,6 +322,14 @@ def seconds(lo_exclusive: float, hi: float, zero_ok: bool = False) -> Callable[[
     return convert
 
 
+def milliseconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"must be a number of milliseconds, got {shown(value)}")
+    if not 0 < value <= 60_000:
+        raise ValueError(f"must be above 0 and at most 60000 ms, got {shown(value)}")
+    return float(value)
+
+
 def shown(value: Any) -> str:
     """A value for an error message: at most 60 characters of it."""
     if isinstance(value, float):

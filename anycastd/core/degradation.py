@@ -33,6 +33,7 @@ import statistics
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from anycastd.core.damping import Damping
 
@@ -69,6 +70,25 @@ TABLE: dict[tuple[Level, Signal], Level] = {
     (_D, Signal.SLOW): _D, (_D, Signal.FAST): _N, (_D, Signal.FAST_HELD): _H,
     (_H, Signal.SLOW): _D, (_H, Signal.FAST): _N, (_H, Signal.FAST_HELD): _H,
 }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One probe's result as the windows read it: each takes what its rule needs."""
+
+    ok: bool
+    latency: float | None = None  # seconds, of a passing probe
+    degraded: bool = False  # a command exited with one of its rule's codes (and passed)
+
+
+class Window(Protocol):
+    """One check's recent probes and its verdict: slow or not."""
+
+    slow: bool
+
+    def observe(self, sample: Sample) -> bool: ...
+
+    def why(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -110,10 +130,10 @@ class ExitWindow:
         self.said: deque[bool] = deque(maxlen=rule.window)
         self.slow = False
 
-    def observe(self, ok: bool, latency: float | None, degraded: bool = False) -> bool:
-        """A probe's result; ``degraded``: it exited with one of the rule's codes. Whether the check is slow."""
-        if ok:
-            self.said.append(degraded)
+    def observe(self, sample: Sample) -> bool:
+        """A probe's result (degraded: it exited with one of the rule's codes): whether the check is slow."""
+        if sample.ok:
+            self.said.append(sample.degraded)
         if len(self.said) == self.rule.window and len(set(self.said)) == 1:
             self.slow = self.said[0]
         return self.slow
@@ -138,10 +158,10 @@ class LatencyWindow:
             return None
         return statistics.median(self.latencies) * 1000.0
 
-    def observe(self, ok: bool, latency: float | None, degraded: bool = False) -> bool:
-        """A probe's result (latency in seconds): whether the check is slow now."""
-        if ok and latency is not None:
-            self.latencies.append(latency)
+    def observe(self, sample: Sample) -> bool:
+        """A probe's result: whether the check is slow now."""
+        if sample.ok and sample.latency is not None:
+            self.latencies.append(sample.latency)
         median = self.median_ms
         if median is not None:
             if self.slow and median < self.rule.recover_ms:
@@ -176,7 +196,7 @@ class Degradation:
     """One service's level: its checks' windows (None for a check without ``degraded_when``) and its damping."""
 
     def __init__(self, rules: Sequence[LatencyRule | ExitRule | None], damping: Damping | None) -> None:
-        self.windows = [_window(r) for r in rules]
+        self.windows: list[Window | None] = [_window(r) for r in rules]
         self.damping = damping
         self.level = Level.NORMAL
         self.changes = 0
@@ -191,12 +211,11 @@ class Degradation:
                 return Signal.FAST_HELD
         return Signal.FAST
 
-    def observe(self, check: int, ok: bool, latency: float | None, now: float, degraded: bool = False) -> Move | None:
-        """Check number ``check``'s probe result at ``now`` (``degraded``: a command's degraded exit code); the
-        move it makes, if any."""
+    def observe(self, check: int, sample: Sample, now: float) -> Move | None:
+        """Check number ``check``'s probe result at ``now``; the move it makes, if any."""
         window = self.windows[check]
         if window is not None:
-            window.observe(ok, latency, degraded)
+            window.observe(sample)
         signal = self.signal(now)
         old = self.level
         new = TABLE[(old, signal)]
@@ -220,7 +239,7 @@ class Degradation:
         return "every check is fast"
 
 
-def _window(rule: LatencyRule | ExitRule | None) -> LatencyWindow | ExitWindow | None:
+def _window(rule: LatencyRule | ExitRule | None) -> Window | None:
     if rule is None:
         return None
     return LatencyWindow(rule) if isinstance(rule, LatencyRule) else ExitWindow(rule)

@@ -288,12 +288,16 @@ class ServiceHealth:
     def state(self) -> State:
         if self.maintenance_reason is not None:
             return State.MAINTENANCE
-        return sorted(check.state for check in self.checks)[-self.needed]  # the needed-th best
+        return self._needed_best()
 
     @property
     def probes_pass(self) -> bool:
         """What the checks alone conclude, drained or not: at least ``require`` of them UP or FALLING."""
-        return sorted(check.state for check in self.checks)[-self.needed] in ANNOUNCED_STATES
+        return self._needed_best() in ANNOUNCED_STATES
+
+    def _needed_best(self) -> State:
+        """The state of the ``require``-th best check: the service is as healthy as that one."""
+        return sorted(check.state for check in self.checks)[-self.needed]
 
     @property
     def healthy(self) -> bool:

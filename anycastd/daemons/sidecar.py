@@ -67,7 +67,7 @@ from anycastd.control.protocol import (
 from anycastd.core.attributes import PLAIN
 from anycastd.core.clock import iso
 from anycastd.core.damping import Damping
-from anycastd.core.degradation import Degradation
+from anycastd.core.degradation import Degradation, Sample
 from anycastd.core.health import GRACEFUL_SHUTDOWN, Decision, Path, ServiceHealth, State, path_of
 from anycastd.core.net import IPAddress, IPNetwork
 from anycastd.daemons.metrics import Metrics, ServiceView, View
@@ -307,7 +307,7 @@ class Sidecar:
         degradation = self.degradation.get(service.name)
         if degradation is None:
             return
-        move = degradation.observe(index, result.ok, result.latency, self.clock(), result.degraded)
+        move = degradation.observe(index, Sample(result.ok, result.latency, result.degraded), self.clock())
         if move is None:
             return
         self.metrics.degraded(service.name, move.new)
@@ -326,7 +326,8 @@ class Sidecar:
 
     async def _set_path(self, name: str, prefixes: Sequence[IPNetwork], path: Path) -> None:
         self.paths[name] = path  # desired: the announcer keeps it even when this call fails
-        configured = {s.name: s.bgp for s in self.config.services}.get(name, PLAIN)
+        service = self.config.by_name.get(name)
+        configured = service.bgp if service is not None else PLAIN
         if name in self.degradation:
             configured = configured.weighing(self.weight_of(name))
         attributes = configured.tagged(GRACEFUL_SHUTDOWN) if path is Path.GRACEFUL_SHUTDOWN else configured

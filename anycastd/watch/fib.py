@@ -34,15 +34,7 @@ class FibError(AnnounceError):
 
 def nexthops_in(dump: Iterable[Any], prefix: IPNetwork) -> frozenset[IPAddress]:
     """The gateways of the main-table route for exactly ``prefix`` in a netlink route dump."""
-    for route in dump:
-        if route["dst_len"] != prefix.prefixlen or route.get("dst") != str(prefix.network_address):
-            continue
-        multipath = route.get("multipath")
-        if multipath:
-            return frozenset(ipaddress.ip_address(h.get("gateway")) for h in multipath if h.get("gateway"))
-        gateway = route.get("gateway")
-        return frozenset({ipaddress.ip_address(gateway)}) if gateway else frozenset()
-    return frozenset()
+    return frozenset(weights_in(dump, prefix))
 
 
 def weights_in(dump: Iterable[Any], prefix: IPNetwork) -> dict[IPAddress, int]:
@@ -53,7 +45,9 @@ def weights_in(dump: Iterable[Any], prefix: IPNetwork) -> dict[IPAddress, int]:
             continue
         multipath = route.get("multipath")
         if multipath:
-            return {ipaddress.ip_address(h.get("gateway")): int(h["hops"]) + 1 for h in multipath if h.get("gateway")}
+            return {
+                ipaddress.ip_address(h.get("gateway")): int(h.get("hops", 0)) + 1 for h in multipath if h.get("gateway")
+            }
         gateway = route.get("gateway")
         return {ipaddress.ip_address(gateway): 1} if gateway else {}
     return {}

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 import yaml
 
-from anycastd.config import checks
 from anycastd.config import router as router_config
 from anycastd.config import sidecar as config
 from anycastd.config.checks import TEMPLATE_ADDRESS, Check
@@ -961,10 +960,10 @@ def yaml_without(text: str, key: Key) -> str:
 
 
 def test_degraded_when_windows_codes_and_milliseconds_at_their_edges() -> None:
-    assert checks.milliseconds(0.5) == 0.5 and checks.milliseconds(60_000) == 60_000.0
+    assert yamlfile.milliseconds(0.5) == 0.5 and yamlfile.milliseconds(60_000) == 60_000.0
     for bad in (0, 60_000.5, float("nan"), True):
         with pytest.raises(ValueError):
-            checks.milliseconds(bad)
+            yamlfile.milliseconds(bad)
     bad_recover = with_value(DEGRADABLE, [*CHECK, "degraded_when"], {"latency_ms": 50, "recover_ms": "x"})
     assert problems_of(bad_recover, config.parse) == [
         "services.dns.checks[0].degraded_when.recover_ms: must be a number of milliseconds, got 'x'"

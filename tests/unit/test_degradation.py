@@ -16,6 +16,7 @@ from anycastd.core.degradation import (
     LatencyWindow,
     Level,
     Move,
+    Sample,
     Signal,
 )
 
@@ -33,30 +34,30 @@ def test_the_table_lists_every_pair_and_only_a_slow_signal_enters_degraded() -> 
 
 def test_nothing_is_decided_until_the_window_is_full() -> None:
     w = LatencyWindow(RULE)
-    assert not w.observe(True, SLOW) and not w.observe(True, SLOW) and w.median_ms is None
-    assert w.observe(True, SLOW) and w.median_ms == pytest.approx(80.0)
+    assert not w.observe(Sample(True, SLOW)) and not w.observe(Sample(True, SLOW)) and w.median_ms is None
+    assert w.observe(Sample(True, SLOW)) and w.median_ms == pytest.approx(80.0)
 
 
 def test_hysteresis_between_latency_and_recover() -> None:
     w = LatencyWindow(RULE)
     for _ in range(3):
-        w.observe(True, SLOW)
+        w.observe(Sample(True, SLOW))
     for _ in range(3):
-        assert w.observe(True, EDGE)  # 45 ms: below 50, not below 40: still slow
+        assert w.observe(Sample(True, EDGE))  # 45 ms: below 50, not below 40: still slow
     for _ in range(2):
-        w.observe(True, FAST)
+        w.observe(Sample(True, FAST))
     assert not w.slow  # the median of (45, 1, 1) is 1 ms
     for _ in range(3):
-        assert not w.observe(True, EDGE)  # and 45 ms does not make it slow again
+        assert not w.observe(Sample(True, EDGE))  # and 45 ms does not make it slow again
     assert "median latency 45.0 ms over 3 probes (slow above 50 ms, fast below 40)" in w.why()
 
 
 def test_a_failed_probe_is_no_latency() -> None:
     w = LatencyWindow(RULE)
     for _ in range(3):
-        w.observe(True, SLOW)
+        w.observe(Sample(True, SLOW))
     for _ in range(10):
-        assert w.observe(False, None)  # failures are the health machine's; the window keeps its verdict
+        assert w.observe(Sample(False, None))  # failures are the health machine's; the window keeps its verdict
     assert list(w.latencies) == [SLOW] * 3
 
 
@@ -71,7 +72,7 @@ def run(d: Degradation, check: int, latency: float, start: float, seconds: float
     moves = []
     t = start
     while t < start + seconds:
-        move = d.observe(check, True, latency, t)
+        move = d.observe(check, Sample(True, latency), t)
         if move is not None:
             moves.append(move)
         t += every
@@ -122,21 +123,23 @@ def test_held_says_why_and_weighs_as_degraded() -> None:
 
 def test_a_command_is_slow_after_window_degraded_exits_in_a_row_and_fast_after_window_others() -> None:
     w = ExitWindow(ExitRule((2,), window=3))
-    assert not w.observe(True, 0.01, True) and not w.observe(True, 0.01, True)
-    assert not w.observe(True, 0.01, False)  # not three in a row
+    assert not w.observe(Sample(True, 0.01, True)) and not w.observe(Sample(True, 0.01, True))
+    assert not w.observe(Sample(True, 0.01, False))  # not three in a row
     for _ in range(3):
-        w.observe(True, 0.01, True)
+        w.observe(Sample(True, 0.01, True))
     assert w.slow
-    assert w.observe(False, None) and w.observe(True, 0.01, False)  # a failure counts for nothing; one pass neither
-    w.observe(True, 0.01, False)
-    assert not w.observe(True, 0.01, False)
+    assert w.observe(Sample(False, None)) and w.observe(
+        Sample(True, 0.01, False)
+    )  # a failure counts for nothing; one pass neither
+    w.observe(Sample(True, 0.01, False))
+    assert not w.observe(Sample(True, 0.01, False))
     assert w.why() == "exited 2 in its last 3 passing probes"
 
 
 def test_a_degradation_of_a_command_check() -> None:
     d = Degradation([ExitRule((2, 3), window=2)], None)
-    assert d.observe(0, True, 0.01, 0.0, degraded=True) is None
-    move = d.observe(0, True, 0.01, 1.0, degraded=True)
+    assert d.observe(0, Sample(True, 0.01, True), 0.0) is None
+    move = d.observe(0, Sample(True, 0.01, True), 1.0)
     assert move is not None and move.new is Level.DEGRADED
     assert d.why() == "checks[0]: exited 2, 3 in its last 2 passing probes"
 
@@ -171,31 +174,31 @@ def test_the_rules_bounds_and_messages_exactly() -> None:
 def test_the_windows_start_fast_and_their_edges() -> None:
     w = LatencyWindow(LatencyRule(50, 40, 1))
     assert w.slow is False and w.why().startswith("median latency not yet known over 1 probes")
-    assert w.observe(False, 0.080) is False and len(w.latencies) == 0  # a failed probe's latency is not kept
-    assert w.observe(True, 0.050) is False  # exactly latency_ms: not above it
-    assert w.observe(True, 0.051) is True
-    assert w.observe(True, 0.040) is True  # exactly recover_ms: not below it
-    assert w.observe(True, 0.039) is False and w.slow is False
+    assert w.observe(Sample(False, 0.080)) is False and len(w.latencies) == 0  # a failed probe's latency is not kept
+    assert w.observe(Sample(True, 0.050)) is False  # exactly latency_ms: not above it
+    assert w.observe(Sample(True, 0.051)) is True
+    assert w.observe(Sample(True, 0.040)) is True  # exactly recover_ms: not below it
+    assert w.observe(Sample(True, 0.039)) is False and w.slow is False
     e = ExitWindow(ExitRule((2,), 1))
     assert e.slow is False
-    assert e.observe(True, 0.01) is False  # a pass says nothing degraded unless told
-    assert e.observe(True, 0.01, True) is True and e.observe(True, 0.01, False) is False
+    assert e.observe(Sample(True, 0.01)) is False  # a pass says nothing degraded unless told
+    assert e.observe(Sample(True, 0.01, True)) is True and e.observe(Sample(True, 0.01, False)) is False
 
 
 def test_a_move_says_why_and_only_an_entry_adds_to_the_penalty() -> None:
     damping = Damping(DEFAULT_DAMPING)
     d = Degradation([RULE, RULE], damping)
     for t in range(3):
-        d.observe(0, True, SLOW, float(t))
+        d.observe(0, Sample(True, SLOW), float(t))
     move = None
     for t in range(3):
-        move = d.observe(1, True, SLOW, 3.0 + t) or move
+        move = d.observe(1, Sample(True, SLOW), 3.0 + t) or move
     assert d.why().count("; ") == 1 and "(slow above 50 ms, fast below 40); checks[1]: median" in d.why()
     assert damping.penalty(2.0) == pytest.approx(1000.0)  # one entry: the service was already degraded
     for t in range(3):
-        d.observe(0, True, FAST, 10.0 + t)
-        move = d.observe(1, True, FAST, 10.0 + t) or move
+        d.observe(0, Sample(True, FAST), 10.0 + t)
+        move = d.observe(1, Sample(True, FAST), 10.0 + t) or move
     assert move is not None and move.new is Level.NORMAL and move.reason == "every check is fast"
     assert damping.penalty(12.0) == pytest.approx(1000.0 * 2 ** (-10.0 / 15.0))  # leaving added nothing
     exit_rule = Degradation([ExitRule((2,), 1)], None)
-    assert exit_rule.observe(0, True, 0.01, 0.0) is None  # a pass is not degraded unless told
+    assert exit_rule.observe(0, Sample(True, 0.01), 0.0) is None  # a pass is not degraded unless told

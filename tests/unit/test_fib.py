@@ -53,6 +53,8 @@ def test_weights_from_a_netlink_dump_are_hops_plus_one() -> None:
     assert weights_in([{"dst_len": 32, "dst": "203.0.113.53", "gateway": "192.0.2.26"}], V4) == {C: 1}
     assert weights_in([{"dst_len": 32, "dst": "203.0.113.53"}], V4) == {}
     assert weights_in(dump, ipaddress.ip_network("203.0.113.54/32")) == {}
+    bare = [{"dst_len": 32, "dst": "203.0.113.53", "multipath": [{"gateway": "192.0.2.10"}]}]
+    assert weights_in(bare, V4) == {A: 1}  # a nexthop without rtnh_hops weighs 1
 
 
 def zebra_json(prefix: str, hops: list[tuple[str, bool]], selected: bool = True) -> str:
