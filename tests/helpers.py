@@ -105,6 +105,10 @@ class Probes:
         self.calls += 1
         return OK
 
+    async def probe_each(self, check: Check, targets: Sequence[IPAddress]) -> list[ProbeResult]:
+        self.calls += 1
+        return [OK] * len(targets)
+
 
 def make_sidecar(
     text: str = GOOD, store: InMemoryStore | None = None, meter: InMemoryMeter | None = None

@@ -43,6 +43,17 @@ class Announcer(Protocol):
         """Make ``service``'s prefixes announced (with ``attributes``) or withdrawn; kept as desired state."""
         ...
 
+    def want(
+        self, service: str, prefixes: Sequence[IPNetwork], announced: bool, attributes: RouteAttributes = PLAIN
+    ) -> None:
+        """``set_announced``'s desired state alone: what the next ``flush`` carries out, with every other service's
+        change made meanwhile, in one batch. Raises AnnounceError on attributes the backend cannot send."""
+        ...
+
+    async def flush(self) -> None:
+        """Make the routing daemon match every desired state given so far."""
+        ...
+
     async def close(self) -> None:
         """Withdraw everything and stop the backend."""
         ...
@@ -69,6 +80,7 @@ class InMemoryAnnouncer:
         self.tagged: list[tuple[bool, tuple[str, ...]]] = []  # each call's (announced, communities)
         self.communities: dict[str, tuple[str, ...]] = {}
         self.attributes: dict[str, RouteAttributes] = {}
+        self.flushes = 0
         self.started = False
         self.closed = False
         self.state = ChildState.UP
@@ -79,6 +91,15 @@ class InMemoryAnnouncer:
         self.started = True
 
     async def set_announced(
+        self, service: str, prefixes: Sequence[IPNetwork], announced: bool, attributes: RouteAttributes = PLAIN
+    ) -> None:
+        self.want(service, prefixes, announced, attributes)
+        await self.flush()
+
+    async def flush(self) -> None:
+        self.flushes += 1
+
+    def want(
         self, service: str, prefixes: Sequence[IPNetwork], announced: bool, attributes: RouteAttributes = PLAIN
     ) -> None:
         self.calls.append((service, announced))

@@ -64,6 +64,7 @@ from anycastd.announce.exabgp_text import (
     HEARTBEAT_COMMAND,
     Ack,
     SessionEvent,
+    batched,
     hold_commands,
     parse_event,
     relay,
@@ -228,6 +229,12 @@ class ExaBGPAnnouncer:
     async def set_announced(
         self, service: str, prefixes: Sequence[IPNetwork], announced: bool, attributes: RouteAttributes = PLAIN
     ) -> None:
+        self.want(service, prefixes, announced, attributes)
+        await self.flush()
+
+    def want(
+        self, service: str, prefixes: Sequence[IPNetwork], announced: bool, attributes: RouteAttributes = PLAIN
+    ) -> None:
         if announced:
             try:
                 route_words(attributes, 1)  # every value checked again here: these words reach ExaBGP's API
@@ -236,6 +243,8 @@ class ExaBGPAnnouncer:
             self._desired[service] = (tuple(prefixes), attributes)
         else:
             self._desired.pop(service, None)
+
+    async def flush(self) -> None:
         await self._reconcile()
 
     async def close(self) -> None:
@@ -476,14 +485,16 @@ class ExaBGPAnnouncer:
                 return
             want = {p: attributes for prefixes, attributes in self._desired.values() for p in prefixes}
             neighbors = [n.address for n in self.config.neighbors]
-            for change in route_changes(helper.sent, want, neighbors, self.held, self.config.local_asn):
-                for command in change.commands:
+            changes = route_changes(helper.sent, want, neighbors, self.held, self.config.local_asn)
+            for commands, group in batched(changes, neighbors, self.held):
+                for command in commands:
                     await self._send(helper, command)
-                if change.announced:
-                    helper.sent[change.prefix] = change.attributes
-                else:
-                    helper.sent.pop(change.prefix, None)
-                log.info("%s", change)
+                for change in group:
+                    if change.announced:
+                        helper.sent[change.prefix] = change.attributes
+                    else:
+                        helper.sent.pop(change.prefix, None)
+                    log.info("%s", change)
 
     async def _send(self, helper: _Helper, line: str) -> None:
         try:

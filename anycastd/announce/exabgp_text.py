@@ -57,8 +57,24 @@ def route_words(attributes: RouteAttributes, local_asn: int) -> str:
     return words
 
 
+#: At most this many prefixes in one command (ExaBGP reads an API line of up to 1 MiB; 200 IPv6 prefixes are
+#: about 8 kB).
+MAX_NLRI = 200
+
+
 def route_command(neighbor: IPAddress, verb: str, prefix: IPNetwork, tail: str = "") -> str:
     return f"neighbor {neighbor} {verb} route {prefix} next-hop self{tail}"
+
+
+def batch_commands(neighbor: IPAddress, verb: str, prefixes: Sequence[IPNetwork], tail: str = "") -> list[str]:
+    """``verb`` ("announce" or "withdraw") of ``prefixes`` (of ``neighbor``'s family, with the same attribute
+    words ``tail``) to ``neighbor``: one ``route`` command for a single prefix, else ExaBGP's multi-NLRI
+    ``attributes ... nlri`` commands of up to MAX_NLRI prefixes each, so that a hundred addresses are one
+    command and one UPDATE, not a hundred."""
+    if len(prefixes) == 1:
+        return [route_command(neighbor, verb, prefixes[0], tail)]
+    chunks = [" ".join(map(str, prefixes[i : i + MAX_NLRI])) for i in range(0, len(prefixes), MAX_NLRI)]
+    return [f"neighbor {neighbor} {verb} attributes next-hop self{tail} nlri {chunk}" for chunk in chunks]
 
 
 @dataclass(frozen=True)
@@ -101,17 +117,38 @@ def route_changes(
     return out
 
 
+def batched(
+    changes: Sequence[RouteChange], neighbors: Sequence[IPAddress], held: Collection[str]
+) -> list[tuple[list[str], list[RouteChange]]]:
+    """``changes`` as batches: the changes of one verb and the same attributes together (withdrawals first,
+    as ``route_changes`` orders them), each with the commands that carry it to every neighbor it concerns."""
+    groups: dict[tuple[str, str], list[RouteChange]] = {}
+    for change in changes:
+        groups.setdefault((change.verb, change.tail), []).append(change)
+    out = []
+    for (verb, tail), group in groups.items():
+        commands = []
+        for n in neighbors:
+            if str(n) in held:
+                continue  # a held neighbor had its withdrawals
+            mine = [c.prefix for c in group if c.prefix.version == n.version]
+            if mine:
+                commands += batch_commands(n, verb, mine, tail)
+        out.append((commands, group))
+    return out
+
+
 def hold_commands(
     sent: Mapping[IPNetwork, RouteAttributes], neighbor: IPAddress, held: bool, local_asn: int
 ) -> list[str]:
-    """Holding ``neighbor`` back withdraws from it alone every prefix sent; releasing it announces them again."""
-    out = []
+    """Holding ``neighbor`` back withdraws from it alone every prefix sent; releasing it announces them again
+    (in batches of the same attributes)."""
+    groups: dict[str, list[IPNetwork]] = {}
     for prefix, attributes in sorted(sent.items(), key=lambda item: str(item[0])):
-        if prefix.version != neighbor.version:
-            continue
-        verb, tail = ("withdraw", "") if held else ("announce", route_words(attributes, local_asn))
-        out.append(route_command(neighbor, verb, prefix, tail))
-    return out
+        if prefix.version == neighbor.version:
+            groups.setdefault("" if held else route_words(attributes, local_asn), []).append(prefix)
+    verb = "withdraw" if held else "announce"
+    return [command for tail, prefixes in groups.items() for command in batch_commands(neighbor, verb, prefixes, tail)]
 
 
 @dataclass(frozen=True)

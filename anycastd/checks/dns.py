@@ -85,6 +85,15 @@ class Prober(Protocol):
     async def probe(self, check: Check, service_addresses: Sequence[IPAddress]) -> ProbeResult: ...
 
 
+class SharedProber(Prober, Protocol):
+    """A prober that can also ask each address on its own: one round of a check that several services share
+    (anycastd.daemons.skeleton.SharedProbe) asks each address once and judges each service by its own."""
+
+    async def probe_each(self, check: Check, targets: Sequence[IPAddress]) -> list[ProbeResult]:
+        """One result per target, in order (for a zone or command check: one, whatever ``targets`` holds)."""
+        ...
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
 
@@ -324,6 +333,8 @@ async def query_tcp(check: Check, query: dns.message.Message, address: IPAddress
 
 def combine(results: Sequence[ProbeResult]) -> ProbeResult:
     """One verdict for a probe: the worst result wins; a pass reports the slowest answer."""
+    if len(results) == 1:
+        return results[0]
     hard = [r for r in results if r.outcome is Outcome.HARD_FAIL]
     failed = hard or [r for r in results if r.outcome is Outcome.FAIL]
     if failed:
@@ -337,7 +348,7 @@ def combine(results: Sequence[ProbeResult]) -> ProbeResult:
 def targets_of(check: Check, service_addresses: Sequence[IPAddress]) -> list[IPAddress]:
     """The addresses a probe of ``check`` asks: its own, then the service's unless told not to."""
     targets = [check.address]
-    if check.probe_service_addresses:
+    if check.probe_service_addresses and check.kind == "dns":  # a zone's or a command's probe asks one thing
         targets += [a for a in service_addresses if a != check.address]
     return targets
 
@@ -353,6 +364,11 @@ class DnsProber:
         _, channel = await asyncio.get_running_loop().create_datagram_endpoint(
             _Channel, remote_addr=(str(address), port)
         )
+        other = self._channels.get((address, port))
+        if other is not None and not other.closed and other.transport is not None:
+            assert channel.transport is not None
+            channel.transport.close()  # another probe of this address made one meanwhile: one socket, not two
+            return other
         self._channels[(address, port)] = channel
         return channel
 
@@ -372,15 +388,15 @@ class DnsProber:
         return c
 
     async def probe(self, check: Check, service_addresses: Sequence[IPAddress]) -> ProbeResult:
+        return combine(await self.probe_each(check, targets_of(check, service_addresses)))
+
+    async def probe_each(self, check: Check, targets: Sequence[IPAddress]) -> list[ProbeResult]:
         c = self.compiled(check)
-        targets = targets_of(check, service_addresses)
         if check.transport == "tcp":
-            results = await asyncio.gather(*(query_tcp(check, c.query, a) for a in targets))
-        elif len(targets) == 1:
-            return await self._udp(check, c, targets[0])  # the router's case: no gather, no extra task
-        else:
-            results = await asyncio.gather(*(self._udp(check, c, a) for a in targets))
-        return combine(results)
+            return list(await asyncio.gather(*(query_tcp(check, c.query, a) for a in targets)))
+        if len(targets) == 1:
+            return [await self._udp(check, c, targets[0])]  # the router's case: no gather, no extra task
+        return list(await asyncio.gather(*(self._udp(check, c, a) for a in targets)))
 
     def close(self) -> None:
         for channel in self._channels.values():

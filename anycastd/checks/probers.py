@@ -26,15 +26,17 @@ class Probers:
         self.command = CommandProber()
 
     async def probe(self, check: Check, service_addresses: Sequence[IPAddress]) -> ProbeResult:
+        return combine(await self.probe_each(check, targets_of(check, service_addresses)))
+
+    async def probe_each(self, check: Check, targets: Sequence[IPAddress]) -> list[ProbeResult]:
         if check.kind == "zone":
-            return await self.zone.probe(check)
+            return [await self.zone.probe(check)]
         if check.kind == "command":
-            return await self.command.probe(check)
+            return [await self.command.probe(check)]
         if not check.encrypted:
-            return await self.dns.probe(check, service_addresses)
+            return await self.dns.probe_each(check, targets)
         query = self.dns.compiled(check).query
-        targets = targets_of(check, service_addresses)
-        return combine(await asyncio.gather(*(self.encrypted.query(check, query, a) for a in targets)))
+        return list(await asyncio.gather(*(self.encrypted.query(check, query, a) for a in targets)))
 
     async def aclose(self) -> None:
         self.dns.close()

@@ -38,7 +38,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -46,7 +46,7 @@ from anycastd.announce import Announcer
 from anycastd.announce.bfdd import BfdSpeaker
 from anycastd.announce.flaps import SessionFlaps
 from anycastd.announce.return_path import ReturnPath
-from anycastd.checks.dns import Prober, ProbeResult
+from anycastd.checks.dns import ProbeResult, SharedProber
 from anycastd.config.checks import Check
 from anycastd.config.sidecar import Config, Service
 from anycastd.control.protocol import (
@@ -77,11 +77,12 @@ from anycastd.daemons.skeleton import (
     Loops,
     MaintenanceBook,
     Probe,
+    SharedProbe,
     Sleep,
     lift_and_forgive,
     log_decision,
     new_health,
-    probe_forever,
+    probe_shared_forever,
     stall_after,
     who,
 )
@@ -110,7 +111,7 @@ class Sidecar:
         config: Config,
         announcer: Announcer,
         addresses: Addresses,
-        prober: Prober,
+        prober: SharedProber,
         liveness: Liveness,
         *,
         store: MaintenanceStore,
@@ -154,7 +155,10 @@ class Sidecar:
         self.degradation: dict[str, Degradation] = {}
         #: Persisted maintenance, by service name; may name services this configuration lacks.
         self.book = MaintenanceBook(store, wall)
-        self._tasks: dict[str, list[asyncio.Task[None]]] = {}
+        #: The probe loops: one per distinct check, shared by every service that has that very check.
+        self._groups: dict[Check, SharedProbe] = {}
+        self._group_tasks: dict[Check, asyncio.Task[None]] = {}
+        self._owner: dict[str, str] = {}  # each member probe's service, by Probe.key
         self.loops = Loops()
         self.writer = StatusWriter(clock, wall)
         self.metrics.watch(self.view)
@@ -199,8 +203,7 @@ class Sidecar:
                 log.warning("maintenance of %s is kept, but no such service is configured", name)
 
     async def run(self, stop: asyncio.Event) -> None:
-        for service in self.config.services:
-            await self.addresses.ensure(service.interface, service.prefixes)
+        await self._bind(self.config.services)
         self.restore_maintenance()
         if self.bfd is not None:
             await self.bfd.start()
@@ -208,20 +211,27 @@ class Sidecar:
         if self.return_path is not None:
             self._return_task = asyncio.create_task(self.return_path.run(), name="return path")
         self.loops.arm()
-        for service in self.config.services:
-            self._start_service(service)
+        self._start_services(self.config.services)
         try:
             await self.loops.until(stop)
         finally:
-            for name in list(self._tasks):
-                await self._stop_service(name)
+            await self._stop_services({*self._owner.values()})
             await self._shutdown()
+
+    async def _bind(self, services: Sequence[Service]) -> None:
+        """Bind the services' addresses: one netlink session per interface, however many services share it."""
+        by_interface: dict[str, list[IPNetwork]] = {}
+        for service in services:
+            by_interface.setdefault(service.interface, []).extend(service.prefixes)
+        for interface, prefixes in by_interface.items():
+            await self.addresses.ensure(interface, prefixes)
 
     async def _shutdown(self) -> None:
         announced = [s for s in self.config.services if self.paths[s.name] is not Path.WITHDRAWN]
         log.info("withdrawing everything")
         for service in announced:
-            await self._set_path(service.name, service.prefixes, Path.WITHDRAWN)
+            await self._set_path(service.name, service.prefixes, Path.WITHDRAWN, flush=False)
+        await self._flush()
         grace = self.config.drain.grace
         if announced and grace > 0:
             await self.wait_drained(announced, quiet=min(self.config.drain.quiet, grace), timeout=grace, fallback=grace)
@@ -236,55 +246,84 @@ class Sidecar:
             await self.bfd.close()
         await self.meter.close()
 
-    def _start_service(self, service: Service) -> None:
-        self._tasks[service.name] = [
-            self.loops.start(self._check_loop(service, index, check), _loop_key(service.name, index))
-            for index, check in enumerate(service.checks)
-        ]
+    def _start_services(self, services: Sequence[Service]) -> None:
+        """Start probing ``services``: each of their checks joins the group probing that very check, or starts
+        one; the triggers then watch each group touched once (a thousand services: a thousand joins, not a
+        thousand scans of every address)."""
+        touched: dict[Check, SharedProbe] = {}
+        for service in services:
+            for index, check in enumerate(service.checks):
+                member = Probe(
+                    _loop_key(service.name, index),
+                    index,
+                    check,
+                    service.host_addresses,
+                    self.health[service.name],
+                    self.checks[service.name][index],
+                )
+                self._owner[member.key] = service.name
+                group = self._groups.get(check)
+                if group is None:
+                    group = self._groups[check] = SharedProbe(member.key, check, [member])
+                    self._group_tasks[check] = self.loops.start(self._check_loop(group), group.key)
+                else:
+                    group.members.append(member)
+                touched[check] = group
+        for group in touched.values():
+            detection = self.triggers.watch(group)  # its new addresses too
+            for member in group.members:
+                member.status.detection, member.status.detection_note = detection
 
-    async def _stop_service(self, name: str) -> None:
-        tasks = self._tasks.pop(name, [])
-        await Loops.stop(tasks)
-        for index in range(len(tasks)):
-            self.liveness.forget(_loop_key(name, index))  # a stopped loop is not a stuck one
+    async def _stop_services(self, names: Collection[str]) -> None:
+        """Stop probing ``names``: their checks leave their groups; a group left empty stops."""
+        if not names:
+            return
+        for check, group in list(self._groups.items()):
+            kept = [m for m in group.members if self._owner.get(m.key) not in names]
+            if len(kept) == len(group.members):
+                continue
+            group.members[:] = kept
+            if kept:
+                self.triggers.watch(group)  # fewer addresses to watch
+                continue
+            del self._groups[check]
+            await Loops.stop([self._group_tasks.pop(check)])
+            self.liveness.forget(group.key)  # a stopped loop is not a stuck one
+        self._owner = {key: owner for key, owner in self._owner.items() if owner not in names}
 
-    async def _check_loop(self, service: Service, index: int, check: Check) -> None:
-        probe = Probe(
-            _loop_key(service.name, index),
-            index,
-            check,
-            service.host_addresses,
-            self.health[service.name],
-            self.checks[service.name][index],
-        )
-        within = stall_after(check)
-        status = probe.status
-        status.detection, status.detection_note = self.triggers.watch(probe)
+    async def _check_loop(self, group: SharedProbe) -> None:
+        within = stall_after(group.check)
 
         async def on_result(probe: Probe, result: ProbeResult, decision: Decision) -> None:
-            self.metrics.probe(service.name, index, result.ok, result.kind, result.latency)
-            await self.degrade(service, index, result)
-            await self.apply(service, decision)
+            service = self.config.by_name.get(self._owner.get(probe.key, ""))
+            if service is None or self.health.get(service.name) is not probe.health:
+                return  # it left during the round (a reload): its result is nobody's
+            self.metrics.probe(service.name, probe.index, result.ok, result.kind, result.latency)
+            await self.degrade(service, probe.index, result, flush=False)
+            await self.apply(service, decision, flush=False)
 
         try:
-            await probe_forever(
-                probe,
+            await probe_shared_forever(
+                group,
                 self.prober,
                 on_result,
                 clock=self.clock,
                 sleep=self.sleep,
                 jitter=self.jitter,
-                beat=lambda p: self._beat(p, within),
+                beat=lambda g: self._beat(g, within),
+                after=self._flush,
             )
         finally:
-            self.triggers.forget(probe)
+            self.triggers.forget(group)
 
-    def _beat(self, probe: Probe, within: float) -> None:
+    def _beat(self, probe: SharedProbe, within: float) -> None:
         """Every probe round, before the probe: the loop is alive, and the receive queues are sampled."""
         self.liveness.beat(probe.key, within)
         self.triggers.tick()
 
-    async def apply(self, service: Service, decision: Decision) -> None:
+    async def apply(self, service: Service, decision: Decision, flush: bool = True) -> None:
+        """Carry out ``decision``: the service's path set as the health core says; ``flush``: announced now,
+        else with the rest of the probe round's changes (``_flush``)."""
         log_decision(decision, log)
         for transition in decision.transitions:
             if transition.name == service.name:
@@ -299,9 +338,9 @@ class Sidecar:
                     service.name,
                     GRACEFUL_SHUTDOWN,
                 )
-            await self._set_path(service.name, service.prefixes, path)
+            await self._set_path(service.name, service.prefixes, path, flush)
 
-    async def degrade(self, service: Service, index: int, result: ProbeResult) -> None:
+    async def degrade(self, service: Service, index: int, result: ProbeResult, flush: bool = True) -> None:
         """Feed a probe's latency to the service's degradation; a move that changes the weight is announced at
         once if the path is (a withdrawn path carries no weight: it takes the new one when announced)."""
         degradation = self.degradation.get(service.name)
@@ -314,7 +353,7 @@ class Sidecar:
         weight = self.weight_of(service.name)
         log.warning("%s: weight %s -> %s (%s): %s", service.name, move.old, move.new, weight, move.reason)
         if move.reweighs and self.paths[service.name] is not Path.WITHDRAWN:
-            await self._set_path(service.name, service.prefixes, self.paths[service.name])
+            await self._set_path(service.name, service.prefixes, self.paths[service.name], flush)
 
     def weight_of(self, name: str) -> int | None:
         """The weight ``name``'s path carries now: degraded_weight while degraded, else the configured one."""
@@ -324,7 +363,7 @@ class Sidecar:
             return service.degraded_weight
         return service.bgp.weight
 
-    async def _set_path(self, name: str, prefixes: Sequence[IPNetwork], path: Path) -> None:
+    async def _set_path(self, name: str, prefixes: Sequence[IPNetwork], path: Path, flush: bool = True) -> None:
         self.paths[name] = path  # desired: the announcer keeps it even when this call fails
         service = self.config.by_name.get(name)
         configured = service.bgp if service is not None else PLAIN
@@ -332,7 +371,9 @@ class Sidecar:
             configured = configured.weighing(self.weight_of(name))
         attributes = configured.tagged(GRACEFUL_SHUTDOWN) if path is Path.GRACEFUL_SHUTDOWN else configured
         try:
-            await self.announcer.set_announced(name, prefixes, path is not Path.WITHDRAWN, attributes)
+            self.announcer.want(name, prefixes, path is not Path.WITHDRAWN, attributes)
+            if flush:
+                await self.announcer.flush()
         except AnnounceError as exc:
             verb = {
                 Path.WITHDRAWN: "withdraw",
@@ -340,6 +381,13 @@ class Sidecar:
                 Path.GRACEFUL_SHUTDOWN: "announce tagged GRACEFUL_SHUTDOWN",
             }[path]
             log.error("%s: could not %s: %s", name, verb, exc)
+
+    async def _flush(self) -> None:
+        """Announce what a probe round changed, every service at once (one command per batch of prefixes)."""
+        try:
+            await self.announcer.flush()
+        except AnnounceError as exc:
+            log.error("could not announce the changes of a probe round: %s", exc)
 
     # reload ---------------------------------------------------------------
 
@@ -359,24 +407,25 @@ class Sidecar:
         changed = [s for s in differ if s not in retagged]
         removed = [name for name in old if name not in {s.name for s in new.services}]
         try:
-            for service in [*added, *changed]:
-                await self.addresses.ensure(service.interface, service.prefixes)
+            await self._bind([*added, *changed])
         except AddressError as exc:
             raise ConfigError([f"{new.source}: {exc}"]) from None
-        for name in [*removed, *(s.name for s in changed)]:
-            await self._stop_service(name)
+        gone = [*removed, *(s.name for s in changed)]
+        await self._stop_services(set(gone))
+        for name in gone:
             if self.paths[name] is not Path.WITHDRAWN:
-                await self._set_path(name, old[name].prefixes, Path.WITHDRAWN)
+                await self._set_path(name, old[name].prefixes, Path.WITHDRAWN, flush=False)
             del self.health[name], self.checks[name], self.paths[name]
             self.degradation.pop(name, None)
         self.config = new
         for service in [*added, *changed]:
             self._init_service(service)
-            if self.loops.running:
-                self._start_service(service)
+        if self.loops.running:
+            self._start_services([*added, *changed])
         for service in retagged:
             if self.paths[service.name] is not Path.WITHDRAWN:
-                await self._set_path(service.name, service.prefixes, self.paths[service.name])
+                await self._set_path(service.name, service.prefixes, self.paths[service.name], flush=False)
+        await self._flush()
         summary = {
             "added": [s.name for s in added],
             "changed": [s.name for s in changed],

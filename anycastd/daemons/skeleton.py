@@ -47,7 +47,16 @@ routes). They share the rest, here:
 * ``new_health`` builds a health machine from a service's checks, and
   ``log_decision`` logs what it decided, the same way in both daemons.
 
+* ``SharedProbe`` is one schedule for a check that several of the sidecar's
+  services have alike (field for field): each round asks every address once
+  (``probe_each``) and gives each member the verdict on its own addresses, so
+  a hundred services of one check cost one probe loop, not a hundred.
+
 Neither daemon imports the other; both import this.
+
+Why this module is over 500 lines: the schedule (single and shared) and the
+maintenance book are everything the two daemons share, and each daemon imports
+them as one layer; the schedule is the part to split out first should it grow.
 """
 
 from __future__ import annotations
@@ -58,9 +67,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
-from anycastd.checks.dns import Prober, ProbeResult
+from anycastd.checks.dns import Prober, ProbeResult, SharedProber, combine, targets_of
 from anycastd.config.checks import Check
 from anycastd.control.protocol import ControlError
 from anycastd.core.damping import Damping, DampingSettings
@@ -75,6 +84,7 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 Jitter = Callable[[float], float]
+T = TypeVar("T")
 
 #: A failing check is probed again this fraction of its interval after the last probe started.
 CONFIRM_GAP = 0.25
@@ -198,7 +208,7 @@ def confirming(check: Check) -> Check:
     return replace(check, timeout=check.timeout * CONFIRM_TIMEOUT)
 
 
-@dataclass
+@dataclass(eq=False)
 class Probe:
     """One check of one target (a service on this host, or one server of a service behind the router)."""
 
@@ -211,19 +221,54 @@ class Probe:
     wake: asyncio.Event | None = None  # set: probe now, whatever the schedule says
     urgent: bool = False  # the next probe follows an event that suggests a failure: a confirming probe's timeout
     #: The probe in flight while it waits the full timeout (probe_forever sets it; ``hurry`` cancels it).
-    inflight: asyncio.Future[ProbeResult] | None = None
+    inflight: asyncio.Future[Any] | None = None
 
     def hurry(self) -> None:
         """An event says the resolver has stopped (its clients' queries are stuck): probe now, with a
         confirming probe's timeout, instead of the probe in flight that would wait the full one."""
-        self.urgent = True
-        if self.inflight is not None:
-            self.inflight.cancel()
-        if self.wake is not None:
-            self.wake.set()
+        _hurry(self)
+
+
+@dataclass(eq=False)
+class SharedProbe:
+    """One check that several targets ask alike (the sidecar's services with the very same check): probed
+    once a round, each member given the verdict on its own addresses (``targets_of``) and fed to its own
+    health machine. A round confirms a failure (a short timeout, CONFIRM_GAP) while any member is failing.
+
+    Members join and leave between rounds (a reload); the schedule, the wake-up and the hurry are the group's.
+    """
+
+    key: str
+    check: Check
+    members: list[Probe]
+    wake: asyncio.Event | None = None
+    urgent: bool = False
+    inflight: asyncio.Future[Any] | None = None
+
+    @property
+    def service_addresses(self) -> tuple[IPAddress, ...]:
+        """Every member's addresses, once each (what the triggers watch)."""
+        return tuple(dict.fromkeys(a for m in self.members for a in m.service_addresses))
+
+    def targets(self) -> list[IPAddress]:
+        """Every address a round asks, once each."""
+        return list(dict.fromkeys(t for m in self.members for t in targets_of(self.check, m.service_addresses)))
+
+    def hurry(self) -> None:
+        _hurry(self)
+
+
+def _hurry(probe: Probe | SharedProbe) -> None:
+    probe.urgent = True
+    if probe.inflight is not None:
+        probe.inflight.cancel()
+    if probe.wake is not None:
+        probe.wake.set()
 
 
 OnResult = Callable[[Probe, ProbeResult, Decision], Awaitable[None]]
+#: One round's probing: the results of each member, given the check as this round runs it.
+Round = Callable[[Check], Awaitable[list[tuple[Probe, ProbeResult]]]]
 
 
 async def probe_forever(
@@ -237,33 +282,93 @@ async def probe_forever(
     beat: Callable[[Probe], None] | None = None,
 ) -> None:
     """Probe ``probe.check`` on its schedule until cancelled (see the module's docstring)."""
-    check = probe.check
-    short = confirming(check)
-    if beat is not None:
-        beat(probe)
-    woken = await _wait(probe, jitter(check.interval), sleep)
-    next_at = clock()
-    while True:
+
+    async def once(check: Check) -> list[tuple[Probe, ProbeResult]]:
+        return [(probe, await prober.probe(check, probe.service_addresses))]
+
+    def beat_one(_: Probe | SharedProbe) -> None:
         if beat is not None:
             beat(probe)
-        doubt = in_doubt(probe) or probe.urgent
-        probe.urgent = False
-        probe.status.woken += woken
+
+    await _schedule(probe, lambda: [probe], once, on_result, clock=clock, sleep=sleep, jitter=jitter, beat=beat_one)
+
+
+async def probe_shared_forever(
+    shared: SharedProbe,
+    prober: SharedProber,
+    on_result: OnResult,
+    *,
+    clock: Clock,
+    sleep: Sleep,
+    jitter: Jitter,
+    beat: Callable[[SharedProbe], None],
+    after: Callable[[], Awaitable[None]],
+) -> None:
+    """Probe ``shared.check`` once a round for all its members until cancelled; ``after`` each round (the
+    sidecar announces the round's changes in one batch)."""
+
+    async def once(check: Check) -> list[tuple[Probe, ProbeResult]]:
+        members = list(shared.members)
+        if len(members) == 1:  # a check of its own: as probe_forever asks it
+            return [(members[0], await prober.probe(check, members[0].service_addresses))]
+        targets = shared.targets()
+        answers = dict(zip(targets, await prober.probe_each(check, targets), strict=True))
+        return [(m, combine([answers[t] for t in targets_of(check, m.service_addresses)])) for m in members]
+
+    def beat_shared(unit: Probe | SharedProbe) -> None:
+        assert unit is shared
+        beat(shared)
+
+    await _schedule(
+        shared, lambda: shared.members, once, on_result, clock=clock, sleep=sleep, jitter=jitter, beat=beat_shared,
+        after=after,
+    )  # fmt: skip
+
+
+async def _schedule(
+    unit: Probe | SharedProbe,
+    members: Callable[[], Sequence[Probe]],
+    once: Round,
+    on_result: OnResult,
+    *,
+    clock: Clock,
+    sleep: Sleep,
+    jitter: Jitter,
+    beat: Callable[[Probe | SharedProbe], None],
+    after: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    check = unit.check
+    short = confirming(check)
+    beat(unit)
+    woken = await _wait(unit, jitter(check.interval), sleep)
+    next_at = clock()
+    wakes = 0  # wake-ups since the last round that gave results
+    while True:
+        beat(unit)
+        doubt = any(in_doubt(m) for m in members()) or unit.urgent
+        unit.urgent = False
+        wakes += woken
         started = clock()
         try:
-            result = await _run(probe, prober.probe(short if doubt else check, probe.service_addresses), doubt)
+            results = await _run(unit, once(short if doubt else check), doubt)
         except _Hurried:  # hurry() abandoned it: the urgent probe replaces it, at once, and the schedule restarts
-            woken, next_at = _cleared(probe), clock()
+            woken, next_at = _cleared(unit), clock()
             continue
-        decision = record(probe, result, doubt, clock())
-        await on_result(probe, result, decision)
-        next_at = next_due(probe, started, next_at, clock())
-        woken = await _wait(probe, next_at - clock(), sleep)
+        now = clock()
+        for member, result in results:
+            member.status.woken += wakes
+            decision = record(member, result, doubt, now)
+            await on_result(member, result, decision)
+        wakes = 0
+        if after is not None:
+            await after()
+        next_at = min((next_due(m, started, next_at, clock()) for m in members()), default=next_at + check.interval)
+        woken = await _wait(unit, next_at - clock(), sleep)
         if woken:
             next_at = clock()  # woken early: the schedule starts again from this probe
 
 
-def _cleared(probe: Probe) -> bool:
+def _cleared(probe: Probe | SharedProbe) -> bool:
     if probe.wake is not None:
         probe.wake.clear()
     return True
@@ -273,11 +378,12 @@ class _Hurried(Exception):
     """The probe in flight was abandoned by ``Probe.hurry``."""
 
 
-async def _run(probe: Probe, probing: Awaitable[ProbeResult], short: bool) -> ProbeResult:
+async def _run(probe: Probe | SharedProbe, probing: Awaitable[T], short: bool) -> T:
     """Await one probe; one that waits the full timeout can be abandoned by ``Probe.hurry`` (``_Hurried``)."""
     if short or probe.wake is None:
         return await probing  # already quick, or nothing can hurry it
-    task = probe.inflight = asyncio.ensure_future(probing)
+    task: asyncio.Future[T] = asyncio.ensure_future(probing)
+    probe.inflight = task
     try:
         return await task
     except asyncio.CancelledError:
@@ -321,7 +427,7 @@ def next_due(probe: Probe, started: float, due: float, now: float) -> float:
     return max(due, now)
 
 
-async def _wait(probe: Probe, delay: float, sleep: Sleep) -> bool:
+async def _wait(probe: Probe | SharedProbe, delay: float, sleep: Sleep) -> bool:
     """Sleep ``delay``, or less if ``probe.wake`` is set meanwhile; True if woken."""
     delay = max(delay, 0.0)
     wake = probe.wake

@@ -41,16 +41,19 @@ def weights_in(dump: Iterable[Any], prefix: IPNetwork) -> dict[IPAddress, int]:
     """Each gateway's weight in the main-table route for exactly ``prefix`` (RTA_MULTIPATH's rtnh_hops + 1;
     a route with one gateway weighs 1); empty when there is no such route."""
     for route in dump:
-        if route["dst_len"] != prefix.prefixlen or route.get("dst") != str(prefix.network_address):
-            continue
-        multipath = route.get("multipath")
-        if multipath:
-            return {
-                ipaddress.ip_address(h.get("gateway")): int(h.get("hops", 0)) + 1 for h in multipath if h.get("gateway")
-            }
-        gateway = route.get("gateway")
-        return {ipaddress.ip_address(gateway): 1} if gateway else {}
+        if route["dst_len"] == prefix.prefixlen and route.get("dst") == str(prefix.network_address):
+            return route_weights(route)
     return {}
+
+
+def route_weights(route: Any) -> dict[IPAddress, int]:
+    """One route's gateways and their weights (see ``weights_in``)."""
+    multipath = route.get("multipath")
+    if multipath:
+        hops = [h for h in multipath if h.get("gateway")]
+        return {ipaddress.ip_address(h.get("gateway")): int(h.get("hops", 0)) + 1 for h in hops}
+    gateway = route.get("gateway")
+    return {ipaddress.ip_address(gateway): 1} if gateway else {}
 
 
 class KernelFib(Protocol):

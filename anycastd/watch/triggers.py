@@ -49,13 +49,15 @@ METHOD = "sock_diag: socket destroyed, receive queue stuck"
 
 
 class Watched(Protocol):
-    """A probe as the triggers see it (anycastd.daemons.skeleton.Probe)."""
+    """A probe as the triggers see it (anycastd.daemons.skeleton.Probe, or a SharedProbe of several)."""
 
     key: str
     check: Check
-    service_addresses: tuple[IPAddress, ...]
     wake: asyncio.Event | None
     urgent: bool
+
+    @property
+    def service_addresses(self) -> tuple[IPAddress, ...]: ...
 
     def hurry(self) -> None: ...
 

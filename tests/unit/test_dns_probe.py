@@ -121,6 +121,23 @@ def test_service_address_that_nobody_answers_fails_the_probe() -> None:
     assert result.reason == "127.0.0.2: connection refused"
 
 
+def test_probe_each_judges_every_address_on_its_own() -> None:
+    """A shared round (anycastd.daemons.skeleton.SharedProbe) asks each address once and keeps each verdict."""
+
+    async def go() -> list[ProbeResult]:
+        async with serve(Responder()) as r:
+            prober = DnsProber()
+            try:
+                targets = [LOCAL, ipaddress.ip_address("127.0.0.2"), LOCAL]
+                return await prober.probe_each(check(r.port), targets)
+            finally:
+                prober.close()
+
+    first, nobody, again = asyncio.run(go())
+    assert first.ok and again.ok and first.target == "127.0.0.1"
+    assert nobody.outcome is Outcome.HARD_FAIL and nobody.reason == "127.0.0.2: connection refused"
+
+
 def test_service_addresses_can_be_left_out() -> None:
     async def go() -> ProbeResult:
         async with serve(Responder()) as r:

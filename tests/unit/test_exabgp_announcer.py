@@ -54,6 +54,32 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> No
         await asyncio.sleep(0.02)
 
 
+def test_what_several_services_want_is_flushed_as_one_batch(tmp_path: Path) -> None:
+    async def go() -> None:
+        announcer = ExaBGPAnnouncer(config(tmp_path))
+        async with running(announcer):
+            await eventually(lambda: announcer.sessions() == {"192.0.2.9": "up", "2001:db8:0:1::1": "up"})
+            for i in range(3):
+                announcer.want(f"s{i}", [ipaddress.ip_network(f"203.0.113.{60 + i}/32")], True)
+            assert commands(announcer) == []  # wanted, not yet sent
+            await announcer.flush()
+            assert commands(announcer) == [
+                "neighbor 192.0.2.9 announce attributes next-hop self nlri 203.0.113.60/32 203.0.113.61/32 "
+                "203.0.113.62/32"
+            ]
+            await eventually(lambda: len(announcer.announced_prefixes()) == 3)  # once ExaBGP's state is up
+            for i in range(3):
+                announcer.want(f"s{i}", [], False)
+            await announcer.flush()
+            assert commands(announcer)[-1] == (
+                "neighbor 192.0.2.9 withdraw attributes next-hop self nlri 203.0.113.60/32 203.0.113.61/32 "
+                "203.0.113.62/32"
+            )
+            assert announcer.announced_prefixes() == frozenset()
+
+    asyncio.run(go())
+
+
 def test_announces_per_family_acknowledged_and_replays_after_exabgp_dies(tmp_path: Path) -> None:
     async def go() -> None:
         announcer = ExaBGPAnnouncer(config(tmp_path))
@@ -61,8 +87,8 @@ def test_announces_per_family_acknowledged_and_replays_after_exabgp_dies(tmp_pat
             await eventually(lambda: announcer.sessions() == {"192.0.2.9": "up", "2001:db8:0:1::1": "up"})
             await announcer.set_announced("dns", [V4, V6], True)
             assert commands(announcer) == [
+                "neighbor 192.0.2.9 announce route 203.0.113.53/32 next-hop self",  # each neighbor's batch in turn
                 "neighbor 2001:db8:0:1::1 announce route 2001:db8::53/128 next-hop self",
-                "neighbor 192.0.2.9 announce route 203.0.113.53/32 next-hop self",
             ]
             await announcer.set_announced("dns", [V4, V6], True)  # no change, nothing sent
             assert len(commands(announcer)) == 2
@@ -76,8 +102,8 @@ def test_announces_per_family_acknowledged_and_replays_after_exabgp_dies(tmp_pat
 
             await announcer.set_announced("dns", [V4, V6], False)
             assert commands(announcer)[4:] == [
+                "neighbor 192.0.2.9 withdraw route 203.0.113.53/32 next-hop self",  # each neighbor's batch in turn
                 "neighbor 2001:db8:0:1::1 withdraw route 2001:db8::53/128 next-hop self",
-                "neighbor 192.0.2.9 withdraw route 203.0.113.53/32 next-hop self",
             ]
         assert announcer.pid is None
         assert not announcer.socket_path.exists()

@@ -7,8 +7,11 @@ import ipaddress
 import pytest
 
 from anycastd.announce.exabgp_text import (
+    MAX_NLRI,
     Ack,
     SessionEvent,
+    batch_commands,
+    batched,
     hold_commands,
     parse_event,
     route_changes,
@@ -69,12 +72,34 @@ def test_a_weight_goes_out_as_the_link_bandwidth_extended_community() -> None:
 def test_holding_a_neighbor_withdraws_from_it_alone_and_releasing_it_announces_again() -> None:
     sent = {P4: TAGGED, Q4: PLAIN, P6: PLAIN}
     assert hold_commands(sent, N4, True, 65001) == [
-        "neighbor 192.0.2.9 withdraw route 203.0.113.53/32 next-hop self",
-        "neighbor 192.0.2.9 withdraw route 203.0.113.54/32 next-hop self",
+        "neighbor 192.0.2.9 withdraw attributes next-hop self nlri 203.0.113.53/32 203.0.113.54/32",
     ]
     assert hold_commands(sent, N4, False, 65001) == [
         "neighbor 192.0.2.9 announce route 203.0.113.53/32 next-hop self community [65535:0]",
         "neighbor 192.0.2.9 announce route 203.0.113.54/32 next-hop self",
+    ]
+
+
+def test_many_prefixes_go_as_multi_nlri_commands_of_at_most_max_nlri() -> None:
+    many = [ipaddress.ip_network(f"2001:db8:53::{i:x}/128") for i in range(1, MAX_NLRI + 3)]
+    assert batch_commands(N6, "withdraw", many[:1]) == [
+        "neighbor 2001:db8:0:1::1 withdraw route 2001:db8:53::1/128 next-hop self"
+    ]
+    first, second = batch_commands(N6, "announce", many, " med 5")
+    assert first.startswith("neighbor 2001:db8:0:1::1 announce attributes next-hop self med 5 nlri 2001:db8:53::1/128 ")
+    assert first.split(" nlri ")[1].split() == [str(p) for p in many[:MAX_NLRI]]
+    assert second.endswith(f" nlri {many[-2]} {many[-1]}")
+
+
+def test_changes_are_batched_by_verb_and_attributes_to_each_neighbor_of_their_family() -> None:
+    r4 = ipaddress.ip_network("203.0.113.55/32")
+    changes = route_changes({Q4: PLAIN}, {P4: PLAIN, r4: PLAIN, P6: TAGGED}, [N4, M4, N6], {"192.0.2.17"}, 65001)
+    assert [
+        (commands, [c.prefix for c in group]) for commands, group in batched(changes, [N4, M4, N6], {"192.0.2.17"})
+    ] == [
+        (["neighbor 192.0.2.9 withdraw route 203.0.113.54/32 next-hop self"], [Q4]),
+        (["neighbor 2001:db8:0:1::1 announce route 2001:db8::53/128 next-hop self community [65535:0]"], [P6]),
+        (["neighbor 192.0.2.9 announce attributes next-hop self nlri 203.0.113.53/32 203.0.113.55/32"], [P4, r4]),
     ]
 
 

@@ -28,7 +28,7 @@ from anycastd.control.protocol import (
 )
 from anycastd.core.attributes import PLAIN, RouteAttributes
 from anycastd.core.health import Outcome, State
-from anycastd.core.net import IPAddress, IPNetwork
+from anycastd.core.net import IPAddress
 from anycastd.daemons.sidecar import Sidecar
 from anycastd.daemons.skeleton import Liveness, Probe
 from anycastd.daemons.state import FileStore, InMemoryStore, Maintenance, MaintenanceStore
@@ -51,6 +51,7 @@ class ScriptedProber:
         self.announcer = announcer
         self.seen: list[tuple[IPAddress, tuple[IPAddress, ...]]] = []
         self.announced_before: list[bool] = []
+        self.rounds: list[tuple[IPAddress, ...]] = []  # each shared round's addresses
 
     async def probe(self, check: Check, service_addresses: Sequence[IPAddress]) -> ProbeResult:
         self.seen.append((check.address, tuple(service_addresses)))
@@ -59,6 +60,11 @@ class ScriptedProber:
             self.stop.set()
             await asyncio.Event().wait()  # never returns; cancelled on stop
         return self.results.pop(0)
+
+    async def probe_each(self, check: Check, targets: Sequence[IPAddress]) -> list[ProbeResult]:
+        """A shared round: the next scripted result, for every address."""
+        self.rounds.append(tuple(targets))
+        return [await self.probe(check, targets[1:])] * len(targets)
 
 
 def run_sidecar(
@@ -118,21 +124,14 @@ def test_soft_failures_need_fall_in_a_row() -> None:
 
 
 class FailingAnnouncer(InMemoryAnnouncer):
-    async def set_announced(
-        self,
-        service: str,
-        prefixes: Sequence[IPNetwork],
-        announced: bool,
-        attributes: RouteAttributes = PLAIN,
-    ) -> None:
-        self.calls.append((service, announced))
+    async def flush(self) -> None:
         raise AnnounceError("ExaBGP went away")
 
 
 def test_a_failing_announcer_is_logged_and_the_loop_goes_on(caplog: pytest.LogCaptureFixture) -> None:
     _, announcer, prober, _ = run_sidecar([OK, OK, OK, HARD, OK], FailingAnnouncer())
     assert announcer.calls == [("dns", True), ("dns", False)]
-    assert "dns: could not announce: ExaBGP went away" in caplog.text
+    assert "could not announce the changes of a probe round: ExaBGP went away" in caplog.text
     assert len(prober.seen) == 6
 
 
@@ -158,6 +157,20 @@ TWO = (
     prefixes: [203.0.113.123/32]
     checks:
       - address: 192.0.2.10
+"""
+)
+#: Three services; "dot" has dns's very check, "slow" another (its interval).
+SHARED = (
+    GOOD
+    + """\
+  dot:
+    prefixes: [203.0.113.54/32]
+    checks:
+      - {address: 192.0.2.10, qname: health.example, qtype: txt, answer: healthy, interval: 0.5, timeout: 0.25}
+  slow:
+    prefixes: [203.0.113.55/32]
+    checks:
+      - {address: 192.0.2.10, qname: health.example, qtype: txt, answer: healthy, interval: 0.6, timeout: 0.25}
 """
 )
 ROOT = Peer(pid=1, uid=0)
@@ -593,5 +606,42 @@ def test_with_require_any_one_passing_check_keeps_the_service_announced() -> Non
         assert sidecar.status()["services"][0]["require"] == 1
         await sidecar.apply(service, health.feed(0, HARD.for_health(), sidecar.clock()))
         assert not announcer.announced and sidecar.status()["services"][0]["state"] == "down"
+
+    asyncio.run(go())
+
+
+def test_services_with_the_same_check_share_one_probe_a_round_and_one_flush() -> None:
+    text = SHARED.split("  slow:")[0]
+    _, announcer, prober, _ = run_sidecar([OK, OK, OK, HARD], text=text)
+    v4, v6, dot = (ipaddress.ip_address(a) for a in ("203.0.113.53", "2001:db8::53", "203.0.113.54"))
+    # one round asks every address once: the check's own, then each service's
+    assert prober.rounds == [(ipaddress.ip_address("192.0.2.10"), v4, v6, dot)] * 5
+    # both rise together and fall together, each round's changes flushed at once
+    assert announcer.calls == [("dns", True), ("dot", True), ("dns", False), ("dot", False)]
+    assert announcer.flushes == 4 + 1  # a flush per round that gave results, and the stop's
+
+
+def test_groups_are_by_check_and_a_reload_moves_members_in_and_out() -> None:
+    async def go() -> None:
+        sidecar, _, _, _ = make_sidecar(SHARED)
+        sidecar.loops.arm()
+        sidecar._start_services(sidecar.config.services)
+
+        def groups() -> list[list[str]]:
+            return sorted(sorted(m.key for m in g.members) for g in sidecar._groups.values())
+
+        assert groups() == [["dns/checks[0]", "dot/checks[0]"], ["slow/checks[0]"]]
+        group = next(g for g in sidecar._groups.values() if len(g.members) == 2)
+        assert group.targets() == [
+            ipaddress.ip_address(a) for a in ("192.0.2.10", "203.0.113.53", "2001:db8::53", "203.0.113.54")
+        ]
+        await sidecar.reload(parse(SHARED.split("  dot:")[0] + "  slow:" + SHARED.split("  slow:")[1], "anycastd.yaml"))
+        assert groups() == [["dns/checks[0]"], ["slow/checks[0]"]]  # dot left its group; the group goes on
+        await sidecar.reload(parse(SHARED, "anycastd.yaml"))
+        assert groups() == [["dns/checks[0]", "dot/checks[0]"], ["slow/checks[0]"]]
+        await sidecar.reload(parse(GOOD, "anycastd.yaml"))
+        assert groups() == [["dns/checks[0]"]] and len(sidecar._group_tasks) == 1  # slow's loop stopped
+        await sidecar._stop_services({"dns"})
+        assert sidecar._groups == {} and sidecar._group_tasks == {} and sidecar._owner == {}
 
     asyncio.run(go())
