@@ -47,6 +47,31 @@ class BgpLab(DnsLab):
             config = config.replace(answer, f"{answer}        degraded_when: {degraded[1]}\n")
         return config.replace(marker, f"{lines}{marker}")
 
+    def many_services_config(self, server: Server, addresses: Sequence[str]) -> str:
+        """``server``'s configuration with one more service per address (a /32 or /128 each, named after it),
+        every one with the lab's check, field for field: they share one probe loop."""
+        config = self.anycastd_config(server)
+        check = config.split("    checks:\n", 1)[1]
+        return config + "".join(
+            f"  {_named(a)}:\n    prefixes: [{a}]\n    interface: lo\n    checks:\n{check}" for a in addresses
+        )
+
+    def accept_many(self, server: Server, v4: str, v6: str, count: int) -> None:
+        """Let the router take from ``server`` the prefixes within ``v4`` and ``v6`` too, and up to ``count``
+        of them (frr/bgp/frr.conf takes each server's service prefixes alone, 16 at most)."""
+        names = {s.name: i + 1 for i, s in enumerate(self.servers)}
+        assert server.name in names, server
+        self.vtysh_config(
+            f"ip prefix-list FROM-{server.name}-V4 seq 20 permit {v4} le 32\n"
+            f"ipv6 prefix-list FROM-{server.name}-V6 seq 20 permit {v6} le 128\n"
+            "router bgp 65000\n"
+            "address-family ipv4 unicast\n"
+            f"neighbor DNS4 maximum-prefix {count} restart 1\n"
+            "exit-address-family\n"
+            "address-family ipv6 unicast\n"
+            f"neighbor DNS6 maximum-prefix {count} restart 1"
+        )
+
     def weigh(self, weights: Sequence[int | None], degraded: tuple[int, str] | None = None) -> None:
         """Reload each server's anycastd with its weight (in the order of ``servers``), one after the other;
         ``degraded`` as in ``weighted_config``, for every weighted server."""
@@ -252,3 +277,8 @@ class BgpLab(DnsLab):
             self.wait_bfd(*with_bfd, timeout=30)
         for s in with_bfd:  # anycastd asks bfdd every 0.5 s: until then its status says the session is not up
             self.wait_status_ok(s)
+
+
+def _named(prefix: str) -> str:
+    """A service name for a host prefix: "2001:db8:53::1/128" -> "a-2001-db8-53--1"."""
+    return "a-" + prefix.split("/", maxsplit=1)[0].replace(".", "-").replace(":", "-")

@@ -26,7 +26,7 @@ import errno
 import secrets
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -151,7 +151,8 @@ class _Channel(asyncio.DatagramProtocol):
     """
 
     def __init__(self) -> None:
-        self.pending: dict[int, asyncio.Future[bytes]] = {}
+        #: What to call with the answer to each query in flight (or the error that ends it), by message id.
+        self.pending: dict[int, Callable[[bytes | Exception], None]] = {}
         self.transport: asyncio.DatagramTransport | None = None
         self.closed = False
 
@@ -160,14 +161,13 @@ class _Channel(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: object) -> None:
         if len(data) >= 2:
-            waiter = self.pending.get(int.from_bytes(data[:2], "big"))
-            if waiter is not None and not waiter.done():
-                waiter.set_result(data)
+            deliver = self.pending.get(int.from_bytes(data[:2], "big"))
+            if deliver is not None:
+                deliver(data)
 
     def error_received(self, exc: Exception) -> None:
-        for waiter in self.pending.values():
-            if not waiter.done():
-                waiter.set_exception(exc)
+        for deliver in list(self.pending.values()):
+            deliver(exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -271,50 +271,74 @@ def os_failure(exc: OSError, target: str) -> ProbeResult:
     return ProbeResult(Outcome.FAIL, f"{target}: {reason.lower()}", None, target, "network")
 
 
-async def query_udp(channel: _Channel, check: Check, c: Compiled, address: IPAddress) -> ProbeResult:
-    """One query over ``channel``, sent up to UDP_SENDS times within the timeout, timed with loop timers."""
-    target = str(address)
+async def query_udp_many(asked: Sequence[tuple[IPAddress, _Channel]], check: Check, c: Compiled) -> list[ProbeResult]:
+    """One query to each address over its channel, all at once, each sent up to UDP_SENDS times within the
+    timeout; one verdict per address, in order.
+
+    A round of a hundred addresses costs one future and one timer at a time (a resend to those that have not
+    answered, then the expiry), not a task, a future and a timer per address: most answers come before the
+    first resend is due."""
     loop = asyncio.get_running_loop()
-    query_id = secrets.randbits(16)
-    while query_id in channel.pending:
+    done: asyncio.Future[None] = loop.create_future()
+    answers: dict[int, tuple[bytes | Exception, float]] = {}  # by position: what came, and when
+    queries: list[tuple[_Channel, int, bytes]] = []
+
+    def deliverer(position: int) -> Callable[[bytes | Exception], None]:
+        def deliver(item: bytes | Exception) -> None:
+            if position not in answers:
+                answers[position] = (item, loop.time())
+                if len(answers) == len(queries) and not done.done():
+                    done.set_result(None)
+
+        return deliver
+
+    for position, (_, channel) in enumerate(asked):
         query_id = secrets.randbits(16)
-    wire = query_id.to_bytes(2, "big") + c.tail
-    waiter: asyncio.Future[bytes] = loop.create_future()
-    channel.pending[query_id] = waiter
-    assert channel.transport is not None
-    transport = channel.transport
+        while query_id in channel.pending:
+            query_id = secrets.randbits(16)
+        channel.pending[query_id] = deliverer(position)
+        queries.append((channel, query_id, query_id.to_bytes(2, "big") + c.tail))
 
     gap = check.timeout / UDP_SENDS
     sends = 0
     timer: asyncio.TimerHandle | None = None
 
     def send() -> None:
-        # One timer at a time: a resend while sends remain, then the expiry. Most answers come
-        # before the first resend is due, so a probe costs one timer, not UDP_SENDS + 1.
         nonlocal sends, timer
-        if waiter.done():
+        if done.done():
             return
         if sends == UDP_SENDS:
-            waiter.set_result(b"")  # no answer: empty, which no response is
+            done.set_result(None)  # the rest had no answer
             return
-        if not channel.closed:
-            transport.sendto(wire)
+        for position, (channel, _, wire) in enumerate(queries):
+            if position not in answers and not channel.closed and channel.transport is not None:
+                channel.transport.sendto(wire)
         sends += 1
         timer = loop.call_at(started + gap * sends, send)
 
     started = loop.time()  # time.monotonic, as the rest of anycastd uses
     send()
     try:
-        data = await waiter
-    except OSError as exc:
-        return os_failure(exc, target)
+        await done
     finally:
         if timer is not None:
             timer.cancel()
-        del channel.pending[query_id]
-    if not data:
-        return timed_out(target, check.timeout)
-    return judge(check, c, query_id, data, target=target, latency=loop.time() - started)
+        for channel, query_id, _ in queries:
+            channel.pending.pop(query_id, None)
+    out = []
+    for position, (address, _) in enumerate(asked):
+        target = str(address)
+        if position not in answers:
+            out.append(timed_out(target, check.timeout))
+            continue
+        item, at = answers[position]
+        if isinstance(item, OSError):
+            out.append(os_failure(item, target))
+        elif isinstance(item, Exception):
+            out.append(os_failure(OSError(str(item)), target))
+        else:
+            out.append(judge(check, c, queries[position][1], item, target=target, latency=at - started))
+    return out
 
 
 async def query_tcp(check: Check, query: dns.message.Message, address: IPAddress) -> ProbeResult:
@@ -372,15 +396,6 @@ class DnsProber:
         self._channels[(address, port)] = channel
         return channel
 
-    async def _udp(self, check: Check, c: Compiled, address: IPAddress) -> ProbeResult:
-        channel = self._channels.get((address, check.port))
-        if channel is None or channel.closed:
-            try:
-                channel = await self._channel(address, check.port)
-            except OSError as exc:
-                return os_failure(exc, str(address))
-        return await query_udp(channel, check, c, address)
-
     def compiled(self, check: Check) -> Compiled:
         c = self._compiled.get(check)
         if c is None:
@@ -394,9 +409,19 @@ class DnsProber:
         c = self.compiled(check)
         if check.transport == "tcp":
             return list(await asyncio.gather(*(query_tcp(check, c.query, a) for a in targets)))
-        if len(targets) == 1:
-            return [await self._udp(check, c, targets[0])]  # the router's case: no gather, no extra task
-        return list(await asyncio.gather(*(self._udp(check, c, a) for a in targets)))
+        asked: list[tuple[IPAddress, _Channel]] = []
+        failed: dict[int, ProbeResult] = {}
+        for position, address in enumerate(targets):
+            channel = self._channels.get((address, check.port))
+            if channel is None or channel.closed:
+                try:
+                    channel = await self._channel(address, check.port)
+                except OSError as exc:
+                    failed[position] = os_failure(exc, str(address))
+                    continue
+            asked.append((address, channel))
+        answered = iter(await query_udp_many(asked, check, c)) if asked else iter(())
+        return [failed[p] if p in failed else next(answered) for p in range(len(targets))]
 
     def close(self) -> None:
         for channel in self._channels.values():
