@@ -18,7 +18,9 @@ netlink dump per family, polled every 10 ms):
 * resolver killed (SIGKILL) -> all N gone;
 * resolver restarted -> all N back (includes BIND's start);
 * CPU of anycastd, its ExaBGP and the ExaBGP helper over ``--cpu-seconds`` at rest, and
-  their RSS.
+  their RSS;
+* the wall time of `anycastctl status --json`, a metrics scrape, a reload of the unchanged
+  file and `anycastd frr-policy` (each with its program's start-up).
 
 ``--base REV`` checks REV out into a git worktree and measures it and this tree
 alternately (``--rounds`` each), each tree with PYTHONPATH set to itself, so that the
@@ -33,6 +35,7 @@ import argparse
 import ipaddress
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -158,6 +161,7 @@ def measure(sizes: list[int], cpu_window: float) -> dict[str, Any]:
                     wall = time.monotonic() - t0
                     row["cpu"] = {k: (cpu_seconds(p) - before[k]) / wall * 100 for k, p in pids.items()}
                     row["rss"] = {k: rss_mb(p) for k, p in pids.items()}
+                    row.update(operations(lab, s1))
                     at = time.monotonic()
                     lab.kill_resolver(s1)
                     row["killed"] = until(ipr, wanted, gateways, 0, at)
@@ -166,6 +170,35 @@ def measure(sizes: list[int], cpu_window: float) -> dict[str, Any]:
                     row["back"] = until(ipr, wanted, gateways, n, at)
                     out[f"{n} {shape}"] = row
         lab.kill_anycastd(s1)
+    return out
+
+
+def operations(lab: Any, s1: Any) -> dict[str, float | None]:
+    """Wall time of what an operator does at this size: `anycastctl status --json`, a metrics scrape, a reload
+    of the unchanged file (SIGHUP until "reloaded" is logged) and `anycastd frr-policy` on the file. Each
+    includes starting its program (the 1-address row is that floor)."""
+    from anycastd_lab import daemons  # noqa: PLC0415
+
+    out: dict[str, float | None] = {}
+    t = time.monotonic()
+    lab.anycastctl(s1, "status", "--json")
+    out["status"] = time.monotonic() - t
+    t = time.monotonic()
+    lab.metrics(s1)
+    out["metrics"] = time.monotonic() - t
+    path, _, _ = daemons.anycastd_paths(lab.lab, s1)
+    offset = lab.log_size(s1)
+    t = time.monotonic()
+    lab.signal_anycastd(s1, signal.SIGHUP)
+    out["reload"] = None
+    while time.monotonic() - t < LIMIT:
+        if "reloaded" in lab.log_since(s1, offset):
+            out["reload"] = time.monotonic() - t
+            break
+        time.sleep(0.005)
+    t = time.monotonic()
+    subprocess.run(daemons.anycastd_command("frr-policy", f"s1={path}"), capture_output=True, check=True)
+    out["frr-policy"] = time.monotonic() - t
     return out
 
 
@@ -205,6 +238,13 @@ def table(runs: dict[str, list[dict[str, Any]]], trees: list[str]) -> list[str]:
             cells.setdefault("CPU at rest, all three, % of a core", []).append(
                 f"**{statistics.mean(totals):.2f}**" if totals else "-"
             )
+            for op, label in (
+                ("status", "`anycastctl status --json`, ms"),
+                ("metrics", "metrics scrape, ms"),
+                ("reload", "reload of the same file (SIGHUP until logged), ms"),
+                ("frr-policy", "`anycastd frr-policy`, ms"),
+            ):
+                cells.setdefault(label, []).append(ms([g.get(op) for g in got]))
             rss = [g["rss"]["anycastd"] for g in got]
             cells.setdefault("RSS anycastd / ExaBGP, MB", []).append(
                 f"{statistics.mean(rss):.1f} / {statistics.mean(g['rss'].get('exabgp', 0.0) for g in got):.1f}"
