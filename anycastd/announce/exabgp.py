@@ -186,6 +186,7 @@ class ExaBGPAnnouncer:
         self.socket_path = self.runtime_dir / "exabgp.sock"
         self.config_path = self.runtime_dir / "exabgp.conf"
         self._desired: dict[str, tuple[tuple[IPNetwork, ...], RouteAttributes]] = {}
+        self._dirty = False  # wanted since the last flush: something to send
         self._helper: _Helper | None = None
         self._lock = asyncio.Lock()
         self._server: asyncio.Server | None = None
@@ -235,6 +236,7 @@ class ExaBGPAnnouncer:
     def want(
         self, service: str, prefixes: Sequence[IPNetwork], announced: bool, attributes: RouteAttributes = PLAIN
     ) -> None:
+        before = self._desired.get(service)
         if announced:
             try:
                 route_words(attributes, 1)  # every value checked again here: these words reach ExaBGP's API
@@ -243,9 +245,18 @@ class ExaBGPAnnouncer:
             self._desired[service] = (tuple(prefixes), attributes)
         else:
             self._desired.pop(service, None)
+        self._dirty = self._dirty or self._desired.get(service) != before
 
     async def flush(self) -> None:
-        await self._reconcile()
+        """Send what was wanted since the last flush; nothing to do (most probe rounds) costs nothing."""
+        if not self._dirty:
+            return
+        self._dirty = False
+        try:
+            await self._reconcile()
+        except BaseException:
+            self._dirty = True  # the next flush tries again
+            raise
 
     async def close(self) -> None:
         self._closing = True

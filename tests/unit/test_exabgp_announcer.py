@@ -68,6 +68,9 @@ def test_what_several_services_want_is_flushed_as_one_batch(tmp_path: Path) -> N
                 "203.0.113.62/32"
             ]
             await eventually(lambda: len(announcer.announced_prefixes()) == 3)  # once ExaBGP's state is up
+            announcer.want("s0", [ipaddress.ip_network("203.0.113.60/32")], True)  # as it is: nothing new
+            await announcer.flush()
+            assert len(commands(announcer)) == 1
             for i in range(3):
                 announcer.want(f"s{i}", [], False)
             await announcer.flush()
