@@ -10,11 +10,14 @@ started with N service addresses, in two shapes:
 * *prefixes*: one service of N prefixes, with that check.
 
 The addresses are 203.0.113.54 upwards (at most 200 of them), then 2001:db8:53::/64
-host routes. For each N and shape it measures, from the router's kernel FIB (one
-netlink dump per family, polled every 10 ms):
+host routes. They are bound, and BIND answers on them, before anycastd starts, as on a
+server whose anycastd restarts (BIND is reloaded for that: a burst of new addresses
+overflows its routing socket and it stops scanning; how soon BIND picks up new addresses
+is BIND's time, not anycastd's). For each N and shape it measures, from the router's
+kernel FIB (one netlink dump per family, polled every 10 ms):
 
-* start -> all N in the FIB via s1 (anycastd started until the last one is there; this
-  includes binding the addresses, BIND noticing them, ``rise`` probes and BGP);
+* start -> all N in the FIB via s1 (anycastd started until the last one is there: its
+  start, ExaBGP's, ``rise`` probes and BGP);
 * resolver killed (SIGKILL) -> all N gone;
 * resolver restarted -> all N back (includes BIND's start);
 * CPU of anycastd, its ExaBGP and the ExaBGP helper over ``--cpu-seconds`` at rest, and
@@ -106,6 +109,31 @@ def until(ipr: Any, prefixes: frozenset[str], gateways: frozenset[str], count: i
     return None
 
 
+def listening(lab: Any, s1: Any, prefixes: list[str]) -> None:
+    """Bind ``prefixes`` on s1's lo and wait until BIND answers on each family's last one: a server whose
+    anycastd restarts has them bound and served already, and how soon BIND picks up a new address (a few
+    hundred a second, here) is BIND's, not anycastd's."""
+    from anycastd_lab import daemons  # noqa: PLC0415
+
+    with tempfile.NamedTemporaryFile("w", suffix=".ip") as batch:
+        for p in prefixes:
+            batch.write(f"address add {p} dev lo{' nodad' if ':' in p else ''}\n")
+        batch.flush()
+        lab.lab.exec(lab.lab.ns(s1.name), "ip", "-force", "-batch", batch.name, check=False)
+    # a burst of new addresses overflows BIND's routing socket, and it stops scanning ("automatic interface
+    # scanning terminated: not enough free resources"); a reload scans every interface again
+    lab.signal_resolver(s1, signal.SIGHUP)
+    last = [p.split("/")[0] for p in prefixes if ":" not in p][-1:] + [p.split("/")[0] for p in prefixes if ":" in p][
+        -1:
+    ]
+    deadline = time.monotonic() + LIMIT
+    while time.monotonic() < deadline:
+        if all(daemons.dig(lab.lab, lab.lab.ns(s1.name), a) == s1.name for a in last):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"BIND on {s1.name} does not answer on {', '.join(last)}")
+
+
 def measure(sizes: list[int], cpu_window: float) -> dict[str, Any]:
     """This tree's figures (run in a child whose PYTHONPATH is the tree)."""
     from pyroute2 import NetNS  # noqa: PLC0415 (the tree's own environment)
@@ -141,6 +169,7 @@ def measure(sizes: list[int], cpu_window: float) -> dict[str, Any]:
                     wanted = frozenset(prefixes)
                     lab.kill_anycastd(s1)
                     until(ipr, wanted, gateways, 0, time.monotonic())
+                    listening(lab, s1, prefixes)
                     print(f"  {n} addresses, {shape} ...", flush=True)
                     row: dict[str, Any] = {}
                     started = time.monotonic()
