@@ -54,7 +54,7 @@ EQUIVALENT: dict[str, str] = {
         "`health.forgive(now)` -> `forgive(None)`: as anycastd.core.health's own forgive mutant below, clearing "
         "the penalty reads no time and changes no state, so nothing is stamped with it"
     ),
-    "anycastd.daemons.skeleton.x__run__mutmut_11": (
+    "anycastd.daemons.skeleton.x__run__mutmut_12": (
         "`if not task.done(): task.cancel()` -> `if task.done()`: the finally runs once the probe task is done "
         "(cancelling a done task does nothing), or once the loop itself was cancelled, which asyncio passes on "
         "to the task it awaits, or hurried, which cancelled it already: it is never left running either way"

@@ -362,7 +362,8 @@ async def _schedule(
         wakes = 0
         if after is not None:
             await after()
-        next_at = min((next_due(m, started, next_at, clock()) for m in members()), default=next_at + check.interval)
+        # a group is never empty here: one left empty is cancelled (in its round's await) before this line
+        next_at = min(next_due(m, started, next_at, clock()) for m in members())
         woken = await _wait(unit, next_at - clock(), sleep)
         if woken:
             next_at = clock()  # woken early: the schedule starts again from this probe

@@ -22,11 +22,13 @@ from anycastd.daemons.skeleton import (
     Loops,
     MaintenanceBook,
     Probe,
+    SharedProbe,
     confirming,
     lift_and_forgive,
     log_decision,
     new_health,
     probe_forever,
+    probe_shared_forever,
     stall_after,
     who,
 )
@@ -457,6 +459,183 @@ def test_hurry_abandons_a_probe_waiting_the_full_timeout_for_an_urgent_one() -> 
     assert probe.status.probes == 1 and probe.status.confirming == 1  # the abandoned one is not counted
     assert probe.status.woken == 1  # the urgent probe was brought forward: counted as woken
     assert cancelled and probe.inflight is None
+
+
+def test_a_probe_woken_and_then_hurried_counts_both_wake_ups() -> None:
+    async def go() -> Probe:
+        loop = asyncio.get_running_loop()
+        probe = _probe(asyncio.Event())
+        assert probe.wake is not None
+        probe.wake.set()  # an event before the first round: it starts woken
+        calls: list[float] = []
+        started, hung = asyncio.Event(), asyncio.Event()
+
+        class Prober:
+            async def probe(self, check: Check, service_addresses: Sequence[IPAddress]) -> ProbeResult:
+                calls.append(check.timeout)
+                started.set()
+                if len(calls) == 1:
+                    await hung.wait()
+                return OK
+
+        async def on_result(p: Probe, result: ProbeResult, decision: Decision) -> None:
+            pass
+
+        task = asyncio.ensure_future(
+            probe_forever(probe, Prober(), on_result, clock=loop.time, sleep=asyncio.sleep, jitter=lambda _: 5.0)
+        )
+        await alongside(task, started.wait())
+        probe.hurry()
+        await alongside(task, until(lambda: probe.status.probes == 1, "the urgent probe"))
+        assert probe.status.woken == 2  # the event that started the round, and the hurry
+        probe.wake.set()  # and one more event: a round of its own
+        await alongside(task, until(lambda: probe.status.probes == 2, "the woken probe"))
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return probe
+
+    assert asyncio.run(go()).status.woken == 3  # counted over the rounds
+
+
+B = ipaddress.ip_address("203.0.113.53")
+C = ipaddress.ip_address("203.0.113.54")
+HARD = ProbeResult(Outcome.HARD_FAIL, "203.0.113.54: connection refused", None, "203.0.113.54", "refused")
+
+
+def test_probe_forever_asks_for_the_probes_own_addresses_and_beats_for_it() -> None:
+    async def go() -> tuple[list[tuple[IPAddress, ...]], list[Probe], Probe]:
+        fake = FakeTime()
+        health = ServiceHealth.create("dns", [Thresholds(1, 2, 1)])
+        probe = Probe("dns/checks[0]", 0, CHECK, (B,), health, CheckStatus())
+        asked: list[tuple[IPAddress, ...]] = []
+        beats: list[Probe] = []
+        done = asyncio.Event()
+
+        class Prober:
+            async def probe(self, check: Check, service_addresses: Sequence[IPAddress]) -> ProbeResult:
+                asked.append(tuple(service_addresses))
+                if len(asked) == 3:
+                    done.set()
+                    await asyncio.Event().wait()
+                return OK
+
+        async def on_result(p: Probe, result: ProbeResult, decision: Decision) -> None:
+            pass
+
+        task = asyncio.ensure_future(
+            probe_forever(
+                probe, Prober(), on_result, clock=fake.clock, sleep=fake.sleep, jitter=lambda _: 0.0, beat=beats.append
+            )
+        )
+        await alongside(task, done.wait())
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return asked, beats, probe
+
+    asked, beats, probe = asyncio.run(go())
+    assert asked == [(B,)] * 3
+    assert len(beats) >= 3 and all(b is probe for b in beats)
+
+
+class EachProber:
+    """A shared round's prober: ``answers`` by address; records what each round asked."""
+
+    def __init__(self, answers: dict[IPAddress, ProbeResult], rounds: int, done: asyncio.Event) -> None:
+        self.answers, self.rounds, self.done = answers, rounds, done
+        self.asked: list[list[IPAddress]] = []
+
+    async def probe(self, check: Check, service_addresses: Sequence[IPAddress]) -> ProbeResult:
+        raise AssertionError("a group of several asks each address on its own")
+
+    async def probe_each(self, check: Check, targets: Sequence[IPAddress]) -> list[ProbeResult]:
+        self.asked.append(list(targets))
+        if len(self.asked) > self.rounds:
+            self.done.set()
+            await asyncio.Event().wait()
+        return [self.answers[t] for t in targets]
+
+
+def _shared() -> SharedProbe:
+    members = [
+        Probe(
+            f"{name}/checks[0]", 0, CHECK, (address,), ServiceHealth.create(name, [Thresholds(1, 2, 1)]), CheckStatus()
+        )
+        for name, address in (("dns", B), ("dot", C))
+    ]
+    return SharedProbe("dns/checks[0]", CHECK, members)
+
+
+def test_a_shared_probe_asks_each_address_once_and_judges_each_member_by_its_own() -> None:
+    async def go() -> tuple[EachProber, dict[str, list[ProbeResult]], int, SharedProbe]:
+        fake = FakeTime()
+        shared = _shared()
+        done = asyncio.Event()
+        prober = EachProber({A: OK, B: OK, C: HARD}, 2, done)
+        got: dict[str, list[ProbeResult]] = {}
+        flushed = 0
+
+        async def on_result(p: Probe, result: ProbeResult, decision: Decision) -> None:
+            got.setdefault(p.key, []).append(result)
+
+        async def after() -> None:
+            nonlocal flushed
+            flushed += 1
+
+        task = asyncio.ensure_future(
+            probe_shared_forever(
+                shared,
+                prober,
+                on_result,
+                clock=fake.clock,
+                sleep=fake.sleep,
+                jitter=lambda _: 0.0,
+                beat=lambda _: None,
+                after=after,
+            )
+        )
+        await alongside(task, done.wait())
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return prober, got, flushed, shared
+
+    prober, got, flushed, shared = asyncio.run(go())
+    assert prober.asked[0] == [A, B, C] == shared.targets() and shared.service_addresses == (B, C)
+    assert got["dns/checks[0]"][0] == OK and got["dot/checks[0]"][0] == HARD  # each by its own address
+    assert flushed == 2  # once a round
+    assert shared.members[1].health.checks[0].state is State.DOWN
+
+
+def test_a_prober_that_answers_for_fewer_addresses_than_asked_ends_the_loop() -> None:
+    class Short(EachProber):
+        async def probe_each(self, check: Check, targets: Sequence[IPAddress]) -> list[ProbeResult]:
+            return [OK]
+
+    async def go() -> None:
+        fake = FakeTime()
+
+        async def nothing(*_: Any) -> None:
+            pass
+
+        await probe_shared_forever(
+            _shared(), Short({}, 1, asyncio.Event()), nothing, clock=fake.clock, sleep=fake.sleep,
+            jitter=lambda _: 0.0, beat=lambda _: None, after=nothing,
+        )  # fmt: skip
+
+    with pytest.raises(ValueError, match="zip"):
+        asyncio.run(go())
+
+
+def test_hurrying_a_shared_probe_makes_its_next_round_urgent() -> None:
+    async def go() -> SharedProbe:
+        shared = _shared()
+        shared.wake = asyncio.Event()
+        shared.inflight = asyncio.get_running_loop().create_future()
+        shared.hurry()
+        return shared
+
+    shared = asyncio.run(go())
+    assert shared.urgent and shared.wake is not None and shared.wake.is_set()
+    assert shared.inflight is not None and shared.inflight.cancelled()
 
 
 # What both daemons share, written once. Named by the mutants of `make mutation` they kill.
