@@ -48,10 +48,10 @@ from pathlib import Path
 from typing import Any
 
 from report import context, publish
+from resources import cpu_seconds, rss_mb
 
 HERE = Path(__file__).resolve()
 ROOT = HERE.parents[1]
-TICK = os.sysconf("SC_CLK_TCK")
 SHAPES = ("services", "prefixes")
 POLL = 0.010
 #: How long one wait may take before the measure is reported missed.
@@ -72,20 +72,6 @@ def config(base: str, check: str, prefixes: list[str], shape: str) -> str:
     return head + "".join(
         f"  s{i}:\n    prefixes: [{p}]\n    interface: lo\n    checks:\n{check}" for i, p in enumerate(prefixes)
     )
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return sum(int(x) for x in fields[11:13]) / TICK
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def held(ipr: Any, prefixes: frozenset[str], gateways: frozenset[str]) -> int:

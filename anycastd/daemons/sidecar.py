@@ -2,11 +2,15 @@
 
 Theory of operation
 -------------------
-Each check of each service runs in its own task on its own schedule. The
-tasks decide nothing: ``health.ServiceHealth`` decides, this module does.
-Every loop iteration also beats a ``Liveness``; the announcer heartbeats its
-watchdog only while every loop is beating, so a stuck loop withdraws routes
-(fail-closed) instead of leaving a stale announcement behind.
+Each distinct check runs in one task on its own schedule, shared by every
+service that has that very check (anycastd.daemons.skeleton.SharedProbe): a
+round asks each address once, and each service is judged on its own addresses
+by its own ``health.ServiceHealth``. The tasks decide nothing: the health core
+decides, this module does. What a round changes is announced at its end, in
+one batch (``Announcer.want``, then ``flush``). Every loop iteration also
+beats a ``Liveness``; the announcer heartbeats its watchdog only while every
+loop is beating, so a stuck loop withdraws routes (fail-closed) instead of
+leaving a stale announcement behind.
 
 The operator's side (``handle``: status, withdraw, announce, check) and
 ``reload`` act on the same objects between two probe results, on the same

@@ -56,18 +56,21 @@ class NetlinkAddresses:
                 for p in hosts:
                     if (str(p.network_address), p.prefixlen) in present:
                         continue
-                    await ipr.addr(
-                        "add",
-                        index=index,
-                        address=str(p.network_address),
-                        prefixlen=p.prefixlen,
-                        flags=IFA_F_NODAD if p.version == 6 else 0,
-                    )
+                    try:
+                        await ipr.addr(
+                            "add",
+                            index=index,
+                            address=str(p.network_address),
+                            prefixlen=p.prefixlen,
+                            flags=IFA_F_NODAD if p.version == 6 else 0,
+                        )
+                    except NetlinkError as exc:  # the one the kernel refused, not every one of a batch
+                        raise AddressError(f"cannot bind {p} on {interface}: {exc.args[1]}") from None
                     log.info("bound %s on %s", p, interface)
                     added.append(p)
                 return added
         except NetlinkError as exc:
-            raise AddressError(f"cannot bind {', '.join(map(str, hosts))} on {interface}: {exc.args[1]}") from None
+            raise AddressError(f"cannot bind addresses on {interface}: {exc.args[1]}") from None
         except OSError as exc:
             raise AddressError(f"cannot talk to the kernel (netlink) to bind addresses: {exc}") from None
 

@@ -423,29 +423,36 @@ def test_an_urgent_probe_waits_a_confirming_probes_timeout_once() -> None:
     assert not probe.urgent and probe.status.confirming == 1
 
 
+class FirstHangs:
+    """A resolver that froze under the first probe (it never answers it) and answers every later one."""
+
+    def __init__(self) -> None:
+        self.timeouts: list[float] = []
+        self.started = asyncio.Event()
+        self._hung = asyncio.Event()
+
+    async def probe(self, check: Check, service_addresses: Sequence[IPAddress]) -> ProbeResult:
+        self.timeouts.append(check.timeout)
+        self.started.set()
+        if len(self.timeouts) == 1:
+            await self._hung.wait()
+        return OK
+
+
 def test_hurry_abandons_a_probe_waiting_the_full_timeout_for_an_urgent_one() -> None:
     async def go() -> tuple[list[float], Probe, bool]:
         loop = asyncio.get_running_loop()
         probe = _probe(asyncio.Event())
-        timeouts: list[float] = []
-        started = asyncio.Event()
-        hung = asyncio.Event()
-
-        class Prober:
-            async def probe(self, check: Check, service_addresses: Sequence[IPAddress]) -> ProbeResult:
-                timeouts.append(check.timeout)
-                started.set()
-                if len(timeouts) == 1:
-                    await hung.wait()  # the resolver froze under this one: it never answers
-                return OK
+        prober = FirstHangs()
+        timeouts = prober.timeouts
 
         async def on_result(p: Probe, result: ProbeResult, decision: Decision) -> None:
             pass
 
         task = asyncio.ensure_future(
-            probe_forever(probe, Prober(), on_result, clock=loop.time, sleep=asyncio.sleep, jitter=lambda _: 0.0)
+            probe_forever(probe, prober, on_result, clock=loop.time, sleep=asyncio.sleep, jitter=lambda _: 0.0)
         )
-        await alongside(task, started.wait())
+        await alongside(task, prober.started.wait())
         assert probe.inflight is not None  # the full timeout: it may be hurried
         probe.hurry()  # the clients' queue is stuck
         await alongside(task, until(lambda: probe.status.probes == 1, "the urgent probe"))
@@ -467,24 +474,15 @@ def test_a_probe_woken_and_then_hurried_counts_both_wake_ups() -> None:
         probe = _probe(asyncio.Event())
         assert probe.wake is not None
         probe.wake.set()  # an event before the first round: it starts woken
-        calls: list[float] = []
-        started, hung = asyncio.Event(), asyncio.Event()
-
-        class Prober:
-            async def probe(self, check: Check, service_addresses: Sequence[IPAddress]) -> ProbeResult:
-                calls.append(check.timeout)
-                started.set()
-                if len(calls) == 1:
-                    await hung.wait()
-                return OK
+        prober = FirstHangs()
 
         async def on_result(p: Probe, result: ProbeResult, decision: Decision) -> None:
             pass
 
         task = asyncio.ensure_future(
-            probe_forever(probe, Prober(), on_result, clock=loop.time, sleep=asyncio.sleep, jitter=lambda _: 5.0)
+            probe_forever(probe, prober, on_result, clock=loop.time, sleep=asyncio.sleep, jitter=lambda _: 5.0)
         )
-        await alongside(task, started.wait())
+        await alongside(task, prober.started.wait())
         probe.hurry()
         await alongside(task, until(lambda: probe.status.probes == 1, "the urgent probe"))
         assert probe.status.woken == 2  # the event that started the round, and the hurry
