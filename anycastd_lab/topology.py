@@ -275,12 +275,20 @@ class Lab:
         self.processes[key].send_signal(sig)
 
 
-def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.05, what: str = "it") -> None:
-    """Poll ``predicate`` until it is true; raise TimeoutError naming ``what``."""
+def wait_until(
+    predicate: Callable[[], object],
+    timeout: float,
+    interval: float = 0.05,
+    what: str = "it",
+    explain: Callable[[], str] | None = None,
+) -> None:
+    """Poll ``predicate`` until it is true; raise TimeoutError naming ``what``, with ``explain()``'s
+    evidence (a daemon's log, say) when given."""
     deadline = time.monotonic() + timeout
     while True:
         if predicate():
             return
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} did not happen within {timeout:g} s")
+            evidence = f"\n{explain()}" if explain is not None else ""
+            raise TimeoutError(f"{what} did not happen within {timeout:g} s{evidence}")
         time.sleep(interval)
