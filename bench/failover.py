@@ -145,7 +145,8 @@ def main() -> int:
             "",
             f"Command: `python bench/failover.py --trials {args.trials}` (as root; `make bench-sidecar` runs it).",
             context(),
-            f"anycastd defaults: check {settings}; exabgp.watchdog 1.5 s. Router: FRR, eBGP, hold time 3 s.",
+            f"anycastd defaults: check {settings}; exabgp.watchdog 1.5 s, exabgp.stall 0.25 s. "
+            "Router: FRR, eBGP, hold time 3 s.",
             "The FIB is polled every 2 ms with pyroute2 in the router's namespace; each trial starts at a random",
             "phase of the probe schedule. 'Restarted' includes Unbound's own start-up time.",
             "",

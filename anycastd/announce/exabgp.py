@@ -16,14 +16,18 @@ way of failing:
   drops the paths at once. The helper also sees the socket close.
 * anycastd stalls (SIGSTOP, a deadlock, a stuck probe loop): anycastd sends
   heartbeats only while every probe loop is making progress; the helper
-  terminates ExaBGP when none has come for ``exabgp.watchdog`` seconds.
+  kills ExaBGP when none has come for ``exabgp.stall`` seconds and anycastd
+  is not running, or for ``exabgp.watchdog`` seconds whatever it does.
 * ExaBGP dies: anycastd starts it again (exponential backoff) and, when the
   new helper connects, announces again exactly the desired set.
-* ExaBGP hangs (SIGSTOP, a busy loop) or its helper hangs: anycastd sends a
-  heartbeat command *through* ExaBGP (an API comment, which ExaBGP
-  acknowledges) every ``heartbeat_period``; no answer within
-  ``answer_bound`` and anycastd SIGKILLs ExaBGP. The kernel closes its BGP
-  sessions, the router drops the paths, and a fresh ExaBGP is started.
+* ExaBGP hangs (SIGSTOP, a deadlock, a busy loop) or its helper hangs:
+  anycastd sends a heartbeat command *through* ExaBGP (an API comment, which
+  ExaBGP acknowledges) every ``heartbeat_period``. No answer within
+  ``exabgp.stall`` while neither process is running or waiting for a CPU
+  (read from /proc: stopped, or asleep with the heartbeat unanswered), or
+  none within ``answer_bound`` whatever they are doing, and anycastd
+  SIGKILLs ExaBGP. The kernel closes its BGP sessions, the router drops the
+  paths, and a fresh ExaBGP is started.
 * The helper dies or its connection closes: anycastd kills ExaBGP at once;
   an ExaBGP whose API process is gone would otherwise go on announcing with
   nothing in control of it. The helper in turn dies with ExaBGP
@@ -86,16 +90,17 @@ ACK_TIMEOUT = 5.0
 
 
 def heartbeat_bounds(config: Config) -> tuple[float, float]:
-    """How often ExaBGP is asked for a sign of life, and how long it may take to answer.
+    """How often ExaBGP is asked for a sign of life, and how long it may take to answer when busy.
 
-    Derived from the fastest probe interval: ExaBGP is checked as often as the
-    resolver is (between 0.1 and 0.5 s), and must answer within five of those
-    periods, between 1 and 2 s. A frozen ExaBGP is therefore killed, and its
-    sessions closed, well inside the 3 s bound for a freeze (docs/reliability.md).
+    Derived from the fastest probe interval: ExaBGP is asked twice per interval (between 0.05 and
+    0.25 s, and at least twice per ``exabgp.stall``). One that has not answered within
+    ``exabgp.stall`` and is not running (nor is its helper) is killed then; one that is busy or
+    starved of CPU may take five intervals, between 1 and 2 s. Either way a frozen ExaBGP is
+    killed, and its sessions closed, well inside the 3 s bound for a freeze (docs/reliability.md).
     """
     interval = min((c.interval for s in config.services for c in s.checks), default=0.5)
-    period = min(max(interval, 0.1), 0.5)
-    return period, min(max(5 * period, 1.0), 2.0)
+    period = min(max(interval / 2, 0.05), 0.25, config.exabgp.stall / 2)
+    return period, min(max(5 * interval, 1.0), 2.0)
 
 
 EXABGP_ENV = {
@@ -113,6 +118,10 @@ EXABGP_ENV = {
     "exabgp_tcp_bind": "",  # connect out only; never listen on port 179
     "exabgp_log_destination": "stdout",
     "exabgp_log_statistics": "false",
+    # ExaBGP's reactor polls every speed / 100 s when idle (10 ms by default: 0.7 % of a core here).
+    # Our commands and the router's messages wake it at once whatever the speed, so idling 100 ms
+    # costs no latency; only its own timers (keepalives, every hold time / 3) may run 100 ms late.
+    "exabgp_reactor_speed": "10.0",
 }
 
 
@@ -445,7 +454,7 @@ class ExaBGPAnnouncer:
             log.debug("from ExaBGP: %s", line)
 
     async def _heartbeat(self, helper: _Helper) -> None:
-        period = self.config.exabgp.watchdog / 5
+        period = min(self.config.exabgp.watchdog / 5, self.config.exabgp.stall / 3)
         warned = False
         while not helper.closed:
             if self.alive():
@@ -457,37 +466,57 @@ class ExaBGPAnnouncer:
             await asyncio.sleep(period)
 
     async def _watch(self, helper: _Helper) -> None:
-        """ExaBGP's liveness: a heartbeat command through ExaBGP every period, answered within the bound.
+        """ExaBGP's liveness: a heartbeat command through ExaBGP every period, answered within ``exabgp.stall``
+        unless ExaBGP or its helper is seen running (busy, or starved of CPU), and within the answer bound
+        whatever they are doing.
 
         The first answer may take longer (``ack_timeout``): ExaBGP starts its helper before it
         has finished reading its configuration.
         """
         loop = asyncio.get_running_loop()
         bound = max(self.ack_timeout, self.answer_bound)
+        first = True
         while not helper.closed:
             sent = loop.time()
             answer = asyncio.ensure_future(helper.command(HEARTBEAT_COMMAND, bound))
-            done, _ = await asyncio.wait([answer], timeout=2 * self.heartbeat_period)
-            if not done and not helper.closed and may(self.state, ChildState.UNRESPONSIVE):
-                self._set_state(ChildState.UNRESPONSIVE)
+            wait = 2 * self.heartbeat_period if first else self.config.exabgp.stall
+            done, _ = await asyncio.wait([answer], timeout=wait)
+            while not done and not helper.closed:
+                if may(self.state, ChildState.UNRESPONSIVE):
+                    self._set_state(ChildState.UNRESPONSIVE)
+                pids = [helper.process.pid if helper.process else 0, helper.pid or 0]
+                # Judged in a thread: the loop meanwhile reads an answer that came while it was busy.
+                if not first and await asyncio.to_thread(exabgp_helper.judge, pids) and not answer.done():
+                    states = ", ".join(exabgp_helper.states(pids)) or "-"
+                    self._give_up(
+                        helper,
+                        f"ExaBGP answered no heartbeat within {self.config.exabgp.stall:g} s, and neither it nor its "
+                        f"helper is running (states {states})",
+                    )
+                    answer.cancel()
+                    return
+                done, _ = await asyncio.wait([answer], timeout=exabgp_helper.STALL_RECHECK)
             try:
                 await answer
             except AckTimeout:
-                self.last_problem = f"ExaBGP answered no heartbeat within {bound:g} s"
-                log.error(
-                    "%s; killing it (pid %s) so its BGP sessions close and the router drops this server's paths, "
-                    "then starting it again",
-                    self.last_problem,
-                    helper.process.pid if helper.process else "-",
-                )
-                self._kill(helper)
+                self._give_up(helper, f"ExaBGP answered no heartbeat within {bound:g} s")
                 return
             except AnnounceError:
                 return  # the helper went away; _on_helper deals with it
             if helper is self._helper and may(self.state, ChildState.UP):  # not an exited ExaBGP's last answer
                 self._set_state(ChildState.UP)
-            bound = self.answer_bound
+            bound, first = self.answer_bound, False
             await asyncio.sleep(max(0.0, sent + self.heartbeat_period - loop.time()))
+
+    def _give_up(self, helper: _Helper, problem: str) -> None:
+        self.last_problem = problem
+        log.error(
+            "%s; killing it (pid %s) so its BGP sessions close and the router drops this server's paths, "
+            "then starting it again",
+            problem,
+            helper.process.pid if helper.process else "-",
+        )
+        self._kill(helper)
 
     async def _reconcile(self) -> None:
         async with self._lock:

@@ -131,6 +131,10 @@ class Neighbor:
 class ExaBGPSettings:
     command: tuple[str, ...] | None = None  # None: this Python's ``-m anycastd.announce.exabgp_run`` (ExaBGP)
     watchdog: float = 1.5
+    #: The short bound: a process of the tree (anycastd, ExaBGP, its helper) that owes a heartbeat this
+    #: long and is not running or waiting for a CPU is stuck, and ExaBGP is killed without waiting for
+    #: ``watchdog`` (anycastd.announce.exabgp_helper.stuck).
+    stall: float = 0.25
 
 
 #: Where Debian's frr package puts bfdd (Red Hat's: /usr/libexec/frr/bfdd).
@@ -472,6 +476,22 @@ def _return_path(r: Reader, top: dict[str, Any]) -> ReturnPathSettings | None:
     return ReturnPathSettings(tuple(prefixes), metric)
 
 
+def _exabgp(r: Reader, top: dict[str, Any]) -> ExaBGPSettings:
+    if "exabgp" not in top:
+        return ExaBGPSettings()
+    e = r.mapping(top["exabgp"], "exabgp", {"command", "watchdog", "stall"})
+    if e is None:
+        return ExaBGPSettings()
+    command = r.field(e, "exabgp", "command", to_command, None)
+    watchdog = r.field(e, "exabgp", "watchdog", seconds(0.3, 60), ExaBGPSettings.watchdog)
+    stall = r.field(e, "exabgp", "stall", seconds(0.1, 60), ExaBGPSettings.stall)
+    watchdog = watchdog if watchdog is not None else ExaBGPSettings.watchdog  # pragma: no mutate
+    stall = stall if stall is not None else ExaBGPSettings.stall  # pragma: no mutate
+    if stall > watchdog:
+        r.problem("exabgp.stall", f"must be at most exabgp.watchdog ({watchdog:g}), got {stall:g}")
+    return ExaBGPSettings(command, watchdog, stall)
+
+
 def parse(text: str, source: str = "<config>") -> Config:
     """Validate ``text`` and return the configuration, or raise ConfigError."""
     r, top = read_top(text, source, _TOP_KEYS | {"router"})
@@ -489,13 +509,7 @@ def parse(text: str, source: str = "<config>") -> Config:
     control = read_control(r, top)
     drain = _drain(r, top)
     metrics = read_metrics(r, top)
-    exabgp = ExaBGPSettings()
-    if "exabgp" in top:
-        e = r.mapping(top["exabgp"], "exabgp", {"command", "watchdog"})
-        if e is not None:
-            command = r.field(e, "exabgp", "command", to_command, None)
-            watchdog = r.field(e, "exabgp", "watchdog", seconds(0.3, 60), ExaBGPSettings.watchdog)
-            exabgp = ExaBGPSettings(command, watchdog if watchdog is not None else ExaBGPSettings.watchdog)
+    exabgp = _exabgp(r, top)
     bfdd = BfddSettings()
     if "bfdd" in top:
         b = r.mapping(top["bfdd"], "bfdd", {"command"})

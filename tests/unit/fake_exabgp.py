@@ -2,7 +2,8 @@
 
 Usage (as anycastd runs ExaBGP): python fake_exabgp.py CONFIG. Every command it
 receives is appended to CONFIG + ".log"; a route whose prefix is 192.0.2.66/32
-is refused with "error", and one for 192.0.2.67/32 is never answered. API comments (anycastd's
+is refused with "error", one for 192.0.2.67/32 is never answered, and one for 192.0.2.68/32 is
+answered after 1 s of busy work (on the CPU all along: slow, not stuck). API comments (anycastd's
 heartbeats) are acknowledged and not logged. It reports every neighbor of the configuration "up".
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 
 config_path = sys.argv[1]
 with open(config_path) as f:
@@ -31,5 +33,9 @@ with open(config_path + ".log", "a") as log:
             log.flush()
         if "192.0.2.67/32" in line:
             continue
+        if "192.0.2.68/32" in line:
+            busy_until = time.monotonic() + 1.0
+            while time.monotonic() < busy_until:
+                pass
         helper.stdin.write(b"error\n" if "192.0.2.66/32" in line else b"done\n")
         helper.stdin.flush()

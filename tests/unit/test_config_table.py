@@ -56,6 +56,8 @@ SIDECAR_ROWS: list[tuple[Key, Any, Callable[[config.Config], Any], Any, str]] = 
     (["exabgp", "watchdog"], 60, lambda c: c.exabgp.watchdog, 60.5,
      "exabgp.watchdog: must be at most 60 seconds, got 60.5"),
     (["exabgp", "watchdog"], 0.31, lambda c: c.exabgp.watchdog, 0.3, "exabgp.watchdog: must be > 0.3, got 0.3"),
+    (["exabgp", "stall"], 0.11, lambda c: c.exabgp.stall, 0.1, "exabgp.stall: must be > 0.1, got 0.1"),
+    (["exabgp", "stall"], 1.5, lambda c: c.exabgp.stall, 1.51, "exabgp.stall: must be at most exabgp.watchdog (1.5), got 1.51"),
     (["exabgp", "command"], ["/usr/bin/exabgp"], lambda c: c.exabgp.command, "exabgp",
      "exabgp.command: must be a list of 1 to 64 strings (program and arguments), got a string"),
     (["neighbors", 0, "peer_asn"], 4294967295, lambda c: c.neighbors[0].peer_asn, 0,
@@ -631,7 +633,7 @@ def test_the_last_gaps_make_mutation_found_in_the_readers() -> None:
         "(services.dns.checks[0].address); the service address must differ"
     ]
     assert sidecar_problems(with_value(GOOD, ["exabgp"], {"bogus": 1})) == [
-        "exabgp.bogus: unknown key (expected one of: command, watchdog)"
+        "exabgp.bogus: unknown key (expected one of: command, stall, watchdog)"
     ]
     twice = yaml.safe_load(GOOD)["neighbors"][0]
     assert sidecar_problems(with_value(GOOD, ["neighbors"], [twice, twice])) == [

@@ -131,9 +131,30 @@ def test_an_exabgp_that_stops_answering_is_killed_and_restarted(tmp_path: Path) 
         announcer = ExaBGPAnnouncer(config(tmp_path), ack_timeout=0.5)
         async with running(announcer):
             first = announcer.pid
-            with pytest.raises(AckTimeout, match="did not acknowledge"):
+            # Asleep with a command unanswered: stuck, killed at the stall bound (0.25 s) by the heartbeat's
+            # watch, before the command's own deadline (0.5 s) runs out.
+            with contextlib.suppress(AnnounceError):
                 await announcer.set_announced("wedged", [ipaddress.ip_network("192.0.2.67/32")], True)
             await eventually(lambda: announcer.restarts >= 1 and announcer.pid not in (None, first))
+            assert announcer.last_problem is not None and "nor its helper is running (states S, S)" in (
+                announcer.last_problem
+            )
+
+    asyncio.run(go())
+
+
+def test_an_exabgp_busy_past_the_command_deadline_is_killed_and_restarted(tmp_path: Path) -> None:
+    async def go() -> None:
+        announcer = ExaBGPAnnouncer(config(tmp_path), ack_timeout=0.5)
+        async with running(announcer):
+            first = announcer.pid
+            with pytest.raises(AckTimeout, match="did not acknowledge"):  # 1 s of work, 0.5 s allowed
+                await announcer.set_announced("busy", [ipaddress.ip_network("192.0.2.68/32")], True)
+            await eventually(lambda: announcer.restarts >= 1 and announcer.pid not in (None, first))
+            assert (
+                announcer.last_problem
+                == "ExaBGP did not acknowledge 'neighbor 192.0.2.9 announce route 192.0.2.68/32 next-hop self'"
+            )
 
     asyncio.run(go())
 
@@ -200,21 +221,51 @@ def test_a_stopped_exabgp_or_helper_misses_its_heartbeat_and_the_pair_is_killed_
                 states.append(announcer.state)
                 return announcer.pid not in (None, first)
 
+            stopped = asyncio.get_running_loop().time()
             await eventually(replaced)
-            assert "unresponsive" in states  # status said so before the kill
+            # At the stall bound (0.25 s), not the answer bound (2 s): the stopped process is not running.
+            assert asyncio.get_running_loop().time() - stopped < 1.5
             await eventually(lambda: gone(first) and gone(helper))  # SIGKILL ends stopped processes too
-            assert announcer.last_problem == f"ExaBGP answered no heartbeat within {announcer.answer_bound:g} s"
+            assert announcer.last_problem == (
+                "ExaBGP answered no heartbeat within 0.25 s, and neither it nor its helper is running (states "
+                + ("T, S)" if frozen == "exabgp" else "S, T)")
+            )
             await eventually(lambda: announcer.state == "up")
             assert announcer.describe()["last_answer"] is not None
 
     asyncio.run(go())
 
 
+def test_a_busy_exabgp_is_slow_not_stuck_and_keeps_its_sessions(tmp_path: Path) -> None:
+    """The stand-in spends 1 s on the CPU before it answers: past the stall bound (0.25 s), inside the answer
+    bound (2 s). It is seen running, so it is unresponsive for a while, and not killed."""
+
+    async def go() -> None:
+        announcer = ExaBGPAnnouncer(config(tmp_path))
+        states: list[str] = []
+        async with running(announcer):
+            await eventually(lambda: announcer.state == "up")
+            first = announcer.pid
+            await announcer.set_announced("busy", [ipaddress.ip_network("192.0.2.68/32")], True)
+
+            def answered() -> bool:
+                states.append(announcer.state)
+                return announcer.state == "up"
+
+            await eventually(answered)
+            assert "unresponsive" in states  # status said so while it worked
+            assert announcer.pid == first and announcer.restarts == 0 and announcer.last_problem is None
+
+    asyncio.run(go())
+
+
 def test_heartbeat_bounds_follow_the_probe_interval() -> None:
     fast = parse(GOOD.replace("interval: 0.5", "interval: 0.2").replace("timeout: 0.25", "timeout: 0.15"))
-    assert heartbeat_bounds(fast) == (0.2, 1.0)  # the default interval
+    assert heartbeat_bounds(fast) == (0.1, 1.0)  # the default interval: asked twice per interval
     slow = parse(GOOD.replace("interval: 0.5", "interval: 5").replace("timeout: 0.25", "timeout: 1"))
-    assert heartbeat_bounds(slow) == (0.5, 2.0)  # still inside the 3 s bound for a freeze
+    assert heartbeat_bounds(slow) == (0.125, 2.0)  # twice per stall bound; still inside the 3 s bound for a freeze
+    stall = parse(GOOD + "exabgp:\n  stall: 0.15\n")
+    assert heartbeat_bounds(stall) == (0.075, 2.0)
 
 
 def test_graceful_shutdown_re_announces_the_path_tagged_and_back_untagged(tmp_path: Path) -> None:

@@ -101,7 +101,7 @@ def test_exabgp_reads_the_generated_configuration_as_configured(
     exabgp = Configuration([str(conf)])
     assert exabgp.reload(), exabgp.error
     assert {name: p["run"] for name, p in exabgp.processes.items()} == {
-        "anycastd": helper_argv(socket_path, config.exabgp.watchdog)
+        "anycastd": helper_argv(socket_path, config.exabgp.watchdog, config.exabgp.stall)
     }
     passwords = sorted((n["md5-password"] or "") for n in exabgp.neighbors.values())
     assert passwords == sorted(["", password])
