@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+"""A frozen process of the sidecar's own tree, and what the tree costs at rest: before and after, in one run.
+
+Each process of the tree is frozen in turn (SIGSTOP): anycastd, ExaBGP, ExaBGP's API helper.
+Each trial freezes one on one server (rotating over the three), at a random phase of its
+schedules, and times it until that server's path leaves the router's kernel FIB (polled every
+2 ms); then the process is thawed (or replaced, as anycastd does) and the lab made whole again.
+Then the time until the path is back: a fresh ExaBGP started (by anycastd, thawed for its own
+freeze), its session established, the route announced. A killed resolver is timed likewise
+(and restarted), to show the fast path did not move. Before any of that,
+the CPU of each server's anycastd, ExaBGP and helper at rest (no fault, no client traffic).
+
+``--base REV`` checks REV out into a git worktree and measures it and this tree alternately,
+``--rounds`` labs each; each tree runs with PYTHONPATH set to itself, so the lab and the daemons
+are that tree's code. Prints a table and writes it into docs/benchmarks.md.
+
+    python bench/freeze.py [--base REV] [--rounds 1] [--trials 10] [--cpu-seconds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from report import context, publish
+from resources import cpu_seconds, roles
+
+from anycastd_lab.bgp import BgpLab
+from anycastd_lab.topology import Server
+
+HERE = Path(__file__).resolve()
+ROOT = HERE.parents[1]
+
+#: (name, goal for the max in s, how to do it to a server)
+Fault = tuple[str, float, Callable[[BgpLab, Server], None]]
+
+
+def _stop(pid: int | None) -> None:
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+
+
+FAULTS: list[Fault] = [
+    ("anycastd frozen (SIGSTOP) -> path gone", 0.5, lambda lab, s: lab.signal_anycastd(s, signal.SIGSTOP)),
+    ("ExaBGP frozen (SIGSTOP) -> path gone", 0.5, lambda lab, s: _stop(lab.exabgp_pid(s))),
+    ("ExaBGP's helper frozen (SIGSTOP) -> path gone", 0.5, lambda lab, s: _stop(lab.helper_pid(s))),
+    ("resolver killed (SIGKILL) -> path gone", 0.25, lambda lab, s: lab.kill_resolver(s)),
+]
+ROLES = ("anycastd", "exabgp", "exabgp helper")
+
+
+def at_rest(lab: BgpLab, seconds: float) -> dict[str, float]:
+    """Each role's CPU over ``seconds``, as a share of one core, averaged over the servers."""
+    pids = roles(lab)
+    before = {role: [cpu_seconds(p) for p in pids[role]] for role in ROLES}
+    started = time.monotonic()
+    time.sleep(seconds)
+    wall = time.monotonic() - started
+    out = {}
+    for role in ROLES:
+        used = [cpu_seconds(p) - b for p, b in zip(pids[role], before[role], strict=True)]
+        out[role] = statistics.mean(used) / wall * 100
+    return out
+
+
+def measure(trials: int, cpu_window: float) -> dict[str, Any]:
+    with BgpLab() as lab:
+        time.sleep(5)  # past start-up
+        out: dict[str, Any] = {"cpu": at_rest(lab, cpu_window), "faults": {}, "back": {}}
+        for name, _, fault in FAULTS:
+            times: list[float | None] = []
+            back: list[float | None] = []
+            for trial in range(trials):
+                victim = lab.servers[trial % len(lab.servers)]
+                time.sleep(random.uniform(0.2, 0.6))
+                t0 = time.monotonic()
+                fault(lab, victim)
+                try:
+                    lab.wait_server(victim, present=False, timeout=10)
+                    times.append(time.monotonic() - t0)
+                except TimeoutError:
+                    times.append(None)
+                t1 = time.monotonic()
+                if "anycastd" in name:
+                    lab.signal_anycastd(victim, signal.SIGCONT)
+                elif "resolver" in name:
+                    lab.start_resolver(victim, wait=False)
+                try:  # a fresh ExaBGP (Unbound, for the resolver) up, its session established, the path back
+                    lab.wait_server(victim, present=True, timeout=30)
+                    back.append(time.monotonic() - t1)
+                except TimeoutError:
+                    back.append(None)
+                lab.restore()
+                said = f"{times[-1] * 1000:.0f} ms" if times[-1] is not None else "no change within 10 s"
+                print(f"  {name}: trial {trial + 1}/{trials} on {victim.name}: {said}", flush=True)
+            out["faults"][name] = times
+            out["back"][name] = back
+        return out
+
+
+def run_tree(tree: Path, trials: int, cpu_window: float) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile(suffix=".json") as result:
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        argv = [sys.executable, str(HERE), "--measure", result.name, "--trials", str(trials)]
+        subprocess.run([*argv, "--cpu-seconds", str(cpu_window)], cwd=tree, env=env, check=True)
+        data: dict[str, Any] = json.loads(Path(result.name).read_text())
+        return data
+
+
+def table(runs: dict[str, list[dict[str, Any]]], trees: list[str]) -> list[str]:
+    rows = ["| measure | goal | " + " | ".join(trees) + " |", "|---|---:|" + "---:|" * len(trees)]
+    for name, goal, _ in FAULTS:
+        for kind, label, limit in (
+            ("faults", name, goal),
+            ("back", name.split(" ->")[0] + " -> back (from gone)", None),
+        ):
+            cells = []
+            for tree in trees:
+                times = [t for run in runs[tree] for t in run[kind][name]]
+                got = [t * 1000 for t in times if t is not None]
+                missed = len(times) - len(got)
+                text = f"{statistics.median(got):,.0f} / {max(got):,.0f}" if got else "-"
+                met = limit is None or (got and max(got) <= limit * 1000 and not missed)
+                cells.append(text + (f" ({missed} missed)" if missed else "") + ("" if met else " (**not met**)"))
+            goal_text = f"max <= {limit * 1000:.0f} ms" if limit is not None else ""
+            rows.append(f"| {label}, median / max ms | {goal_text} | " + " | ".join(cells) + " |")
+    for role in (*ROLES, "all three"):
+        cells = []
+        for tree in trees:
+            values = [sum(run["cpu"].values()) if role == "all three" else run["cpu"][role] for run in runs[tree]]
+            text = f"{statistics.mean(values):.2f}"
+            cells.append(f"**{text}**" if role == "all three" else text)
+        goal = "<= 1.5" if role == "all three" else ""
+        rows.append(f"| CPU at rest, {role}, % of a core | {goal} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", help="also measure this git revision, alternating with this tree")
+    parser.add_argument("--rounds", type=int, default=1, help="labs per tree (default 1)")
+    parser.add_argument("--trials", type=int, default=10, help="trials per fault and lab (default 10)")
+    parser.add_argument("--cpu-seconds", type=float, default=30.0, help="the CPU sample (default 30 s)")
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    args = parser.parse_args()
+    if args.measure:
+        Path(args.measure).write_text(json.dumps(measure(args.trials, args.cpu_seconds)))
+        return 0
+    if os.geteuid() != 0:
+        print("bench/freeze.py needs root (network namespaces)", file=sys.stderr)
+        return 1
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True, capture_output=True, text=True)
+    after = f"after ({head.stdout.strip()} and this tree)"
+    runs: dict[str, list[dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory(prefix="anycastd-before-") as tmp:
+        trees: list[tuple[str, Path]] = [(after, ROOT)]
+        if args.base:
+            base = subprocess.run(
+                ["git", "rev-parse", "--short", args.base], cwd=ROOT, check=True, capture_output=True, text=True
+            ).stdout.strip()
+            before = Path(tmp) / "tree"
+            subprocess.run(["git", "worktree", "add", "--detach", str(before), base], cwd=ROOT, check=True)
+            trees.insert(0, (f"before ({base})", before))
+        try:
+            for round_ in range(args.rounds):
+                for name, tree in trees:
+                    print(f"round {round_ + 1}: {name} ({tree}) ...", flush=True)
+                    runs.setdefault(name, []).append(run_tree(tree, args.trials, args.cpu_seconds))
+        finally:
+            if args.base:
+                subprocess.run(["git", "worktree", "remove", "--force", str(Path(tmp) / "tree")], cwd=ROOT, check=False)
+    names = [name for name, _ in trees]
+    command = f"python bench/freeze.py --rounds {args.rounds} --trials {args.trials} --cpu-seconds {args.cpu_seconds:g}"
+    if args.base:
+        command += f" --base {args.base}"
+    publish(
+        "bench/freeze.py",
+        [
+            "## A frozen process of the sidecar's tree, and the tree's cost at rest (`bench/freeze.py`)",
+            "",
+            f"Command: `{command}` (as root).",
+            context(),
+            "Each trial freezes (SIGSTOP) one process on one of the three servers, at a random phase, and times "
+            "it until that server's path leaves the router's kernel FIB (polled every 2 ms); the lab is made whole "
+            f"after each. {args.trials} trials per fault and lab, {args.rounds} lab(s) per tree, the trees "
+            f"alternating. CPU is utime + stime over {args.cpu_seconds:g} s at rest (no fault, no client traffic), "
+            "the mean over the three servers, as a share of one core; the lab's check is the default (a probe "
+            "every 0.2 s).",
+            "",
+            "\n".join(table(runs, names)),
+        ],
+        not args.no_write,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
