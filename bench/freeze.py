@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """A frozen process of the sidecar's own tree, and what the tree costs at rest: before and after, in one run.
 
-Each process of the tree is frozen in turn (SIGSTOP): anycastd, ExaBGP, ExaBGP's API helper.
-Each trial freezes one on one server (rotating over the three), at a random phase of its
-schedules, and times it until that server's path leaves the router's kernel FIB (polled every
-2 ms); then the process is thawed (or replaced, as anycastd does) and the lab made whole again.
-Then the time until the path is back: a fresh ExaBGP started (by anycastd, thawed for its own
-freeze), its session established, the route announced. A killed resolver is timed likewise
-(and restarted), to show the fast path did not move. Before any of that,
-the CPU of each server's anycastd, ExaBGP and helper at rest (no fault, no client traffic).
+Each process of the tree is frozen in turn (SIGSTOP): anycastd, ExaBGP, ExaBGP's API helper;
+then the resolver, without clients (the probes alone find it) and with clients' queries
+(``CLIENTS`` per second to the service address, which fill its receive queue). Each trial does
+it on one server (rotating over the three), at a random phase of its schedules, and times it
+until that server's path leaves the router's kernel FIB (polled every 2 ms); then undoes it
+(thaws the process; a stopped ExaBGP or helper anycastd replaces by itself) and times it until
+the path is back. A killed (and restarted) resolver is timed likewise, to show the fast path
+did not move. Before any of that, the CPU of each server's anycastd, ExaBGP and helper at rest
+(no fault, no client traffic).
 
 ``--base REV`` checks REV out into a git worktree and measures it and this tree alternately,
 ``--rounds`` labs each; each tree runs with PYTHONPATH set to itself, so the lab and the daemons
@@ -37,13 +38,13 @@ from report import context, publish
 from resources import cpu_seconds, roles
 
 from anycastd_lab.bgp import BgpLab
-from anycastd_lab.topology import Server
+from anycastd_lab.topology import SERVICE_V4, Server
 
 HERE = Path(__file__).resolve()
 ROOT = HERE.parents[1]
 
-#: (name, goal for the max in s, how to do it to a server)
-Fault = tuple[str, float, Callable[[BgpLab, Server], None]]
+#: (name, goal for the max in s, how to do it to a server, how to undo it, clients' queries per second)
+Fault = tuple[str, float, Callable[[BgpLab, Server], None], Callable[[BgpLab, Server], None], float]
 
 
 def _stop(pid: int | None) -> None:
@@ -51,11 +52,48 @@ def _stop(pid: int | None) -> None:
     os.kill(pid, signal.SIGSTOP)
 
 
+def _replaced(lab: BgpLab, server: Server) -> None:
+    """Nothing to undo: anycastd replaces a stopped ExaBGP (or helper) with a fresh one."""
+
+
+def _thaw_resolver(lab: BgpLab, server: Server) -> None:
+    lab.signal_resolver(server, signal.SIGCONT)
+
+
+#: Queries per second from the client to the service address, spread over the three servers by ECMP.
+CLIENTS = 300.0
+
 FAULTS: list[Fault] = [
-    ("anycastd frozen (SIGSTOP) -> path gone", 0.5, lambda lab, s: lab.signal_anycastd(s, signal.SIGSTOP)),
-    ("ExaBGP frozen (SIGSTOP) -> path gone", 0.5, lambda lab, s: _stop(lab.exabgp_pid(s))),
-    ("ExaBGP's helper frozen (SIGSTOP) -> path gone", 0.5, lambda lab, s: _stop(lab.helper_pid(s))),
-    ("resolver killed (SIGKILL) -> path gone", 0.25, lambda lab, s: lab.kill_resolver(s)),
+    (
+        "anycastd frozen (SIGSTOP)",
+        0.5,
+        lambda lab, s: lab.signal_anycastd(s, signal.SIGSTOP),
+        lambda lab, s: lab.signal_anycastd(s, signal.SIGCONT),
+        0.0,
+    ),
+    ("ExaBGP frozen (SIGSTOP)", 0.5, lambda lab, s: _stop(lab.exabgp_pid(s)), _replaced, 0.0),
+    ("ExaBGP's helper frozen (SIGSTOP)", 0.5, lambda lab, s: _stop(lab.helper_pid(s)), _replaced, 0.0),
+    (
+        "resolver frozen (SIGSTOP), no client",
+        1.0,
+        lambda lab, s: lab.signal_resolver(s, signal.SIGSTOP),
+        _thaw_resolver,
+        0.0,
+    ),
+    (
+        f"resolver frozen (SIGSTOP), clients at {CLIENTS:g}/s",
+        0.3,
+        lambda lab, s: lab.signal_resolver(s, signal.SIGSTOP),
+        _thaw_resolver,
+        CLIENTS,
+    ),
+    (
+        "resolver killed (SIGKILL)",
+        0.25,
+        lambda lab, s: lab.kill_resolver(s),
+        lambda lab, s: lab.start_resolver(s, wait=False),
+        0.0,
+    ),
 ]
 ROLES = ("anycastd", "exabgp", "exabgp helper")
 
@@ -74,16 +112,19 @@ def at_rest(lab: BgpLab, seconds: float) -> dict[str, float]:
     return out
 
 
-def measure(trials: int, cpu_window: float) -> dict[str, Any]:
+def measure(trials: int, cpu_window: float, only: str = "") -> dict[str, Any]:
     with BgpLab() as lab:
         time.sleep(5)  # past start-up
         out: dict[str, Any] = {"cpu": at_rest(lab, cpu_window), "faults": {}, "back": {}}
-        for name, _, fault in FAULTS:
+        for name, _, fault, undo, clients in FAULTS:
+            if only not in name:
+                continue
             times: list[float | None] = []
             back: list[float | None] = []
             for trial in range(trials):
                 victim = lab.servers[trial % len(lab.servers)]
-                time.sleep(random.uniform(0.2, 0.6))
+                client = lab.client(SERVICE_V4, int(clients * 30), clients) if clients else None
+                time.sleep(random.uniform(0.5, 0.9) if clients else random.uniform(0.2, 0.6))
                 t0 = time.monotonic()
                 fault(lab, victim)
                 try:
@@ -92,15 +133,15 @@ def measure(trials: int, cpu_window: float) -> dict[str, Any]:
                 except TimeoutError:
                     times.append(None)
                 t1 = time.monotonic()
-                if "anycastd" in name:
-                    lab.signal_anycastd(victim, signal.SIGCONT)
-                elif "resolver" in name:
-                    lab.start_resolver(victim, wait=False)
-                try:  # a fresh ExaBGP (Unbound, for the resolver) up, its session established, the path back
+                undo(lab, victim)
+                try:  # thawed or replaced, the path back (a fresh ExaBGP: its session established)
                     lab.wait_server(victim, present=True, timeout=30)
                     back.append(time.monotonic() - t1)
                 except TimeoutError:
                     back.append(None)
+                if client is not None:
+                    client.kill()
+                    client.wait()
                 lab.restore()
                 said = f"{times[-1] * 1000:.0f} ms" if times[-1] is not None else "no change within 10 s"
                 print(f"  {name}: trial {trial + 1}/{trials} on {victim.name}: {said}", flush=True)
@@ -109,10 +150,10 @@ def measure(trials: int, cpu_window: float) -> dict[str, Any]:
         return out
 
 
-def run_tree(tree: Path, trials: int, cpu_window: float) -> dict[str, Any]:
+def run_tree(tree: Path, trials: int, cpu_window: float, only: str) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile(suffix=".json") as result:
         env = {**os.environ, "PYTHONPATH": str(tree)}
-        argv = [sys.executable, str(HERE), "--measure", result.name, "--trials", str(trials)]
+        argv = [sys.executable, str(HERE), "--measure", result.name, "--trials", str(trials), "--only", only]
         subprocess.run([*argv, "--cpu-seconds", str(cpu_window)], cwd=tree, env=env, check=True)
         data: dict[str, Any] = json.loads(Path(result.name).read_text())
         return data
@@ -120,11 +161,10 @@ def run_tree(tree: Path, trials: int, cpu_window: float) -> dict[str, Any]:
 
 def table(runs: dict[str, list[dict[str, Any]]], trees: list[str]) -> list[str]:
     rows = ["| measure | goal | " + " | ".join(trees) + " |", "|---|---:|" + "---:|" * len(trees)]
-    for name, goal, _ in FAULTS:
-        for kind, label, limit in (
-            ("faults", name, goal),
-            ("back", name.split(" ->")[0] + " -> back (from gone)", None),
-        ):
+    for name, goal, _, _, _ in FAULTS:
+        if name not in runs[trees[-1]][0]["faults"]:
+            continue
+        for kind, label, limit in (("faults", f"{name} -> path gone", goal), ("back", f"{name}: undone -> back", None)):
             cells = []
             for tree in trees:
                 times = [t for run in runs[tree] for t in run[kind][name]]
@@ -152,11 +192,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1, help="labs per tree (default 1)")
     parser.add_argument("--trials", type=int, default=10, help="trials per fault and lab (default 10)")
     parser.add_argument("--cpu-seconds", type=float, default=30.0, help="the CPU sample (default 30 s)")
+    parser.add_argument("--only", default="", help="only the faults named with this (writes nothing)")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args()
     if args.measure:
-        Path(args.measure).write_text(json.dumps(measure(args.trials, args.cpu_seconds)))
+        Path(args.measure).write_text(json.dumps(measure(args.trials, args.cpu_seconds, args.only)))
         return 0
     if os.geteuid() != 0:
         print("bench/freeze.py needs root (network namespaces)", file=sys.stderr)
@@ -177,7 +218,7 @@ def main() -> int:
             for round_ in range(args.rounds):
                 for name, tree in trees:
                     print(f"round {round_ + 1}: {name} ({tree}) ...", flush=True)
-                    runs.setdefault(name, []).append(run_tree(tree, args.trials, args.cpu_seconds))
+                    runs.setdefault(name, []).append(run_tree(tree, args.trials, args.cpu_seconds, args.only))
         finally:
             if args.base:
                 subprocess.run(["git", "worktree", "remove", "--force", str(Path(tmp) / "tree")], cwd=ROOT, check=False)
@@ -201,7 +242,7 @@ def main() -> int:
             "",
             "\n".join(table(runs, names)),
         ],
-        not args.no_write,
+        not args.no_write and not args.only,
     )
     return 0
 

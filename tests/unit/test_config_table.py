@@ -635,6 +635,9 @@ def test_the_last_gaps_make_mutation_found_in_the_readers() -> None:
     assert sidecar_problems(with_value(GOOD, ["exabgp"], {"bogus": 1})) == [
         "exabgp.bogus: unknown key (expected one of: command, stall, watchdog)"
     ]
+    assert sidecar_problems(with_value(GOOD, ["exabgp"], {"watchdog": 60, "stall": 60.5})) == [
+        "exabgp.stall: must be at most 60 seconds, got 60.5"
+    ]
     twice = yaml.safe_load(GOOD)["neighbors"][0]
     assert sidecar_problems(with_value(GOOD, ["neighbors"], [twice, twice])) == [
         "neighbors[1].address: neighbor 192.0.2.9 is listed twice"
