@@ -62,6 +62,7 @@ def _thaw_resolver(lab: BgpLab, server: Server) -> None:
 
 #: Queries per second from the client to the service address, spread over the three servers by ECMP.
 CLIENTS = 300.0
+ADDRESS = SERVICE_V4.split("/")[0]
 
 FAULTS: list[Fault] = [
     (
@@ -123,7 +124,7 @@ def measure(trials: int, cpu_window: float, only: str = "") -> dict[str, Any]:
             back: list[float | None] = []
             for trial in range(trials):
                 victim = lab.servers[trial % len(lab.servers)]
-                client = lab.client(SERVICE_V4, int(clients * 30), clients) if clients else None
+                client = lab.client(ADDRESS, int(clients * 30), clients) if clients else None
                 time.sleep(random.uniform(0.5, 0.9) if clients else random.uniform(0.2, 0.6))
                 t0 = time.monotonic()
                 fault(lab, victim)
