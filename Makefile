@@ -129,6 +129,7 @@ bench-sidecar: deps venv
 	$(PY) bench/resources.py
 	$(PY) bench/drain.py
 	$(PY) bench/restart.py
+	$(PY) bench/freeze.py
 
 # The fault matrix, three times over, into docs/reliability.md (about 5 minutes).
 reliability: deps venv
