@@ -161,7 +161,7 @@ def test_a_quiet_anycastd_that_is_not_running_is_caught_at_the_stall_bound(tmp_p
         assert h.parent.returncode == -9
         assert time.monotonic() - started < 2
         assert h.parent.stderr is not None
-        assert b"and it is not running (state S)" in h.parent.stderr.read()
+        assert b"and it is not running (state " in h.parent.stderr.read()  # S, unless read as it woke
     finally:
         h.close()
 
