@@ -15,7 +15,8 @@ way of failing:
   the kernel kills it with its parent; the BGP sessions close and the router
   drops the paths at once. The helper also sees the socket close.
 * anycastd stalls (SIGSTOP, a deadlock, a stuck probe loop): anycastd sends
-  heartbeats only while every probe loop is making progress; the helper
+  heartbeats only while every probe loop is making progress (``_pulse``, in
+  the same wake-up and write as ExaBGP's heartbeat below); the helper
   kills ExaBGP when none has come for ``exabgp.stall`` seconds and anycastd
   is not running, or for ``exabgp.watchdog`` seconds whatever it does.
 * ExaBGP dies: anycastd starts it again (exponential backoff) and, when the
@@ -36,7 +37,7 @@ way of failing:
 Because the desired set lives here and every new helper connection starts
 from an empty ExaBGP, a restart can only ever announce what is healthy now.
 
-Why one module of about 510 lines: the process's lifecycle, the helper's
+Why one module of about 600 lines: the process's lifecycle, the helper's
 connection, the heartbeat and the replay of the desired set share one state
 (which ExaBGP, which helper, what it has acknowledged), and every fail-closed
 rule above is a decision across all of them; split apart, those rules would be
@@ -51,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -163,6 +165,14 @@ class _Helper:
             raise AckTimeout(f"ExaBGP did not acknowledge '{line}' within {timeout:g} s") from None
         except (ConnectionError, OSError) as exc:
             raise AnnounceError(f"lost ExaBGP while sending '{line}': {exc}") from None
+
+    def post(self, line: str, before: bytes = b"") -> asyncio.Future[bool]:
+        """Write ``before`` (lines the helper keeps) and ``line`` at once; the future of ``line``'s
+        acknowledgement, not awaited here (the heartbeat, whose deadlines its sender keeps)."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.pending.append(future)
+        self.writer.write(before + line.encode() + b"\n")
+        return future
 
     def acknowledge(self, ok: bool) -> None:
         while self.pending:
@@ -407,8 +417,7 @@ class ExaBGPAnnouncer:
             self._sessions[address] = "down"
         self.on_session_change()
         log.info("ExaBGP's helper connected (pid %s)", helper.pid)
-        self._spawn(self._heartbeat(helper))
-        self._spawn(self._watch(helper))
+        self._spawn(self._pulse(helper))
         self.connected.set()
         reconcile = asyncio.ensure_future(self._reconcile())
         try:
@@ -453,60 +462,81 @@ class ExaBGPAnnouncer:
         elif line and not line.startswith("shutdown"):
             log.debug("from ExaBGP: %s", line)
 
-    async def _heartbeat(self, helper: _Helper) -> None:
-        period = min(self.config.exabgp.watchdog / 5, self.config.exabgp.stall / 3)
-        warned = False
+    async def _pulse(self, helper: _Helper) -> None:
+        """Both heartbeats, in one wake-up every ``heartbeat_period`` (and one write):
+
+        * the helper's (``HEARTBEAT``), only while every probe loop beats: its dead man's switch on
+          anycastd (anycastd.announce.exabgp_helper);
+        * ExaBGP's: a heartbeat command through ExaBGP once the last one is answered. One unanswered
+          for two periods makes ExaBGP ``unresponsive``; for ``exabgp.stall`` while neither ExaBGP nor
+          its helper is running or waiting for a CPU, or for the answer bound whatever they are doing,
+          gets ExaBGP killed.
+
+        The first answer may take longer (``ack_timeout``), and is not judged by the stall bound:
+        ExaBGP starts its helper before it has finished reading its configuration.
+        """
+        loop = asyncio.get_running_loop()
+        period, stall = self.heartbeat_period, self.config.exabgp.stall
+        bound = max(self.ack_timeout, self.answer_bound)
+        first, warned = True, False
+        answer: asyncio.Future[bool] | None = None
+        sent = loop.time()
         while not helper.closed:
+            beat = b""
             if self.alive():
-                helper.writer.write(exabgp_helper.HEARTBEAT + b"\n")
-                warned = False
+                beat, warned = exabgp_helper.HEARTBEAT + b"\n", False
             elif not warned:
                 log.error("a probe loop has stopped making progress; no heartbeat, ExaBGP will withdraw")
                 warned = True
-            await asyncio.sleep(period)
-
-    async def _watch(self, helper: _Helper) -> None:
-        """ExaBGP's liveness: a heartbeat command through ExaBGP every period, answered within ``exabgp.stall``
-        unless ExaBGP or its helper is seen running (busy, or starved of CPU), and within the answer bound
-        whatever they are doing.
-
-        The first answer may take longer (``ack_timeout``): ExaBGP starts its helper before it
-        has finished reading its configuration.
-        """
-        loop = asyncio.get_running_loop()
-        bound = max(self.ack_timeout, self.answer_bound)
-        first = True
-        while not helper.closed:
-            sent = loop.time()
-            answer = asyncio.ensure_future(helper.command(HEARTBEAT_COMMAND, bound))
-            wait = 2 * self.heartbeat_period if first else self.config.exabgp.stall
-            done, _ = await asyncio.wait([answer], timeout=wait)
-            while not done and not helper.closed:
-                if may(self.state, ChildState.UNRESPONSIVE):
-                    self._set_state(ChildState.UNRESPONSIVE)
-                pids = [helper.process.pid if helper.process else 0, helper.pid or 0]
-                # Judged in a thread: the loop meanwhile reads an answer that came while it was busy.
-                if not first and await asyncio.to_thread(exabgp_helper.judge, pids) and not answer.done():
-                    states = ", ".join(exabgp_helper.states(pids)) or "-"
-                    self._give_up(
-                        helper,
-                        f"ExaBGP answered no heartbeat within {self.config.exabgp.stall:g} s, and neither it nor its "
-                        f"helper is running (states {states})",
-                    )
-                    answer.cancel()
+            if answer is not None and answer.done():
+                if answer.exception() is not None:
+                    return  # the helper went away; _on_helper deals with it
+                answer, bound, first = None, self.answer_bound, False
+            if answer is None:
+                answer, sent = helper.post(HEARTBEAT_COMMAND, beat), loop.time()
+                answer.add_done_callback(functools.partial(self._answered, helper))
+            else:
+                if beat:
+                    helper.writer.write(beat)
+                if await self._unanswered(helper, answer, loop.time() - sent, bound, first):
                     return
-                done, _ = await asyncio.wait([answer], timeout=exabgp_helper.STALL_RECHECK)
-            try:
-                await answer
-            except AckTimeout:
-                self._give_up(helper, f"ExaBGP answered no heartbeat within {bound:g} s")
-                return
-            except AnnounceError:
-                return  # the helper went away; _on_helper deals with it
-            if helper is self._helper and may(self.state, ChildState.UP):  # not an exited ExaBGP's last answer
-                self._set_state(ChildState.UP)
-            bound, first = self.answer_bound, False
-            await asyncio.sleep(max(0.0, sent + self.heartbeat_period - loop.time()))
+            wait = period
+            if not first and not answer.done():  # wake at the stall bound, should it come first
+                wait = min(wait, max(sent + stall - loop.time(), 0.001))
+            await asyncio.sleep(wait)
+
+    def _answered(self, helper: _Helper, answer: asyncio.Future[bool]) -> None:
+        """ExaBGP answered a heartbeat: it is up (unless that was an exited ExaBGP's last answer)."""
+        answered = not answer.cancelled() and answer.exception() is None
+        if answered and helper is self._helper and may(self.state, ChildState.UP):
+            self._set_state(ChildState.UP)
+
+    async def _unanswered(
+        self, helper: _Helper, answer: asyncio.Future[bool], age: float, bound: float, first: bool
+    ) -> bool:
+        """ExaBGP's heartbeat has waited ``age`` for its answer: True if ExaBGP was killed (for it, or for a
+        command that went unanswered meanwhile)."""
+        if helper.killed:
+            return True
+        if age >= 2 * self.heartbeat_period and may(self.state, ChildState.UNRESPONSIVE):
+            self._set_state(ChildState.UNRESPONSIVE)
+        if age >= bound:
+            self._give_up(helper, f"ExaBGP answered no heartbeat within {bound:g} s")
+            return True
+        if first or age < self.config.exabgp.stall:
+            return False
+        pids = [helper.process.pid if helper.process else 0, helper.pid or 0]
+        # Judged in a thread: the loop meanwhile reads an answer that came while it was busy.
+        stuck = await asyncio.to_thread(exabgp_helper.judge, pids)
+        if stuck and not answer.done() and not helper.killed:  # not killed meanwhile, for a command unanswered
+            states = ", ".join(exabgp_helper.states(pids))
+            self._give_up(
+                helper,
+                f"ExaBGP answered no heartbeat within {self.config.exabgp.stall:g} s, and neither it nor its "
+                f"helper is running (states {states})",
+            )
+            return True
+        return False
 
     def _give_up(self, helper: _Helper, problem: str) -> None:
         self.last_problem = problem
