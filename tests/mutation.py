@@ -76,7 +76,7 @@ EQUIVALENT: dict[str, str] = {
             "anycastd.config.sidecar.x_parse__mutmut_43",
             "anycastd.config.sidecar.x_parse__mutmut_61",
             "anycastd.config.sidecar.x_parse__mutmut_75",
-            "anycastd.config.sidecar.x_parse__mutmut_207",
+            "anycastd.config.sidecar.x_parse__mutmut_149",
             "anycastd.config.router.x_parse_router__mutmut_78",
             "anycastd.config.router.x_parse_router__mutmut_92",
         ],
@@ -90,16 +90,16 @@ EQUIVALENT: dict[str, str] = {
         ],
         "a guard's `or` -> `and`: a value is None only after its reader recorded a problem, and `r.problems` comes first in the same condition, so parsing raises either way",
     ),
-    "anycastd.config.sidecar.x_parse__mutmut_141": (
+    "anycastd.config.sidecar.x__exabgp__mutmut_41": (
         "exabgp.watchdog's default -> None: a missing key then gives None, and the next line puts the default in "
         "its place (`watchdog if watchdog is not None else ExaBGPSettings.watchdog`)"
     ),
-    "anycastd.config.sidecar.x_parse__mutmut_163": (
-        "`watchdog is not None` -> `or True`: watchdog is None only when its value was refused, a problem is "
-        "recorded, and parsing raises before the settings are used"
+    "anycastd.config.sidecar.x__exabgp__mutmut_62": (
+        "exabgp.stall's default -> None: a missing key then gives None, and the line after the next puts the "
+        "default in its place (`stall if stall is not None else ExaBGPSettings.stall`)"
     ),
     **dict.fromkeys(
-        ["anycastd.config.sidecar.x_parse__mutmut_190", "anycastd.config.sidecar.x_parse__mutmut_195"],
+        ["anycastd.config.sidecar.x_parse__mutmut_132", "anycastd.config.sidecar.x_parse__mutmut_137"],
         "bfdd.command's default -> None (or none given): a missing key then gives None, and the same line puts "
         "the default in its place (`... or DEFAULT_BFDD`)",
     ),
