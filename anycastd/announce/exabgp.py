@@ -152,9 +152,7 @@ class _Helper:
         self.killed = False  # anycastd killed this pair on purpose
 
     async def command(self, line: str, timeout: float = ACK_TIMEOUT) -> bool:
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self.pending.append(future)
-        self.writer.write(line.encode() + b"\n")
+        future = self.post(line)
         try:
             # One deadline for the whole exchange: a stopped helper stops reading, and then
             # even the write (drain) waits forever.

@@ -7,7 +7,7 @@ ways, and it is where fail-closed is enforced from outside anycastd:
 * anycastd writes a heartbeat line (consumed here, never sent to ExaBGP)
   several times per watchdog period, but only while its probe loops are
   making progress;
-* if no heartbeat arrives for ``stall`` seconds (0.3 by default) and anycastd is
+* if no heartbeat arrives for ``stall`` seconds (anycastd's ``exabgp.stall``) and anycastd is
   neither running nor waiting for a CPU (stopped, deadlocked, asleep with its
   probe loops stuck), or for ``watchdog`` seconds whatever it is doing (busy,
   or starved of CPU), or the socket closes (anycastd died), the helper kills its
@@ -86,7 +86,7 @@ def judge(pids: list[int], sleep: Callable[[float], None] = time.sleep) -> bool:
         seen += states(pids)
         if stopped(seen):
             return True
-        if not stuck(seen):
+        if "R" in seen:  # not stopped, and running: slow, not stuck
             return False
     return True
 
