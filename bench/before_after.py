@@ -25,37 +25,19 @@ import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from report import context, publish
+from report import alternate, context, cpu_percent, publish, revision
 
 from anycastd_lab import daemons
 from anycastd_lab.bgp import BgpLab
 from anycastd_lab.static import StaticLab
 
 HERE = Path(__file__).resolve()
-ROOT = HERE.parents[1]
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return sum(int(x) for x in fields[11:13]) / TICK
-
-
-def cpu_percent(pids: list[int], seconds: float) -> list[float]:
-    before = [cpu_seconds(p) for p in pids]
-    started = time.monotonic()
-    time.sleep(seconds)
-    wall = time.monotonic() - started
-    return [(cpu_seconds(p) - b) / wall * 100 for p, b in zip(pids, before, strict=True)]
 
 
 def timed(
@@ -90,8 +72,8 @@ def measure(trials: int, cpu_window: float) -> dict[str, Any]:
         anycastd = [lab.lab.processes[daemons.anycastd_key(s)].pid for s in lab.servers]
         exabgp = [lab.exabgp_pid(s) or 0 for s in lab.servers]
         cpu = cpu_percent(anycastd + exabgp, cpu_window)
-        out["sidecar cpu"] = cpu[: len(anycastd)]
-        out["exabgp cpu"] = cpu[len(anycastd) :]
+        out["sidecar cpu"] = [cpu[p] for p in anycastd]
+        out["exabgp cpu"] = [cpu[p] for p in exabgp]
         s1 = lab.servers[0]
         faults = {
             "sidecar killed": (lambda: lab.kill_resolver(s1), lambda: lab.start_resolver(s1, wait=False)),
@@ -106,7 +88,7 @@ def measure(trials: int, cpu_window: float) -> dict[str, Any]:
                 lab.restore()
     with StaticLab() as lab:
         time.sleep(5)
-        out["router cpu"] = cpu_percent([lab.lab.processes[daemons.ROUTER_KEY].pid], cpu_window)
+        out["router cpu"] = list(cpu_percent([lab.lab.processes[daemons.ROUTER_KEY].pid], cpu_window).values())
         s1 = lab.servers[0]
         for _ in range(trials):
             out.setdefault("router killed", []).append(
@@ -114,15 +96,6 @@ def measure(trials: int, cpu_window: float) -> dict[str, Any]:
             )
             lab.restore()
     return out
-
-
-def run_tree(tree: Path, trials: int, cpu_window: float) -> dict[str, Any]:
-    with tempfile.NamedTemporaryFile(suffix=".json") as result:
-        env = {**os.environ, "PYTHONPATH": str(tree)}
-        argv = [sys.executable, str(HERE), "--measure", result.name, "--trials", str(trials)]
-        subprocess.run([*argv, "--cpu-seconds", str(cpu_window)], cwd=tree, env=env, check=True)
-        data: dict[str, Any] = json.loads(Path(result.name).read_text())
-        return data
 
 
 def ms(values: list[float]) -> str:
@@ -167,21 +140,10 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench/before_after.py needs root (network namespaces)", file=sys.stderr)
         return 1
-    base = subprocess.run(
-        ["git", "rev-parse", "--short", args.base], cwd=ROOT, check=True, capture_output=True, text=True
-    ).stdout.strip()
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True, capture_output=True, text=True)
-    with tempfile.TemporaryDirectory(prefix="anycastd-before-") as tmp:
-        before = Path(tmp) / "tree"
-        subprocess.run(["git", "worktree", "add", "--detach", str(before), base], cwd=ROOT, check=True)
-        try:
-            runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
-            for round_ in range(args.rounds):
-                for name, tree in (("before", before), ("after", ROOT)):
-                    print(f"round {round_ + 1}: {name} ({tree}) ...", flush=True)
-                    runs[name].append(run_tree(tree, args.trials, args.cpu_seconds))
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=ROOT, check=False)
+    argv = ["--trials", str(args.trials), "--cpu-seconds", str(args.cpu_seconds)]
+    (before, after), named = alternate(HERE, argv, args.base, args.rounds)
+    runs = {"before": named[before], "after": named[after]}
+    base, head = revision(args.base), revision("HEAD")
     n = args.rounds * args.trials
     publish(
         "bench/before_after.py",
@@ -189,7 +151,7 @@ def main() -> int:
             "## Before and after the house was reordered (issue 28): detection and CPU in one run",
             "",
             f"Command: `python bench/before_after.py --base {base} --rounds {args.rounds} --trials {args.trials} "
-            f"--cpu-seconds {args.cpu_seconds:g}` (as root), comparing {base} (before) with {head.stdout.strip()} "
+            f"--cpu-seconds {args.cpu_seconds:g}` (as root), comparing {base} (before) with {head} "
             "(after).",
             context(),
             f"Each tree ran {args.rounds} sidecar labs and {args.rounds} router labs, alternating with the other tree; "

@@ -23,14 +23,12 @@ Last, bfdd's own cost on a server (CPU and memory over --cost-seconds).
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from compare import ANYCASTD, HC_DEFAULTS, HC_FASTEST, Deployment
-from report import arguments, context, publish
+from report import arguments, context, cpu_percent, publish, rss_mb
 
 from anycastd_lab import daemons
 from anycastd_lab.bgp import BgpLab
@@ -89,17 +87,7 @@ def lost(lab: BgpLab, server: Server, fault: Callable[[Server], None], undo: Cal
 
 def cpu_and_memory(pid: int, seconds: float) -> tuple[float, float]:
     """(% of a core, MB resident) of ``pid`` over ``seconds``."""
-
-    def ticks() -> int:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])
-
-    hz = os.sysconf("SC_CLK_TCK")
-    before, started = ticks(), time.monotonic()
-    time.sleep(seconds)
-    used = (ticks() - before) / hz
-    rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
-    return 100 * used / (time.monotonic() - started), rss
+    return cpu_percent([pid], seconds)[pid], rss_mb(pid)
 
 
 def main() -> int:

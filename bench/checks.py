@@ -20,26 +20,17 @@ Two parts, on the BGP lab (BIND on s1, Unbound on s2 and s3), each resolver serv
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
 from typing import Any
 
-from report import arguments, context, publish
+from report import arguments, context, cpu_percent, publish
 
 from anycastd_lab import daemons, encrypted, zones
 from anycastd_lab.bgp import BgpLab
 from anycastd_lab.topology import Server, wait_until
 
-TICK = os.sysconf("SC_CLK_TCK")
 LOSS_TABLE = "acd_bench_loss"
-
-
-def cpu_seconds(pid: int) -> float:
-    """The process's CPU and its reaped children's (a command check's programs; ExaBGP runs on, unreaped)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return sum(int(x) for x in fields[11:15]) / TICK
 
 
 def anycastd_pid(lab: BgpLab, server: Server) -> int:
@@ -117,9 +108,8 @@ def cost(lab: BgpLab, seconds: float, rounds: int) -> dict[str, list[float]]:
             run_with(lab, s1, check_yaml(lab, s1, kind, interval))
             time.sleep(2.0)  # past the start-up's own work
             pid = anycastd_pid(lab, s1)
-            before, started = cpu_seconds(pid), time.monotonic()
-            time.sleep(seconds)
-            percent = (cpu_seconds(pid) - before) / (time.monotonic() - started) * 100
+            # with its reaped children: a command check's programs (ExaBGP runs on, unreaped)
+            percent = cpu_percent([pid], seconds, children=True)[pid]
             out[label].append(percent)
             print(f"  round {n + 1}: {label}: {percent:.2f} % of a core", flush=True)
     return out

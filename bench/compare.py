@@ -45,8 +45,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from report import arguments, context, publish
-from resources import cpu_seconds, rss_mb
+from report import arguments, context, cpu_percent, publish, rss_mb
 
 from anycastd.config.checks import Check
 from anycastd_lab import daemons
@@ -413,11 +412,7 @@ class Deployment:
         roles = {s.name: self.roles(s) for s in self.lab.servers}
         out: dict[Controller, list[dict[str, float]]] = {self.controller(s): [] for s in self.lab.servers}
         for _ in range(slices):
-            before = {p: cpu_seconds(p, children=True) for r in roles.values() for p in r}
-            t0 = time.monotonic()
-            time.sleep(seconds / slices)
-            wall = time.monotonic() - t0
-            cpu = {p: (cpu_seconds(p, children=True) - before[p]) / wall * 100 for p in before}
+            cpu = cpu_percent([p for r in roles.values() for p in r], seconds / slices, children=True)
             for s in self.lab.servers:
                 own = [p for p, role in roles[s.name].items() if role in ("anycastd", "healthcheck")]
                 out[self.controller(s)].append(

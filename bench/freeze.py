@@ -26,22 +26,19 @@ import os
 import random
 import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from report import context, publish
-from resources import cpu_seconds, roles
+from report import alternate, context, cpu_percent, publish
+from resources import roles
 
 from anycastd_lab.bgp import BgpLab
 from anycastd_lab.topology import SERVICE_V4, Server
 
 HERE = Path(__file__).resolve()
-ROOT = HERE.parents[1]
 
 #: (name, goal for the max in s, how to do it to a server, how to undo it, clients' queries per second)
 Fault = tuple[str, float, Callable[[BgpLab, Server], None], Callable[[BgpLab, Server], None], float]
@@ -102,15 +99,8 @@ ROLES = ("anycastd", "exabgp", "exabgp helper")
 def at_rest(lab: BgpLab, seconds: float) -> dict[str, float]:
     """Each role's CPU over ``seconds``, as a share of one core, averaged over the servers."""
     pids = roles(lab)
-    before = {role: [cpu_seconds(p) for p in pids[role]] for role in ROLES}
-    started = time.monotonic()
-    time.sleep(seconds)
-    wall = time.monotonic() - started
-    out = {}
-    for role in ROLES:
-        used = [cpu_seconds(p) - b for p, b in zip(pids[role], before[role], strict=True)]
-        out[role] = statistics.mean(used) / wall * 100
-    return out
+    cpu = cpu_percent([p for role in ROLES for p in pids[role]], seconds)
+    return {role: statistics.mean(cpu[p] for p in pids[role]) for role in ROLES}
 
 
 def measure(trials: int, cpu_window: float, only: str = "") -> dict[str, Any]:
@@ -149,15 +139,6 @@ def measure(trials: int, cpu_window: float, only: str = "") -> dict[str, Any]:
             out["faults"][name] = times
             out["back"][name] = back
         return out
-
-
-def run_tree(tree: Path, trials: int, cpu_window: float, only: str) -> dict[str, Any]:
-    with tempfile.NamedTemporaryFile(suffix=".json") as result:
-        env = {**os.environ, "PYTHONPATH": str(tree)}
-        argv = [sys.executable, str(HERE), "--measure", result.name, "--trials", str(trials), "--only", only]
-        subprocess.run([*argv, "--cpu-seconds", str(cpu_window)], cwd=tree, env=env, check=True)
-        data: dict[str, Any] = json.loads(Path(result.name).read_text())
-        return data
 
 
 def table(runs: dict[str, list[dict[str, Any]]], trees: list[str]) -> list[str]:
@@ -203,27 +184,8 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench/freeze.py needs root (network namespaces)", file=sys.stderr)
         return 1
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True, capture_output=True, text=True)
-    after = f"after ({head.stdout.strip()} and this tree)"
-    runs: dict[str, list[dict[str, Any]]] = {}
-    with tempfile.TemporaryDirectory(prefix="anycastd-before-") as tmp:
-        trees: list[tuple[str, Path]] = [(after, ROOT)]
-        if args.base:
-            base = subprocess.run(
-                ["git", "rev-parse", "--short", args.base], cwd=ROOT, check=True, capture_output=True, text=True
-            ).stdout.strip()
-            before = Path(tmp) / "tree"
-            subprocess.run(["git", "worktree", "add", "--detach", str(before), base], cwd=ROOT, check=True)
-            trees.insert(0, (f"before ({base})", before))
-        try:
-            for round_ in range(args.rounds):
-                for name, tree in trees:
-                    print(f"round {round_ + 1}: {name} ({tree}) ...", flush=True)
-                    runs.setdefault(name, []).append(run_tree(tree, args.trials, args.cpu_seconds, args.only))
-        finally:
-            if args.base:
-                subprocess.run(["git", "worktree", "remove", "--force", str(Path(tmp) / "tree")], cwd=ROOT, check=False)
-    names = [name for name, _ in trees]
+    argv = ["--trials", str(args.trials), "--cpu-seconds", str(args.cpu_seconds), "--only", args.only]
+    names, runs = alternate(HERE, argv, args.base, args.rounds)
     command = f"python bench/freeze.py --rounds {args.rounds} --trials {args.trials} --cpu-seconds {args.cpu_seconds:g}"
     if args.base:
         command += f" --base {args.base}"

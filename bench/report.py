@@ -1,18 +1,97 @@
-"""Shared by the bench scripts: the run's context line and docs/benchmarks.md sections."""
+"""Shared by the bench scripts: the run's context line, docs/benchmarks.md sections, a process's CPU,
+and the before/after runner.
+
+Before and after: ``alternate`` checks a base revision out into a git worktree and runs a script's
+``--measure FILE`` mode in it and in this tree by turns, each with PYTHONPATH and the working
+directory set to that tree, so that the lab and the daemons it starts are that tree's code, and a
+machine that gets busier during the run weighs on both alike. The measuring script is this tree's,
+in both: its lab API must be one the base's code also runs.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import signal
+import subprocess
 import sys
-from collections.abc import Callable
+import tempfile
+import time
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs" / "benchmarks.md"
+TICK = os.sysconf("SC_CLK_TCK")
+
+Runs = dict[str, list[dict[str, Any]]]
+
+
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """utime + stime; with ``children``, also that of reaped children (dig, run by a health checker)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11 : 15 if children else 13]) / TICK
+
+
+def cpu_percent(pids: Iterable[int], seconds: float, children: bool = False) -> dict[int, float]:
+    """Each process's CPU over the next ``seconds`` (slept here), as a share of one core in %."""
+    before = {pid: cpu_seconds(pid, children) for pid in pids}
+    started = time.monotonic()
+    time.sleep(seconds)
+    wall = time.monotonic() - started
+    return {pid: (cpu_seconds(pid, children) - used) / wall * 100 for pid, used in before.items()}
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def revision(rev: str) -> str:
+    """``rev``'s short commit id."""
+    out = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def alternate(script: Path, argv: list[str], base: str | None, rounds: int) -> tuple[list[str], Runs]:
+    """Run ``script --measure FILE *argv`` ``rounds`` times in this tree and, given ``base``, as often in
+    base's, by turns (base first); the JSON each run wrote, under its tree's name, and the names in order
+    ("before (REV)", then "after (HEAD and this tree)")."""
+    names = [f"after ({revision('HEAD')} and this tree)"]
+    runs: Runs = {}
+    with tempfile.TemporaryDirectory(prefix="anycastd-before-") as tmp:
+        trees = [ROOT]
+        if base:
+            before = Path(tmp) / "tree"
+            subprocess.run(["git", "worktree", "add", "--detach", str(before), revision(base)], cwd=ROOT, check=True)
+            names.insert(0, f"before ({revision(base)})")
+            trees.insert(0, before)
+        try:
+            for round_ in range(rounds):
+                for name, tree in zip(names, trees, strict=True):
+                    print(f"round {round_ + 1}: {name} ({tree}) ...", flush=True)
+                    runs.setdefault(name, []).append(_measured(script, argv, tree))
+        finally:
+            if base:
+                subprocess.run(["git", "worktree", "remove", "--force", str(Path(tmp) / "tree")], cwd=ROOT, check=False)
+    return names, runs
+
+
+def _measured(script: Path, argv: list[str], tree: Path) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile(suffix=".json") as result:
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        subprocess.run([sys.executable, str(script), "--measure", result.name, *argv], cwd=tree, env=env, check=True)
+        data: dict[str, Any] = json.loads(Path(result.name).read_text())
+        return data
 
 
 def arguments(

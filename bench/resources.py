@@ -11,32 +11,14 @@ docs/benchmarks.md.
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
 import time
 
-from report import arguments, context, publish
+from report import arguments, context, cpu_percent, publish, rss_mb
 
 from anycastd_lab import daemons
 from anycastd_lab.bgp import BgpLab
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int, children: bool = False) -> float:
-    """utime + stime; with ``children``, also that of reaped children (dig, run by a health checker)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return sum(int(x) for x in fields[11 : 15 if children else 13]) / TICK
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def roles(lab: BgpLab) -> dict[str, list[int]]:
@@ -59,13 +41,9 @@ def main() -> int:
     with BgpLab() as lab:
         time.sleep(5)  # past start-up: measure the steady state
         pids = roles(lab)
-        before = {p: cpu_seconds(p) for ps in pids.values() for p in ps}
-        t0 = time.monotonic()
         print(f"sampling for {args.seconds:g} s ...", flush=True)
-        time.sleep(args.seconds)
-        wall = time.monotonic() - t0
-        cpu = {p: (cpu_seconds(p) - before[p]) / wall * 100 for p in before}
-        rss = {p: rss_mb(p) for p in before}
+        cpu = cpu_percent([p for ps in pids.values() for p in ps], args.seconds)
+        rss = {p: rss_mb(p) for p in cpu}
     rows = [
         "| process (per server, n = 3 servers) | CPU, % of one core (mean / max) | RSS MB (mean / max) |",
         "|---|---:|---:|",

@@ -11,7 +11,10 @@ Part 2 points anycastd router at 64 servers probed 10 times a second each:
 lightweight stand-in; only anycastd's own cost is measured). CPU is read
 from /proc over a window, after start-up.
 
-    python bench/router.py [--trials N] [--seconds S] [--quick]
+With ``--base REV``, part 2 also runs on REV's code (a git worktree), ``--rounds`` labs each,
+the trees alternating (bench/report.py's ``alternate``); ``--farm`` runs part 2 alone.
+
+    python bench/router.py [--trials N] [--seconds S] [--base REV] [--rounds N] [--farm] [--quick]
 """
 
 from __future__ import annotations
@@ -23,10 +26,10 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from failover import measure, resolver_scenarios, table
-from report import arguments, context, publish
-from resources import cpu_seconds, rss_mb
+from report import alternate, arguments, context, cpu_percent, publish, rss_mb
 
 from anycastd.config.checks import Check
 from anycastd_lab import daemons
@@ -34,6 +37,7 @@ from anycastd_lab.clab import STATIC_TOPOLOGY
 from anycastd_lab.static import StaticLab
 from anycastd_lab.topology import HEALTH_QNAME, SERVICE_V4, Lab, wait_until
 
+HERE = Path(__file__).resolve()
 FARM = 64
 FARM_ROUTER = "192.0.2.129/25"  # the router's side of the farm's extra subnet, on s1's link
 CPU_GOAL = 2.0  # % of one core for FARM servers at PROBES_PER_SECOND each
@@ -88,12 +92,10 @@ def farm_cost(seconds: float) -> dict[str, float]:
         wait_until(lambda: routed() == FARM, 60, what=f"{FARM} servers routed")
         time.sleep(3)  # steady state
         probes_before, failures_before = _counts(lab)
-        cpu_before = cpu_seconds(proc.pid)
         t0 = time.monotonic()
         print(f"sampling anycastd router probing {FARM} servers for {seconds:g} s ...", flush=True)
-        time.sleep(seconds)
+        cpu = cpu_percent([proc.pid], seconds)[proc.pid]
         wall = time.monotonic() - t0
-        cpu = (cpu_seconds(proc.pid) - cpu_before) / wall * 100
         probes, failures = _counts(lab)
         rate = (probes - probes_before) / wall
         failures -= failures_before
@@ -111,6 +113,13 @@ def farm_cost(seconds: float) -> dict[str, float]:
         }  # fmt: skip
 
 
+def _mean(runs: list[dict[str, float]]) -> dict[str, Any]:
+    """One tree's farm figures over its rounds: the mean of each, and every round's CPU."""
+    out: dict[str, Any] = {key: statistics.mean(r[key] for r in runs) for key in runs[0]}
+    out["cpus"] = [r["cpu"] for r in runs]
+    return out
+
+
 def _counts(lab: Lab) -> tuple[int, int]:
     """Probes run and probes failed so far, over every server, from `anycastctl status --json`."""
     status = json.loads(daemons.anycastctl_router(lab, "status", "--json").stdout)
@@ -123,25 +132,46 @@ def main() -> int:
         p.add_argument("--trials", type=int, default=5)
         p.add_argument("--seconds", type=float, default=30.0)
         p.add_argument("--quick", action="store_true", help="2 trials, 5 s windows: a smoke run that writes nothing")
+        p.add_argument("--base", help="also measure part 2 on this git revision, alternating with this tree")
+        p.add_argument("--rounds", type=int, default=1, help="part 2's labs per tree (default 1)")
+        p.add_argument("--farm", action="store_true", help="part 2 only (writes nothing)")
+        p.add_argument("--measure", help=argparse.SUPPRESS)
 
     args = arguments(__doc__, "bench/router.py", add)
     if args is None:
         return 1
+    if args.measure:
+        Path(args.measure).write_text(json.dumps(farm_cost(args.seconds)))
+        return 0
     if args.quick:
         args.trials, args.seconds, args.no_write = 2, 5.0, True
-    with StaticLab() as lab:
-        rows = measure(lab, args.trials, resolver_scenarios(lab))
-    cost = farm_cost(args.seconds)
+    rows = []
+    if not args.farm:
+        with StaticLab() as lab:
+            rows = measure(lab, args.trials, resolver_scenarios(lab))
+    names, runs = alternate(HERE, ["--seconds", str(args.seconds)], args.base, args.rounds)
+    costs = [_mean(runs[name]) for name in names]
+    cost = costs[-1]
+    if args.farm:
+        for name, c in zip(names, costs, strict=True):
+            print(f"{name}: {c['cpu']:.2f} % of a core (rounds: {', '.join(f'{r:.2f}' for r in c['cpus'])})")
+        return 0
     d = Check.__dataclass_fields__
     settings = ", ".join(f"{k} {d[k].default}" for k in ("interval", "timeout", "rise", "fall", "fall_hard"))
     met = "yes" if cost["cpu"] <= CPU_GOAL else "**no**"
+    command = f"python bench/router.py --trials {args.trials} --seconds {args.seconds:g}"
+    if args.base:
+        command += f" --base {args.base} --rounds {args.rounds}"
+
+    def row(label: str, key: str, form: str, goal: str, verdict: str) -> str:
+        return f"| {label} | " + " | ".join(form.format(c[key]) for c in costs) + f" | {goal} | {verdict} |"
+
     publish(
         "bench/router.py",
         [
             "## Router-side variant: `anycastd router`, static routes in FRR",
             "",
-            f"Command: `python bench/router.py --trials {args.trials} --seconds {args.seconds:g}` "
-            "(as root; `make bench` runs it).",
+            f"Command: `{command}` (as root; `make bench` runs it).",
             context(),
             f"anycastd router defaults: check {settings}; one vtysh call per change, read back after it.",
             "Router: FRR zebra + staticd (frr/static/frr.conf); the servers run Unbound only. The FIB is polled",
@@ -150,18 +180,28 @@ def main() -> int:
             table(rows, args.trials),
             "",
             f"Probing {FARM} servers at {PROBES_PER_SECOND} probes/s each (interval {1 / PROBES_PER_SECOND:g} s), "
-            f"sampled over {cost['wall']:.0f} s:",
+            f"sampled over {cost['wall']:.0f} s, {args.rounds} lab(s) per tree, the mean of them:",
             "",
-            "| measure | value | goal | met |",
-            "|---|---:|---:|:---:|",
-            f"| probes per second, achieved | {cost['rate']:.0f} | {FARM * PROBES_PER_SECOND} | - |",
-            f"| failed probes in the window | {cost['failures']:.0f} | - | - |",
-            f"| anycastd router CPU, % of one core | {cost['cpu']:.2f} | <= {CPU_GOAL:g} | {met} |",
-            f"| anycastd router RSS | {cost['rss']:.0f} MB | - | - |",
-            f"| floor: one asyncio task per server, send and await only (bench/asyncio_floor.py), CPU % "
-            f"| {cost['floor']:.2f} | - | - |",
-            f"| floor: one socket, one timer, send and drain only (asyncio_floor.py --batched), CPU % "
-            f"| {cost['batched']:.2f} | - | - |",
+            "| measure | " + " | ".join(names) + " | goal | met |",
+            "|---|" + "---:|" * len(names) + "---:|:---:|",
+            row("probes per second, achieved", "rate", "{:.0f}", f"{FARM * PROBES_PER_SECOND}", "-"),
+            row("failed probes in the window", "failures", "{:.0f}", "-", "-"),
+            row("anycastd router CPU, % of one core", "cpu", "{:.2f}", f"<= {CPU_GOAL:g}", met),
+            row("anycastd router RSS, MB", "rss", "{:.0f}", "-", "-"),
+            row(
+                "floor: one asyncio task per server, send and await only (bench/asyncio_floor.py), CPU %",
+                "floor",
+                "{:.2f}",
+                "-",
+                "-",
+            ),
+            row(
+                "floor: one socket, one timer, send and drain only (asyncio_floor.py --batched), CPU %",
+                "batched",
+                "{:.2f}",
+                "-",
+                "-",
+            ),
             "",
             "anycastd router probes every UDP check from one socket per family and one timer",
             "(anycastd.daemons.engine).",

@@ -47,11 +47,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from report import context, publish
-from resources import cpu_seconds, rss_mb
+from report import alternate, context, cpu_percent, publish, rss_mb
 
 HERE = Path(__file__).resolve()
-ROOT = HERE.parents[1]
 SHAPES = ("services", "prefixes")
 POLL = 0.010
 #: How long one wait may take before the measure is reported missed.
@@ -170,11 +168,8 @@ def measure(sizes: list[int], cpu_window: float) -> dict[str, Any]:
                             children = f.read().split()
                         if children:
                             pids["helper"] = int(children[0])
-                    before = {k: cpu_seconds(p) for k, p in pids.items()}
-                    t0 = time.monotonic()
-                    time.sleep(cpu_window)
-                    wall = time.monotonic() - t0
-                    row["cpu"] = {k: (cpu_seconds(p) - before[k]) / wall * 100 for k, p in pids.items()}
+                    cpu = cpu_percent(pids.values(), cpu_window)
+                    row["cpu"] = {k: cpu[p] for k, p in pids.items()}
                     row["rss"] = {k: rss_mb(p) for k, p in pids.items()}
                     row.update(operations(lab, s1))
                     at = time.monotonic()
@@ -215,15 +210,6 @@ def operations(lab: Any, s1: Any) -> dict[str, float | None]:
     subprocess.run(daemons.anycastd_command("frr-policy", f"s1={path}"), capture_output=True, check=True)
     out["frr-policy"] = time.monotonic() - t
     return out
-
-
-def run_tree(tree: Path, sizes: list[int], cpu_window: float) -> dict[str, Any]:
-    with tempfile.NamedTemporaryFile(suffix=".json") as result:
-        env = {**os.environ, "PYTHONPATH": str(tree)}
-        argv = [sys.executable, str(HERE), "--measure", result.name, "--sizes", ",".join(map(str, sizes))]
-        subprocess.run([*argv, "--cpu-seconds", str(cpu_window)], cwd=tree, env=env, check=True)
-        data: dict[str, Any] = json.loads(Path(result.name).read_text())
-        return data
 
 
 def ms(values: list[float | None]) -> str:
@@ -287,27 +273,8 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench/scale.py needs root (network namespaces)", file=sys.stderr)
         return 1
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True, capture_output=True, text=True)
-    after = f"after ({head.stdout.strip()} and this tree)"
-    runs: dict[str, list[dict[str, Any]]] = {}
-    with tempfile.TemporaryDirectory(prefix="anycastd-before-") as tmp:
-        trees: list[tuple[str, Path]] = [(after, ROOT)]
-        if args.base:
-            base = subprocess.run(
-                ["git", "rev-parse", "--short", args.base], cwd=ROOT, check=True, capture_output=True, text=True
-            ).stdout.strip()
-            before = Path(tmp) / "tree"
-            subprocess.run(["git", "worktree", "add", "--detach", str(before), base], cwd=ROOT, check=True)
-            trees.insert(0, (f"before ({base})", before))
-        try:
-            for round_ in range(args.rounds):
-                for name, tree in trees:
-                    print(f"round {round_ + 1}: {name} ({tree}) ...", flush=True)
-                    runs.setdefault(name, []).append(run_tree(tree, sizes, args.cpu_seconds))
-        finally:
-            if args.base:
-                subprocess.run(["git", "worktree", "remove", "--force", str(Path(tmp) / "tree")], cwd=ROOT, check=False)
-    names = [name for name, _ in trees]
+    argv = ["--sizes", args.sizes, "--cpu-seconds", str(args.cpu_seconds)]
+    names, runs = alternate(HERE, argv, args.base, args.rounds)
     command = f"python bench/scale.py --sizes {args.sizes} --rounds {args.rounds} --cpu-seconds {args.cpu_seconds:g}"
     if args.base:
         command += f" --base {args.base}"
