@@ -16,7 +16,12 @@ by (server address, port, message id). A resolver that is not running is
 reported by an ICMP port unreachable, which an unconnected socket keeps on
 its error queue (IP_RECVERR) together with the destination it was sent to:
 every probe pending to that address and port fails hard at once, as a
-connected socket's ECONNREFUSED does for the sidecar.
+connected socket's ECONNREFUSED does for the sidecar. The same error is
+also left pending on the socket, and the socket's next call returns it:
+a recvfrom, or a sendto to any destination at all. So an error from
+sendto is first taken for an earlier datagram's: the error queue is read
+(each error goes to the probes of its own destination) and the send is
+tried again; only an error the send meets again is its own.
 
 The schedule, the confirming probes and the verdict are the skeleton's
 (``record``, ``next_due``, ``in_doubt``); the wire format and its checks
@@ -59,6 +64,25 @@ BATCH = 0.0005
 _DUE, _RESEND = 0, 1
 #: linux/in.h and linux/in6.h: keep ICMP errors on the socket's error queue, with the destination.
 IP_RECVERR, IPV6_RECVERR = 11, 25
+#: What an ICMP error leaves pending on the socket (net/ipv4/icmp.c's icmp_err_convert, net/ipv6/icmp.c's
+#: icmpv6_err_convert), which the socket's next call returns whatever it is: ECONNREFUSED for a port
+#: unreachable, the others for unreachable hosts and networks and refused protocols.
+PENDING_ERRORS = frozenset(
+    {
+        errno.ECONNREFUSED,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.EHOSTDOWN,
+        errno.ENONET,
+        errno.EACCES,
+        errno.ENOPROTOOPT,
+        errno.EPROTO,
+        errno.EMSGSIZE,
+        errno.EOPNOTSUPP,
+    }
+)
+#: Sends of one query: another datagram's error may be pending each time, and the last error is the send's own.
+SEND_TRIES = 3
 
 
 @dataclass(eq=False)
@@ -228,19 +252,34 @@ class ProbeEngine:
         """Send each job's query (again); the next event of each is its next send, or its timeout."""
         failed = []
         for job in jobs:
-            try:
-                job.sock.sendto(job.wire, job.target)
-            except BlockingIOError:
-                pass  # the socket's buffer is full: as a lost packet, the next send or the timeout follows
-            except OSError as exc:
-                failed.append((job, exc))
-                continue
-            job.sends += 1
+            error = self._send(job)
+            if error is not None:
+                failed.append((job, error))
         for job, error in failed:
-            self._finish(job, os_failure(error, job.target[0]))
+            if job.query_id is not None:  # not finished meanwhile by an error of its own destination
+                self._finish(job, os_failure(error, job.target[0]))
         for job in jobs:
             if job.query_id is not None:
                 self._push(job.started + job.timeout / UDP_SENDS * job.sends, _RESEND, job)
+
+    def _send(self, job: _Job) -> OSError | None:
+        """Send ``job``'s query; the error that is the send's own, if any (see the module's docstring)."""
+        for _ in range(SEND_TRIES):
+            if job.query_id is None:
+                return None  # an error queued for its own destination finished it
+            try:
+                job.sock.sendto(job.wire, job.target)
+            except BlockingIOError:
+                return None  # the socket's buffer is full: as a lost packet, the next send or the timeout follows
+            except OSError as exc:
+                if exc.errno not in PENDING_ERRORS:
+                    return exc
+                error = exc
+                self._errors(job.sock)  # an earlier datagram's, perhaps: to its own destination, then again
+                continue
+            job.sends += 1
+            return None
+        return error
 
     # receiving ----------------------------------------------------------------------------------------------
 

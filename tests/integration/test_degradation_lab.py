@@ -26,6 +26,12 @@ def weight_of(lab: BgpLab, server: Server) -> dict[str, Any]:
     return weight
 
 
+def degraded_transitions(metrics: str) -> float:
+    """The service's count of transitions to degraded, from a metrics scrape (0 if the series is missing)."""
+    series = 'anycastd_degraded_transitions_total{service="dns",to="degraded"} '
+    return next((float(line[len(series) :]) for line in metrics.splitlines() if line.startswith(series)), 0.0)
+
+
 def share(lab: BgpLab, server: Server) -> float:
     return lab.kernel_shares(SERVICE_V4).get(server.name, 0.0)
 
@@ -49,7 +55,9 @@ def test_a_slowed_resolver_sheds_load_without_losing_a_query_and_gets_it_back(la
         assert during["answered"].get("s1", 0) / 2000 < 0.1, during  # about 1 in 21
         wait_until(lambda: abs(share(lab, s1) - 1 / 3) < 0.02, BOUND, what="s1's weight back once it is fast")
         assert weight_of(lab, s1)["why"] == "configured"
-        assert 'anycastd_degraded_transitions_total{service="dns",to="degraded"} 1.0' in lab.metrics(s1)
+        # At least once: on a busy machine the slowing's 40-of-50 ms rhythm drifts, and s1 may have been
+        # fast for a window in the middle and degraded again (one CI run counted more than one).
+        assert degraded_transitions(lab.metrics(s1)) >= 1
     finally:
         lab.weigh([None] * 3)
 

@@ -93,6 +93,25 @@ def test_nothing_listening_fails_hard_at_once_from_the_icmp_error() -> None:
     run(body)
 
 
+def test_one_server_s_icmp_error_is_not_blamed_on_the_next_server_sent_to() -> None:
+    """A port unreachable leaves an error pending on the shared socket, and the socket's next sendto returns
+    it, whatever its destination: the healthy server sent to next must not be failed with it. On loopback
+    the ICMP error comes back during the first send itself, so the second send of the same batch meets it."""
+
+    async def body(engine: ProbeEngine, results: Results) -> None:
+        async with serve(Responder()) as r:
+            dead = probe("dns/dead/checks[0]", check(free_port(), interval=0.1, timeout=0.06))
+            alive = probe("dns/alive/checks[0]", check(r.port, interval=0.1, timeout=0.06))
+            engine.add(dead, results, 0.0)
+            engine.add(alive, results, 0.0)  # due with the dead one, and sent after it
+            await until(lambda: alive.status.probes >= 5 and dead.status.probes >= 5, "5 probes each", turns=10**7)
+        assert all(res.ok for res in results.of(alive.key)), [res.reason for res in results.of(alive.key)]
+        assert alive.health.state is State.UP
+        assert {res.kind for res in results.of(dead.key)} == {"refused"}
+
+    run(body)
+
+
 def test_a_silent_resolver_times_out_then_is_confirmed_by_short_probes() -> None:
     async def body(engine: ProbeEngine, results: Results) -> None:
         async with serve(Responder()) as r:

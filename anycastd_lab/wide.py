@@ -1,0 +1,279 @@
+"""Many servers behind one router: the router-side lab at 64-way ECMP, built from a generated topology file.
+
+``wide_topology(n)`` writes a containerlab file of the same shape as
+containerlab/anycast-dns-static.clab.yml (an FRR router running `anycastd
+router`, a client, Unbound servers with the service addresses on ``lo``), but
+with ``n`` servers, each with its own Unbound configuration beside it:
+
+* server ``sK`` (K = 1..n) is on the router's interface ``sK``, a /30 of
+  192.0.2.0/24 (router .4K-3, server .4K-2) and 2001:db8:0:K::/64 (K in hex);
+* 64 servers fill 192.0.2.0/24, so 64 is the most this addressing takes.
+
+``WideLab(n)`` is StaticLab on that file, and ``ready_in`` is how long
+`anycastd router` took from its start until every server's path was in the
+router's kernel FIB (both families). ``spread`` sends ``flows`` distinct flows
+from the client to the service address and counts, on the router, the ones
+forwarded to each server (an nftables counter per server interface).
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import json
+import random
+import shutil
+import socket
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import yaml
+
+from anycastd_lab import clab, daemons
+from anycastd_lab.static import StaticLab
+from anycastd_lab.topology import HEALTH_QNAME, SERVICE_V4, SERVICE_V6, WHOAMI_QNAME, run, wait_until
+
+MOST = 64  # /30s in 192.0.2.0/24
+CLIENT_V4, CLIENT_GATEWAY_V4 = "198.51.100.2/24", "198.51.100.1/24"
+CLIENT_V6, CLIENT_GATEWAY_V6 = "2001:db8:ffff::2/64", "2001:db8:ffff::1/64"
+SPREAD_TABLE = "acd_spread"
+#: Source ports of the flows ``spread`` sends: distinct flows differ in source address or port.
+PORTS = range(1024, 65536)
+SOURCES = 4
+
+
+def link(k: int) -> tuple[str, str, str, str]:
+    """Server ``k``'s link: (router v4, server v4, router v6, server v6), as interface addresses."""
+    if not 1 <= k <= MOST:
+        raise ValueError(f"server {k}: this addressing takes 1 to {MOST} servers")
+    base = 4 * (k - 1)
+    return f"192.0.2.{base + 1}/30", f"192.0.2.{base + 2}/30", f"2001:db8:0:{k:x}::1/64", f"2001:db8:0:{k:x}::2/64"
+
+
+def unbound_conf(k: int) -> str:
+    """Server ``k``'s Unbound, as containerlab/s2/unbound.conf is for s2."""
+    _, v4, _, v6 = link(k)
+    listen = "".join(
+        f"    interface: {a}\n"
+        for a in (v4.split("/")[0], v6.split("/")[0], SERVICE_V4.split("/")[0], SERVICE_V6.split("/")[0])
+    )
+    return f"""server:
+    verbosity: 1
+    num-threads: 1
+{listen}    ip-freebind: yes
+    do-daemonize: no
+    use-syslog: no
+    logfile: ""
+    chroot: ""
+    directory: "/etc/unbound"
+    access-control: 0.0.0.0/0 allow
+    access-control: ::/0 allow
+    module-config: "iterator"
+    do-not-query-localhost: yes
+    local-zone: "example." static
+    local-data: '{HEALTH_QNAME} 0 IN TXT "healthy"'
+    local-data: '{WHOAMI_QNAME} 0 IN TXT "s{k}"'
+remote-control:
+    control-enable: no
+"""
+
+
+def wide_topology(directory: Path, n: int) -> Path:
+    """Write the ``n``-server topology file and its servers' Unbound files into ``directory``; its path."""
+    if not 1 <= n <= MOST:
+        raise ValueError(f"{n} servers: this addressing takes 1 to {MOST}")
+    router_exec = ["sysctl -p /etc/sysctl.d/90-anycastd-router.conf"]
+    nodes: dict[str, dict[str, object]] = {}
+    links = []
+    for k in range(1, n + 1):
+        router_v4, v4, router_v6, v6 = link(k)
+        router_exec += [f"ip addr add {router_v4} dev s{k}", f"ip addr add {router_v6} dev s{k} nodad"]
+        conf = directory / f"s{k}" / "unbound.conf"
+        conf.parent.mkdir(parents=True, exist_ok=True)
+        conf.write_text(unbound_conf(k))
+        nodes[f"s{k}"] = {
+            "kind": "linux",
+            "image": "anycastd-server:latest",
+            "labels": {"anycastd.role": "server", "anycastd.resolver": "unbound"},
+            "cmd": "start-server unbound",
+            "binds": [f"s{k}/unbound.conf:/etc/unbound/unbound.conf"],
+            "exec": [
+                f"ip addr add {v4} dev eth1",
+                f"ip addr add {v6} dev eth1 nodad",
+                f"ip route add 198.51.100.0/24 via {router_v4.split('/')[0]}",
+                f"ip -6 route add 2001:db8:ffff::/64 via {router_v6.split('/')[0]}",
+                f"ip addr add {SERVICE_V4} dev lo",
+                f"ip addr add {SERVICE_V6} dev lo",
+            ],
+        }
+        links.append({"endpoints": [f"router:s{k}", f"s{k}:eth1"]})
+    router_exec += [f"ip addr add {CLIENT_GATEWAY_V4} dev client", f"ip addr add {CLIENT_GATEWAY_V6} dev client nodad"]
+    sysctl = clab.ROOT / "frr" / "sysctl.d" / "90-anycastd-router.conf"
+    frr = clab.ROOT / "frr" / "static" / "frr.conf"
+    router = {
+        "kind": "linux",
+        "image": "anycastd-router:latest",
+        "labels": {"anycastd.role": "router"},
+        "binds": [f"{frr}:/etc/frr/frr.conf", f"{sysctl}:/etc/sysctl.d/90-anycastd-router.conf"],
+        "exec": router_exec,
+    }
+    client = {
+        "kind": "linux",
+        "image": "anycastd-server:latest",
+        "labels": {"anycastd.role": "client"},
+        "exec": [
+            f"ip addr add {CLIENT_V4} dev eth1",
+            f"ip addr add {CLIENT_V6} dev eth1 nodad",
+            "ip route add 192.0.2.0/24 via 198.51.100.1",
+            "ip route add 203.0.113.0/24 via 198.51.100.1",
+            "ip -6 route add 2001:db8::/48 via 2001:db8:ffff::1",
+        ],
+    }
+    links.append({"endpoints": ["router:client", "client:eth1"]})
+    text = yaml.safe_dump(
+        {
+            "name": f"anycast-dns-wide{n}",
+            "topology": {"nodes": {"router": router, **nodes, "client": client}, "links": links},
+        },
+        sort_keys=False,
+    )
+    path = directory / f"anycast-dns-wide{n}.clab.yml"
+    path.write_text(f"# anycastd_lab.wide: the router-side variant with {n} servers (generated)\n{text}")
+    return path
+
+
+class WideLab(StaticLab):
+    """StaticLab with ``n`` servers (at most 64). Use as a context manager; ``ready_in`` after entering.
+    ``resync`` is `anycastd router`'s periodic read of FRR (the lab's 1 s, as StaticLab's, or its default 10 s)."""
+
+    def __init__(self, n: int, keep_dir: bool = False, resync: float = 1.0) -> None:
+        self.resync = resync
+        self.files = Path(tempfile.mkdtemp(prefix="anycastd-wide-"))
+        try:
+            self.TOPOLOGY = wide_topology(self.files, n)
+            super().__init__(keep_dir)
+        except BaseException:
+            shutil.rmtree(self.files, ignore_errors=True)
+            raise
+        self.ready_in = 0.0
+        self._router_started = 0.0
+
+    def start_daemons(self) -> None:
+        daemons.start_frr(self.lab, self.frr_config(), self.FRR_DAEMONS)
+        for s in self.servers:
+            daemons.start_resolver(self.lab, s, wait=False)
+        for s in self.servers:
+            wait_until(
+                lambda s=s: daemons.dig(self.lab, self.lab.ns(s.name), s.v4) == s.name,  # type: ignore[misc]
+                10,
+                what=f"Unbound on {s.name}",
+            )
+        self._router_started = time.monotonic()
+        self.start_anycastd()
+
+    def start_anycastd(self, config: str | None = None) -> None:
+        daemons.start_anycastd_router(self.lab, config or daemons.router_config(self.lab, resync=self.resync))
+
+    def __enter__(self) -> WideLab:
+        super().__enter__()  # waits for every path, both families
+        self.ready_in = time.monotonic() - self._router_started
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        try:
+            super().__exit__(kind, exc, tb)
+        finally:
+            shutil.rmtree(self.files, ignore_errors=True)
+
+    def memory_mb(self) -> dict[str, float]:
+        """Resident memory of the lab's processes, by kind (anycastd router, FRR, Unbound), in MB."""
+        out: dict[str, float] = {}
+        pids = {key: proc.pid for key, proc in self.lab.processes.items() if proc.poll() is None}
+        for daemon in self.FRR_DAEMONS:
+            pid = self.frr_pid(daemon)
+            if pid is not None:
+                pids[f"frr {daemon}"] = pid
+        for key, pid in pids.items():
+            kind = "Unbound, all servers" if key.startswith("resolver-") else key
+            out[kind] = out.get(kind, 0.0) + _rss_mb(pid)
+        return out
+
+    def spread(self, flows: int) -> dict[str, int]:
+        """Send ``flows`` distinct UDP flows (one datagram each) from the client to the service address; how
+        many the router forwarded to each server, by name, from a counter per server interface."""
+        rules = "".join(
+            f"add rule inet {SPREAD_TABLE} forward oifname {self.router_link(s)} ip daddr {SERVICE_V4.split('/')[0]}"
+            f' udp dport 53 counter comment "{s.name}"\n'
+            for s in self.servers
+        )
+        script = (
+            f"add table inet {SPREAD_TABLE}\ndelete table inet {SPREAD_TABLE}\nadd table inet {SPREAD_TABLE}\n"
+            f"add chain inet {SPREAD_TABLE} forward {{ type filter hook forward priority 0; policy accept; }}\n{rules}"
+        )
+        (self.lab.workdir / "spread.nft").write_text(script)
+        self.lab.exec(self.lab.router, "nft", "-f", str(self.lab.workdir / "spread.nft"))
+        try:
+            code = f"from anycastd_lab.wide import send_flows; send_flows({flows})"
+            self.lab.exec(self.lab.client, sys.executable, "-c", code)
+            listing = json.loads(
+                self.lab.exec(self.lab.router, "nft", "-j", "list", "table", "inet", SPREAD_TABLE).stdout
+            )
+        finally:
+            self.lab.exec(self.lab.router, "nft", "delete", "table", "inet", SPREAD_TABLE, check=False)
+        counts: dict[str, int] = {}
+        for item in listing.get("nftables", []):
+            rule = item.get("rule")
+            if rule:
+                packets = next((e["counter"]["packets"] for e in rule.get("expr", []) if "counter" in e), 0)
+                counts[str(rule.get("comment"))] = int(packets)
+        return counts
+
+
+def send_flows(flows: int, address: str = SERVICE_V4.split("/")[0]) -> None:
+    """``flows`` UDP datagrams to ``address`` port 53, each from its own (source address, source port), drawn at
+    random from SOURCES addresses' ports: the kernel's multipath hash key is the same for the whole boot, so
+    only fresh flows make each run a fresh sample. A raw socket writes the UDP header, so no socket is bound
+    per flow. The payload is one byte, no DNS message, which a resolver drops unanswered."""
+    base = ipaddress.ip_interface(CLIENT_V4).ip
+    sources = [str(base)] + [str(base + 10 + i) for i in range(SOURCES - 1)]
+    if flows > len(sources) * len(PORTS):
+        raise ValueError(f"at most {len(sources) * len(PORTS)} flows")
+    for added in sources[1:]:  # more source addresses on the client, for more flows than one address has ports
+        run("ip", "addr", "add", f"{added}/32", "dev", "eth1", check=False)
+    chosen = sorted(random.sample(range(len(sources) * len(PORTS)), flows))
+    socks = {}
+    try:
+        for src in sources:
+            socks[src] = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
+            socks[src].bind((src, 0))
+        for sent, flow in enumerate(chosen):
+            sock = socks[sources[flow // len(PORTS)]]
+            header = struct.pack("!HHHH", PORTS[flow % len(PORTS)], 53, 9, 0)  # no checksum: optional over IPv4
+            while True:
+                try:
+                    sock.sendto(header + b"x", (address, 0))
+                    break
+                except OSError as exc:  # ENOBUFS: the device's queue is full; wait for it
+                    if exc.errno not in (errno.ENOBUFS, errno.EAGAIN):
+                        raise
+                    time.sleep(0.001)
+            if sent % 200 == 199:
+                time.sleep(0.002)  # paced, so that the router's backlog drops nothing of a burst
+    finally:
+        for sock in socks.values():
+            sock.close()
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
