@@ -121,7 +121,7 @@ bench-quick: deps venv
 	$(PY) bench/detection.py --quick
 	$(PY) bench/compare.py --quick
 	$(PY) bench/router.py --quick
-	$(PY) bench/ecmp.py --servers 8 --trials 2 --flows 5000 --cpu-seconds 5 --no-write
+	$(PY) bench/ecmp.py --servers 8 --trials 2 --flows 5000 --cpu-seconds 5 --load-trials 1 --no-write
 	$(PY) bench/fleet.py --quick
 	$(PY) bench/bfd.py --quick
 	$(PY) bench/weights.py --queries 3000 --rounds 1 --no-write

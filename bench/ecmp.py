@@ -26,18 +26,25 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
-from report import arguments, context, cpu_percent, publish
+from report import arguments, context, cpu_split, publish
 
 from anycastd_lab import daemons
 from anycastd_lab.fib import FibWatch
-from anycastd_lab.topology import SERVICE_V4
+from anycastd_lab.topology import SERVICE_V4, Server
 from anycastd_lab.wide import MOST, WideLab
 
 #: The probe interval's span: each trial's kill falls at a random phase of it.
 PHASE = 0.2
 #: `anycastd router`'s default periodic read of FRR (router.resync), and the lab's.
 RESYNC, LAB_RESYNC = 10.0, 1.0
+#: The client's load while a server is killed or drained: LOAD_RATE queries/s, each its own flow, for LOAD_SECONDS.
+LOAD_RATE, LOAD_SECONDS = 500.0, 3.0
+ADDRESS = SERVICE_V4.split("/")[0]
+#: The check at 10 probes/s per server (as bench/router.py's farm), added to the lab's check.
+FAST = "\n        interval: 0.1\n        timeout: 0.08"
 #: How long after each kill the other servers' paths are watched (every 2 ms): a withdrawal wrongly taken to
 #: them comes within a probe round or two.
 COLLATERAL_WINDOW = 1.0
@@ -76,12 +83,37 @@ def kills(lab: WideLab, trials: int) -> tuple[list[float], list[float], int]:
     return gone, back, collateral
 
 
+def under_load(lab: WideLab, act: Callable[[Server], None], undo: Callable[[Server], None]) -> dict[str, Any]:
+    """Queries at LOAD_RATE from the client for LOAD_SECONDS, ``act`` on a random server a second in and
+    ``undo`` once the client is done: the client's count of lost queries, and the victim's answers."""
+    victim = random.choice(lab.servers)
+    load = lab.client(ADDRESS, count=int(LOAD_RATE * LOAD_SECONDS), rate=LOAD_RATE)
+    time.sleep(1.0)
+    act(victim)
+    result = lab.client_result(load)
+    undo(victim)
+    lab.wait_paths(len(lab.servers), timeout=15)
+    return {"server": victim.name, "lost": result["lost"], "answered": result["answered"].get(victim.name, 0)}
+
+
+def at_rest(lab: WideLab, seconds: float, extra: str) -> tuple[float, float]:
+    """`anycastd router` started again with ``extra`` settings added to the lab's check: its user and system
+    CPU at rest."""
+    lab.stop_anycastd()
+    answer = "answer: healthy"
+    lab.start_anycastd(daemons.router_config(lab.lab, resync=lab.resync).replace(answer, answer + extra, 1))
+    lab.wait_paths(len(lab.servers), timeout=30)
+    time.sleep(3)
+    return cpu_split(lab.lab.processes[daemons.ROUTER_KEY].pid, seconds)
+
+
 def main() -> int:
     def add(p: argparse.ArgumentParser) -> None:
         p.add_argument("--servers", type=int, default=MOST, help=f"servers (default and most {MOST})")
         p.add_argument("--trials", type=int, default=10, help="resolvers killed, one at a time (default 10)")
         p.add_argument("--flows", type=int, default=100_000, help="distinct flows for the spread (default 100,000)")
         p.add_argument("--cpu-seconds", type=float, default=20.0, help="the CPU sample (default 20 s)")
+        p.add_argument("--load-trials", type=int, default=3, help="kills and drains under client load (default 3)")
 
     args = arguments(__doc__, "bench/ecmp.py", add)
     if args is None:
@@ -93,17 +125,28 @@ def main() -> int:
         print(f"all {n} paths {lab.ready_in * 1000:.0f} ms after anycastd router started", flush=True)
         time.sleep(3)  # past start-up
         router = lab.lab.processes[daemons.ROUTER_KEY].pid
-        cpu = cpu_percent([router], args.cpu_seconds)[router]
+        cpu = cpu_split(router, args.cpu_seconds)
         memory = lab.memory_mb()
         gone, back, collateral = kills(lab, args.trials)
         counts = lab.spread(args.flows)
-        lab.stop_anycastd()
+
+        def kill(victim: Server) -> None:
+            lab.kill_resolver(victim)
+            lab.wait_server(victim, present=False, timeout=5)
+
+        def drain(victim: Server) -> None:
+            reply = lab.anycastctl("withdraw", "--server", victim.name, "--reason", "bench", "--wait")
+            if reply.returncode != 0:
+                raise RuntimeError(f"anycastctl withdraw --server {victim.name}: {reply.stderr.strip()}")
+
+        def announce(victim: Server) -> None:
+            lab.anycastctl("announce", "--server", victim.name)
+
+        killed = [under_load(lab, kill, lambda v: lab.start_resolver(v, wait=False)) for _ in range(args.load_trials)]
+        drained = [under_load(lab, drain, announce) for _ in range(args.load_trials)]
+        cpu_fast = at_rest(lab, args.cpu_seconds, FAST)
         lab.resync = LAB_RESYNC
-        lab.start_anycastd()
-        lab.wait_paths(n, timeout=30)
-        time.sleep(3)
-        router = lab.lab.processes[daemons.ROUTER_KEY].pid
-        cpu_lab = cpu_percent([router], args.cpu_seconds)[router]
+        cpu_lab = at_rest(lab, args.cpu_seconds, "")
     total = sum(counts.values())
     p = 1 / n
     mean, sigma = total * p, math.sqrt(total * p * (1 - p))
@@ -111,6 +154,7 @@ def main() -> int:
     worst = max(deviations, key=lambda name: abs(deviations[name]))
     within = sum(1 for d in deviations.values() if abs(d) <= 3)
     statistic, p_value = chi_square(list(counts.values()))
+    split = lambda c: f"{c[0]:.2f} + {c[1]:.2f} = {c[0] + c[1]:.2f}"  # noqa: E731
     ms = lambda xs: f"{statistics.median(xs) * 1000:.0f} / {max(xs) * 1000:.0f}"  # noqa: E731
     rows = [
         "| measure | value |",
@@ -121,6 +165,12 @@ def main() -> int:
         f"| restarted -> back, median / max ms | {ms(back)} |",
         f"| other servers' paths out of the FIB during those trials (each watched {COLLATERAL_WINDOW:g} s) "
         f"| {collateral} |",
+        f"| resolver killed under {LOAD_RATE:g} queries/s: queries lost, per trial | "
+        + ", ".join(str(k["lost"]) for k in killed)
+        + " |",
+        "| drained (`anycastctl withdraw --server S --wait`) under the same load: queries lost, per trial | "
+        + ", ".join(str(d["lost"]) for d in drained)
+        + " |",
         f"| flows sent / forwarded and counted | {args.flows:,} / {total:,} |",
         f"| expected per server (N/{n}) and its standard deviation | {mean:,.1f} ± {sigma:.1f} "
         f"({sigma / mean * 100:.1f} %) |",
@@ -128,9 +178,10 @@ def main() -> int:
         f"| farthest from the mean | {worst}: {deviations[worst]:+.2f} sigma |",
         f"| servers within 3 sigma of 1/{n} | {within} of {n} |",
         f"| chi-square against equal shares ({n - 1} degrees of freedom), p-value | {statistic:.1f}, {p_value:.2f} |",
-        f"| anycastd router at rest, % of a core (over {args.cpu_seconds:g} s; resync {RESYNC:g} s, the default) "
-        f"| {cpu:.2f} |",
-        f"| the same with resync {LAB_RESYNC:g} s (the lab's) | {cpu_lab:.2f} |",
+        f"| anycastd router at rest, % of a core, user + system = total (over {args.cpu_seconds:g} s; defaults: a "
+        f"probe every 0.2 s, resync {RESYNC:g} s) | {split(cpu)} |",
+        f"| the same, a probe every 0.1 s ({n} x 10 probes/s) | {split(cpu_fast)} |",
+        f"| the same, a probe every 0.2 s and resync {LAB_RESYNC:g} s (the lab's) | {split(cpu_lab)} |",
         *(f"| RSS, {kind}, MB | {mb:,.0f} |" for kind, mb in sorted(memory.items())),
         f"| RSS, the lab's processes together, MB | {sum(memory.values()):,.0f} |",
         f"| lab built and every path in the FIB, s | {built:.1f} |",
@@ -142,7 +193,7 @@ def main() -> int:
             f"## {n}-way ECMP, the router-side variant (`bench/ecmp.py`)",
             "",
             f"Command: `python bench/ecmp.py --servers {n} --trials {args.trials} --flows {args.flows} "
-            f"--cpu-seconds {args.cpu_seconds:g}` (as root).",
+            f"--cpu-seconds {args.cpu_seconds:g} --load-trials {args.load_trials}` (as root).",
             context(),
             f"anycastd_lab.wide: FRR (zebra, staticd) and `anycastd router` at its defaults on the router, {n} "
             "servers running Unbound, each on its own link. The flows are one UDP datagram each from distinct "
