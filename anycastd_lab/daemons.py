@@ -93,9 +93,14 @@ def vtysh(lab: Lab, command: str, node: str | None = None) -> str:
 
 def unbound_config(lab: Lab, server: Server, interfaces: list[str] | None = None, health: str = "healthy") -> str:
     """Unbound on ``server``: by default on its admin and service addresses."""
-    sdir = lab.workdir / server.name
     v4, v6 = SERVICE_V4.split("/")[0], SERVICE_V6.split("/")[0]
-    listen = "".join(f"    interface: {a}\n" for a in interfaces or [server.v4, server.v6, v4, v6])
+    return unbound_text(interfaces or [server.v4, server.v6, v4, v6], server.name, lab.workdir / server.name, health)
+
+
+def unbound_text(interfaces: list[str], name: str, sdir: Path | str, health: str = "healthy") -> str:
+    """An Unbound server ``name`` listening on ``interfaces``, its files in ``sdir``: the health record and
+    the whoami record the lab asks for."""
+    listen = "".join(f"    interface: {a}\n" for a in interfaces)
     return f"""server:
     verbosity: 1
     num-threads: 1
@@ -114,7 +119,7 @@ def unbound_config(lab: Lab, server: Server, interfaces: list[str] | None = None
     do-not-query-localhost: yes
     local-zone: "example." static
     local-data: '{HEALTH_QNAME} 0 IN TXT "{health}"'
-    local-data: '{WHOAMI_QNAME} 0 IN TXT "{server.name}"'
+    local-data: '{WHOAMI_QNAME} 0 IN TXT "{name}"'
 remote-control:
     control-enable: no
 """
@@ -186,11 +191,16 @@ def start_resolver(lab: Lab, server: Server, wait: bool = True, config: str | No
         argv = ["unbound", "-d", "-c", str(conf)]
     lab.spawn(resolver_key(server), lab.ns(server.name), argv, sdir / f"{server.resolver}.log")
     if wait:
-        wait_until(
-            lambda: dig(lab, lab.ns(server.name), server.v4) == server.name,
-            10,
-            what=f"{server.resolver} on {server.name}",
-        )
+        wait_resolver(lab, server)
+
+
+def wait_resolver(lab: Lab, server: Server) -> None:
+    """Wait until ``server``'s resolver answers on its admin address with its own name."""
+    wait_until(
+        lambda: dig(lab, lab.ns(server.name), server.v4) == server.name,
+        10,
+        what=f"{server.resolver} on {server.name}",
+    )
 
 
 #: BFD on each of a lab server's sessions, as in containerlab/s*/anycastd.yaml (frr/bgp/frr.conf's profile).

@@ -35,7 +35,7 @@ import yaml
 
 from anycastd_lab import clab, daemons
 from anycastd_lab.static import StaticLab
-from anycastd_lab.topology import HEALTH_QNAME, SERVICE_V4, SERVICE_V6, WHOAMI_QNAME, run, wait_until
+from anycastd_lab.topology import SERVICE_V4, SERVICE_V6, run
 
 MOST = 64  # /30s in 192.0.2.0/24
 CLIENT_V4, CLIENT_GATEWAY_V4 = "198.51.100.2/24", "198.51.100.1/24"
@@ -55,31 +55,10 @@ def link(k: int) -> tuple[str, str, str, str]:
 
 
 def unbound_conf(k: int) -> str:
-    """Server ``k``'s Unbound, as containerlab/s2/unbound.conf is for s2."""
+    """Server ``k``'s Unbound, as containerlab/s2/unbound.conf is for s2 (the namespace lab writes its own)."""
     _, v4, _, v6 = link(k)
-    listen = "".join(
-        f"    interface: {a}\n"
-        for a in (v4.split("/")[0], v6.split("/")[0], SERVICE_V4.split("/")[0], SERVICE_V6.split("/")[0])
-    )
-    return f"""server:
-    verbosity: 1
-    num-threads: 1
-{listen}    ip-freebind: yes
-    do-daemonize: no
-    use-syslog: no
-    logfile: ""
-    chroot: ""
-    directory: "/etc/unbound"
-    access-control: 0.0.0.0/0 allow
-    access-control: ::/0 allow
-    module-config: "iterator"
-    do-not-query-localhost: yes
-    local-zone: "example." static
-    local-data: '{HEALTH_QNAME} 0 IN TXT "healthy"'
-    local-data: '{WHOAMI_QNAME} 0 IN TXT "s{k}"'
-remote-control:
-    control-enable: no
-"""
+    interfaces = [a.split("/")[0] for a in (v4, v6, SERVICE_V4, SERVICE_V6)]
+    return daemons.unbound_text(interfaces, f"s{k}", "/etc/unbound")
 
 
 def wide_topology(directory: Path, n: int) -> Path:
@@ -166,12 +145,8 @@ class WideLab(StaticLab):
         daemons.start_frr(self.lab, self.frr_config(), self.FRR_DAEMONS)
         for s in self.servers:
             daemons.start_resolver(self.lab, s, wait=False)
-        for s in self.servers:
-            wait_until(
-                lambda s=s: daemons.dig(self.lab, self.lab.ns(s.name), s.v4) == s.name,  # type: ignore[misc]
-                10,
-                what=f"Unbound on {s.name}",
-            )
+        for s in self.servers:  # all started first, then waited for: 64 start-ups overlap
+            daemons.wait_resolver(self.lab, s)
         self._router_started = time.monotonic()
         self.start_anycastd()
 
@@ -189,18 +164,15 @@ class WideLab(StaticLab):
         finally:
             shutil.rmtree(self.files, ignore_errors=True)
 
-    def memory_mb(self) -> dict[str, float]:
-        """Resident memory of the lab's processes, by kind (anycastd router, FRR, Unbound), in MB."""
-        out: dict[str, float] = {}
+    def pids(self) -> dict[str, int]:
+        """The lab's running processes: its own by key (``resolver-sK``, ``anycastd-router``), FRR's as
+        ``frr DAEMON``."""
         pids = {key: proc.pid for key, proc in self.lab.processes.items() if proc.poll() is None}
         for daemon in self.FRR_DAEMONS:
             pid = self.frr_pid(daemon)
             if pid is not None:
                 pids[f"frr {daemon}"] = pid
-        for key, pid in pids.items():
-            kind = "Unbound, all servers" if key.startswith("resolver-") else key
-            out[kind] = out.get(kind, 0.0) + _rss_mb(pid)
-        return out
+        return pids
 
     def spread(self, flows: int) -> dict[str, int]:
         """Send ``flows`` distinct UDP flows (one datagram each) from the client to the service address; how
@@ -266,14 +238,3 @@ def send_flows(flows: int, address: str = SERVICE_V4.split("/")[0]) -> None:
     finally:
         for sock in socks.values():
             sock.close()
-
-
-def _rss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0

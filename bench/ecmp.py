@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from report import arguments, context, cpu_split, publish
+from report import arguments, context, cpu_split, publish, rss_mb
 
 from anycastd_lab import daemons
 from anycastd_lab.fib import FibWatch
@@ -126,7 +126,10 @@ def main() -> int:
         time.sleep(3)  # past start-up
         router = lab.lab.processes[daemons.ROUTER_KEY].pid
         cpu = cpu_split(router, args.cpu_seconds)
-        memory = lab.memory_mb()
+        memory: dict[str, float] = {}
+        for key, pid in lab.pids().items():
+            kind = "Unbound, all servers" if key.startswith("resolver-") else key
+            memory[kind] = memory.get(kind, 0.0) + rss_mb(pid)
         gone, back, collateral = kills(lab, args.trials)
         counts = lab.spread(args.flows)
 

@@ -32,11 +32,16 @@ TICK = os.sysconf("SC_CLK_TCK")
 Runs = dict[str, list[dict[str, Any]]]
 
 
-def cpu_seconds(pid: int, children: bool = False) -> float:
-    """utime + stime; with ``children``, also that of reaped children (dig, run by a health checker)."""
+def _ticks(pid: int) -> list[int]:
+    """utime, stime, cutime and cstime from /proc/PID/stat, in clock ticks."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return sum(int(x) for x in fields[11 : 15 if children else 13]) / TICK
+    return [int(x) for x in fields[11:15]]
+
+
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """utime + stime; with ``children``, also that of reaped children (dig, run by a health checker)."""
+    return sum(_ticks(pid)[: 4 if children else 2]) / TICK
 
 
 def cpu_percent(pids: Iterable[int], seconds: float, children: bool = False) -> dict[int, float]:
@@ -52,16 +57,10 @@ def cpu_split(pid: int, seconds: float) -> tuple[float, float]:
     """The process's user and system CPU over the next ``seconds`` (slept here), each as a share of one core
     in %. System time includes the kernel's work done in the process's name: in a lab of veths, a datagram's
     whole delivery to the receiving namespace, and the waking of the process that reads it."""
-
-    def times() -> tuple[int, int]:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return int(fields[11]), int(fields[12])
-
-    (user, system), started = times(), time.monotonic()
+    (user, system, _, _), started = _ticks(pid), time.monotonic()
     time.sleep(seconds)
     wall = time.monotonic() - started
-    user_after, system_after = times()
+    user_after, system_after, _, _ = _ticks(pid)
     return (user_after - user) / TICK / wall * 100, (system_after - system) / TICK / wall * 100
 
 
