@@ -15,25 +15,32 @@ generated containerlab file, each on its own /30 and /64 to the router, and `any
   given in standard deviations;
 * CPU of `anycastd router` at rest, and the resident memory of the lab's processes.
 
-    python bench/ecmp.py [--servers 64] [--trials 10] [--flows 100000] [--cpu-seconds 20]
+With ``--base REV``, the CPU at rest and one read of the router's FIB (anycastd.watch.fib's
+NetlinkFib, as the periodic resync does it) are measured again in labs of their own, on REV's code
+(a git worktree) and on this tree's, ``--rounds`` labs each, the trees alternating
+(bench/report.py's ``alternate``).
+
+    python bench/ecmp.py [--servers 64] [--trials 10] [--flows 100000] [--cpu-seconds 20] [--base REV --rounds N]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
 import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from report import arguments, context, cpu_split, publish, rss_mb
+from report import alternate, arguments, context, cpu_split, publish, revision, rss_mb
 
 from anycastd_lab import daemons
 from anycastd_lab.fib import FibWatch
-from anycastd_lab.topology import SERVICE_V4, Server
+from anycastd_lab.topology import SERVICE_V4, SERVICE_V6, Server
 from anycastd_lab.wide import MOST, WideLab
 
 #: The probe interval's span: each trial's kill falls at a random phase of it.
@@ -45,6 +52,21 @@ LOAD_RATE, LOAD_SECONDS = 500.0, 3.0
 ADDRESS = SERVICE_V4.split("/")[0]
 #: The check at 10 probes/s per server (as bench/router.py's farm), added to the lab's check.
 FAST = "\n        interval: 0.1\n        timeout: 0.08"
+HERE = Path(__file__).resolve()
+#: One read of the FIB of the namespace it runs in, as `anycastd router`'s resync reads it: CPU ms per read.
+FIB_READ = """
+import ipaddress, json, sys, time
+from anycastd.watch.fib import NetlinkFib
+prefixes = [ipaddress.ip_network(p) for p in sys.argv[2:]]
+fib, reads = NetlinkFib(), int(sys.argv[1])
+hops = fib.read(prefixes)
+started = time.process_time()
+for _ in range(reads):
+    fib.read(prefixes)
+print(json.dumps({"ms": (time.process_time() - started) / reads * 1000, "hops": [len(h) for h in hops.values()]}))
+"""
+FIB_READS = 50
+SERVICE_PREFIXES = (SERVICE_V4, SERVICE_V6)
 #: How long after each kill the other servers' paths are watched (every 2 ms): a withdrawal wrongly taken to
 #: them comes within a probe round or two.
 COLLATERAL_WINDOW = 1.0
@@ -107,18 +129,85 @@ def at_rest(lab: WideLab, seconds: float, extra: str) -> tuple[float, float]:
     return cpu_split(lab.lab.processes[daemons.ROUTER_KEY].pid, seconds)
 
 
-def main() -> int:
-    def add(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--servers", type=int, default=MOST, help=f"servers (default and most {MOST})")
-        p.add_argument("--trials", type=int, default=10, help="resolvers killed, one at a time (default 10)")
-        p.add_argument("--flows", type=int, default=100_000, help="distinct flows for the spread (default 100,000)")
-        p.add_argument("--cpu-seconds", type=float, default=20.0, help="the CPU sample (default 20 s)")
-        p.add_argument("--load-trials", type=int, default=3, help="kills and drains under client load (default 3)")
+def floor_cpu(lab: WideLab, seconds: float) -> float:
+    """`anycastd router` stopped, the least a Python prober costs for the same probes from the router
+    (bench/asyncio_floor.py --batched: one socket, one timer, send and drain only), % of a core."""
+    lab.stop_anycastd()
+    floor = [sys.executable, str(HERE.with_name("asyncio_floor.py")), "--batched", "--seconds", f"{seconds:g}"]
+    run = lab.lab.exec(lab.lab.router, *floor, "--interval", "0.1", *(s.v4 for s in lab.servers))
+    cpu: float = json.loads(run.stdout)["cpu"]
+    return cpu
 
-    args = arguments(__doc__, "bench/ecmp.py", add)
+
+def cost(n: int, seconds: float) -> dict[str, Any]:
+    """One lab's `anycastd router` at rest (defaults, FAST, the lab's resync) and one FIB read's CPU."""
+    with WideLab(n, resync=RESYNC) as lab:
+        time.sleep(3)  # past start-up
+        out: dict[str, Any] = {"rest": cpu_split(lab.lab.processes[daemons.ROUTER_KEY].pid, seconds)}
+        out["fast"] = at_rest(lab, seconds, FAST)
+        lab.resync = LAB_RESYNC
+        out["lab"] = at_rest(lab, seconds, "")
+        read = lab.lab.exec(lab.lab.router, sys.executable, "-c", FIB_READ, str(FIB_READS), *SERVICE_PREFIXES)
+        out["fib"] = json.loads(read.stdout)
+    return out
+
+
+def before_after(base: str, rounds: int, n: int, seconds: float) -> list[str]:
+    """``cost`` on ``base``'s code and this tree's, ``rounds`` labs each by turns: the paragraph and table."""
+    names, runs = alternate(HERE, ["--servers", str(n), "--cpu-seconds", str(seconds)], base, rounds)
+    return [
+        "",
+        f"Before and after, in one run (`--base {base} --rounds {rounds}`, {revision(base)}): {rounds} labs of {n} "
+        "servers per tree, the trees alternating; each figure a mean over its rounds.",
+        "",
+        *compared(names, runs, seconds),
+    ]
+
+
+def compared(names: list[str], runs: dict[str, list[dict[str, Any]]], seconds: float) -> list[str]:
+    """The table of the trees' figures side by side: each a mean over its rounds."""
+    mean = lambda name, key, i: statistics.mean(r[key][i] for r in runs[name])  # noqa: E731
+    total = lambda name, key: " / ".join(  # noqa: E731
+        f"{r[key][0] + r[key][1]:.2f}" for r in runs[name]
+    )
+
+    def row(label: str, key: str) -> str:
+        cells = [f"{mean(nm, key, 0):.2f} + {mean(nm, key, 1):.2f} ({total(nm, key)})" for nm in names]
+        return f"| {label} | " + " | ".join(cells) + " |"
+
+    reads = [statistics.mean(r["fib"]["ms"] for r in runs[nm]) for nm in names]
+    return [
+        "| measure | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+        row(f"anycastd router at rest, defaults (a probe every 0.2 s, resync {RESYNC:g} s): user + system "
+            f"(each round's total), % of a core over {seconds:g} s", "rest"),
+        row("the same, a probe every 0.1 s", "fast"),
+        row(f"the same, resync {LAB_RESYNC:g} s", "lab"),
+        "| one read of the router's FIB (NetlinkFib.read, both families), CPU ms | "
+        + " | ".join(f"{ms:.1f}" for ms in reads)
+        + " |",
+    ]  # fmt: skip
+
+
+def _options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--servers", type=int, default=MOST, help=f"servers (default and most {MOST})")
+    p.add_argument("--trials", type=int, default=10, help="resolvers killed, one at a time (default 10)")
+    p.add_argument("--flows", type=int, default=100_000, help="distinct flows for the spread (default 100,000)")
+    p.add_argument("--cpu-seconds", type=float, default=20.0, help="the CPU sample (default 20 s)")
+    p.add_argument("--load-trials", type=int, default=3, help="kills and drains under client load (default 3)")
+    p.add_argument("--base", help="also measure CPU at rest and a FIB read on this git revision, alternating")
+    p.add_argument("--rounds", type=int, default=2, help="labs per tree with --base (default 2)")
+    p.add_argument("--measure", help=argparse.SUPPRESS)
+
+
+def main() -> int:
+    args = arguments(__doc__, "bench/ecmp.py", _options)
     if args is None:
         return 1
     n = args.servers
+    if args.measure:
+        Path(args.measure).write_text(json.dumps(cost(n, args.cpu_seconds)))
+        return 0
     built = time.monotonic()
     with WideLab(n, resync=RESYNC) as lab:
         built = time.monotonic() - built
@@ -150,6 +239,7 @@ def main() -> int:
         cpu_fast = at_rest(lab, args.cpu_seconds, FAST)
         lab.resync = LAB_RESYNC
         cpu_lab = at_rest(lab, args.cpu_seconds, "")
+        floor = floor_cpu(lab, args.cpu_seconds)
     total = sum(counts.values())
     p = 1 / n
     mean, sigma = total * p, math.sqrt(total * p * (1 - p))
@@ -157,6 +247,7 @@ def main() -> int:
     worst = max(deviations, key=lambda name: abs(deviations[name]))
     within = sum(1 for d in deviations.values() if abs(d) <= 3)
     statistic, p_value = chi_square(list(counts.values()))
+    side_by_side = before_after(args.base, args.rounds, n, args.cpu_seconds) if args.base else []
     split = lambda c: f"{c[0]:.2f} + {c[1]:.2f} = {c[0] + c[1]:.2f}"  # noqa: E731
     ms = lambda xs: f"{statistics.median(xs) * 1000:.0f} / {max(xs) * 1000:.0f}"  # noqa: E731
     rows = [
@@ -185,6 +276,8 @@ def main() -> int:
         f"probe every 0.2 s, resync {RESYNC:g} s) | {split(cpu)} |",
         f"| the same, a probe every 0.1 s ({n} x 10 probes/s) | {split(cpu_fast)} |",
         f"| the same, a probe every 0.2 s and resync {LAB_RESYNC:g} s (the lab's) | {split(cpu_lab)} |",
+        f"| floor: the same {n} x 10 probes/s from one socket and one timer, send and drain only "
+        f"(bench/asyncio_floor.py --batched), user + system | {floor:.2f} |",
         *(f"| RSS, {kind}, MB | {mb:,.0f} |" for kind, mb in sorted(memory.items())),
         f"| RSS, the lab's processes together, MB | {sum(memory.values()):,.0f} |",
         f"| lab built and every path in the FIB, s | {built:.1f} |",
@@ -196,7 +289,9 @@ def main() -> int:
             f"## {n}-way ECMP, the router-side variant (`bench/ecmp.py`)",
             "",
             f"Command: `python bench/ecmp.py --servers {n} --trials {args.trials} --flows {args.flows} "
-            f"--cpu-seconds {args.cpu_seconds:g} --load-trials {args.load_trials}` (as root).",
+            f"--cpu-seconds {args.cpu_seconds:g} --load-trials {args.load_trials}"
+            + (f" --base {args.base} --rounds {args.rounds}" if args.base else "")
+            + "` (as root).",
             context(),
             f"anycastd_lab.wide: FRR (zebra, staticd) and `anycastd router` at its defaults on the router, {n} "
             "servers running Unbound, each on its own link. The flows are one UDP datagram each from distinct "
@@ -206,6 +301,7 @@ def main() -> int:
             "chi-square test's p-value is uniform on (0, 1): a small one (below 0.01) says the hash is not even.",
             "",
             *rows,
+            *side_by_side,
         ],
         write=not args.no_write,
     )

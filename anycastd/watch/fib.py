@@ -9,7 +9,17 @@ back after every change and every periodic resync, compares it with what
 zebra claims, and reports and repairs any difference. The comparison is
 pure (``divergence``); this module's adapters only read.
 
-The lab reads the router's FIB with the same parser, from another namespace.
+A read asks the kernel for each prefix's own route: RTM_GETROUTE with
+RTM_F_FIB_MATCH and RTM_F_LOOKUP_TABLE gives the route a lookup of the
+prefix's address matches, whole, with every nexthop, and the table it is in.
+It is taken when it is exactly the prefix, in the main table. Anything else
+(no route, a shorter one, another table's behind a policy rule, an error)
+falls back to a dump of the family's main table, which is the definition.
+A dump costs pyroute2 about 0.12 ms of CPU per route decoded: at 64 servers
+the router's tables hold 65 IPv4 and 193 IPv6 routes, and a read by dumps
+cost 47 ms; the two lookups cost under 1 ms (docs/benchmarks.md).
+
+The lab reads the router's FIB with the same reader, from another namespace.
 """
 
 from __future__ import annotations
@@ -24,17 +34,18 @@ from anycastd.errors import AnnounceError
 
 MAIN_TABLE = 254
 AF_INET, AF_INET6 = 2, 10
+#: linux/rtnetlink.h: return the FIB entry a lookup matched, not the route the lookup resolved to (Linux 4.13);
+#: report the table the lookup found it in (IPv4 otherwise echoes the request's RTA_TABLE, which pyroute2
+#: always sends); and the mark of a resolved route, which a kernel without RTM_F_FIB_MATCH returns instead.
+RTM_F_FIB_MATCH, RTM_F_LOOKUP_TABLE, RTM_F_CLONED = 0x2000, 0x1000, 0x200
+#: The flags of a lookup: the matched route, whole, with its own table.
+LOOKUP = RTM_F_FIB_MATCH | RTM_F_LOOKUP_TABLE
 
 Hops = dict[IPNetwork, frozenset[IPAddress]]
 
 
 class FibError(AnnounceError):
     """The kernel's routing table could not be read."""
-
-
-def nexthops_in(dump: Iterable[Any], prefix: IPNetwork) -> frozenset[IPAddress]:
-    """The gateways of the main-table route for exactly ``prefix`` in a netlink route dump."""
-    return frozenset(weights_in(dump, prefix))
 
 
 def weights_in(dump: Iterable[Any], prefix: IPNetwork) -> dict[IPAddress, int]:
@@ -56,6 +67,39 @@ def route_weights(route: Any) -> dict[IPAddress, int]:
     return {ipaddress.ip_address(gateway): 1} if gateway else {}
 
 
+def read_weights(ipr: Any, prefixes: Iterable[IPNetwork]) -> dict[IPNetwork, dict[IPAddress, int]]:
+    """Each prefix's gateways and weights in the main table, read over ``ipr`` (pyroute2's synchronous
+    IPRoute or NetNS): a lookup per prefix, a dump of its family only when the lookup is not exactly
+    that main-table route (see the module's docstring). pyroute2's errors pass through."""
+    from pyroute2.netlink.exceptions import NetlinkError  # noqa: PLC0415 (netlink only where a kernel is read)
+
+    out: dict[IPNetwork, dict[IPAddress, int]] = {}
+    dumps: dict[int, list[Any]] = {}
+    for prefix in prefixes:
+        family = AF_INET if prefix.version == 4 else AF_INET6
+        try:
+            found = list(ipr.route("get", dst=str(prefix.network_address), family=family, flags=LOOKUP))
+        except NetlinkError:
+            found = []  # no route at all, or one that does not forward (unreachable, prohibit): the dump says
+        if found and _exactly(found[0], prefix):
+            out[prefix] = route_weights(found[0])
+            continue
+        if family not in dumps:
+            dumps[family] = list(ipr.route("dump", family=family, table=MAIN_TABLE))
+        out[prefix] = weights_in(dumps[family], prefix)
+    return out
+
+
+def _exactly(route: Any, prefix: IPNetwork) -> bool:
+    """``route`` is the main table's route for exactly ``prefix`` (not a resolved route: one gateway of it)."""
+    return bool(
+        not route.get("flags", 0) & RTM_F_CLONED
+        and route.get("table") == MAIN_TABLE
+        and route["dst_len"] == prefix.prefixlen
+        and route.get("dst") == str(prefix.network_address)
+    )
+
+
 class KernelFib(Protocol):
     def read(self, prefixes: Iterable[IPNetwork]) -> Hops:
         """The kernel's nexthops for each prefix (empty: no route)."""
@@ -63,7 +107,7 @@ class KernelFib(Protocol):
 
 
 class NetlinkFib:
-    """The kernel of the namespace anycastd runs in: one netlink dump per family.
+    """The kernel of the namespace anycastd runs in, read with ``read_weights``.
 
     pyroute2's synchronous API runs an event loop of its own, so the caller runs
     ``read`` in a worker thread, and each read opens and closes its own socket.
@@ -73,18 +117,12 @@ class NetlinkFib:
         from pyroute2 import IPRoute  # noqa: PLC0415 (netlink only where a kernel is read)
         from pyroute2.netlink.exceptions import NetlinkError  # noqa: PLC0415
 
-        wanted = list(prefixes)
-        out: Hops = {}
         try:
             with IPRoute() as ipr:
-                for family, version in ((AF_INET, 4), (AF_INET6, 6)):
-                    mine = [p for p in wanted if p.version == version]
-                    if mine:
-                        dump = list(ipr.route("dump", family=family, table=MAIN_TABLE))
-                        out.update({p: nexthops_in(dump, p) for p in mine})
+                weights = read_weights(ipr, prefixes)
         except (OSError, NetlinkError) as exc:
             raise FibError(f"cannot read the kernel's routes: {exc}") from None
-        return out
+        return {prefix: frozenset(hops) for prefix, hops in weights.items()}
 
 
 class InMemoryFib:

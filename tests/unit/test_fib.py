@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from typing import Any
 
 import pytest
+from pyroute2.netlink.exceptions import NetlinkError
 
 from anycastd.announce.frr import RouteError, parse_zebra_routes
 from anycastd.core.net import IPAddress, IPNetwork
-from anycastd.watch.fib import divergence, nexthops_in, weights_in
+from anycastd.watch.fib import (
+    AF_INET,
+    MAIN_TABLE,
+    RTM_F_CLONED,
+    RTM_F_FIB_MATCH,
+    RTM_F_LOOKUP_TABLE,
+    divergence,
+    read_weights,
+    weights_in,
+)
 
 V4 = ipaddress.ip_network("203.0.113.53/32")
 V6 = ipaddress.ip_network("2001:db8::53/128")
@@ -36,14 +47,57 @@ def test_divergence(zebra: Fib, kernel: Fib, expected: list[str]) -> None:
     assert [str(d) for d in divergence(zebra, kernel)] == expected
 
 
-def test_nexthops_from_a_netlink_dump_multipath_single_and_absent() -> None:
-    dump = [
-        {"dst_len": 24, "dst": "203.0.113.0", "gateway": "192.0.2.9"},
-        {"dst_len": 32, "dst": "203.0.113.53", "multipath": [{"gateway": "192.0.2.10"}, {"gateway": "192.0.2.18"}]},
-    ]
-    assert nexthops_in(dump, V4) == {A, B}
-    assert nexthops_in([{"dst_len": 32, "dst": "203.0.113.53", "gateway": "192.0.2.26"}], V4) == {C}
-    assert nexthops_in(dump, ipaddress.ip_network("203.0.113.54/32")) == frozenset()
+class FakeNetlink:
+    """pyroute2's IPRoute as ``read_weights`` calls it: lookups answered from ``lookups`` (an exception
+    is raised), dumps from ``tables``; every call recorded."""
+
+    def __init__(self, lookups: dict[str, Any], tables: dict[int, list[dict[str, Any]]]) -> None:
+        self.lookups = lookups
+        self.tables = tables
+        self.calls: list[tuple[str, int]] = []
+
+    def route(self, command: str, *, family: int, **kw: Any) -> list[dict[str, Any]]:
+        self.calls.append((command, family))
+        if command == "dump":
+            assert kw == {"table": MAIN_TABLE}
+            return self.tables[family]
+        assert command == "get" and kw["flags"] == RTM_F_FIB_MATCH | RTM_F_LOOKUP_TABLE
+        found = self.lookups[kw["dst"]]
+        if isinstance(found, Exception):
+            raise found
+        return [found]
+
+
+MULTIPATH = {"multipath": [{"gateway": "192.0.2.10"}, {"gateway": "192.0.2.18", "hops": 2}]}
+
+
+def test_a_lookup_that_matches_exactly_the_main_table_route_is_read_without_a_dump() -> None:
+    v6 = {"dst_len": 128, "dst": "2001:db8::53", "table": MAIN_TABLE, "gateway": "2001:db8:0:1::2"}
+    ipr = FakeNetlink(
+        {"203.0.113.53": {"dst_len": 32, "dst": "203.0.113.53", "table": MAIN_TABLE, **MULTIPATH}, "2001:db8::53": v6},
+        {},
+    )
+    assert read_weights(ipr, [V4, V6]) == {V4: {A: 1, B: 3}, V6: {ipaddress.ip_address("2001:db8:0:1::2"): 1}}
+    assert ipr.calls == [("get", 2), ("get", 10)]
+
+
+@pytest.mark.parametrize(
+    "lookup",
+    [
+        NetlinkError(101, "Network is unreachable"),  # no route at all
+        {"dst_len": 0, "dst": None, "table": MAIN_TABLE, "gateway": "192.0.2.1"},  # the default route
+        {"dst_len": 24, "dst": "203.0.113.0", "table": MAIN_TABLE, "gateway": "192.0.2.1"},  # a shorter prefix
+        {"dst_len": 32, "dst": "203.0.113.53", "table": 100, "gateway": "192.0.2.1"},  # a policy rule's table
+        # a resolved route, one gateway of the ECMP route: what a kernel without RTM_F_FIB_MATCH returns
+        {"dst_len": 32, "dst": "203.0.113.53", "table": MAIN_TABLE, "gateway": "192.0.2.10", "flags": RTM_F_CLONED},
+    ],
+)
+def test_a_lookup_that_is_not_exactly_the_main_table_route_falls_back_to_one_dump(lookup: Any) -> None:
+    dump = [{"dst_len": 24, "dst": "203.0.113.0"}, {"dst_len": 32, "dst": "203.0.113.53", **MULTIPATH}]
+    ipr = FakeNetlink({"203.0.113.53": lookup, "203.0.113.54": lookup}, {AF_INET: dump})
+    other = ipaddress.ip_network("203.0.113.54/32")
+    assert read_weights(ipr, [V4, other]) == {V4: {A: 1, B: 3}, other: {}}
+    assert ipr.calls == [("get", 2), ("dump", 2), ("get", 2)]  # one dump per family, however many prefixes
 
 
 def test_weights_from_a_netlink_dump_are_hops_plus_one() -> None:
