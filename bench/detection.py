@@ -91,9 +91,10 @@ FAULTS = [
 ]
 
 
-def verdict_at(log: str, wall_at_fault: float) -> float | None:
-    """Seconds from the fault to the first "-> down" in ``log`` (anycastd's own clock, to the millisecond)."""
-    match = VERDICT.search(log)
+def verdict_at(log: str, wall_at_fault: float, pattern: re.Pattern[str] = VERDICT) -> float | None:
+    """Seconds from the fault to the first "-> down" in ``log`` (anycastd's own clock, to the millisecond);
+    ``pattern``'s first group is the line's time."""
+    match = pattern.search(log)
     if match is None:
         return None
     at = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()

@@ -103,6 +103,11 @@ from anycastd.watch.fib import FibError, KernelFib, divergence
 log = logging.getLogger(__name__)
 
 SYNC_ATTEMPTS = 3
+#: zebra's word lags the kernel while it takes in the dataplane's result of a change: at 64 servers a read
+#: right after a change found zebra still claiming the IPv6 nexthop just removed, which the kernel had already
+#: dropped, after most changes. So a difference counts as a divergence, and is reported and repaired, only
+#: when a read at least this many seconds after it was first seen finds it still (docs/reliability.md).
+FIB_SETTLE = 0.5
 #: Servers start their schedules in steps of this many seconds. Probes that fall due in the same step
 #: share one wake-up of the event loop, which is most of what a probe costs: 32 servers at 10 probes/s
 #: cost about half the CPU they cost with start times spread to the microsecond (docs/benchmarks.md).
@@ -183,6 +188,8 @@ class Router:
         self.conflicts: tuple[StaticRoute, ...] = ()
         self.last_sync: float | None = None
         self.divergence: list[Divergence] = []
+        self._suspected: dict[Divergence, float] = {}  # differences not yet FIB_SETTLE old: when first seen
+        self._recheck: asyncio.TimerHandle | None = None
         self.fib_problem: str | None = None
         self._dirty = asyncio.Event()
         self._requested = 0
@@ -244,6 +251,8 @@ class Router:
         finally:
             if engine is not None:
                 engine.close()
+            if self._recheck is not None:
+                self._recheck.cancel()
             await Loops.stop(tasks)
             self._stopping = True
             self._dirty.set()
@@ -407,7 +416,7 @@ class Router:
             self.fib_problem = str(exc)
             return
         self.fib_problem = None
-        found = divergence(claimed, kernel)
+        found = self._settled(divergence(claimed, kernel))
         if not found:
             if self.divergence:
                 log.warning("the kernel's FIB agrees with zebra again")
@@ -418,7 +427,7 @@ class Router:
         fix = repair(found, self.owned)
         log.error(
             "the kernel's FIB disagrees with zebra: %s; repairing by adding again %s",
-            "; ".join(map(str, found)),
+            _divergences(found),
             _routes(fix.add) or "nothing anycastd owns (reported only)",
         )
         if fix:
@@ -427,6 +436,21 @@ class Router:
             except RouteError as exc:
                 log.error("the repair was refused: %s", exc)
             self.request_sync()  # check the repair on the next pass
+
+    def _settled(self, found: list[Divergence]) -> list[Divergence]:
+        """Of the differences just read, those first seen at least FIB_SETTLE ago and in every read since; a
+        check is asked for FIB_SETTLE from now while any newer one is left (see FIB_SETTLE)."""
+        now = self.clock()
+        self._suspected = {d: self._suspected.get(d, now) for d in found}  # one not read again is forgotten
+        settled = [d for d in found if now - self._suspected[d] >= FIB_SETTLE]
+        if len(settled) < len(found) and self._recheck is None:
+            log.debug("the kernel's FIB differs from zebra, checked again in %g s: %s", FIB_SETTLE, _divergences(found))
+            self._recheck = asyncio.get_running_loop().call_later(FIB_SETTLE, self._check_again)
+        return settled
+
+    def _check_again(self) -> None:
+        self._recheck = None
+        self.request_sync()
 
     async def _change(self, change: Change) -> None:
         log.info("FRR: %s", _describe(change))
@@ -621,6 +645,10 @@ class Router:
                 )
         degraded = {s: c is not None and c.degraded is not None for s, c in self.choices.items()}
         return RouterView(servers, degraded, self.frr_problem is None, not self.divergence)
+
+
+def _divergences(found: list[Divergence]) -> str:
+    return "; ".join(map(str, found))
 
 
 def _names(names: frozenset[str]) -> str:
