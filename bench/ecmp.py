@@ -70,6 +70,8 @@ for _ in range(reads):
 print(json.dumps({"ms": (time.process_time() - started) / reads * 1000, "hops": [len(h) for h in hops.values()]}))
 """
 FIB_READS = 50
+#: Kills per lab in the before/after comparison.
+COMPARED_KILLS = 10
 SERVICE_PREFIXES = (SERVICE_V4, SERVICE_V6)
 #: How long after each kill the other servers' paths are watched (every 2 ms): a withdrawal wrongly taken to
 #: them comes within a probe round or two.
@@ -95,8 +97,13 @@ class Kills:
     back: list[float] = field(default_factory=list)
     collateral: int = 0  # other servers' paths out of the FIB meanwhile
 
+    @property
+    def router(self) -> list[float]:
+        """Each trial's verdict -> gone: FRR and the kernel."""
+        return [g - v for g, v in zip(self.gone, self.verdict, strict=True)]
+
     def row(self, label: str) -> str:
-        router = [g - v for g, v in zip(self.gone, self.verdict, strict=True)]
+        router = self.router
         return (
             f"| {label}: killed -> gone, median / max ms (n = {len(self.gone)}) | {ms(self.gone)} |\n"
             f"| of which the probe's phase (killed -> the router's verdict), median / max ms | {ms(self.verdict)} |\n"
@@ -179,16 +186,26 @@ def floor_cpu(lab: WideLab, seconds: float) -> float:
 
 
 def cost(n: int, seconds: float) -> dict[str, Any]:
-    """One lab's `anycastd router` at rest (defaults, FAST, the lab's resync) and one FIB read's CPU."""
+    """One lab's `anycastd router` at rest (defaults, FAST, the lab's resync), one FIB read's CPU, and
+    COMPARED_KILLS kills at the defaults: their times and the divergences the router reported meanwhile."""
     with WideLab(n, resync=RESYNC) as lab:
         time.sleep(3)  # past start-up
         out: dict[str, Any] = {"rest": cpu_split(lab.lab.processes[daemons.ROUTER_KEY].pid, seconds)}
+        logfile = daemons.router_paths(lab.lab)[1]
+        reported = divergences(logfile)
+        killed = kills(lab, min(COMPARED_KILLS, n), itertools.cycle(random.sample(lab.servers, n)))  # none twice
+        out["kills"] = {"gone": killed.gone, "verdict": killed.verdict, "divergences": divergences(logfile) - reported}
         out["fast"] = at_rest(lab, seconds, FAST)
         lab.resync = LAB_RESYNC
         out["lab"] = at_rest(lab, seconds, "")
         read = lab.lab.exec(lab.lab.router, sys.executable, "-c", FIB_READ, str(FIB_READS), *SERVICE_PREFIXES)
         out["fib"] = json.loads(read.stdout)
     return out
+
+
+def divergences(logfile: Path) -> int:
+    """How many times `anycastd router` has logged the kernel's FIB disagreeing with zebra."""
+    return logfile.read_text().count("the kernel's FIB disagrees with zebra")
 
 
 def before_after(base: str, rounds: int, n: int, seconds: float) -> list[str]:
@@ -215,6 +232,13 @@ def compared(names: list[str], runs: dict[str, list[dict[str, Any]]], seconds: f
         return f"| {label} | " + " | ".join(cells) + " |"
 
     reads = [statistics.mean(r["fib"]["ms"] for r in runs[nm]) for nm in names]
+    pooled = {
+        nm: Kills(
+            verdict=[v for r in runs[nm] for v in r["kills"]["verdict"]],
+            gone=[g for r in runs[nm] for g in r["kills"]["gone"]],
+        )
+        for nm in names
+    }
     return [
         "| measure | " + " | ".join(names) + " |",
         "|---|" + "---:|" * len(names),
@@ -225,6 +249,14 @@ def compared(names: list[str], runs: dict[str, list[dict[str, Any]]], seconds: f
         "| one read of the router's FIB (NetlinkFib.read, both families), CPU ms | "
         + " | ".join(f"{ms:.1f}" for ms in reads)
         + " |",
+        f"| a resolver killed at the defaults ({len(runs[names[0]][0]['kills']['gone'])} per lab, each a different "
+        "server): killed -> gone, "
+        "median / max ms | "
+        + " | ".join(ms(pooled[nm].gone) for nm in names) + " |",
+        "| of which the verdict -> gone, median / max ms | "
+        + " | ".join(ms(pooled[nm].router) for nm in names) + " |",
+        "| divergences between zebra and the kernel the router reported meanwhile (its log), per round | "
+        + " | ".join(", ".join(str(r["kills"]["divergences"]) for r in runs[nm]) for nm in names) + " |",
     ]  # fmt: skip
 
 
