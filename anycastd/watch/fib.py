@@ -15,9 +15,9 @@ prefix's address matches, whole, with every nexthop, and the table it is in.
 It is taken when it is exactly the prefix, in the main table. Anything else
 (no route, a shorter one, another table's behind a policy rule, an error)
 falls back to a dump of the family's main table, which is the definition.
-A dump costs pyroute2 about 0.12 ms of CPU per route decoded: at 64 servers
-the router's tables hold 65 IPv4 and 193 IPv6 routes, and a read by dumps
-cost 47 ms; the two lookups cost under 1 ms (docs/benchmarks.md).
+At 64 servers the router's main tables hold 65 IPv4 and 193 IPv6 routes, and
+a read by dumps cost 33.5 ms of CPU, nearly all pyroute2 decoding them; a
+read by lookups costs 4.1 ms (docs/benchmarks.md, `bench/ecmp.py --base`).
 
 The lab reads the router's FIB with the same reader, from another namespace.
 """
