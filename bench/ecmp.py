@@ -171,6 +171,11 @@ def at_rest(lab: WideLab, seconds: float, extra: str) -> tuple[float, float]:
     answer = "answer: healthy"
     lab.start_anycastd(daemons.router_config(lab.lab, resync=lab.resync).replace(answer, answer + extra, 1))
     lab.wait_paths(len(lab.servers), timeout=30)
+    return resting(lab, seconds)
+
+
+def resting(lab: WideLab, seconds: float) -> tuple[float, float]:
+    """`anycastd router`'s user and system CPU over ``seconds``, once 3 s past its start-up."""
     time.sleep(3)
     return cpu_split(lab.lab.processes[daemons.ROUTER_KEY].pid, seconds)
 
@@ -189,8 +194,7 @@ def cost(n: int, seconds: float) -> dict[str, Any]:
     """One lab's `anycastd router` at rest (defaults, FAST, the lab's resync), one FIB read's CPU, and
     COMPARED_KILLS kills at the defaults: their times and the divergences the router reported meanwhile."""
     with WideLab(n, resync=RESYNC) as lab:
-        time.sleep(3)  # past start-up
-        out: dict[str, Any] = {"rest": cpu_split(lab.lab.processes[daemons.ROUTER_KEY].pid, seconds)}
+        out: dict[str, Any] = {"rest": resting(lab, seconds)}
         logfile = daemons.router_paths(lab.lab)[1]
         reported = divergences(logfile)
         killed = kills(lab, min(COMPARED_KILLS, n), itertools.cycle(random.sample(lab.servers, n)))  # none twice
@@ -283,9 +287,7 @@ def main() -> int:
     with WideLab(n, resync=RESYNC) as lab:
         built = time.monotonic() - built
         print(f"all {n} paths {lab.ready_in * 1000:.0f} ms after anycastd router started", flush=True)
-        time.sleep(3)  # past start-up
-        router = lab.lab.processes[daemons.ROUTER_KEY].pid
-        cpu = cpu_split(router, args.cpu_seconds)
+        cpu = resting(lab, args.cpu_seconds)
         memory: dict[str, float] = {}
         for key, pid in lab.pids().items():
             kind = "Unbound, all servers" if key.startswith("resolver-") else key
