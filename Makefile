@@ -112,6 +112,7 @@ bench: deps venv
 	$(PY) bench/compare.py
 	$(PY) bench/router.py
 	$(PY) bench/ecmp.py
+	$(PY) bench/ecmp_sidecar.py
 	$(PY) bench/fleet.py
 	$(PY) bench/bfd.py
 	$(PY) bench/weights.py
@@ -122,6 +123,7 @@ bench-quick: deps venv
 	$(PY) bench/compare.py --quick
 	$(PY) bench/router.py --quick
 	$(PY) bench/ecmp.py --servers 8 --trials 2 --flows 5000 --cpu-seconds 5 --load-trials 1 --no-write
+	$(PY) bench/ecmp_sidecar.py --servers 4 --trials 2 --flows 5000 --cpu-seconds 5 --load-trials 1 --no-write
 	$(PY) bench/fleet.py --quick
 	$(PY) bench/bfd.py --quick
 	$(PY) bench/weights.py --queries 3000 --rounds 1 --no-write

@@ -28,6 +28,8 @@ class DnsLab:
     TOPOLOGY = clab.BGP_TOPOLOGY
     #: FRR's daemons on the router, in start order
     FRR_DAEMONS: tuple[str, ...] = ("zebra", "bgpd")
+    #: seconds for every path to reach the router's FIB once the daemons are started
+    READY_TIMEOUT = 60.0
 
     def __init__(self, keep_dir: bool = False) -> None:
         self.lab = Lab(self.TOPOLOGY, keep_dir=keep_dir)
@@ -49,7 +51,7 @@ class DnsLab:
         try:
             self.start_daemons()
             self.fib = Fib(self.lab.router)
-            self.wait_paths(len(self.servers), timeout=60)
+            self.wait_paths(len(self.servers), timeout=self.READY_TIMEOUT)
         except BaseException as exc:
             self.__exit__(type(exc), exc, exc.__traceback__)
             raise

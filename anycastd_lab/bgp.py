@@ -24,7 +24,7 @@ from anycastd_lab.topology import Server, wait_until
 
 class BgpLab(DnsLab):
     #: bfdd before bgpd: bgpd's sessions ask for BFD (frr/bgp/frr.conf) through zebra, and bfdd answers
-    FRR_DAEMONS = ("zebra", "bfdd", "bgpd")
+    FRR_DAEMONS: tuple[str, ...] = ("zebra", "bfdd", "bgpd")
 
     def frr_config(self) -> str:
         return daemons.frr_bgp_config()

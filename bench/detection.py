@@ -50,7 +50,7 @@ IMAGES = DOCS.parent / "img"
 BIN = 0.010  # seconds per bar of the timelines
 ROUTER = Controller("anycastd router (static routes)", None, Check.__dataclass_fields__["interval"].default)
 #: "s1: up -> down (...)", "dns: falling -> down (...)", "dns/s1: up -> down (...)": the verdict in the log.
-VERDICT = re.compile(r"^(\S+ \S+) \w+ \S+: (?:dns|dns/s\d): \w+ -> down ", re.MULTILINE)
+VERDICT = re.compile(r"^(\S+ \S+) \w+ \S+: (?:dns|dns/s\d+): \w+ -> down ", re.MULTILINE)
 
 
 @dataclass

@@ -43,9 +43,10 @@ from detection import verdict_at
 from report import alternate, arguments, context, cpu_split, publish, revision, rss_mb
 
 from anycastd_lab import daemons
+from anycastd_lab.base import DnsLab
 from anycastd_lab.fib import FibWatch
 from anycastd_lab.topology import SERVICE_V4, SERVICE_V6, Server
-from anycastd_lab.wide import MOST, WideLab
+from anycastd_lab.wide import MOST, WideLab, spread
 
 #: The probe interval's span: each trial's kill falls at a random phase of it.
 PHASE = 0.2
@@ -115,15 +116,27 @@ def ms(xs: list[float]) -> str:
     return f"{statistics.median(xs) * 1000:.0f} / {max(xs) * 1000:.0f}"
 
 
-def kills(lab: WideLab, trials: int, victims: Iterator[Server]) -> Kills:
-    """``trials`` resolvers killed at a random phase, one at a time: when `anycastd router` logged each one
-    down, when its path left the FIB and when it was back after a restart, and how many other servers'
-    paths left it meanwhile."""
+def router_verdicts(lab: DnsLab) -> Callable[[Server], tuple[Path, re.Pattern[str]]]:
+    """Where `anycastd router` logs its verdict on a server's resolver, and the line."""
+    logfile = daemons.router_paths(lab.lab)[1]
+    return lambda victim: (logfile, re.compile(rf"^(\S+ \S+) \w+ \S+: \w+/{victim.name}: \w+ -> down ", re.M))
+
+
+def kills(
+    lab: DnsLab,
+    trials: int,
+    victims: Iterator[Server],
+    verdicts: Callable[[Server], tuple[Path, re.Pattern[str]]] | None = None,
+) -> Kills:
+    """``trials`` resolvers killed at a random phase, one at a time: when the controller logged each one
+    down (``verdicts``: its log file and line; `anycastd router`'s by default), when its path left the FIB
+    and when it was back after a restart, and how many other servers' paths left it meanwhile."""
     out = Kills()
     everyone = frozenset(s.v4 for s in lab.servers)
-    logfile = daemons.router_paths(lab.lab)[1]
+    verdicts = verdicts or router_verdicts(lab)
     for trial in range(trials):
         victim = next(victims)
+        logfile, pattern = verdicts(victim)
         time.sleep(random.uniform(0, PHASE))
         offset = logfile.stat().st_size
         with FibWatch(lab.lab.router, SERVICE_V4) as watch:
@@ -133,7 +146,6 @@ def kills(lab: WideLab, trials: int, victims: Iterator[Server]) -> Kills:
             time.sleep(COLLATERAL_WINDOW)
         with logfile.open() as log:
             log.seek(offset)
-            pattern = re.compile(rf"^(\S+ \S+) \w+ \S+: \w+/{victim.name}: \w+ -> down ", re.MULTILINE)
             verdict = verdict_at(log.read(), wall, pattern)
         if verdict is None:
             raise RuntimeError(f"{victim.name}: no verdict in {logfile}")
@@ -151,7 +163,7 @@ def kills(lab: WideLab, trials: int, victims: Iterator[Server]) -> Kills:
 
 
 def under_load(
-    lab: WideLab, victim: Server, act: Callable[[Server], None], undo: Callable[[Server], None]
+    lab: DnsLab, victim: Server, act: Callable[[Server], None], undo: Callable[[Server], None]
 ) -> dict[str, Any]:
     """Queries at LOAD_RATE from the client for LOAD_SECONDS, ``act`` on ``victim`` a second in and
     ``undo`` once the client is done: the client's count of lost queries, and the victim's answers."""
@@ -296,7 +308,7 @@ def main() -> int:
         # would be held out by flap damping (its penalty passes 2000), as it should be, and stall the trial.
         victims = itertools.cycle(random.sample(lab.servers, n))
         killed_default = kills(lab, args.trials, victims)
-        counts = lab.spread(args.flows)
+        counts = spread(lab, args.flows)
 
         def kill(victim: Server) -> None:
             lab.kill_resolver(victim)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from anycastd_lab.topology import SERVICE_V6
-from anycastd_lab.wide import WideLab
+from anycastd_lab.wide import WideLab, spread
 
 SERVERS = 64
 FLOWS = 20_000
@@ -34,7 +34,7 @@ def test_every_server_is_a_path_and_distinct_flows_reach_each_as_a_uniform_hash_
     assert len(names) == SERVERS
     assert wide.server_paths() == names
     assert len(wide.paths(SERVICE_V6)) == SERVERS
-    counts = wide.spread(FLOWS)
+    counts = spread(wide, FLOWS)
     assert set(counts) == names
     total = sum(counts.values())
     assert total >= FLOWS * 0.95, f"the router forwarded {total} of {FLOWS} flows"
