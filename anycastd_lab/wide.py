@@ -16,7 +16,7 @@ beside the file is the router's frr.conf: frr/bgp/frr.conf with one neighbor
 pair per server, ``maximum-paths`` of at least ``n``, and the import policy
 `anycastd frr-policy` generates from those files. The wide sidecar lab runs no
 BFD: it would be 64 more bfdd processes, and a resolver's death, a drain and
-the spread of flows do not involve it (bench/pop.py measures BFD).
+the spread of flows do not involve it (bench/bfd.py and bench/pop.py measure BFD).
 
 ``WideLab(n)`` is StaticLab on the first file, ``WideBgpLab(n)`` BgpLab on the
 second; ``ready_in`` is how long the controllers took from their start until
@@ -31,6 +31,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import json
+import math
 import random
 import re
 import shutil
@@ -41,6 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import yaml
 
@@ -208,37 +210,40 @@ def wide_topology(directory: Path, n: int, sidecar: bool = False) -> Path:
     return path
 
 
-class WideLab(StaticLab):
-    """StaticLab with ``n`` servers (at most 64). Use as a context manager; ``ready_in`` after entering.
-    ``resync`` is `anycastd router`'s periodic read of FRR (the lab's 1 s, as StaticLab's, or its default 10 s)."""
+def deviations(counts: dict[str, int]) -> dict[str, float]:
+    """Each server's distance from an equal share of ``spread``'s counted flows, in standard deviations of
+    Binomial(total, 1/N), as a uniform hash gives them."""
+    total, p = sum(counts.values()), 1 / len(counts)
+    mean, sigma = total * p, math.sqrt(total * p * (1 - p))
+    return {name: (c - mean) / sigma for name, c in counts.items()}
 
-    def __init__(self, n: int, keep_dir: bool = False, resync: float = 1.0) -> None:
-        self.resync = resync
+
+class _Wide(DnsLab):
+    """What both wide labs share: their generated files (removed with the lab), the resolvers started all at
+    once, and ``ready_in``, from ``_started`` (set by ``start_resolvers``) until every path is in the FIB."""
+
+    def __init__(self, n: int, keep_dir: bool, sidecar: bool) -> None:
         self.files = Path(tempfile.mkdtemp(prefix="anycastd-wide-"))
         try:
-            self.TOPOLOGY = wide_topology(self.files, n)
+            self.TOPOLOGY = wide_topology(self.files, n, sidecar)
             super().__init__(keep_dir)
         except BaseException:
             shutil.rmtree(self.files, ignore_errors=True)
             raise
         self.ready_in = 0.0
-        self._router_started = 0.0
+        self._started = 0.0
 
-    def start_daemons(self) -> None:
-        daemons.start_frr(self.lab, self.frr_config(), self.FRR_DAEMONS)
+    def start_resolvers(self) -> None:
+        """Every server's resolver started, then each waited for (64 start-ups overlap); the clock starts."""
         for s in self.servers:
             daemons.start_resolver(self.lab, s, wait=False)
-        for s in self.servers:  # all started first, then waited for: 64 start-ups overlap
+        for s in self.servers:
             daemons.wait_resolver(self.lab, s)
-        self._router_started = time.monotonic()
-        self.start_anycastd()
+        self._started = time.monotonic()
 
-    def start_anycastd(self, config: str | None = None) -> None:
-        daemons.start_anycastd_router(self.lab, config or daemons.router_config(self.lab, resync=self.resync))
-
-    def __enter__(self) -> WideLab:
+    def __enter__(self) -> Self:
         super().__enter__()  # waits for every path, both families
-        self.ready_in = time.monotonic() - self._router_started
+        self.ready_in = time.monotonic() - self._started
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
@@ -246,6 +251,23 @@ class WideLab(StaticLab):
             super().__exit__(kind, exc, tb)
         finally:
             shutil.rmtree(self.files, ignore_errors=True)
+
+
+class WideLab(_Wide, StaticLab):
+    """StaticLab with ``n`` servers (at most 64). Use as a context manager; ``ready_in`` after entering.
+    ``resync`` is `anycastd router`'s periodic read of FRR (the lab's 1 s, as StaticLab's, or its default 10 s)."""
+
+    def __init__(self, n: int, keep_dir: bool = False, resync: float = 1.0) -> None:
+        self.resync = resync
+        super().__init__(n, keep_dir, sidecar=False)
+
+    def start_daemons(self) -> None:
+        daemons.start_frr(self.lab, self.frr_config(), self.FRR_DAEMONS)
+        self.start_resolvers()
+        self.start_anycastd()
+
+    def start_anycastd(self, config: str | None = None) -> None:
+        daemons.start_anycastd_router(self.lab, config or daemons.router_config(self.lab, resync=self.resync))
 
     def pids(self) -> dict[str, int]:
         """The lab's running processes: its own by key (``resolver-sK``, ``anycastd-router``), FRR's as
@@ -287,7 +309,7 @@ def spread(lab: DnsLab, flows: int) -> dict[str, int]:
     return counts
 
 
-class WideBgpLab(BgpLab):
+class WideBgpLab(_Wide, BgpLab):
     """BgpLab with ``n`` servers (at most 64), no BFD: anycastd, ExaBGP and Unbound on each, FRR's bgpd with
     one session per server and family. Use as a context manager; ``ready_in`` after entering."""
 
@@ -295,43 +317,19 @@ class WideBgpLab(BgpLab):
     READY_TIMEOUT = 300.0  # 64 anycastd and 64 ExaBGP starting at once on a small machine
 
     def __init__(self, n: int, keep_dir: bool = False) -> None:
-        self.files = Path(tempfile.mkdtemp(prefix="anycastd-widebgp-"))
-        try:
-            self.TOPOLOGY = wide_topology(self.files, n, sidecar=True)
-            self._frr = (self.files / "frr.conf").read_text()
-            super().__init__(keep_dir)
-        except BaseException:
-            shutil.rmtree(self.files, ignore_errors=True)
-            raise
-        self.ready_in = 0.0
-        self._started = 0.0
+        super().__init__(n, keep_dir, sidecar=True)
 
     def frr_config(self) -> str:
-        return self._frr
+        return (self.files / "frr.conf").read_text()
 
     def anycastd_config(self, server: Server) -> str:
         return daemons.anycastd_config(self.lab, server, bfd=None)
 
     def start_daemons(self) -> None:
         daemons.start_frr(self.lab, self.frr_config(), self.FRR_DAEMONS)
-        for s in self.servers:
-            daemons.start_resolver(self.lab, s, wait=False)
-        for s in self.servers:  # all started first, then waited for: 64 start-ups overlap
-            daemons.wait_resolver(self.lab, s)
-        self._started = time.monotonic()
+        self.start_resolvers()
         for s in self.servers:
             daemons.start_anycastd(self.lab, s, self.anycastd_config(s))
-
-    def __enter__(self) -> WideBgpLab:
-        super().__enter__()  # waits for every path, both families
-        self.ready_in = time.monotonic() - self._started
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        try:
-            super().__exit__(kind, exc, tb)
-        finally:
-            shutil.rmtree(self.files, ignore_errors=True)
 
     def processes(self) -> dict[str, list[int]]:
         """The lab's processes by kind: each server's Unbound, anycastd, ExaBGP and ExaBGP's helper, FRR's

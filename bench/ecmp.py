@@ -46,7 +46,7 @@ from anycastd_lab import daemons
 from anycastd_lab.base import DnsLab
 from anycastd_lab.fib import FibWatch
 from anycastd_lab.topology import SERVICE_V4, SERVICE_V6, Server
-from anycastd_lab.wide import MOST, WideLab, spread
+from anycastd_lab.wide import MOST, WideLab, deviations, spread
 
 #: The probe interval's span: each trial's kill falls at a random phase of it.
 PHASE = 0.2
@@ -103,13 +103,35 @@ class Kills:
         """Each trial's verdict -> gone: FRR and the kernel."""
         return [g - v for g, v in zip(self.gone, self.verdict, strict=True)]
 
-    def row(self, label: str) -> str:
+    def row(self, label: str, who: str = "the router's", path: str = "FRR and the kernel") -> str:
+        """The three rows of these kills: ``who`` decided, through ``path`` to the FIB."""
         router = self.router
         return (
             f"| {label}: killed -> gone, median / max ms (n = {len(self.gone)}) | {ms(self.gone)} |\n"
-            f"| of which the probe's phase (killed -> the router's verdict), median / max ms | {ms(self.verdict)} |\n"
-            f"| of which the verdict -> gone (FRR and the kernel), median / max ms | {ms(router)} |"
+            f"| of which the probe's phase (killed -> {who} verdict), median / max ms | {ms(self.verdict)} |\n"
+            f"| of which the verdict -> gone ({path}), median / max ms | {ms(router)} |"
         )
+
+
+def spread_rows(counts: dict[str, int], flows: int) -> list[str]:
+    """The rows of ``flows`` flows sent and ``counts`` of them counted per server: each share against a uniform
+    hash's (anycastd_lab.wide.deviations), and Pearson's test of the whole."""
+    n, total = len(counts), sum(counts.values())
+    mean = total / n
+    sigma = math.sqrt(total * (1 / n) * (1 - 1 / n))
+    away = deviations(counts)
+    worst = max(away, key=lambda name: abs(away[name]))
+    within = sum(1 for d in away.values() if abs(d) <= 3)
+    statistic, p_value = chi_square(list(counts.values()))
+    return [
+        f"| flows sent / forwarded and counted | {flows:,} / {total:,} |",
+        f"| expected per server (N/{n}) and its standard deviation | {mean:,.1f} ± {sigma:.1f} "
+        f"({sigma / mean * 100:.1f} %) |",
+        f"| fewest / most flows on one server | {min(counts.values()):,} / {max(counts.values()):,} |",
+        f"| farthest from the mean | {worst}: {away[worst]:+.2f} sigma |",
+        f"| servers within 3 sigma of 1/{n} | {within} of {n} |",
+        f"| chi-square against equal shares ({n - 1} degrees of freedom), p-value | {statistic:.1f}, {p_value:.2f} |",
+    ]
 
 
 def ms(xs: list[float]) -> str:
@@ -330,13 +352,6 @@ def main() -> int:
         lab.resync = LAB_RESYNC
         cpu_lab = at_rest(lab, args.cpu_seconds, "")
         floor = floor_cpu(lab, args.cpu_seconds)
-    total = sum(counts.values())
-    p = 1 / n
-    mean, sigma = total * p, math.sqrt(total * p * (1 - p))
-    deviations = {name: (c - mean) / sigma for name, c in counts.items()}
-    worst = max(deviations, key=lambda name: abs(deviations[name]))
-    within = sum(1 for d in deviations.values() if abs(d) <= 3)
-    statistic, p_value = chi_square(list(counts.values()))
     side_by_side = before_after(args.base, args.rounds, n, args.cpu_seconds) if args.base else []
     split = lambda c: f"{c[0]:.2f} + {c[1]:.2f} = {c[0] + c[1]:.2f}"  # noqa: E731
     rows = [
@@ -355,13 +370,7 @@ def main() -> int:
         "| drained (`anycastctl withdraw --server S --wait`) under the same load: queries lost, per trial | "
         + ", ".join(str(d["lost"]) for d in drained)
         + " |",
-        f"| flows sent / forwarded and counted | {args.flows:,} / {total:,} |",
-        f"| expected per server (N/{n}) and its standard deviation | {mean:,.1f} ± {sigma:.1f} "
-        f"({sigma / mean * 100:.1f} %) |",
-        f"| fewest / most flows on one server | {min(counts.values()):,} / {max(counts.values()):,} |",
-        f"| farthest from the mean | {worst}: {deviations[worst]:+.2f} sigma |",
-        f"| servers within 3 sigma of 1/{n} | {within} of {n} |",
-        f"| chi-square against equal shares ({n - 1} degrees of freedom), p-value | {statistic:.1f}, {p_value:.2f} |",
+        *spread_rows(counts, args.flows),
         f"| anycastd router at rest, % of a core, user + system = total (over {args.cpu_seconds:g} s; defaults: a "
         f"probe every 0.2 s, resync {RESYNC:g} s) | {split(cpu)} |",
         f"| the same, a probe every 0.1 s ({n} x 10 probes/s) | {split(cpu_fast)} |",

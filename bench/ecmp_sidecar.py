@@ -38,7 +38,7 @@ import sys
 import time
 from pathlib import Path
 
-from ecmp import COLLATERAL_WINDOW, LOAD_RATE, LOAD_SECONDS, PHASE, chi_square, kills, ms, under_load
+from ecmp import COLLATERAL_WINDOW, LOAD_RATE, LOAD_SECONDS, PHASE, kills, ms, spread_rows, under_load
 from report import arguments, context, cpu_percent, cpu_seconds, publish, rss_mb
 
 from anycastd_lab import daemons
@@ -121,13 +121,6 @@ def main() -> int:
         killed = [under_load(lab, next(victims), kill, restart_resolver) for _ in range(args.load_trials)]
         drained = [under_load(lab, next(victims), drain, announce) for _ in range(args.load_trials)]
         restarted = [restart(lab, next(victims)) for _ in range(args.load_trials)]
-    total = sum(counts.values())
-    p = 1 / n
-    mean, sigma = total * p, math.sqrt(total * p * (1 - p))
-    deviations = {name: (c - mean) / sigma for name, c in counts.items()}
-    worst = max(deviations, key=lambda name: abs(deviations[name]))
-    within = sum(1 for d in deviations.values() if abs(d) <= 3)
-    statistic, p_value = chi_square(list(counts.values()))
     tree = sum(cpu.get(kind, 0.0) for kind in TREE)
     order = sorted(cpu, key=lambda kind: (kind not in TREE, kind))
     rows = [
@@ -135,9 +128,11 @@ def main() -> int:
         "|---|---:|",
         f"| servers (paths per family) | {n} |",
         f"| start -> all {n} paths in the FIB, both families, ms | {lab.ready_in * 1000:,.0f} |",
-        killed_idle.row(f"a resolver killed, no client traffic (a probe every {PHASE:g} s)")
-        .replace("the router's verdict", "anycastd's verdict")
-        .replace("(FRR and the kernel)", "(ExaBGP, BGP, FRR and the kernel)"),
+        killed_idle.row(
+            f"a resolver killed, no client traffic (a probe every {PHASE:g} s)",
+            "anycastd's",
+            "ExaBGP, BGP, FRR and the kernel",
+        ),
         f"| restarted -> back, median / max ms | {ms(killed_idle.back)} |",
         f"| one sidecar started again, the other {n - 1} running: start -> its path in the FIB, median / max ms "
         f"(n = {len(restarted)}) | {ms([t for t, _ in restarted])} |",
@@ -152,13 +147,7 @@ def main() -> int:
         "| drained (`anycastctl withdraw dns --wait` on the server) under the same load: queries lost, per trial | "
         + ", ".join(str(d["lost"]) for d in drained)
         + " |",
-        f"| flows sent / forwarded and counted | {args.flows:,} / {total:,} |",
-        f"| expected per server (N/{n}) and its standard deviation | {mean:,.1f} ± {sigma:.1f} "
-        f"({sigma / mean * 100:.1f} %) |",
-        f"| fewest / most flows on one server | {min(counts.values()):,} / {max(counts.values()):,} |",
-        f"| farthest from the mean | {worst}: {deviations[worst]:+.2f} sigma |",
-        f"| servers within 3 sigma of 1/{n} | {within} of {n} |",
-        f"| chi-square against equal shares ({n - 1} degrees of freedom), p-value | {statistic:.1f}, {p_value:.2f} |",
+        *spread_rows(counts, args.flows),
         *(
             f"| at rest, {kind} ({count[kind]} process{'es' if count[kind] > 1 else ''}): CPU, % of a core, all / "
             f"per process; RSS MB, all | {cpu[kind]:.1f} / {cpu[kind] / count[kind]:.2f}; {memory[kind]:,.0f} |"

@@ -9,13 +9,12 @@ size CI runs in well under a minute.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 
 import pytest
 
 from anycastd_lab.topology import SERVICE_V6
-from anycastd_lab.wide import WideBgpLab, spread
+from anycastd_lab.wide import WideBgpLab, deviations, spread
 
 SERVERS = 20
 FLOWS = 20_000
@@ -40,10 +39,8 @@ def test_every_server_is_a_path_and_distinct_flows_reach_each_as_a_uniform_hash_
     assert set(counts) == names
     total = sum(counts.values())
     assert total >= FLOWS * 0.95, f"the router forwarded {total} of {FLOWS} flows"
-    p = 1 / SERVERS
-    mean, sigma = total * p, math.sqrt(total * p * (1 - p))
-    outside = {name: n for name, n in counts.items() if abs(n - mean) > SIGMAS * sigma}
-    assert not outside, f"mean {mean:.0f}, sigma {sigma:.1f}: {outside}"
+    outside = {name: d for name, d in deviations(counts).items() if abs(d) > SIGMAS}
+    assert not outside, f"sigmas from an equal share of {total}: {outside} ({counts})"
 
 
 def test_a_killed_resolver_takes_out_its_own_path_and_no_other(wide: WideBgpLab) -> None:

@@ -57,3 +57,9 @@ def test_a_reference_file_that_lost_the_lines_it_rewrites_is_refused(
     monkeypatch.setattr(daemons, "frr_bgp_config", lambda: original.replace("  maximum-paths 16\n", "", 1))
     with pytest.raises(ValueError, match="no longer has the lines"):
         wide.wide_topology(tmp_path, 2, sidecar=True)
+
+
+def test_deviations_are_standard_deviations_of_an_equal_share() -> None:
+    # 400 flows over 2 servers: mean 200, sigma sqrt(400 * 1/2 * 1/2) = 10
+    assert wide.deviations({"s1": 210, "s2": 190}) == pytest.approx({"s1": 1.0, "s2": -1.0})
+    assert wide.deviations({"s1": 200, "s2": 200}) == {"s1": 0.0, "s2": 0.0}
