@@ -20,6 +20,13 @@ routes). They share the rest, here:
   (``Probe.hurry``): the clients' queries are already waiting unanswered, so
   the next probe waits only a confirming probe's timeout (below), and a probe
   in flight that would wait the full one is abandoned for it (not counted).
+  That queue found empty again (the resolver thawed) *resumes* the probe
+  (``Probe.resume``): if its last probe failed and no round is running, it
+  runs at once rather than when its schedule says, so a thawed resolver's
+  first pass comes within a sample (10 ms) instead of up to an interval
+  later. A round running then gets its answer anyway, so it is left alone:
+  a resumed probe never adds a pass, and the rise still takes ``rise``
+  passes an interval apart.
 * A failing check (FALLING after its last result) is *confirmed* rather
   than left to its schedule: the next probe is due ``CONFIRM_GAP`` of an
   interval after the last one started, so a probe that timed out is
@@ -222,11 +229,16 @@ class Probe:
     urgent: bool = False  # the next probe follows an event that suggests a failure: a confirming probe's timeout
     #: The probe in flight while it waits the full timeout (probe_forever sets it; ``hurry`` cancels it).
     inflight: asyncio.Future[Any] | None = None
+    running: bool = False  # a round is probing: from its start until its results are recorded
 
     def hurry(self) -> None:
         """An event says the resolver has stopped (its clients' queries are stuck): probe now, with a
         confirming probe's timeout, instead of the probe in flight that would wait the full one."""
         _hurry(self)
+
+    def resume(self) -> None:
+        """An event says the resolver reads its queue again: probe now if the last probe failed."""
+        _resume(self, failed(self))
 
 
 @dataclass(eq=False)
@@ -244,6 +256,7 @@ class SharedProbe:
     wake: asyncio.Event | None = None
     urgent: bool = False
     inflight: asyncio.Future[Any] | None = None
+    running: bool = False
 
     @property
     def service_addresses(self) -> tuple[IPAddress, ...]:
@@ -257,12 +270,26 @@ class SharedProbe:
     def hurry(self) -> None:
         _hurry(self)
 
+    def resume(self) -> None:
+        _resume(self, any(failed(m) for m in self.members))
+
 
 def _hurry(probe: Probe | SharedProbe) -> None:
     probe.urgent = True
     if probe.inflight is not None:
         probe.inflight.cancel()
     if probe.wake is not None:
+        probe.wake.set()
+
+
+def failed(probe: Probe) -> bool:
+    """The last probe of ``probe`` failed."""
+    last = probe.status.last
+    return last is not None and not last.ok
+
+
+def _resume(probe: Probe | SharedProbe, failing: bool) -> None:
+    if failing and not probe.running and probe.wake is not None:
         probe.wake.set()
 
 
@@ -349,16 +376,20 @@ async def _schedule(
         unit.urgent = False
         wakes += woken
         started = clock()
+        unit.running = True  # until every member's result is recorded: ``resume`` reads the last ones
         try:
-            results = await _run(unit, once(short if doubt else check), doubt)
-        except _Hurried:  # hurry() abandoned it: the urgent probe replaces it, at once, and the schedule restarts
-            woken, next_at = _cleared(unit), clock()
-            continue
-        now = clock()
-        for member, result in results:
-            member.status.woken += wakes
-            decision = record(member, result, doubt, now)
-            await on_result(member, result, decision)
+            try:
+                results = await _run(unit, once(short if doubt else check), doubt)
+            except _Hurried:  # hurry() abandoned it: the urgent probe replaces it, at once, and the schedule restarts
+                woken, next_at = _cleared(unit), clock()
+                continue
+            now = clock()
+            for member, result in results:
+                member.status.woken += wakes
+                decision = record(member, result, doubt, now)
+                await on_result(member, result, decision)
+        finally:
+            unit.running = False
         wakes = 0
         if after is not None:
             await after()

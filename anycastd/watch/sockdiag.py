@@ -21,7 +21,8 @@ reports every exit on the host and only in the initial network namespace.
 A frozen resolver (SIGSTOP, a deadlock) keeps its sockets. Its receive queue
 then grows: ``Watcher.sample`` looks up the socket a query to each watched
 address would reach (one sock_diag request, not a dump) and reports a queue
-that stayed non-empty without shrinking between two samples.
+that stayed non-empty without shrinking between two samples, and, once such
+a queue is found empty again, that the resolver has *resumed* reading it.
 
 This module is the kernel's side only: the netlink codec, the BPF filter that
 lets only watched listeners' destruction through, and ``Watcher``, the socket
@@ -39,6 +40,7 @@ import socket
 import struct
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from anycastd.core.net import IPAddress
 
@@ -178,16 +180,25 @@ def lookup_request(endpoint: Endpoint, seq: int) -> bytes:
     return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, seq, 0) + body
 
 
+class QueueSample(NamedTuple):
+    """What one sample of the receive queues found."""
+
+    stuck: list[Endpoint]  # non-empty, and not shrinking since the sample before: the resolver stopped reading
+    resumed: list[Endpoint]  # empty again after having been stuck: it reads again
+
+
 class Watcher:
     """Two netlink sockets: one subscribed to every socket destruction, one for lookups.
 
     ``destroyed`` reads the events the kernel queued (non-blocking) and returns those of watched
-    endpoints. ``sample`` looks up each endpoint's socket and returns those whose receive queue has
-    stayed non-empty without shrinking since the previous sample: a resolver that stopped reading.
+    endpoints. ``sample`` looks up each endpoint's socket: the queues that have stayed non-empty
+    without shrinking since the previous sample (a resolver that stopped reading), and those found
+    empty again after that (it reads again).
     """
 
     def __init__(self) -> None:
         self._queues: dict[Endpoint, int] = {}
+        self._stuck: set[Endpoint] = set()  # reported stuck, not seen empty since
         self._ports: frozenset[int] | None = None
         self._seq = 0
         self.events: socket.socket | None = None
@@ -252,10 +263,12 @@ class Watcher:
         """Some queue held a query at the last sample."""
         return any(self._queues.values())
 
-    def sample(self, endpoints: Collection[Endpoint]) -> list[Endpoint]:
-        """The UDP endpoints whose receive queue stayed non-empty and did not shrink since the last sample."""
-        stuck = []
+    def sample(self, endpoints: Collection[Endpoint]) -> QueueSample:
+        """The UDP endpoints whose receive queue stayed non-empty and did not shrink since the last sample,
+        and those whose queue, stuck before, is empty now."""
+        stuck, resumed = [], []
         self._queues = {e: q for e, q in self._queues.items() if e in endpoints}  # forget the unwatched
+        self._stuck &= set(endpoints)
         for endpoint in endpoints:
             if endpoint.protocol != socket.IPPROTO_UDP:
                 continue
@@ -269,7 +282,11 @@ class Watcher:
             self._queues[endpoint] = queue
             if queue > 0 and before > 0 and queue >= before:
                 stuck.append(endpoint)
-        return stuck
+                self._stuck.add(endpoint)
+            elif queue == 0 and endpoint in self._stuck:
+                resumed.append(endpoint)
+                self._stuck.discard(endpoint)
+        return QueueSample(stuck, resumed)
 
     def close(self) -> None:
         for sock in (self.events, self.query):

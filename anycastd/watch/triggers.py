@@ -6,8 +6,12 @@ The sidecar's probes run on a schedule; what the kernel says (anycastd.watch.soc
 bring one forward. ``SocketWatch`` maps the kernel's word to the probes it concerns: a
 destroyed socket wakes every probe that reaches it, a receive queue that is not shrinking
 *hurries* the probes whose clients it holds (``Probe.hurry``: the queries already wait, so
-the probe waits only a confirming probe's timeout), at most once per ``check.timeout``. The
-verdict still comes from the probes, never from the event.
+the probe waits only a confirming probe's timeout), at most once per ``check.timeout``, and
+the same queue found empty again (the resolver thawed) *resumes* them (``Probe.resume``: a
+probe whose last one failed, and none is in flight, runs at once instead of on its schedule;
+a probe in flight gets its answer now anyway). The verdict still comes from the probes, never
+from the event: a resumed probe only comes sooner, and the rise still takes ``rise`` passes an
+interval apart (anycastd.daemons.skeleton).
 
 When the queues are sampled is ``Cadence``, a pure function of the clock and of what the
 last sample found: while every queue is empty, about every ``idle`` seconds, by a probe round
@@ -60,6 +64,8 @@ class Watched(Protocol):
     def service_addresses(self) -> tuple[IPAddress, ...]: ...
 
     def hurry(self) -> None: ...
+
+    def resume(self) -> None: ...
 
 
 class Timer(Protocol):
@@ -229,7 +235,8 @@ class SocketWatch:
         if self._timer is not None:
             self._timer.cancel()
         started = self.clock()
-        stuck = set(self.watcher.sample({e for queues in self.queues.values() for e in queues}))
+        found = self.watcher.sample({e for queues in self.queues.values() for e in queues})
+        stuck, resumed = set(found.stuck), set(found.resumed)
         now = self.clock()
         for probe, _ in self.probes.values():
             if Cadence.wakes(self._woken_at.get(probe.key), now, probe.check) and stuck.intersection(
@@ -238,6 +245,9 @@ class SocketWatch:
                 log.debug("%s: the resolver's receive queue is not shrinking: probing now", probe.key)
                 self._woken_at[probe.key] = now
                 probe.hurry()
+            elif resumed.intersection(self.queues[probe.key]):
+                log.debug("%s: the resolver's receive queue, stuck before, is empty again", probe.key)
+                probe.resume()
         self._timer = self.call_later(self.cadence.sampled(started, self.watcher.holding), self.sample)
 
     def close(self) -> None:

@@ -861,3 +861,74 @@ def test_only_a_query_sent_again_within_its_timeout_is_confirmed_with_a_shorter_
     check: Check, shortened: bool
 ) -> None:
     assert confirming(check).timeout == (check.timeout * CONFIRM_TIMEOUT if shortened else check.timeout)
+
+
+# A queue that stuck and is empty again (the resolver thawed): ``resume``.
+
+BAD = ProbeResult(Outcome.FAIL, "192.0.2.10: timeout after 0.5 s", 0.5, "192.0.2.10")
+
+
+def test_resume_wakes_only_a_probe_whose_last_failed_while_no_round_runs() -> None:
+    async def go() -> list[bool]:
+        seen = []
+        for last, running in ((BAD, False), (None, False), (OK, False), (BAD, True)):
+            probe = _probe(asyncio.Event())
+            probe.status.last, probe.running = last, running
+            probe.resume()
+            assert probe.wake is not None
+            seen.append(probe.wake.is_set())
+        unwatched = _probe()
+        unwatched.status.last = BAD
+        unwatched.resume()  # nothing to wake: polling alone
+        shared = _shared()
+        shared.wake = asyncio.Event()
+        shared.members[0].status.last, shared.members[1].status.last = OK, OK
+        shared.resume()
+        seen.append(shared.wake.is_set())
+        shared.members[1].status.last = BAD
+        shared.resume()
+        seen.append(shared.wake.is_set())
+        return seen
+
+    assert asyncio.run(go()) == [True, False, False, False, False, True]
+
+
+def test_a_round_runs_until_its_results_are_recorded_and_a_resume_then_probes_at_once() -> None:
+    async def go() -> tuple[list[bool], int, bool]:
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        probe = _probe(wake)
+        probed = asyncio.Queue[float]()
+        running: list[bool] = []
+
+        class Prober:
+            async def probe(self, check: Check, service_addresses: Sequence[IPAddress]) -> ProbeResult:
+                running.append(probe.running)
+                await probed.put(loop.time())
+                return BAD
+
+        async def forever(seconds: float) -> None:
+            await asyncio.Event().wait()  # the schedule's sleeps never end by themselves here
+
+        async def on_result(p: Probe, result: ProbeResult, decision: Decision) -> None:
+            running.append(p.running)
+            p.resume()  # the resolver reads again while this round's result is being recorded: no second probe
+
+        task = asyncio.ensure_future(
+            probe_forever(probe, Prober(), on_result, clock=loop.time, sleep=forever, jitter=lambda _: 60.0)
+        )
+        wake.set()  # the first probe at once (a socket event), then only the schedule's sleep: none ends
+        await alongside(task, probed.get())
+        await alongside(task, until(lambda: probe.status.probes == 1, "the first result"))
+        await asyncio.sleep(0.01)
+        assert not wake.is_set() and probed.empty()  # the resume during the round did nothing
+        running.append(probe.running)
+        probe.resume()  # the last probe failed and none runs: probe now, not in 60 s
+        await alongside(task, probed.get())
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return running, probe.status.woken, probe.running
+
+    running, woken, still = asyncio.run(go())
+    assert running[:3] == [True, True, False] and running[3] is True
+    assert woken == 2 and not still  # the first wake, and the resume

@@ -10,8 +10,9 @@ from collections.abc import Callable, Collection
 
 import pytest
 
+from anycastd.checks.dns import ProbeResult
 from anycastd.config.checks import Check
-from anycastd.core.health import ServiceHealth, Thresholds
+from anycastd.core.health import Outcome, ServiceHealth, Thresholds
 from anycastd.daemons.skeleton import Probe
 from anycastd.daemons.status import CheckStatus
 from anycastd.watch.sockdiag import (
@@ -19,6 +20,7 @@ from anycastd.watch.sockdiag import (
     SOCK_DIAG_BY_FAMILY,
     DiagError,
     Endpoint,
+    QueueSample,
     SocketInfo,
     Watcher,
     listener_filter,
@@ -142,6 +144,7 @@ class FakeWatcher(Watcher):
     def __init__(self) -> None:  # no netlink sockets
         self.gone: set[Endpoint] = set()
         self.stuck: list[Endpoint] = []
+        self.resumed: list[Endpoint] = []
         self.held = False
         self.ports: set[int] = set()
         self.reader, self.writer = socket.socketpair()
@@ -166,8 +169,9 @@ class FakeWatcher(Watcher):
     def holding(self) -> bool:
         return self.held or bool(self.stuck)
 
-    def sample(self, endpoints: Collection[Endpoint]) -> list[Endpoint]:
-        return [e for e in self.stuck if e in endpoints]
+    def sample(self, endpoints: Collection[Endpoint]) -> QueueSample:
+        resumed, self.resumed = [e for e in self.resumed if e in endpoints], []
+        return QueueSample([e for e in self.stuck if e in endpoints], resumed)
 
     def close(self) -> None:
         self.closed = True
@@ -302,9 +306,9 @@ def test_idle_queues_are_sampled_by_probe_rounds_or_a_timer_and_busy_ones_by_the
         fake, timers = FakeWatcher(), FakeTimers()
         samples: list[float] = []
 
-        def sample(endpoints: Collection[Endpoint]) -> list[Endpoint]:
+        def sample(endpoints: Collection[Endpoint]) -> QueueSample:
             samples.append(timers.now)
-            return []
+            return QueueSample([], [])
 
         fake.sample = sample  # type: ignore[method-assign]
         watch = SocketWatch(timers.clock, idle=10.0, busy=1.0, make=lambda: fake, call_later=timers.call_later)
@@ -335,7 +339,42 @@ def test_a_watcher_forgets_the_queues_it_no_longer_samples() -> None:
     watcher = Watcher.__new__(Watcher)  # no netlink: the bookkeeping alone
     one, two = Endpoint(S4, 53, UDP), Endpoint(A, 53, UDP)
     watcher._queues = {one: 3, two: 0}
+    watcher._stuck = {one}
     watcher.lookup = lambda endpoint: None  # type: ignore[method-assign]  # nothing listens: empty
     assert watcher.holding
-    assert watcher.sample([two]) == []
-    assert not watcher.holding and watcher._queues == {two: 0}
+    assert watcher.sample([two]) == ([], [])  # one is not sampled: neither stuck nor resumed
+    assert not watcher.holding and watcher._queues == {two: 0} and watcher._stuck == set()
+
+
+def test_a_queue_empty_again_after_it_stuck_resumes_the_probes_it_holds_and_no_other() -> None:
+    async def go() -> tuple[bool, bool, bool]:
+        fake, timers = FakeWatcher(), FakeTimers()
+        watch = SocketWatch(timers.clock, idle=0.125, busy=0.0625, make=lambda: fake, call_later=timers.call_later)
+        mine, other = _probe("dns/checks[0]", Check(A)), _probe("dot/checks[0]", Check(A, port=853))
+        watch.watch(mine)
+        watch.watch(other)
+        assert mine.wake is not None and other.wake is not None
+        failed = ProbeResult(Outcome.FAIL, "192.0.2.10: timeout", 0.15, "192.0.2.10")
+        mine.status.last = other.status.last = failed  # both failing: each would probe again on a resume
+        fake.resumed = [Endpoint(S4, 53, UDP)]  # the service address's port 53 queue: mine's, not dot's
+        watch.tick()
+        woke = mine.wake.is_set(), other.wake.is_set(), mine.urgent
+        watch.close()
+        return woke
+
+    assert asyncio.run(go()) == (True, False, False)  # woken, not hurried: the resolver reads again
+
+
+def test_a_watcher_says_once_that_a_stuck_queue_is_empty_again() -> None:
+    watcher = Watcher.__new__(Watcher)  # no netlink: the bookkeeping alone
+    watcher._queues, watcher._stuck = {}, set()
+    one = Endpoint(S4, 53, UDP)
+    queues = iter([0, 40, 80, 80, 40, 0, 0, 40, 0])
+
+    def lookup(endpoint: Endpoint) -> SocketInfo:
+        return SocketInfo(socket.AF_INET, UDP, S4, 53, 0, next(queues), 1)
+
+    watcher.lookup = lookup  # type: ignore[method-assign]
+    found = [watcher.sample([one]) for _ in range(9)]
+    assert [f.stuck for f in found] == [[], [], [one], [one], [], [], [], [], []]
+    assert [f.resumed for f in found] == [[], [], [], [], [], [one], [], [], []]  # not the 40 -> 0 never stuck
