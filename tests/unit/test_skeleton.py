@@ -871,9 +871,12 @@ BAD = ProbeResult(Outcome.FAIL, "192.0.2.10: timeout after 0.5 s", 0.5, "192.0.2
 def test_resume_wakes_only_a_probe_whose_last_failed_while_no_round_runs() -> None:
     async def go() -> list[bool]:
         seen = []
+        assert _probe().running is False and _shared().running is False  # no round before the first
         for last, running in ((BAD, False), (None, False), (OK, False), (BAD, True)):
             probe = _probe(asyncio.Event())
-            probe.status.last, probe.running = last, running
+            probe.status.last = last
+            if running:
+                probe.running = True
             probe.resume()
             assert probe.wake is not None
             seen.append(probe.wake.is_set())
