@@ -30,7 +30,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import dns.asyncquery
 import dns.exception
 import dns.message
 import dns.rcode
@@ -342,6 +341,8 @@ async def query_udp_many(asked: Sequence[tuple[IPAddress, _Channel]], check: Che
 
 
 async def query_tcp(check: Check, query: dns.message.Message, address: IPAddress) -> ProbeResult:
+    import dns.asyncquery  # noqa: PLC0415 (it brings dnspython's HTTP/2 stack: imported where TCP is probed)
+
     target = str(address)
     started = time.monotonic()
     try:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -177,3 +179,25 @@ def test_no_six_lines_are_written_twice_across_the_package() -> None:
                 repeated.append(f"{where} repeats {seen[window]}")
             seen.setdefault(window, where)
     assert repeated == []
+
+
+#: What only some checks use (TCP, DoT, DoH, zones): dnspython's query functions bring its HTTP/2 stack, about
+#: 0.1 s of CPU at every start (anycastd.checks.probers). The daemons import them when a check first needs them.
+ON_DEMAND = (
+    "dns.query",
+    "dns.asyncquery",
+    "httpcore2",
+    "httpx2",
+    "h2",
+    "anycastd.checks.encrypted",
+    "anycastd.checks.zone",
+)
+
+
+def test_the_daemons_start_without_what_only_some_checks_use() -> None:
+    code = "import sys, anycastd.cli.anycastd; print(' '.join(sorted(sys.modules)))"
+    loaded = set(
+        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()
+    )
+    assert "anycastd.checks.probers" in loaded
+    assert loaded & set(ON_DEMAND) == set()

@@ -223,3 +223,13 @@ def test_the_connections_of_a_check_no_longer_asked_are_closed_once_past_their_r
     before, after, ok = with_responder(certificate, go)
     assert before == 4 and ok
     assert after == 1  # the DoH check's new connection; the DoT check's two are closed
+
+
+def test_the_probers_of_tls_https_and_zones_are_made_once_when_first_used() -> None:
+    probers = Probers()
+    assert probers._encrypted is None and probers._zone is None
+    asyncio.run(probers.aclose())  # nothing to close yet, nothing made to close it
+    assert probers._encrypted is None
+    assert probers.zone is probers.zone
+    assert probers.encrypted is probers.encrypted
+    assert probers.encrypted.kept == 0
