@@ -127,6 +127,7 @@ bench-quick: deps venv
 	$(PY) bench/fleet.py --quick
 	$(PY) bench/bfd.py --quick
 	$(PY) bench/weights.py --queries 3000 --rounds 1 --no-write
+	$(PY) bench/startup.py --rounds 1 --runs 3 --no-write
 
 bench-sidecar: deps venv
 	$(PY) bench/failover.py
@@ -134,6 +135,7 @@ bench-sidecar: deps venv
 	$(PY) bench/drain.py
 	$(PY) bench/restart.py
 	$(PY) bench/freeze.py
+	$(PY) bench/startup.py
 
 # The fault matrix, three times over, into docs/reliability.md (about 5 minutes).
 reliability: deps venv

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from report import alternate, context, cpu_percent, publish, revision
+from report import alternate, before_after_options, context, cpu_percent, publish, revision
 
 from anycastd_lab import daemons
 from anycastd_lab.bgp import BgpLab
@@ -127,12 +127,9 @@ def table(label: str, runs: dict[str, list[dict[str, Any]]]) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base", default="525a1a3", help="the tree before the change (a git revision)")
-    parser.add_argument("--rounds", type=int, default=2, help="labs per tree, alternating (default 2)")
+    before_after_options(parser, rounds=2, base="525a1a3")
     parser.add_argument("--trials", type=int, default=5, help="trials per fault per lab (default 5)")
     parser.add_argument("--cpu-seconds", type=float, default=20.0, help="the CPU sample per lab (default 20 s)")
-    parser.add_argument("--measure", help=argparse.SUPPRESS)
-    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args()
     if args.measure:
         Path(args.measure).write_text(json.dumps(measure(args.trials, args.cpu_seconds)))

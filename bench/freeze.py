@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from report import alternate, context, cpu_percent, publish
+from report import alternate, before_after_options, context, cpu_percent, publish
 from resources import roles
 
 from anycastd_lab.bgp import BgpLab
@@ -170,13 +170,10 @@ def table(runs: dict[str, list[dict[str, Any]]], trees: list[str]) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base", help="also measure this git revision, alternating with this tree")
-    parser.add_argument("--rounds", type=int, default=1, help="labs per tree (default 1)")
+    before_after_options(parser, rounds=1)
     parser.add_argument("--trials", type=int, default=10, help="trials per fault and lab (default 10)")
     parser.add_argument("--cpu-seconds", type=float, default=30.0, help="the CPU sample (default 30 s)")
     parser.add_argument("--only", default="", help="only the faults named with this (writes nothing)")
-    parser.add_argument("--measure", help=argparse.SUPPRESS)
-    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args()
     if args.measure:
         Path(args.measure).write_text(json.dumps(measure(args.trials, args.cpu_seconds, args.only)))

@@ -110,6 +110,18 @@ def _measured(script: Path, argv: list[str], tree: Path) -> dict[str, Any]:
         return data
 
 
+def before_after_options(
+    parser: argparse.ArgumentParser, rounds: int, unit: str = "labs", base: str | None = None
+) -> None:
+    """The options of a script that measures two trees by turns (``alternate``): ``--base``, ``--rounds``,
+    ``--measure`` (how ``alternate`` runs it in each tree) and ``--no-write``."""
+    help_base = "the tree before the change (a git revision)" + ("" if base else "; none: this tree alone")
+    parser.add_argument("--base", default=base, help=help_base)
+    parser.add_argument("--rounds", type=int, default=rounds, help=f"{unit} per tree, by turns (default {rounds})")
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+
+
 def arguments(
     doc: str | None, script: str, add: Callable[[argparse.ArgumentParser], None]
 ) -> argparse.Namespace | None:

@@ -47,7 +47,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from report import alternate, context, cpu_percent, publish, rss_mb
+from report import alternate, before_after_options, context, cpu_percent, publish, rss_mb
 
 HERE = Path(__file__).resolve()
 SHAPES = ("services", "prefixes")
@@ -260,11 +260,8 @@ def table(runs: dict[str, list[dict[str, Any]]], trees: list[str]) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1,10,100,1000", help="numbers of addresses (default 1,10,100,1000)")
-    parser.add_argument("--base", help="also measure this git revision, alternating with this tree")
-    parser.add_argument("--rounds", type=int, default=1, help="labs per tree (default 1)")
+    before_after_options(parser, rounds=1)
     parser.add_argument("--cpu-seconds", type=float, default=20.0, help="the CPU sample (default 20 s)")
-    parser.add_argument("--measure", help=argparse.SUPPRESS)
-    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.measure:
