@@ -154,7 +154,7 @@ def _routes(draw: st.DrawFn) -> tuple[StaticRoute, int]:
     address = draw(_V4 if version == 4 else _V6)
     length = draw(st.integers(0, 32 if version == 4 else 128))
     prefix = ipaddress.ip_network(f"{address}/{length}", strict=False)
-    nexthop = draw(_V4 if version == 4 else _V6)
+    nexthop: ipaddress.IPv4Address | ipaddress.IPv6Address = draw(_V4) if version == 4 else draw(_V6)
     return StaticRoute(prefix, nexthop), draw(st.integers(1, 2**32 - 1))
 
 
