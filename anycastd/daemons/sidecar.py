@@ -17,6 +17,11 @@ The operator's side (``handle``: status, withdraw, announce, check) and
 event loop, so no lock is needed: a decision is always taken on a state no
 other task is halfway through changing.
 
+Each probe loop starts after a first delay (``FirstDelays``): none for the
+first loop started, so that a sidecar that starts, or restarts for an
+upgrade, probes at once and its rise begins then; the next ones fall evenly
+over the interval, so that distinct checks do not all fire in step.
+
 Maintenance is persisted *before* it is lifted and applied even when it
 cannot be persisted: in both cases a failure errs towards carrying no
 traffic, never towards announcing a node an operator took out.
@@ -25,7 +30,7 @@ Stopping (SIGTERM) withdraws everything first, then waits until the service
 addresses have been quiet for ``drain.quiet`` (at most ``drain.grace``), then
 stops ExaBGP: a resolver stopped right after anycastd loses no queries.
 
-Why one module of about 470 lines: the probe loops, the operator's requests,
+Why one module of about 620 lines: the probe loops, the operator's requests,
 reload and shutdown act on one state (each service's health, its path, its
 maintenance) on one event loop, without locks, because nothing else touches
 it. What decides is elsewhere: the health machine, flap damping and the path
@@ -40,7 +45,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
@@ -103,6 +107,22 @@ log = logging.getLogger(__name__)
 
 #: How the log names a soft drain.
 SOFT = "soft "
+#: The golden ratio's fractional part: the k-th first delay is frac(k * GOLDEN) of an interval, and any number
+#: of them lies evenly over it (each new one falls in the largest gap the others leave).
+GOLDEN = (5**0.5 - 1) / 2
+
+
+class FirstDelays:
+    """The first delay of each probe loop the sidecar starts, as a fraction of its interval: 0 for the first,
+    then frac(k * GOLDEN). A sidecar probes its own resolver only, so nothing is gained by waiting at start,
+    and every check it starts together (after a reload too) is spread over the interval."""
+
+    def __init__(self) -> None:
+        self.started = 0
+
+    def __call__(self, interval: float) -> float:
+        k, self.started = self.started, self.started + 1
+        return (k * GOLDEN) % 1.0 * interval
 
 
 def _loop_key(service: str, index: int) -> str:
@@ -124,7 +144,7 @@ class Sidecar:
         clock: Clock = time.monotonic,
         wall: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
-        jitter: Callable[[float], float] = lambda interval: random.uniform(0, interval),  # noqa: S311 (spreading load, not secrecy)
+        jitter: Callable[[float], float] | None = None,  # the first delay of each probe loop; None: FirstDelays()
         triggers: Triggers | None = None,
         bfd: BfdSpeaker | None = None,
         return_path: ReturnPath | None = None,
@@ -150,7 +170,7 @@ class Sidecar:
         self.clock = clock
         self.wall = wall
         self.sleep = sleep
-        self.jitter = jitter
+        self.jitter = jitter or FirstDelays()
         self.health: dict[str, ServiceHealth] = {}
         self.checks: dict[str, list[CheckStatus]] = {}
         #: What each service's path was last set to (the announcer keeps it, and replays it after a restart).

@@ -6,8 +6,11 @@ Theory of operation
 probe and in how a verdict reaches the network (ExaBGP, or FRR's static
 routes). They share the rest, here:
 
-* ``probe_forever`` runs one check on its schedule for ever: a random first
-  delay (``jitter``) so that many checks do not fire in step, then one probe
+* ``probe_forever`` runs one check on its schedule for ever: a first delay
+  (``jitter``: random on the router, which probes many servers; on the
+  sidecar none for its first check and the others spread over the interval,
+  anycastd.daemons.sidecar.FirstDelays) so that many checks do not fire in
+  step, then one probe
   every ``interval``, measured from when each was *due*, so that the rate does
   not drift; a probe that ran late starts a new schedule instead of bursting
   to catch up. Each result is counted in the check's ``CheckStatus``, fed to

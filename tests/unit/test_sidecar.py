@@ -29,7 +29,7 @@ from anycastd.control.protocol import (
 from anycastd.core.attributes import PLAIN, RouteAttributes
 from anycastd.core.health import Outcome, State
 from anycastd.core.net import IPAddress
-from anycastd.daemons.sidecar import Sidecar
+from anycastd.daemons.sidecar import FirstDelays, Sidecar
 from anycastd.daemons.skeleton import Liveness, Probe
 from anycastd.daemons.state import FileStore, InMemoryStore, Maintenance, MaintenanceStore
 from anycastd.daemons.status import CheckStatus
@@ -645,3 +645,15 @@ def test_groups_are_by_check_and_a_reload_moves_members_in_and_out() -> None:
         assert sidecar._groups == {} and sidecar._group_tasks == {} and sidecar._owner == {}
 
     asyncio.run(go())
+
+
+def test_the_first_check_started_probes_at_once_and_the_next_ones_spread_over_the_interval() -> None:
+    delays = FirstDelays()
+    firsts = [delays(0.2) for _ in range(10)]
+    assert firsts[0] == 0.0
+    assert all(0.0 <= d < 0.2 for d in firsts)
+    # Ten starts leave no gap on the interval's circle wider than two tenths of it, and none closer than a 40th.
+    ordered = sorted(firsts)
+    gaps = [b - a for a, b in zip(ordered, [*ordered[1:], ordered[0] + 0.2], strict=True)]
+    assert max(gaps) < 0.2 * 2 / 10 and min(gaps) > 0.2 / 40, gaps
+    assert FirstDelays()(1.0) == 0.0  # each sidecar counts its own
