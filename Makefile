@@ -9,18 +9,29 @@ DEBIAN_PACKAGES := frr unbound bind9 bind9-utils bind9-dnsutils nftables iproute
 
 DEB_BUILD_PACKAGES := build-essential debhelper dh-virtualenv python3.11-venv lintian git
 
-.PHONY: deps deb-deps deb package-test release grafana venv dist cli-files install-cli-files lint test fuzz mutation unit integration demo bench bench-quick bench-sidecar reliability clean
+.PHONY: deps deb-deps deb package-test release grafana venv lock dist cli-files install-cli-files lint test fuzz mutation unit integration demo bench bench-quick bench-sidecar reliability clean
 
 deps:
 	./scripts/install-debian-packages.sh $(DEBIAN_PACKAGES)
 
-$(VENV)/.installed: pyproject.toml
+# Every version is pinned by constraints.txt; `make lock` moves them to the newest pyproject.toml allows.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,bench]'
 	touch $@
 
 venv: $(VENV)/.installed
+
+LOCK_VENV := build/lock
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install -q -e '.[test,bench]'
+	{ sed -n '/^#/p' constraints.txt; $(LOCK_VENV)/bin/python -m pip freeze --exclude-editable | grep -v '^#'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf $(LOCK_VENV)
 
 # What operators install (docs/operations.md): the sdist and a wheel built from it, in dist/.
 dist: venv
