@@ -210,11 +210,16 @@ def wide_topology(directory: Path, n: int, sidecar: bool = False) -> Path:
     return path
 
 
-def deviations(counts: dict[str, int]) -> dict[str, float]:
-    """Each server's distance from an equal share of ``spread``'s counted flows, in standard deviations of
-    Binomial(total, 1/N), as a uniform hash gives them."""
+def equal_share(counts: dict[str, int]) -> tuple[float, float]:
+    """The mean and standard deviation of one server's count of ``spread``'s flows under a uniform hash:
+    Binomial(total, 1/N)."""
     total, p = sum(counts.values()), 1 / len(counts)
-    mean, sigma = total * p, math.sqrt(total * p * (1 - p))
+    return total * p, math.sqrt(total * p * (1 - p))
+
+
+def deviations(counts: dict[str, int]) -> dict[str, float]:
+    """Each server's distance from an equal share of ``spread``'s counted flows, in standard deviations."""
+    mean, sigma = equal_share(counts)
     return {name: (c - mean) / sigma for name, c in counts.items()}
 
 

@@ -46,7 +46,7 @@ from anycastd_lab import daemons
 from anycastd_lab.base import DnsLab
 from anycastd_lab.fib import FibWatch
 from anycastd_lab.topology import SERVICE_V4, SERVICE_V6, Server
-from anycastd_lab.wide import MOST, WideLab, deviations, spread
+from anycastd_lab.wide import MOST, WideLab, deviations, equal_share, spread
 
 #: The probe interval's span: each trial's kill falls at a random phase of it.
 PHASE = 0.2
@@ -117,8 +117,7 @@ def spread_rows(counts: dict[str, int], flows: int) -> list[str]:
     """The rows of ``flows`` flows sent and ``counts`` of them counted per server: each share against a uniform
     hash's (anycastd_lab.wide.deviations), and Pearson's test of the whole."""
     n, total = len(counts), sum(counts.values())
-    mean = total / n
-    sigma = math.sqrt(total * (1 / n) * (1 - 1 / n))
+    mean, sigma = equal_share(counts)
     away = deviations(counts)
     worst = max(away, key=lambda name: abs(away[name]))
     within = sum(1 for d in away.values() if abs(d) <= 3)

@@ -5,8 +5,8 @@ TCP (anycastd.checks.dns), over TLS and HTTPS (anycastd.checks.encrypted), zones
 the operator's commands (anycastd.checks.command). Tests give the daemons an in-memory prober instead.
 
 The probes of TLS, HTTPS and zones are imported when a check first needs one: their modules bring
-dnspython's query functions and its HTTP/2 stack, which cost a sidecar or router about 0.2 s of CPU at
-every start (`python -X importtime -m anycastd`), and most configurations probe DNS over UDP alone.
+dnspython's query functions and its HTTP/2 stack, which cost a sidecar or router about 0.1 s of CPU at
+every start (bench/startup.py), and most configurations probe DNS over UDP alone.
 """
 
 from __future__ import annotations
