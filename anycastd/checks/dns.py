@@ -5,7 +5,8 @@ Theory of operation
 A probe of one check queries the resolver's admin address and, unless told
 not to, every service address of the service, concurrently. It passes only if
 every answer passes: a resolver that forgot to listen on the service address
-must not be announced.
+must not be announced. (Which service addresses a round gives it is the
+schedule's: a steady round gives a slice, anycastd.core.sweep.)
 
 UDP queries go through a *connected* socket: the kernel then reports an ICMP
 port unreachable as ECONNREFUSED, so a dead resolver fails in microseconds

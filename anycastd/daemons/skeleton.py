@@ -60,7 +60,10 @@ routes). They share the rest, here:
 * ``SharedProbe`` is one schedule for a check that several of the sidecar's
   services have alike (field for field): each round asks every address once
   (``probe_each``) and gives each member the verdict on its own addresses, so
-  a hundred services of one check cost one probe loop, not a hundred.
+  a hundred services of one check cost one probe loop, not a hundred. While
+  every member is up and nothing woke it, a round is *steady*: it asks the
+  check's own address and a slice of the service addresses, in turn
+  (anycastd.core.sweep); any other round asks every address.
 
 Neither daemon imports the other; both import this.
 
@@ -76,7 +79,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from anycastd.checks.dns import Prober, ProbeResult, SharedProber, combine, targets_of
@@ -85,6 +88,7 @@ from anycastd.control.protocol import ControlError
 from anycastd.core.damping import Damping, DampingSettings
 from anycastd.core.health import Decision, ServiceHealth, State, Thresholds
 from anycastd.core.net import IPAddress
+from anycastd.core.sweep import Sweep
 from anycastd.daemons.state import MAX_TEXT, Maintenance, MaintenanceStore, StateError
 from anycastd.daemons.status import CheckStatus
 from anycastd.peer import Peer
@@ -260,6 +264,7 @@ class SharedProbe:
     urgent: bool = False
     inflight: asyncio.Future[Any] | None = None
     running: bool = False
+    sweep: Sweep = field(default_factory=Sweep)  # which service addresses the next steady round asks
 
     @property
     def service_addresses(self) -> tuple[IPAddress, ...]:
@@ -267,8 +272,14 @@ class SharedProbe:
         return tuple(dict.fromkeys(a for m in self.members for a in m.service_addresses))
 
     def targets(self) -> list[IPAddress]:
-        """Every address a round asks, once each."""
+        """Every address a full round asks, once each: the check's own first, then the service addresses."""
         return list(dict.fromkeys(t for m in self.members for t in targets_of(self.check, m.service_addresses)))
+
+    def asked(self, steady: bool) -> list[IPAddress]:
+        """The addresses this round asks: all of them, or in a steady round (every member up) the check's
+        own and the sweep's next slice of the service addresses (anycastd.core.sweep)."""
+        targets = self.targets()
+        return targets[:1] + self.sweep.next(targets[1:], self.check.interval) if steady else targets
 
     def hurry(self) -> None:
         _hurry(self)
@@ -297,8 +308,9 @@ def _resume(probe: Probe | SharedProbe, failing: bool) -> None:
 
 
 OnResult = Callable[[Probe, ProbeResult, Decision], Awaitable[None]]
-#: One round's probing: the results of each member, given the check as this round runs it.
-Round = Callable[[Check], Awaitable[list[tuple[Probe, ProbeResult]]]]
+#: One round's probing: the results of each member, given the check as this round runs it and whether the
+#: round is steady (every member up, not confirming, not woken: it may ask a slice of the service addresses).
+Round = Callable[[Check, bool], Awaitable[list[tuple[Probe, ProbeResult]]]]
 
 
 async def probe_forever(
@@ -313,7 +325,7 @@ async def probe_forever(
 ) -> None:
     """Probe ``probe.check`` on its schedule until cancelled (see the module's docstring)."""
 
-    async def once(check: Check) -> list[tuple[Probe, ProbeResult]]:
+    async def once(check: Check, steady: bool) -> list[tuple[Probe, ProbeResult]]:
         return [(probe, await prober.probe(check, probe.service_addresses))]
 
     def beat_one(_: Probe | SharedProbe) -> None:
@@ -337,13 +349,16 @@ async def probe_shared_forever(
     """Probe ``shared.check`` once a round for all its members until cancelled; ``after`` each round (the
     sidecar announces the round's changes in one batch)."""
 
-    async def once(check: Check) -> list[tuple[Probe, ProbeResult]]:
+    async def once(check: Check, steady: bool) -> list[tuple[Probe, ProbeResult]]:
         members = list(shared.members)
+        asked = shared.asked(steady)
         if len(members) == 1:  # a check of its own: as probe_forever asks it
-            return [(members[0], await prober.probe(check, members[0].service_addresses))]
-        targets = shared.targets()
-        answers = dict(zip(targets, await prober.probe_each(check, targets), strict=True))
-        return [(m, combine([answers[t] for t in targets_of(check, m.service_addresses)])) for m in members]
+            kept = set(asked)
+            return [(members[0], await prober.probe(check, [a for a in members[0].service_addresses if a in kept]))]
+        answers = dict(zip(asked, await prober.probe_each(check, asked), strict=True))
+        return [
+            (m, combine([answers[t] for t in targets_of(check, m.service_addresses) if t in answers])) for m in members
+        ]
 
     def beat_shared(unit: Probe | SharedProbe) -> None:
         assert unit is shared
@@ -376,13 +391,14 @@ async def _schedule(
     while True:
         beat(unit)
         doubt = any(in_doubt(m) for m in members()) or unit.urgent
+        steady = not doubt and not woken and all(m.health.checks[m.index].state is State.UP for m in members())
         unit.urgent = False
         wakes += woken
         started = clock()
         unit.running = True  # until every member's result is recorded: ``resume`` reads the last ones
         try:
             try:
-                results = await _run(unit, once(short if doubt else check), doubt)
+                results = await _run(unit, once(short if doubt else check, steady), doubt)
             except _Hurried:  # hurry() abandoned it: the urgent probe replaces it, at once, and the schedule restarts
                 woken, next_at = _cleared(unit), clock()
                 continue

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import pytest
@@ -601,6 +601,132 @@ def test_a_shared_probe_asks_each_address_once_and_judges_each_member_by_its_own
     assert got["dns/checks[0]"][0] == OK and got["dot/checks[0]"][0] == HARD  # each by its own address
     assert flushed == 2  # once a round
     assert shared.members[1].health.checks[0].state is State.DOWN
+
+
+FAST = Check(A, interval=0.2, timeout=0.1)  # 20 service addresses at 0.2 s: a steady round asks 8 of them
+MANY = [ipaddress.ip_address(f"203.0.113.{100 + n}") for n in range(20)]
+
+
+def _many() -> SharedProbe:
+    members = [
+        Probe(f"s{n}/checks[0]", 0, FAST, (a,), ServiceHealth.create(f"s{n}", [Thresholds(1, 2, 1)]), CheckStatus())
+        for n, a in enumerate(MANY)
+    ]
+    return SharedProbe("s0/checks[0]", FAST, members)
+
+
+def _rounds(
+    shared: SharedProbe, answer: Callable[[int, IPAddress], ProbeResult], rounds: int
+) -> tuple[list[list[IPAddress]], list[float]]:
+    """What each of ``rounds`` rounds of ``shared`` asked, and each round's timeout; ``answer(round, address)``."""
+    asked: list[list[IPAddress]] = []
+    timeouts: list[float] = []
+
+    async def go() -> None:
+        fake, done = FakeTime(), asyncio.Event()
+
+        class Prober(EachProber):
+            async def probe_each(self, check: Check, targets: Sequence[IPAddress]) -> list[ProbeResult]:
+                if len(asked) == rounds:
+                    done.set()
+                    await asyncio.Event().wait()
+                asked.append(list(targets))
+                timeouts.append(check.timeout)
+                return [answer(len(asked) - 1, t) for t in targets]
+
+        async def nothing(*_: Any) -> None:
+            pass
+
+        task = asyncio.ensure_future(
+            probe_shared_forever(
+                shared,
+                Prober({}, rounds, done),
+                nothing,
+                clock=fake.clock,
+                sleep=fake.sleep,
+                jitter=lambda _: 0.0,
+                beat=lambda _: None,
+                after=nothing,
+            )
+        )
+        await alongside(task, done.wait())
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(go())
+    return asked, timeouts
+
+
+def test_a_steady_round_asks_the_checks_own_address_and_a_slice_of_the_service_addresses_in_turn() -> None:
+    asked, _ = _rounds(_many(), lambda n, a: OK, 5)
+    assert asked[0] == [A, *MANY]  # every member down (rise 1): all, so a rise needs every address
+    assert asked[1:] == [[A, *MANY[0:8]], [A, *MANY[8:16]], [A, *MANY[16:20], *MANY[0:4]], [A, *MANY[4:12]]]
+
+
+def test_a_failure_in_a_slice_is_confirmed_by_a_round_that_asks_every_address() -> None:
+    def answer(n: int, address: IPAddress) -> ProbeResult:
+        return BAD if n >= 1 and address == MANY[5] else OK
+
+    shared = _many()
+    asked, timeouts = _rounds(shared, answer, 4)
+    assert [len(a) for a in asked] == [21, 9, 21, 21]  # the slice finds it; confirmed on all; down: all
+    assert timeouts == [FAST.timeout, FAST.timeout, FAST.timeout * CONFIRM_TIMEOUT, FAST.timeout]
+    assert [m.health.checks[0].state for m in shared.members].count(State.UP) == 19
+    assert shared.members[5].health.checks[0].state is State.DOWN
+
+
+def test_a_round_an_event_woke_asks_every_address() -> None:
+    shared = _many()
+    shared.wake = asyncio.Event()
+
+    def answer(n: int, address: IPAddress) -> ProbeResult:
+        if n == 1:
+            assert shared.wake is not None
+            shared.wake.set()  # the resolver's socket went, say: the next round comes at once
+        return OK
+
+    asked, _ = _rounds(shared, answer, 4)
+    assert [len(a) for a in asked] == [21, 9, 21, 9]
+
+
+def test_a_check_of_its_own_asks_a_slice_of_its_addresses_too() -> None:
+    many = [ipaddress.ip_address(f"2001:db8:53::{n + 1:x}") for n in range(10)]
+    health = ServiceHealth.create("many", [Thresholds(1, 2, 1)])
+    shared = SharedProbe("many/checks[0]", FAST, [Probe("many/checks[0]", 0, FAST, tuple(many), health, CheckStatus())])
+    asked: list[list[IPAddress]] = []
+
+    async def go() -> None:
+        fake, done = FakeTime(), asyncio.Event()
+
+        class Prober(EachProber):
+            async def probe(self, check: Check, service_addresses: Sequence[IPAddress]) -> ProbeResult:
+                if len(asked) == 3:
+                    done.set()
+                    await asyncio.Event().wait()
+                asked.append(list(service_addresses))
+                return OK
+
+        async def nothing(*_: Any) -> None:
+            pass
+
+        task = asyncio.ensure_future(
+            probe_shared_forever(
+                shared,
+                Prober({}, 3, done),
+                nothing,
+                clock=fake.clock,
+                sleep=fake.sleep,
+                jitter=lambda _: 0.0,
+                beat=lambda _: None,
+                after=nothing,
+            )
+        )
+        await alongside(task, done.wait())
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(go())
+    assert asked == [many, many[:8], [*many[:6], *many[8:]]]  # in the service's order
 
 
 def test_a_prober_that_answers_for_fewer_addresses_than_asked_ends_the_loop() -> None:
