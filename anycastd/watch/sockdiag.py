@@ -38,7 +38,7 @@ import ipaddress
 import logging
 import socket
 import struct
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -128,15 +128,27 @@ class SocketInfo:
     rqueue: int
     inode: int
 
-    def serves(self, endpoint: Endpoint) -> bool:
-        """True if this is a listening socket that a query to ``endpoint`` could reach (its address, or any)."""
-        return (
-            self.protocol == endpoint.protocol
-            and self.port == endpoint.port
-            and self.remote_port == 0
-            and (self.local == endpoint.address or self.local.is_unspecified)
-            and self.local.version == endpoint.address.version
-        )
+
+class Listeners:
+    """Endpoints by protocol, port and family, to find the ones a socket served in one step each: a resolver
+    killed on 200 addresses reports some 600 listeners gone, and comparing each with every endpoint took
+    tens of milliseconds of the kill's detection."""
+
+    def __init__(self, endpoints: Iterable[Endpoint]) -> None:
+        self._by: dict[tuple[int, int, int], dict[IPAddress, Endpoint]] = {}
+        for e in endpoints:
+            self._by.setdefault((e.protocol, e.port, e.address.version), {})[e.address] = e
+
+    def served_by(self, info: SocketInfo) -> Iterable[Endpoint]:
+        """The endpoints a query to which ``info`` could receive: it listens (no peer) on the endpoint's
+        protocol and port, on its address or on every address of its family."""
+        if info.remote_port != 0:
+            return ()
+        found = self._by.get((info.protocol, info.port, info.local.version), {})
+        if info.local.is_unspecified:
+            return found.values()
+        one = found.get(info.local)
+        return (one,) if one is not None else ()
 
 
 def _packed(address: IPAddress) -> bytes:
@@ -237,6 +249,7 @@ class Watcher:
         """The endpoints whose listening socket the kernel has reported destroyed since the last call."""
         assert self.events is not None
         gone: set[Endpoint] = set()
+        listeners = Listeners(endpoints)
         while True:
             try:
                 data = self.events.recv(65536)
@@ -246,7 +259,7 @@ class Watcher:
                 log.debug("sock_diag events lost: %s", exc)
                 return set(endpoints)
             for info in _events(data):
-                gone.update(e for e in endpoints if info.serves(e))
+                gone.update(listeners.served_by(info))
 
     def lookup(self, endpoint: Endpoint) -> SocketInfo | None:
         """The socket that would receive a query to ``endpoint`` now; None if nothing listens there."""

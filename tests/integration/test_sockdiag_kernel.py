@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 
-from anycastd.watch.sockdiag import Endpoint, SocketInfo, Watcher, parse_messages
+from anycastd.watch.sockdiag import Endpoint, Listeners, SocketInfo, Watcher, parse_messages
 
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
 
@@ -54,8 +54,7 @@ def test_the_kernel_reports_a_listener_destroyed_and_its_queue_stuck() -> None:
                 e
                 for info in parse_messages(data, socket.IPPROTO_UDP)
                 if isinstance(info, SocketInfo)
-                for e in [endpoint]
-                if info.serves(e)
+                for e in Listeners([endpoint]).served_by(info)
             }
             assert [i.port for i in parse_messages(data, socket.IPPROTO_UDP) if isinstance(i, SocketInfo)] == [
                 endpoint.port
@@ -70,7 +69,7 @@ def test_the_kernel_reports_a_listener_destroyed_and_its_queue_stuck() -> None:
 
 WATCH_AS_NOBODY = """
 import ipaddress, select, socket
-from anycastd.watch.sockdiag import Endpoint, SocketInfo, Watcher, parse_messages
+from anycastd.watch.sockdiag import Endpoint, Listeners, SocketInfo, Watcher, parse_messages
 watcher = Watcher()
 endpoint = Endpoint(ipaddress.ip_address("127.0.0.1"), {port}, socket.IPPROTO_UDP)
 print("watching", flush=True)

@@ -20,6 +20,7 @@ from anycastd.watch.sockdiag import (
     SOCK_DIAG_BY_FAMILY,
     DiagError,
     Endpoint,
+    Listeners,
     QueueSample,
     SocketInfo,
     Watcher,
@@ -34,6 +35,7 @@ A = ipaddress.ip_address("192.0.2.10")
 S4 = ipaddress.ip_address("203.0.113.53")
 S6 = ipaddress.ip_address("2001:db8::53")
 ANY4 = ipaddress.ip_address("0.0.0.0")
+B4 = ipaddress.ip_address("203.0.113.54")
 
 
 def diag_msg(address: str, port: int, rqueue: int = 0, remote_port: int = 0, seq: int = 1) -> bytes:
@@ -76,20 +78,25 @@ def test_a_lookup_asks_for_the_socket_a_query_to_the_endpoint_reaches() -> None:
     assert (dport, dst, cookie0, cookie1) == (5353, S6.packed, 0xFFFFFFFF, 0xFFFFFFFF)
 
 
+WATCHED = [Endpoint(A, 53, UDP), Endpoint(B4, 53, UDP), Endpoint(A, 853, TCP), Endpoint(S6, 53, UDP)]
+
+
 @pytest.mark.parametrize(
-    ("info", "serves"),
+    ("info", "served"),
     [
-        (SocketInfo(socket.AF_INET, UDP, A, 53, 0, 0, 1), True),
-        (SocketInfo(socket.AF_INET, UDP, ANY4, 53, 0, 0, 1), True),  # bound to every address
-        (SocketInfo(socket.AF_INET, UDP, S4, 53, 0, 0, 1), False),  # another address
-        (SocketInfo(socket.AF_INET, UDP, A, 5353, 0, 0, 1), False),  # another port
-        (SocketInfo(socket.AF_INET, UDP, A, 53, 40000, 0, 1), False),  # a connection, not the listener
-        (SocketInfo(socket.AF_INET, TCP, A, 53, 0, 0, 1), False),  # the other protocol
-        (SocketInfo(socket.AF_INET6, UDP, ipaddress.ip_address("::"), 53, 0, 0, 1), False),  # the other family
+        (SocketInfo(socket.AF_INET, UDP, A, 53, 0, 0, 1), [WATCHED[0]]),
+        (SocketInfo(socket.AF_INET, UDP, ANY4, 53, 0, 0, 1), WATCHED[:2]),  # bound to every address of its family
+        (SocketInfo(socket.AF_INET, UDP, S4, 53, 0, 0, 1), []),  # another address
+        (SocketInfo(socket.AF_INET, UDP, A, 5353, 0, 0, 1), []),  # another port
+        (SocketInfo(socket.AF_INET, UDP, A, 53, 40000, 0, 1), []),  # a connection, not the listener
+        (SocketInfo(socket.AF_INET, TCP, A, 53, 0, 0, 1), []),  # the other protocol
+        (SocketInfo(socket.AF_INET, TCP, A, 853, 0, 0, 1), [WATCHED[2]]),  # ... on its own port
+        (SocketInfo(socket.AF_INET6, UDP, ipaddress.ip_address("::"), 53, 0, 0, 1), [WATCHED[3]]),  # the other family
+        (SocketInfo(socket.AF_INET6, UDP, S6, 53, 0, 0, 1), [WATCHED[3]]),
     ],
 )
-def test_a_socket_serves_an_endpoint_only_as_its_listener(info: SocketInfo, serves: bool) -> None:
-    assert info.serves(Endpoint(A, 53, UDP)) is serves
+def test_a_socket_serves_an_endpoint_only_as_its_listener(info: SocketInfo, served: list[Endpoint]) -> None:
+    assert list(Listeners(WATCHED).served_by(info)) == served
 
 
 def test_the_queues_sampled_are_those_the_clients_reach() -> None:

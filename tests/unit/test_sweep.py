@@ -56,7 +56,9 @@ def test_a_turn_past_the_end_after_the_addresses_shrank_starts_within_them() -> 
     interval=st.floats(0.01, 5.0),
     start=st.integers(0, 1000),
 )
-def test_every_address_is_asked_within_a_sweep_rounded_up_to_an_interval(count: int, interval: float, start: int) -> None:
+def test_every_address_is_asked_within_a_sweep_rounded_up_to_an_interval(
+    count: int, interval: float, start: int
+) -> None:
     sweep = Sweep(at=start)
     addresses = list(range(count))
     size = slice_size(count, interval)
