@@ -39,7 +39,7 @@ import logging
 import socket
 import struct
 from collections.abc import Collection, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from anycastd.core.net import IPAddress
@@ -111,6 +111,18 @@ class Endpoint:
     port: int
     protocol: int  # socket.IPPROTO_UDP or socket.IPPROTO_TCP
 
+    #: hashed once: a sample keys its bookkeeping by endpoint, several times an endpoint, and an address hashes slowly
+    _hash: int = field(init=False, repr=False, compare=False)
+    #: the body of the sock_diag request that looks up this endpoint's socket (``lookup_request``)
+    _request: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.address, self.port, self.protocol)))
+        object.__setattr__(self, "_request", _lookup_body(self))
+
+    def __hash__(self) -> int:
+        return self._hash
+
     @property
     def family(self) -> int:
         return socket.AF_INET if self.address.version == 4 else socket.AF_INET6
@@ -180,15 +192,19 @@ def parse_messages(data: bytes, protocol: int) -> Iterator[SocketInfo | int]:
         at += (length + 3) & ~3
 
 
+def _lookup_body(endpoint: Endpoint) -> bytes:
+    sender = _packed(endpoint.address)  # any sender: a listening socket does not look at it
+    sockid = _SOCKID.pack(1, endpoint.port, sender, _packed(endpoint.address), 0, NOCOOKIE, NOCOOKIE)
+    return _REQ.pack(endpoint.family, endpoint.protocol, 0, 0xFFFFFFFF) + sockid
+
+
 def lookup_request(endpoint: Endpoint, seq: int) -> bytes:
     """Ask for the one socket a datagram to ``endpoint`` would reach (the kernel's own lookup, not a dump).
 
     For UDP the kernel reads the request's source as the datagram's sender and its destination as
     the receiver (linux/net/ipv4/udp_diag.c: "src and dst are swapped for historical reasons").
     """
-    sender = _packed(endpoint.address)  # any sender: a listening socket does not look at it
-    sockid = _SOCKID.pack(1, endpoint.port, sender, _packed(endpoint.address), 0, NOCOOKIE, NOCOOKIE)
-    body = _REQ.pack(endpoint.family, endpoint.protocol, 0, 0xFFFFFFFF) + sockid
+    body = endpoint._request
     return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, seq, 0) + body
 
 
