@@ -86,9 +86,9 @@ lint: venv
 	$(PY) -m mypy anycastd anycastd_lab tests
 
 # One pytest run: unit tests everywhere, integration tests as root (they skip, saying why, otherwise).
-# The health core, flap damping, zone freshness and degradation must keep 100% branch coverage.
+# The health core, flap damping, zone freshness, degradation and the sweep must keep 100% branch coverage.
 test: deps venv lint
-	$(PY) -m pytest --cov=anycastd.core.health --cov=anycastd.core.damping --cov=anycastd.core.serials --cov=anycastd.core.degradation --cov-branch --cov-report=term-missing --cov-fail-under=100 tests
+	$(PY) -m pytest --cov=anycastd.core.health --cov=anycastd.core.damping --cov=anycastd.core.serials --cov=anycastd.core.degradation --cov=anycastd.core.sweep --cov-branch --cov-report=term-missing --cov-fail-under=100 tests
 	$(PY) -m tests.fuzz --seconds $(FUZZ_SECONDS)
 
 # Mutation testing of the pure core and the configuration readers (mutmut: 4,440 mutants, 21 to 25 minutes on

@@ -36,9 +36,10 @@ SWEEP = 1.0
 SWEEP_MIN = 8
 
 
-def slice_size(count: int, interval: float) -> int:
-    """How many of ``count`` service addresses a steady round of a check probed every ``interval`` asks."""
-    return min(count, max(SWEEP_MIN, math.ceil(count * interval / SWEEP)))
+def slice_size(count: int, interval: float, sweep: float = SWEEP) -> int:
+    """How many of ``count`` service addresses a steady round of a check probed every ``interval`` asks, for
+    each to be asked at least once every ``sweep`` seconds (rounded up to an interval)."""
+    return min(count, max(SWEEP_MIN, math.ceil(count * interval / sweep)))
 
 
 @dataclass

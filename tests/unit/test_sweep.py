@@ -32,6 +32,10 @@ def test_a_slice_asks_each_address_once_a_sweep_and_never_fewer_than_the_minimum
     assert slice_size(count, interval) == size
 
 
+def test_a_longer_sweep_asks_fewer_a_round() -> None:
+    assert SWEEP == 1.0 and slice_size(200, 0.2, sweep=2.0) == 20 and slice_size(200, 0.2, sweep=0.5) == 80
+
+
 def test_slices_go_round_the_addresses_in_turn() -> None:
     sweep = Sweep()
     addresses = list(range(20))
