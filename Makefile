@@ -83,7 +83,7 @@ install-cli-files:
 lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy anycastd anycastd_lab tests
+	$(PY) -m mypy anycastd anycastd_lab tests bench
 
 # One pytest run: unit tests everywhere, integration tests as root (they skip, saying why, otherwise).
 # The health core, flap damping, zone freshness, degradation and the sweep must keep 100% branch coverage.

@@ -23,6 +23,7 @@ Last, bfdd's own cost on a server (CPU and memory over --cost-seconds).
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -132,7 +133,7 @@ def main() -> int:
         deployment.assign({s.name: ANYCASTD for s in lab.servers})
         for name, bfd in SETTINGS:
             configure(lab, bfd)
-            measure(name, bfd, lambda bfd=bfd: configure(lab, bfd))
+            measure(name, bfd, functools.partial(configure, lab, bfd))
         costs = []
         for name, bfd in (("100 ms x 3", daemons.LAB_BFD), ("300 ms x 3 (`bfd: true`)", "true")):
             configure(lab, bfd)

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from compare import HC_FASTEST, Controller
 from fleet import WITHDRAW, Fleet
@@ -48,7 +48,9 @@ RATE = 500  # queries per second from the client during a trial
 ADDRESS = SERVICE_V4.split("/")[0]
 IMAGES = DOCS.parent / "img"
 BIN = 0.010  # seconds per bar of the timelines
-ROUTER = Controller("anycastd router (static routes)", None, Check.__dataclass_fields__["interval"].default)
+ROUTER = Controller(
+    "anycastd router (static routes)", None, cast(float, Check.__dataclass_fields__["interval"].default)
+)
 #: "s1: up -> down (...)", "dns: falling -> down (...)", "dns/s1: up -> down (...)": the verdict in the log.
 VERDICT = re.compile(r"^(\S+ \S+) \w+ \S+: (?:dns|dns/s\d+): \w+ -> down ", re.MULTILINE)
 

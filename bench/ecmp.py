@@ -259,10 +259,12 @@ def before_after(base: str, rounds: int, n: int, seconds: float) -> list[str]:
 
 def compared(names: list[str], runs: dict[str, list[dict[str, Any]]], seconds: float) -> list[str]:
     """The table of the trees' figures side by side: each a mean over its rounds."""
-    mean = lambda name, key, i: statistics.mean(r[key][i] for r in runs[name])  # noqa: E731
-    total = lambda name, key: " / ".join(  # noqa: E731
-        f"{r[key][0] + r[key][1]:.2f}" for r in runs[name]
-    )
+
+    def mean(name: str, key: str, i: int) -> float:
+        return float(statistics.mean(r[key][i] for r in runs[name]))
+
+    def total(name: str, key: str) -> str:
+        return " / ".join(f"{r[key][0] + r[key][1]:.2f}" for r in runs[name])
 
     def row(label: str, key: str) -> str:
         cells = [f"{mean(nm, key, 0):.2f} + {mean(nm, key, 1):.2f} ({total(nm, key)})" for nm in names]
@@ -352,7 +354,10 @@ def main() -> int:
         cpu_lab = at_rest(lab, args.cpu_seconds, "")
         floor = floor_cpu(lab, args.cpu_seconds)
     side_by_side = before_after(args.base, args.rounds, n, args.cpu_seconds) if args.base else []
-    split = lambda c: f"{c[0]:.2f} + {c[1]:.2f} = {c[0] + c[1]:.2f}"  # noqa: E731
+
+    def split(c: tuple[float, float]) -> str:
+        return f"{c[0]:.2f} + {c[1]:.2f} = {c[0] + c[1]:.2f}"
+
     rows = [
         "| measure | value |",
         "|---|---:|",

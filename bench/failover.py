@@ -95,8 +95,9 @@ def trial_times(
         action(victim)
         try:
             lab.wait_server(victim, present=present, timeout=give_up)
-            times.append(time.monotonic() - t0)
-            said = f"{times[-1] * 1000:.0f} ms"
+            took = time.monotonic() - t0
+            times.append(took)
+            said = f"{took * 1000:.0f} ms"
         except TimeoutError:
             times.append(None)
             said = f"no change within {give_up:g} s"

@@ -161,10 +161,10 @@ def table(runs: dict[str, list[dict[str, Any]]], trees: list[str]) -> list[str]:
         cells = []
         for tree in trees:
             values = [sum(run["cpu"].values()) if role == "all three" else run["cpu"][role] for run in runs[tree]]
-            text = f"{statistics.mean(values):.2f}"
-            cells.append(f"**{text}**" if role == "all three" else text)
-        goal = "<= 1.5" if role == "all three" else ""
-        rows.append(f"| CPU at rest, {role}, % of a core | {goal} | " + " | ".join(cells) + " |")
+            figure = f"{statistics.mean(values):.2f}"
+            cells.append(f"**{figure}**" if role == "all three" else figure)
+        cpu_goal = "<= 1.5" if role == "all three" else ""
+        rows.append(f"| CPU at rest, {role}, % of a core | {cpu_goal} | " + " | ".join(cells) + " |")
     return rows
 
 

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "reliability.md"
@@ -30,7 +31,7 @@ TESTS = [
 ]
 
 
-def run_once() -> list[dict]:
+def run_once() -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "rows.json"
         env = {**os.environ, "ANYCASTD_FAULT_REPORT": str(report)}
@@ -44,7 +45,7 @@ def seconds(value: float, what: str) -> str:
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
 
 
-def table(runs: list[list[dict]]) -> str:
+def table(runs: list[list[dict[str, Any]]]) -> str:
     lines = [
         "| variant | fault | expected state | bound | measured: median / max | passed | test |",
         "|---|---|---|---|---|---|---|",

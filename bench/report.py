@@ -123,7 +123,7 @@ def before_after_options(
 
 
 def arguments(
-    doc: str | None, script: str, add: Callable[[argparse.ArgumentParser], None]
+    doc: str | None, script: str, add: Callable[[argparse.ArgumentParser], object]
 ) -> argparse.Namespace | None:
     """Parse a bench script's arguments; None (after saying why) when not run as root."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
